@@ -1,0 +1,132 @@
+"""The event codec: msgpack bytes and plain mappings <-> typed events, with upcasting.
+
+Wire shape (both msgpack and JSON)::
+
+    {"type": "rating", "schema_version": 1, "event_id": "...", "user_id": "...",
+     "occurred_at": 1537799250.0, "item_id": "...", "rating": 4.5}
+
+Stored payloads may be older than the code reading them: ``UPCASTERS`` turns version ``n`` of
+a type's fields into version ``n + 1`` until the current class's version is reached. An upcaster
+is a pure function of the field mapping and never touches the common envelope fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import msgpack
+
+from portrait.errors import InvalidField, MissingField, PayloadTooLarge, UnknownEventType
+from portrait.events import EVENT_TYPES, Event, ReviewWritten
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+ENVELOPE_FIELDS = ("event_id", "user_id", "occurred_at")
+_META_FIELDS = frozenset({"type", "schema_version"})
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _review_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v1 reviews had ``body`` and required integer ``stars``; v2 has ``text`` and ``rating``."""
+    out = {k: v for k, v in fields.items() if k not in ("body", "stars")}
+    if "body" in fields:
+        out["text"] = fields["body"]
+    if fields.get("stars") is not None:
+        out["rating"] = float(fields["stars"])
+    return out
+
+
+UPCASTERS: Mapping[tuple[str, int], Upcaster] = {
+    (ReviewWritten.TYPE, 1): _review_v1_to_v2,
+}
+
+# Field names per class, computed once: decoding is on the replay hot path.
+_FIELDS: dict[type[Event], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()
+}
+_REQUIRED: dict[type[Event], frozenset[str]] = {
+    cls: frozenset(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    for cls in EVENT_TYPES.values()
+}
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """The wire mapping of an event, at its current schema version."""
+    out: dict[str, Any] = {"type": event.TYPE, "schema_version": event.SCHEMA_VERSION}
+    for name in _FIELDS[type(event)]:
+        value = getattr(event, name)
+        out[name] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def from_dict(data: Mapping[str, Any]) -> Event:
+    """Build a typed event from its wire mapping, upcasting older versions.
+
+    ``schema_version`` may be omitted (the current version is assumed). Unknown fields are
+    rejected so that a typo is an error rather than silently dropped data.
+
+    Raises:
+        UnknownEventType, MissingField, InvalidField: naming the field at fault.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidField("event", f"must be an object, got {type(data).__name__}")
+    if "type" not in data:
+        raise MissingField("type")
+    event_type = data["type"]
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise UnknownEventType(event_type)
+    version = data.get("schema_version", cls.SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidField("schema_version", "must be a positive integer")
+    if version > cls.SCHEMA_VERSION:
+        raise InvalidField(
+            "schema_version",
+            f"{event_type!r} version {version} is newer than this build ({cls.SCHEMA_VERSION})",
+        )
+    fields = {k: v for k, v in data.items() if k not in _META_FIELDS}
+    while version < cls.SCHEMA_VERSION:
+        upcast = UPCASTERS.get((event_type, version))
+        if upcast is None:
+            raise InvalidField("schema_version", f"no upcaster from {event_type!r} v{version}")
+        fields = upcast(fields)
+        version += 1
+    allowed = _FIELDS[cls]
+    for name in fields:
+        if name not in allowed:
+            raise InvalidField(name, f"unexpected field for {event_type!r} events")
+    for name in _REQUIRED[cls]:
+        if name not in fields:
+            raise MissingField(name)
+    try:
+        return cls(**fields)
+    except TypeError as exc:  # defensive: a field the checks above did not foresee
+        raise InvalidField("event", str(exc)) from exc
+
+
+def encode(event: Event, *, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """msgpack bytes of an event. Raises PayloadTooLarge beyond ``limit`` bytes."""
+    data = msgpack.packb(to_dict(event), use_bin_type=True)
+    if len(data) > limit:
+        raise PayloadTooLarge("event", len(data), limit)
+    return data
+
+
+def decode(data: bytes, *, limit: int = MAX_PAYLOAD_BYTES) -> Event:
+    """The typed event in msgpack ``data``; older schema versions are upcast.
+
+    Raises:
+        PayloadTooLarge, UnknownEventType, MissingField, InvalidField.
+    """
+    if len(data) > limit:
+        raise PayloadTooLarge("payload", len(data), limit)
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise InvalidField("payload", f"not valid msgpack: {exc}") from exc
+    return from_dict(obj)

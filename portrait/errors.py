@@ -1,0 +1,96 @@
+"""Portrait's error tree.
+
+Every error a caller can act on is one of these; adapters translate driver exceptions into
+them so that the HTTP layer and the CLI map a short, documented list to responses::
+
+    PortraitError
+    ├── InvalidInput (ValueError)        bad input; names the offending field -> HTTP 422
+    │   ├── UnknownEventType
+    │   ├── MissingField
+    │   ├── InvalidField
+    │   └── PayloadTooLarge                                                    -> HTTP 413
+    ├── VersionConflict                  stale expected version                -> HTTP 409
+    ├── EventIdConflict                  event_id reused for a different event -> HTTP 409
+    ├── MissingFeatures                  fold called without a text event's vector
+    └── StorageError                     the event store failed
+        ├── StorageUnavailable           transient; retried with a bound, then raised -> 503
+        └── StorageIntegrityError        the store holds something it must not
+"""
+
+from __future__ import annotations
+
+
+class PortraitError(Exception):
+    """Base class of every error Portrait raises on purpose."""
+
+
+class InvalidInput(PortraitError, ValueError):
+    """Input that Portrait refuses. ``field`` names the offending field (dotted path)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class UnknownEventType(InvalidInput):
+    """An event type that no codec entry knows."""
+
+    def __init__(self, event_type: object) -> None:
+        super().__init__("type", f"unknown event type {event_type!r}")
+
+
+class MissingField(InvalidInput):
+    """A required field is absent."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field, "field required")
+
+
+class InvalidField(InvalidInput):
+    """A field is present but has the wrong type or an out-of-range value."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """An encoded event (or a batch) exceeds the configured size limit."""
+
+    def __init__(self, field: str, size: int, limit: int) -> None:
+        super().__init__(field, f"{size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class VersionConflict(PortraitError):
+    """An append's expected version is not the stream's current version."""
+
+    def __init__(self, user_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"user {user_id!r}: expected version {expected}, stream is at {actual}"
+        )
+        self.user_id = user_id
+        self.expected = expected
+        self.actual = actual
+
+
+class EventIdConflict(PortraitError):
+    """An event_id already recorded for a different user or with different content."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"event_id {event_id!r}: {reason}")
+        self.event_id = event_id
+
+
+class MissingFeatures(PortraitError):
+    """The fold was given a text event without its encoded features."""
+
+
+class StorageError(PortraitError):
+    """The event store failed in a way that is not the caller's fault."""
+
+
+class StorageUnavailable(StorageError):
+    """The store could not be reached, after bounded retries. Safe to retry later."""
+
+
+class StorageIntegrityError(StorageError):
+    """The store refused a write for an integrity reason Portrait did not anticipate."""

@@ -1,0 +1,142 @@
+"""Ports: the small Protocols the domain needs from the outside world.
+
+Adapters live outside ``portrait/`` (``storage/`` for the logs, ``serve/`` for the vLLM
+encoder); an in-memory adapter of each is shipped code, and one contract test suite runs
+against every adapter of a port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from portrait.events import Event, RecordedEvent
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts into vectors in the item space.
+
+    ``encode`` returns an L2-normalised float32 matrix of shape ``(len(texts), dim)`` in the
+    order of ``texts``. Empty text is an error (:class:`portrait.errors.InvalidField`); text
+    longer than the model's window is truncated, not rejected.
+    """
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ItemLookup(Protocol):
+    """Read-only view of the item catalog the fold needs: a vector and tags per item."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """``(n_items, dim)`` float32, L2-normalised rows."""
+        ...
+
+    def row(self, item_id: str) -> int | None:
+        """Row of ``item_id`` in ``matrix``, or None for an item the catalog lacks."""
+        ...
+
+    def tags(self, row: int) -> Sequence[str]:
+        """Tags (genres, categories) of the item at ``row``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TextFeatures:
+    """What the encoder made of one text event: its vector and weighted keywords."""
+
+    vector: np.ndarray
+    keywords: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The outcome of appending one event.
+
+    ``duplicate`` is True when the event_id was already recorded; ``seq`` and ``position`` are
+    then the original ones and nothing new was written.
+    """
+
+    event_id: str
+    seq: int
+    position: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A serialised profile state as of ``seq``, built under config ``config_hash``."""
+
+    user_id: str
+    seq: int
+    state: bytes
+    config_hash: str
+
+
+class EventLog(Protocol):
+    """The append-only per-user event log.
+
+    Semantics every adapter honours (the contract suite checks them):
+
+    * ``append`` is all-or-nothing for a batch. New events get contiguous seqs after the
+      stream's current version and increasing global positions.
+    * ``expected_version`` (when not None) must equal the stream's current version, else
+      :class:`VersionConflict` and nothing is written. It is checked only when the batch holds
+      new events, so a retried batch whose events are all recorded returns their results.
+    * A recorded event_id is a duplicate: its original seq/position are returned with
+      ``duplicate=True``. Reusing an event_id for another user or for different content is an
+      :class:`EventIdConflict`.
+    """
+
+    async def append(
+        self, user_id: str, events: Sequence[Event], expected_version: int | None = None
+    ) -> list[AppendResult]: ...
+
+    async def version(self, user_id: str) -> int:
+        """The stream's last seq; 0 for a user with no events."""
+        ...
+
+    async def read(
+        self,
+        user_id: str,
+        *,
+        after_seq: int = 0,
+        until_seq: int | None = None,
+        until_time: float | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events with ``after_seq < seq <= until_seq`` and ``occurred_at <= until_time``,
+        in seq order, at most ``limit``."""
+        ...
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Every user's events with ``position > after_position`` in position order.
+
+        Positions are committed in order, so a reader that resumes from the last position it
+        saw misses nothing."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    """Latest-state snapshots that shorten replay. Always safe to lose."""
+
+    async def save(self, snapshot: Snapshot) -> None: ...
+
+    async def latest(
+        self, user_id: str, config_hash: str, max_seq: int | None = None
+    ) -> Snapshot | None:
+        """The newest snapshot built under ``config_hash`` with ``seq <= max_seq``."""
+        ...

@@ -1,0 +1,300 @@
+"""The profile: state derived from a user's events by a pure, order-independent fold.
+
+Time weighting. With reference time ``t_ref`` (the latest event time folded), each decayed
+quantity is ``S = sum_i w_i * x_i * 2^(-(t_ref - t_i) / h)``. The brief's incremental form
+(``S = S * 2^(-(t - t_ref)/h) + w*x`` for a newer event, ``S += w*x*2^(-(t_ref - t)/h)`` for an
+older one) computes exactly this sum; we store it relative to a fixed *anchor* time instead,
+``A = sum_i w_i * x_i * 2^((t_i - anchor) / h)`` so that ``S = A * 2^(-(t_ref - anchor) / h)``.
+Adding an event is then one multiply-add, whatever its time, with no rescaling of every tag
+weight; the anchor moves forward (rescaling once) only before the exponent could overflow.
+Because ``A`` is a plain sum, the result does not depend on arrival order: replay equals the
+live state, and a snapshot plus its tail equals a full replay (both are property-tested).
+
+The fold never reads a clock and takes every external input (item vectors, a text's vector and
+keywords) as arguments, so it is deterministic and free of I/O.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from portrait.config import ProfileConfig
+from portrait.errors import InvalidField, MissingFeatures
+from portrait.events import (
+    AttributesSet,
+    ItemEvent,
+    ItemRated,
+    RecordedEvent,
+    ReviewWritten,
+    SearchPerformed,
+)
+from portrait.ports import ItemLookup, TextFeatures
+
+# Move the anchor once the newest event is this many (shortest) half-lives past it:
+# 2**256 is far from float64's range even after multiplying by weights and vector entries.
+REBASE_AFTER_HALF_LIVES = 256.0
+
+RecentItem = tuple[float, str, str, str]  # (occurred_at, event_id, item_id, event type)
+
+
+class ProfileState:
+    """One user's profile. Mutable accumulator owned by one writer; see :func:`fold`.
+
+    Vectors and weights are stored anchored (see the module docstring); read them through
+    :meth:`long_vector`, :meth:`short_vector`, :meth:`tag_weights` and
+    :meth:`keyword_weights`, which apply the decay to ``t_ref``.
+    """
+
+    __slots__ = (
+        "user_id",
+        "dim",
+        "anchor",
+        "t_ref",
+        "long_acc",
+        "short_acc",
+        "tags",
+        "keywords",
+        "counts",
+        "recent",
+        "excluded",
+        "attributes",
+        "last_seq",
+        "event_count",
+    )
+
+    def __init__(self, user_id: str, dim: int) -> None:
+        self.user_id = user_id
+        self.dim = dim
+        self.anchor: float | None = None
+        self.t_ref: float | None = None
+        self.long_acc = np.zeros(dim, dtype=np.float64)
+        self.short_acc = np.zeros(dim, dtype=np.float64)
+        self.tags: dict[str, float] = {}
+        self.keywords: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.recent: list[RecentItem] = []  # newest last; at most config.recent_items
+        self.excluded: set[str] = set()
+        self.attributes: dict[str, tuple[float, str, str]] = {}  # key -> (time, event_id, value)
+        self.last_seq = 0
+        self.event_count = 0
+
+    def copy(self) -> ProfileState:
+        """An independent deep copy."""
+        other = ProfileState(self.user_id, self.dim)
+        other.anchor, other.t_ref = self.anchor, self.t_ref
+        other.long_acc = self.long_acc.copy()
+        other.short_acc = self.short_acc.copy()
+        other.tags = dict(self.tags)
+        other.keywords = dict(self.keywords)
+        other.counts = dict(self.counts)
+        other.recent = list(self.recent)
+        other.excluded = set(self.excluded)
+        other.attributes = dict(self.attributes)
+        other.last_seq, other.event_count = self.last_seq, self.event_count
+        return other
+
+    # -- decayed views -------------------------------------------------------------------
+
+    def _decay(self, half_life_s: float) -> float:
+        if self.anchor is None or self.t_ref is None:
+            return 0.0
+        return float(2.0 ** (-(self.t_ref - self.anchor) / half_life_s))
+
+    def long_vector(self, config: ProfileConfig) -> np.ndarray:
+        """The long-term interest vector at ``t_ref`` (not normalised)."""
+        return self.long_acc * self._decay(config.long_half_life_s)
+
+    def short_vector(self, config: ProfileConfig) -> np.ndarray:
+        """The short-term (recent session) vector at ``t_ref`` (not normalised)."""
+        return self.short_acc * self._decay(config.short_half_life_s)
+
+    def tag_weights(self, config: ProfileConfig) -> dict[str, float]:
+        """Decayed interest weight per tag at ``t_ref``; negative means disliked."""
+        d = self._decay(config.tag_half_life_s)
+        return {k: v * d for k, v in self.tags.items()}
+
+    def keyword_weights(self, config: ProfileConfig) -> dict[str, float]:
+        """Decayed weight per keyword drawn from the user's own text, at ``t_ref``."""
+        d = self._decay(config.tag_half_life_s)
+        return {k: v * d for k, v in self.keywords.items()}
+
+    def attribute_values(self) -> dict[str, str]:
+        """The basic attributes in force (latest by event time); cleared ones omitted."""
+        return {k: v for k, (_, _, v) in sorted(self.attributes.items()) if v}
+
+
+def _rebase(state: ProfileState, new_anchor: float, config: ProfileConfig) -> None:
+    """Move the anchor forward to ``new_anchor``, rescaling every anchored sum."""
+    assert state.anchor is not None
+    dt = new_anchor - state.anchor
+    state.long_acc *= 2.0 ** (-dt / config.long_half_life_s)
+    state.short_acc *= 2.0 ** (-dt / config.short_half_life_s)
+    tag_scale = 2.0 ** (-dt / config.tag_half_life_s)
+    state.tags = {k: v * tag_scale for k, v in state.tags.items()}
+    state.keywords = {k: v * tag_scale for k, v in state.keywords.items()}
+    state.anchor = new_anchor
+
+
+def fold(
+    state: ProfileState,
+    events: Sequence[RecordedEvent],
+    config: ProfileConfig,
+    items: ItemLookup,
+    texts: Mapping[str, TextFeatures] | None = None,
+) -> ProfileState:
+    """Apply ``events`` (in seq order) to ``state`` in place and return it.
+
+    Events at or below ``state.last_seq`` are skipped (already folded), so a snapshot plus an
+    overlapping tail is safe. ``texts`` maps a text event's event_id to its encoded features;
+    a review or search without them raises :class:`MissingFeatures` before anything changes.
+    The batch form is the fast path: vectors are accumulated with one matrix product.
+    """
+    texts = texts or {}
+    last = state.last_seq
+    todo: list[RecordedEvent] = []
+    for rec in events:
+        if rec.seq <= state.last_seq:
+            continue
+        if rec.seq <= last:
+            raise InvalidField("seq", f"events must be in increasing seq order (got {rec.seq} after {last})")
+        last = rec.seq
+        ev = rec.event
+        if ev.user_id != state.user_id:
+            raise InvalidField("user_id", f"event for {ev.user_id!r} folded into {state.user_id!r}")
+        if isinstance(ev, (ReviewWritten, SearchPerformed)) and ev.event_id not in texts:
+            raise MissingFeatures(f"no text features for {ev.TYPE} event {ev.event_id!r}")
+        todo.append(rec)
+    if not todo:
+        return state
+
+    t_max = max(rec.event.occurred_at for rec in todo)
+    if state.t_ref is not None:
+        t_max = max(t_max, state.t_ref)
+    if state.anchor is None:
+        state.anchor = t_max
+    elif (t_max - state.anchor) / min(
+        config.long_half_life_s, config.short_half_life_s, config.tag_half_life_s
+    ) > REBASE_AFTER_HALF_LIVES:
+        _rebase(state, t_max, config)
+    anchor = state.anchor
+    tag_h = config.tag_half_life_s
+
+    weights = config.event_weights
+    text_weights = config.text_weights
+    exclude_types = config.exclude_types
+    counts = state.counts
+    tags = state.tags
+    keywords = state.keywords
+    excluded = state.excluded
+    row_of = items.row
+    tags_of = items.tags
+
+    # Item-vector contributions gathered for one matrix product; text vectors likewise.
+    rows: list[int] = []
+    row_times: list[float] = []
+    row_weights: list[float] = []
+    text_vecs: list[np.ndarray] = []
+    text_times: list[float] = []
+    text_ws: list[float] = []
+    recent_new: list[RecentItem] = []
+
+    for rec in todo:
+        ev = rec.event
+        typ = ev.TYPE
+        t = ev.occurred_at
+        counts[typ] = counts.get(typ, 0) + 1
+        if isinstance(ev, ItemEvent):
+            item_id = ev.item_id
+            if isinstance(ev, ItemRated):
+                w = config.rating_weight(ev.rating)
+            elif isinstance(ev, ReviewWritten) and ev.rating is not None:
+                w = config.rating_weight(ev.rating)
+            else:
+                w = weights.get(typ, 0.0)
+            recent_new.append((t, ev.event_id, item_id, typ))
+            if typ in exclude_types:
+                excluded.add(item_id)
+            row = row_of(item_id)
+            if row is not None and w != 0.0:
+                rows.append(row)
+                row_times.append(t)
+                row_weights.append(w)
+                item_tags = tags_of(row)
+                if item_tags:
+                    c = w * 2.0 ** ((t - anchor) / tag_h)
+                    for tag in item_tags:
+                        tags[tag] = tags.get(tag, 0.0) + c
+        elif isinstance(ev, AttributesSet):
+            for key, value in ev.attributes.items():
+                current = state.attributes.get(key)
+                if current is None or (t, ev.event_id) > current[:2]:
+                    state.attributes[key] = (t, ev.event_id, value)
+        if isinstance(ev, (ReviewWritten, SearchPerformed)):
+            feats = texts[ev.event_id]
+            tw = text_weights.get(typ, 0.0)
+            if tw != 0.0:
+                text_vecs.append(feats.vector)
+                text_times.append(t)
+                text_ws.append(tw)
+                c = tw * 2.0 ** ((t - anchor) / tag_h)
+                for word, score in feats.keywords:
+                    keywords[word] = keywords.get(word, 0.0) + c * score
+
+    for h, acc in (
+        (config.long_half_life_s, state.long_acc),
+        (config.short_half_life_s, state.short_acc),
+    ):
+        if rows:
+            coef = np.asarray(row_weights) * np.exp2((np.asarray(row_times) - anchor) / h)
+            acc += coef @ items.matrix[rows]
+        if text_vecs:
+            coef = np.asarray(text_ws) * np.exp2((np.asarray(text_times) - anchor) / h)
+            acc += coef @ np.asarray(text_vecs, dtype=np.float64)
+
+    if config.recent_items:
+        # Ordered by (time, event_id), never by arrival, so replay order cannot change it.
+        state.recent = heapq.nlargest(config.recent_items, state.recent + recent_new)[::-1]
+    state.t_ref = t_max
+    state.last_seq = last
+    state.event_count += len(todo)
+    return state
+
+
+def replay(
+    events: Iterable[RecordedEvent],
+    config: ProfileConfig,
+    items: ItemLookup,
+    texts: Mapping[str, TextFeatures] | None = None,
+    *,
+    user_id: str,
+    until_seq: int | None = None,
+    until_time: float | None = None,
+    snapshot: ProfileState | None = None,
+) -> ProfileState:
+    """The profile of ``user_id`` after ``events``: a fresh state, never a shared one.
+
+    ``until_seq`` stops after that seq; ``until_time`` keeps only events that *occurred* at or
+    before it (the profile as the world stood then, late-arriving events included once
+    recorded). ``snapshot`` is used as the starting point when it cannot contain anything
+    past the cut-off; otherwise it is ignored and replay starts from empty.
+    """
+    if until_seq is not None and until_seq < 0:
+        raise InvalidField("until_seq", "must be non-negative")
+    state: ProfileState | None = None
+    if snapshot is not None and snapshot.user_id == user_id:
+        seq_ok = until_seq is None or snapshot.last_seq <= until_seq
+        time_ok = until_time is None or snapshot.t_ref is None or snapshot.t_ref <= until_time
+        if seq_ok and time_ok:
+            state = snapshot.copy()
+    if state is None:
+        state = ProfileState(user_id, items.dim)
+    selected = [
+        rec
+        for rec in events
+        if (until_seq is None or rec.seq <= until_seq)
+        and (until_time is None or rec.event.occurred_at <= until_time)
+    ]
+    return fold(state, selected, config, items, texts)

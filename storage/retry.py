@@ -1,0 +1,180 @@
+"""Driver errors -> Portrait's error tree, with bounded retries of transient failures.
+
+Every storage adapter call runs through :meth:`RetryPolicy.run`, which maps what asyncpg and
+SQLAlchemy raise onto :mod:`portrait.errors`:
+
+====================================================================  =========================
+Raised by the driver (anywhere in the ``orig`` / ``__cause__`` chain)  Becomes
+====================================================================  =========================
+``OSError`` (connection refused/reset, DNS), ``TimeoutError``          transient
+SQLAlchemy ``OperationalError``, ``InterfaceError``, pool
+``TimeoutError``, any ``DBAPIError`` with ``connection_invalidated``   transient
+asyncpg ``InterfaceError`` (connection closed), SQLSTATE class 08
+(``ConnectionDoesNotExistError``...), 57P01-57P03 (shutdown,
+``CannotConnectNowError``), 53300 (too many connections),
+40001 (serialization failure), 40P01 (deadlock), 55P03 (lock timeout)  transient
+transient, still failing after the last attempt                        ``StorageUnavailable``
+SQLAlchemy ``IntegrityError`` / SQLSTATE class 23 that the adapter
+did not anticipate (it checks event_ids and versions itself)           ``StorageIntegrityError``
+any other driver error (missing table, syntax: a deployment bug)       ``StorageError``
+:class:`portrait.errors.PortraitError` (``VersionConflict``...)         re-raised at once, never
+                                                                       retried
+anything else (``TypeError``..., cancellation)                         propagates unchanged
+====================================================================  =========================
+
+Retrying is only safe because every operation passed to :meth:`RetryPolicy.run` is one whole
+transaction, and appends are idempotent by event_id: if a commit succeeded but its
+acknowledgement was lost, the retried append finds its own events recorded and returns them
+with ``duplicate=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterator, TypeVar
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+
+from portrait.errors import (
+    PortraitError,
+    StorageError,
+    StorageIntegrityError,
+    StorageUnavailable,
+)
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "55P03", "57P01", "57P02", "57P03"})
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+_INTEGRITY_TYPES: tuple[type[BaseException], ...] = (
+    sa_exc.IntegrityError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+_DRIVER_TYPES: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, asyncpg.PostgresError)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: SQLAlchemy's ``orig``, then causes and contexts."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend([current.__context__, current.__cause__, getattr(current, "orig", None)])
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    state = getattr(exc, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying: the connection or the transaction failed, not us."""
+    for link in _chain(exc):
+        if isinstance(link, _TRANSIENT_TYPES):
+            return True
+        if isinstance(link, sa_exc.DBAPIError) and link.connection_invalidated:
+            return True
+        state = _sqlstate(link)
+        if state is not None and (state.startswith("08") or state in _TRANSIENT_SQLSTATES):
+            return True
+    return False
+
+
+def is_integrity(exc: BaseException) -> bool:
+    """Whether ``exc`` is a constraint violation (SQLSTATE class 23)."""
+    for link in _chain(exc):
+        if isinstance(link, _INTEGRITY_TYPES):
+            return True
+        state = _sqlstate(link)
+        if state is not None and state.startswith("23"):
+            return True
+    return False
+
+
+def translate(exc: Exception) -> Exception:
+    """The Portrait error for a non-transient ``exc`` (``exc`` itself if it is not a driver's)."""
+    if isinstance(exc, PortraitError):
+        return exc
+    if is_integrity(exc):
+        return StorageIntegrityError(f"the store refused a write: {exc}")
+    if isinstance(exc, _DRIVER_TYPES):
+        return StorageError(f"the store failed: {exc}")
+    return exc
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff for transient storage failures.
+
+    Attributes:
+        attempts: tries in all, the first included.
+        base_delay: seconds before the second try; doubled for each further one.
+        max_delay: cap on any single delay.
+    """
+
+    attempts: int = 3
+    base_delay: float = 0.05
+    max_delay: float = 1.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try number ``attempt`` (1-based), jittered."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        # Jitter keeps writers that failed together from retrying in lock-step.
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Await ``operation()``, retrying transient failures; translate the final error.
+
+        ``operation`` must be a whole transaction: it is started afresh on each try.
+
+        Raises:
+            StorageUnavailable: a transient failure outlived the last attempt.
+            StorageIntegrityError, StorageError: see the module docstring.
+            PortraitError: whatever ``operation`` raised on purpose, at once.
+        """
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await operation()
+            except PortraitError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    translated = translate(exc)
+                    if translated is exc:
+                        raise
+                    raise translated from exc
+                if attempt == self.attempts:
+                    raise StorageUnavailable(
+                        f"the store is unavailable after {attempt} attempts: {exc}"
+                    ) from exc
+                wait = self.delay(attempt)
+                _log.warning("transient storage error (try %d, retry in %.3fs): %r",
+                             attempt, wait, exc)
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+__all__ = ["DEFAULT_RETRY", "RetryPolicy", "is_integrity", "is_transient", "translate"]

@@ -1,0 +1,104 @@
+"""The relational schema of Portrait's store, as SQLAlchemy Core tables.
+
+This module is the single description of the tables the code reads and writes; the Alembic
+revisions in ``migrations/versions`` create them explicitly (never ``metadata.create_all``),
+and ``tests/integration/test_migrations.py`` checks that the two agree.
+
+Tables:
+
+* ``events``: the append-only per-user event log. ``(user_id, seq)`` is the stream order,
+  ``position`` (an identity column) the global commit order that ``read_all`` follows, and
+  ``payload`` the codec's msgpack bytes of the whole event; ``event_type``, ``schema_version``
+  and ``occurred_at`` are copied out of it for filtering and operations, never read back.
+* ``snapshots``: serialised profile states, keyed by the config hash that built them.
+* ``items``: the item catalog (written by catalog code that comes later).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Double,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+
+# Deterministic constraint and index names, so that migrations can refer to (and drop) them.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+events = Table(
+    "events",
+    metadata,
+    Column("user_id", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    # ALWAYS: no writer may pick its own position; commit order is the identity's order
+    # because writers serialise on an advisory lock (see storage.postgres).
+    Column("position", BigInteger, Identity(always=True), nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    # Unix seconds as a float, like the domain; double precision keeps microseconds.
+    Column("occurred_at", Double, nullable=False),
+    Column(
+        "recorded_at", TIMESTAMP(timezone=True), server_default=func.now(), nullable=False
+    ),
+    Column("payload", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("user_id", "seq"),
+    UniqueConstraint("event_id"),
+    CheckConstraint("seq > 0", name="seq_positive"),
+    Index(None, "position", unique=True),
+    Index(None, "user_id", "occurred_at"),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("user_id", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("config_hash", Text, nullable=False),
+    Column(
+        "created_at", TIMESTAMP(timezone=True), server_default=func.now(), nullable=False
+    ),
+    PrimaryKeyConstraint("user_id", "config_hash", "seq"),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("tags", ARRAY(Text), server_default=text("'{}'::text[]"), nullable=False),
+    Column("attributes", JSONB, server_default=text("'{}'::jsonb"), nullable=False),
+    Column("embedding", LargeBinary, nullable=True),
+    Column("model_id", Text, nullable=True),
+    Column("dim", Integer, nullable=True),
+    Column(
+        "updated_at", TIMESTAMP(timezone=True), server_default=func.now(), nullable=False
+    ),
+    PrimaryKeyConstraint("id"),
+)
+
+__all__ = ["NAMING_CONVENTION", "events", "items", "metadata", "snapshots"]

@@ -1,0 +1,133 @@
+"""The event codec: round trips, upcasting and clear errors on bad input."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from portrait import codec
+from portrait.errors import (
+    InvalidField,
+    MissingField,
+    PayloadTooLarge,
+    UnknownEventType,
+)
+from portrait.events import (
+    EVENT_CLASSES,
+    AttributesSet,
+    ItemAddedToCart,
+    ItemClicked,
+    ItemDismissed,
+    ItemPurchased,
+    ItemRated,
+    ItemViewed,
+    ReviewWritten,
+    SearchPerformed,
+)
+
+BASE = {"event_id": "e1", "user_id": "u1", "occurred_at": 1_600_000_000.5}
+
+ONE_OF_EACH = [
+    ItemViewed(**BASE, item_id="i1"),
+    ItemClicked(**BASE, item_id="i1"),
+    ItemAddedToCart(**BASE, item_id="i1"),
+    ItemPurchased(**BASE, item_id="i1"),
+    ItemDismissed(**BASE, item_id="i1"),
+    ItemRated(**BASE, item_id="i1", rating=4.5),
+    ReviewWritten(**BASE, item_id="i1", text="Great fun, loved the score", rating=5.0),
+    ReviewWritten(**BASE, item_id="i1", text="no rating here"),
+    SearchPerformed(**BASE, query="space opera with robots"),
+    AttributesSet(**BASE, attributes={"age_band": "25-34", "language": "de"}),
+]
+
+
+def test_every_event_class_is_covered() -> None:
+    assert {type(e) for e in ONE_OF_EACH} == set(EVENT_CLASSES)
+
+
+@pytest.mark.parametrize("event", ONE_OF_EACH, ids=lambda e: e.TYPE)
+def test_round_trip_msgpack_and_dict(event) -> None:
+    assert codec.decode(codec.encode(event)) == event
+    assert codec.from_dict(codec.to_dict(event)) == event
+
+
+def test_review_v1_payload_is_upcast_to_v2() -> None:
+    # Bytes exactly as a v1 writer stored them: "body" and integer "stars".
+    stored = msgpack.packb(
+        {"type": "review", "schema_version": 1, **BASE, "item_id": "i9", "body": "Meh.", "stars": 2}
+    )
+    event = codec.decode(stored)
+    assert event == ReviewWritten(**BASE, item_id="i9", text="Meh.", rating=2.0)
+    assert codec.to_dict(event)["schema_version"] == 2
+
+
+def test_unknown_type() -> None:
+    with pytest.raises(UnknownEventType) as err:
+        codec.from_dict({"type": "teleport", **BASE})
+    assert err.value.field == "type"
+
+
+def test_missing_field_is_named() -> None:
+    with pytest.raises(MissingField) as err:
+        codec.from_dict({"type": "rating", **BASE, "item_id": "i1"})
+    assert err.value.field == "rating"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"rating": "five"}, "rating"),
+        ({"rating": 7}, "rating"),
+        ({"rating": True}, "rating"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"occurred_at": -1}, "occurred_at"),
+        ({"occurred_at": float("nan")}, "occurred_at"),
+        ({"user_id": ""}, "user_id"),
+        ({"item_id": 12}, "item_id"),
+        ({"event_id": "x" * 500}, "event_id"),
+        ({"colour": "red"}, "colour"),
+        ({"schema_version": 99}, "schema_version"),
+        ({"schema_version": "1"}, "schema_version"),
+    ],
+)
+def test_wrong_types_and_values_are_named(patch: dict, field: str) -> None:
+    data = {"type": "rating", **BASE, "item_id": "i1", "rating": 4.0, **patch}
+    with pytest.raises(InvalidField) as err:
+        codec.from_dict(data)
+    assert err.value.field == field
+
+
+def test_attribute_keys_are_closed() -> None:
+    with pytest.raises(InvalidField) as err:
+        codec.from_dict({"type": "attributes_set", **BASE, "attributes": {"income": "high"}})
+    assert err.value.field == "attributes.income"
+
+
+def test_empty_text_rejected() -> None:
+    with pytest.raises(InvalidField) as err:
+        codec.from_dict({"type": "search", **BASE, "query": "   "})
+    assert err.value.field == "query"
+
+
+def test_oversized_payload_rejected_on_encode_and_decode() -> None:
+    big = SearchPerformed(**BASE, query="word " * 1500)
+    with pytest.raises(PayloadTooLarge):
+        codec.encode(big, limit=1024)
+    with pytest.raises(PayloadTooLarge):
+        codec.decode(b"\x00" * 2048, limit=1024)
+
+
+def test_garbage_bytes_are_an_invalid_payload() -> None:
+    with pytest.raises(InvalidField) as err:
+        codec.decode(b"\xc1\xc1\xc1")
+    assert err.value.field == "payload"
+    with pytest.raises(InvalidField):
+        codec.decode(msgpack.packb([1, 2, 3]))
+
+
+def test_events_are_frozen() -> None:
+    event = ONE_OF_EACH[-1]
+    with pytest.raises(AttributeError):
+        event.user_id = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        event.attributes["age_band"] = "65+"  # type: ignore[index]
