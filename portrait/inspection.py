@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from portrait.config import ProfileConfig
+from portrait.interests import TagVocabulary, infer_tags
 from portrait.profile import ProfileState
 
 
@@ -15,8 +16,18 @@ def _top(weights: dict[str, float], n: int) -> list[tuple[str, float]]:
     return sorted(weights.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:n]
 
 
-def summarize(state: ProfileState, config: ProfileConfig, top: int = 20) -> dict[str, Any]:
-    """A JSON-ready description of the profile: what an auditor or the API shows."""
+def summarize(
+    state: ProfileState,
+    config: ProfileConfig,
+    top: int = 20,
+    vocabulary: TagVocabulary | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready description of the profile: what an auditor or the API shows.
+
+    With a tag ``vocabulary``, ``inferred_tags`` lists the catalog tags the long-term vector
+    points at (zero-shot; see :mod:`portrait.interests`).
+    """
+    inferred = infer_tags(state.long_vector(config), vocabulary) if vocabulary else []
     return {
         "user_id": state.user_id,
         "last_seq": state.last_seq,
@@ -29,6 +40,7 @@ def summarize(state: ProfileState, config: ProfileConfig, top: int = 20) -> dict
             {"keyword": k, "weight": round(v, 6)}
             for k, v in _top(state.keyword_weights(config), top)
         ],
+        "inferred_tags": [{"tag": k, "score": v} for k, v in inferred],
         "recent": [
             {"item_id": item, "type": typ, "occurred_at": t, "event_id": eid}
             for t, eid, item, typ in reversed(state.recent)

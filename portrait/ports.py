@@ -34,6 +34,19 @@ class Encoder(Protocol):
 
 
 @runtime_checkable
+class AsyncEncoder(Protocol):
+    """The :class:`Encoder` contract for async callers (the batched Serve deployment)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
 class ItemLookup(Protocol):
     """Read-only view of the item catalog the fold needs: a vector and tags per item."""
 

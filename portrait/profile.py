@@ -26,7 +26,6 @@ from portrait.errors import InvalidField, MissingFeatures
 from portrait.events import (
     AttributesSet,
     ItemEvent,
-    ItemRated,
     RecordedEvent,
     ReviewWritten,
     SearchPerformed,
@@ -180,19 +179,18 @@ def fold(
     ) > REBASE_AFTER_HALF_LIVES:
         _rebase(state, t_max, config)
     anchor = state.anchor
-    tag_h = config.tag_half_life_s
 
     weights = config.event_weights
     text_weights = config.text_weights
     exclude_types = config.exclude_types
+    rating_w = weights.get("rating", 0.0) / config.rating_scale
+    center = config.rating_center
     counts = state.counts
-    tags = state.tags
     keywords = state.keywords
     excluded = state.excluded
     row_of = items.row
-    tags_of = items.tags
 
-    # Item-vector contributions gathered for one matrix product; text vectors likewise.
+    # The loop only classifies; every decay computation below is vectorised.
     rows: list[int] = []
     row_times: list[float] = []
     row_weights: list[float] = []
@@ -208,10 +206,10 @@ def fold(
         counts[typ] = counts.get(typ, 0) + 1
         if isinstance(ev, ItemEvent):
             item_id = ev.item_id
-            if isinstance(ev, ItemRated):
-                w = config.rating_weight(ev.rating)
-            elif isinstance(ev, ReviewWritten) and ev.rating is not None:
-                w = config.rating_weight(ev.rating)
+            if typ == "rating":
+                w = rating_w * (ev.rating - center)  # type: ignore[attr-defined]
+            elif typ == "review" and ev.rating is not None:  # type: ignore[attr-defined]
+                w = rating_w * (ev.rating - center)  # type: ignore[attr-defined]
             else:
                 w = weights.get(typ, 0.0)
             recent_new.append((t, ev.event_id, item_id, typ))
@@ -222,37 +220,45 @@ def fold(
                 rows.append(row)
                 row_times.append(t)
                 row_weights.append(w)
-                item_tags = tags_of(row)
-                if item_tags:
-                    c = w * 2.0 ** ((t - anchor) / tag_h)
-                    for tag in item_tags:
-                        tags[tag] = tags.get(tag, 0.0) + c
         elif isinstance(ev, AttributesSet):
             for key, value in ev.attributes.items():
                 current = state.attributes.get(key)
                 if current is None or (t, ev.event_id) > current[:2]:
                     state.attributes[key] = (t, ev.event_id, value)
-        if isinstance(ev, (ReviewWritten, SearchPerformed)):
+        if typ == "review" or typ == "search":
             feats = texts[ev.event_id]
             tw = text_weights.get(typ, 0.0)
             if tw != 0.0:
                 text_vecs.append(feats.vector)
                 text_times.append(t)
                 text_ws.append(tw)
-                c = tw * 2.0 ** ((t - anchor) / tag_h)
+                c = tw * 2.0 ** ((t - anchor) / config.tag_half_life_s)
                 for word, score in feats.keywords:
                     keywords[word] = keywords.get(word, 0.0) + c * score
 
-    for h, acc in (
-        (config.long_half_life_s, state.long_acc),
-        (config.short_half_life_s, state.short_acc),
-    ):
-        if rows:
-            coef = np.asarray(row_weights) * np.exp2((np.asarray(row_times) - anchor) / h)
-            acc += coef @ items.matrix[rows]
-        if text_vecs:
-            coef = np.asarray(text_ws) * np.exp2((np.asarray(text_times) - anchor) / h)
-            acc += coef @ np.asarray(text_vecs, dtype=np.float64)
+    if rows:
+        row_arr = np.asarray(rows)
+        w_arr = np.asarray(row_weights)
+        dt_arr = np.asarray(row_times) - anchor
+        vectors = items.matrix[row_arr]
+        state.long_acc += (w_arr * np.exp2(dt_arr / config.long_half_life_s)) @ vectors
+        state.short_acc += (w_arr * np.exp2(dt_arr / config.short_half_life_s)) @ vectors
+        # Tags: sum coefficients per distinct item first, then one dict update per tag.
+        unique_rows, inverse = np.unique(row_arr, return_inverse=True)
+        per_row = np.bincount(
+            inverse, weights=w_arr * np.exp2(dt_arr / config.tag_half_life_s)
+        )
+        tags = state.tags
+        tags_of = items.tags
+        for row, c in zip(unique_rows.tolist(), per_row.tolist()):
+            for tag in tags_of(row):
+                tags[tag] = tags.get(tag, 0.0) + c
+    if text_vecs:
+        tv = np.asarray(text_vecs, dtype=np.float64)
+        tw_arr = np.asarray(text_ws)
+        dt_arr = np.asarray(text_times) - anchor
+        state.long_acc += (tw_arr * np.exp2(dt_arr / config.long_half_life_s)) @ tv
+        state.short_acc += (tw_arr * np.exp2(dt_arr / config.short_half_life_s)) @ tv
 
     if config.recent_items:
         # Ordered by (time, event_id), never by arrival, so replay order cannot change it.

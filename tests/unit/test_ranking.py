@@ -1,0 +1,97 @@
+"""Ranking: the profile pulls similar items up, exclusions, filters, diversity, cold start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from portrait.config import ProfileConfig
+from portrait.errors import InvalidField
+from portrait.events import ItemDismissed, ItemPurchased, ItemViewed
+from portrait.items import ItemIndex, l2_normalise
+from portrait.profile import ProfileState, replay
+from portrait.ranking import RankingConfig, TagTable, popularity_scores, recommend
+from tests.unit.builders import recorded
+
+CONFIG = ProfileConfig()
+RANK = RankingConfig(popularity_weight=0.0, tag_weight=0.0)
+T0 = 1_500_000_000.0
+
+
+def clustered_catalog() -> ItemIndex:
+    """Two tight clusters of five items around orthogonal directions: a* and b*."""
+    rng = np.random.default_rng(1)
+    base = np.eye(8)[:2]
+    vecs, ids, tags = [], [], []
+    for c, name in enumerate("ab"):
+        for i in range(5):
+            vecs.append(base[c] + 0.1 * rng.normal(size=8))
+            ids.append(f"{name}{i}")
+            tags.append((f"cluster-{name}",) + (("even",) if i % 2 == 0 else ()))
+    return ItemIndex(ids, l2_normalise(np.array(vecs)), tags)
+
+
+ITEMS = clustered_catalog()
+TAGS = TagTable(ITEMS)
+
+
+def profile(events) -> ProfileState:
+    return replay(recorded(events), CONFIG, ITEMS, user_id="u")
+
+
+def test_purchases_pull_their_cluster_up_and_are_excluded() -> None:
+    state = profile([ItemPurchased("e1", "u", T0, "a0"), ItemViewed("e2", "u", T0, "a1")])
+    recs = recommend(state, CONFIG, RANK, ITEMS, TAGS, k=4)
+    ids = [r.item_id for r in recs]
+    assert "a0" not in ids  # purchased: excluded
+    assert all(i.startswith("a") for i in ids)
+    assert recs[0].score >= recs[-1].score
+    assert recs[0].reasons[0].kind == "similar_to"
+
+
+def test_dismiss_pushes_the_cluster_down() -> None:
+    state = profile([ItemDismissed("e1", "u", T0, "b0"), ItemViewed("e2", "u", T0, "a0")])
+    ids = [r.item_id for r in recommend(state, CONFIG, RANK, ITEMS, TAGS, k=9)]
+    assert "b0" not in ids
+    assert ids.index("b1") > ids.index("a1")
+
+
+def test_tag_filter_and_extra_exclusions() -> None:
+    state = profile([ItemViewed("e1", "u", T0, "a0")])
+    recs = recommend(state, CONFIG, RANK, ITEMS, TAGS, k=10, tags=["cluster-b"], exclude=["b1"])
+    assert sorted(r.item_id for r in recs) == ["b0", "b2", "b3", "b4"]
+
+
+def test_diversity_brings_the_other_cluster_in() -> None:
+    state = profile([ItemViewed("e1", "u", T0, "a0")])
+    plain = [r.item_id for r in recommend(state, CONFIG, RANK, ITEMS, TAGS, k=3)]
+    diverse = [r.item_id for r in recommend(state, CONFIG, RANK, ITEMS, TAGS, k=3, diversity=0.9)]
+    assert all(i.startswith("a") for i in plain)
+    assert any(i.startswith("b") for i in diverse)
+
+
+def test_cold_user_gets_popular_items_and_the_prior_fades() -> None:
+    pop = popularity_scores(np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 500]))  # b4 is a hit
+    ranking = RankingConfig(popularity_weight=1.0, tag_weight=0.0)
+    cold = ProfileState("u", ITEMS.dim)
+    recs = recommend(cold, CONFIG, ranking, ITEMS, TAGS, k=1, popularity=pop)
+    assert recs[0].item_id == "b4" and recs[0].reasons[-1].kind == "popular"
+    warm = profile([ItemViewed(f"e{i}", "u", T0 + i, f"a{i % 5}") for i in range(200)])
+    assert recommend(warm, CONFIG, ranking, ITEMS, TAGS, k=1, popularity=pop)[0].item_id[0] == "a"
+
+
+def test_tag_affinity_breaks_ties_towards_liked_tags() -> None:
+    state = profile([ItemPurchased("e1", "u", T0, "a0")])  # a0 carries "even"
+    ranking = RankingConfig(popularity_weight=0.0, tag_weight=5.0)
+    ids = [r.item_id for r in recommend(state, CONFIG, ranking, ITEMS, TAGS, k=2)]
+    assert set(ids) == {"a2", "a4"}
+
+
+def test_bad_arguments_name_the_field() -> None:
+    state = ProfileState("u", ITEMS.dim)
+    with pytest.raises(InvalidField) as err:
+        recommend(state, CONFIG, RANK, ITEMS, TAGS, k=0)
+    assert err.value.field == "k"
+    with pytest.raises(InvalidField) as err:
+        recommend(state, CONFIG, RANK, ITEMS, TAGS, diversity=2)
+    assert err.value.field == "diversity"
