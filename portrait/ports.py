@@ -12,6 +12,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
 
 
@@ -90,6 +91,15 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One user's batch inside :meth:`EventLog.append_many`."""
+
+    user_id: str
+    events: Sequence[Event]
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A serialised profile state as of ``seq``, built under config ``config_hash``."""
 
@@ -118,6 +128,17 @@ class EventLog(Protocol):
         self, user_id: str, events: Sequence[Event], expected_version: int | None = None
     ) -> list[AppendResult]: ...
 
+    async def append_many(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[list[AppendResult] | PortraitError]:
+        """Several users' batches in ONE transaction (group commit).
+
+        Each request is all-or-nothing on its own: a request that fails validation or its
+        version check gets its error in its slot and writes nothing, while the others commit.
+        A storage failure raises for the whole call (nothing was committed).
+        """
+        ...
+
     async def version(self, user_id: str) -> int:
         """The stream's last seq; 0 for a user with no events."""
         ...
@@ -141,6 +162,18 @@ class EventLog(Protocol):
         Positions are committed in order, so a reader that resumes from the last position it
         saw misses nothing."""
         ...
+
+
+class TextFeatureStore(Protocol):
+    """Cache of encoded text events (vector + keywords) per model; derived, safe to lose.
+
+    Replaying a user's reviews and searches would otherwise re-run the encoder on every
+    activation and every time-travel query.
+    """
+
+    async def get_many(self, event_ids: Sequence[str], model_id: str) -> dict[str, TextFeatures]: ...
+
+    async def put_many(self, features: dict[str, TextFeatures], model_id: str) -> None: ...
 
 
 class SnapshotStore(Protocol):

@@ -1,26 +1,27 @@
 """Driver errors -> Portrait's error tree, with bounded retries of transient failures.
 
 Every storage adapter call runs through :meth:`RetryPolicy.run`, which maps what asyncpg and
-SQLAlchemy raise onto :mod:`portrait.errors`:
+SQLAlchemy raise onto :mod:`portrait.errors`, looking along the exception's ``orig`` /
+``__cause__`` / ``__context__`` chain:
 
-====================================================================  =========================
-Raised by the driver (anywhere in the ``orig`` / ``__cause__`` chain)  Becomes
-====================================================================  =========================
-``OSError`` (connection refused/reset, DNS), ``TimeoutError``          transient
-SQLAlchemy ``OperationalError``, ``InterfaceError``, pool
-``TimeoutError``, any ``DBAPIError`` with ``connection_invalidated``   transient
-asyncpg ``InterfaceError`` (connection closed), SQLSTATE class 08
-(``ConnectionDoesNotExistError``...), 57P01-57P03 (shutdown,
-``CannotConnectNowError``), 53300 (too many connections),
-40001 (serialization failure), 40P01 (deadlock), 55P03 (lock timeout)  transient
-transient, still failing after the last attempt                        ``StorageUnavailable``
-SQLAlchemy ``IntegrityError`` / SQLSTATE class 23 that the adapter
-did not anticipate (it checks event_ids and versions itself)           ``StorageIntegrityError``
-any other driver error (missing table, syntax: a deployment bug)       ``StorageError``
-:class:`portrait.errors.PortraitError` (``VersionConflict``...)         re-raised at once, never
-                                                                       retried
-anything else (``TypeError``..., cancellation)                         propagates unchanged
-====================================================================  =========================
+* **transient** - retried with bounded exponential backoff, then ``StorageUnavailable``:
+
+  - ``OSError`` (connection refused or reset, DNS) and ``TimeoutError``;
+  - SQLAlchemy ``OperationalError``, ``InterfaceError``, pool ``TimeoutError``, and any
+    ``DBAPIError`` with ``connection_invalidated``;
+  - asyncpg ``InterfaceError`` (connection closed), ``ConnectionDoesNotExistError`` and all
+    of SQLSTATE class 08, ``CannotConnectNowError`` and the other shutdowns (57P01-57P03),
+    too many connections (53300), serialization failure (40001), deadlock (40P01), lock
+    timeout (55P03).
+
+* ``StorageIntegrityError`` - SQLAlchemy ``IntegrityError`` / SQLSTATE class 23 that the
+  adapter did not anticipate (it checks event_ids and versions itself, under a lock), and
+  stored payloads that do not decode (see :mod:`storage.postgres`).
+* ``StorageError`` - any other driver error: a missing table, a syntax error (a deployment
+  or code bug, not worth retrying).
+* passed through at once, never retried - :class:`portrait.errors.PortraitError`
+  (``VersionConflict``, ``EventIdConflict``, ``InvalidInput``...).
+* propagates unchanged - anything else (``TypeError``..., cancellation).
 
 Retrying is only safe because every operation passed to :meth:`RetryPolicy.run` is one whole
 transaction, and appends are idempotent by event_id: if a commit succeeded but its
@@ -136,6 +137,12 @@ class RetryPolicy:
     attempts: int = 3
     base_delay: float = 0.05
     max_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("delays must be non-negative")
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed try number ``attempt`` (1-based), jittered."""

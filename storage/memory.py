@@ -1,0 +1,151 @@
+"""In-memory adapters of the event log and snapshot store.
+
+Shipped code, not a test double: unit tests and the evaluation harness run on it, and the
+contract suite (``tests/contract``) holds it to exactly the semantics of the Postgres adapter:
+all-or-nothing batches, duplicates, event_id conflicts, version checks, global positions.
+Positions here have no gaps; Postgres may skip some (a rolled-back identity value is lost),
+so callers must only rely on their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable, Sequence
+
+from portrait.codec import MAX_PAYLOAD_BYTES
+from portrait.errors import PortraitError
+from portrait.events import Event, RecordedEvent
+from portrait.ports import AppendRequest, AppendResult, Snapshot
+from storage.planning import Recorded, event_ids, plan_appends, users_with_new_events
+from storage.validation import (
+    PreparedBatch,
+    check_count,
+    check_read,
+    check_snapshot,
+    prepare_batch,
+    prepare_request,
+)
+
+
+class InMemoryEventLog:
+    """An :class:`~portrait.ports.EventLog` held in process memory.
+
+    Args:
+        clock: source of ``recorded_at`` (Unix seconds); injectable for tests.
+        payload_limit: largest encoded event accepted, in bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        payload_limit: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self._clock = clock
+        self._payload_limit = payload_limit
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        # Position order; an event's position is its index + 1.
+        self._log: list[RecordedEvent] = []
+        self._by_id: dict[str, RecordedEvent] = {}
+        # Appends have no await inside their critical section today, so the lock is not
+        # needed for correctness yet; it keeps them safe if one is ever added (e.g. a hook).
+        self._lock = asyncio.Lock()
+
+    async def append(
+        self, user_id: str, events: Sequence[Event], expected_version: int | None = None
+    ) -> list[AppendResult]:
+        """Append a batch, all or nothing. See :class:`~portrait.ports.EventLog`."""
+        batch = prepare_batch(
+            user_id, events, expected_version, payload_limit=self._payload_limit
+        )
+        if not batch.unique:
+            return []
+        async with self._lock:
+            [outcome] = self._apply([batch])
+        if isinstance(outcome, PortraitError):
+            raise outcome
+        return outcome
+
+    async def append_many(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[list[AppendResult] | PortraitError]:
+        """Several users' batches at once; each all or nothing, each with its own outcome."""
+        batches = [prepare_request(r, payload_limit=self._payload_limit) for r in requests]
+        async with self._lock:
+            return self._apply(batches)
+
+    def _apply(
+        self, batches: Sequence[PreparedBatch | PortraitError]
+    ) -> list[list[AppendResult] | PortraitError]:
+        # No await in here: the plan and the writes happen as one step for other tasks.
+        recorded = {
+            event_id: Recorded(r.event, r.seq, r.position)
+            for event_id in event_ids(batches)
+            if (r := self._by_id.get(event_id)) is not None
+        }
+        versions = {
+            user: len(self._streams.get(user, ()))
+            for user in users_with_new_events(batches, recorded)
+        }
+        plan = plan_appends(batches, recorded, versions)
+        now = self._clock()
+        for row in plan.rows:
+            row.position = len(self._log) + 1
+            stored = RecordedEvent(row.seq, row.position, now, row.prepared.event)
+            self._streams.setdefault(row.user_id, []).append(stored)
+            self._log.append(stored)
+            self._by_id[row.prepared.event.event_id] = stored
+        return plan.results()
+
+    async def version(self, user_id: str) -> int:
+        """The stream's last seq; 0 for a user with no events."""
+        return len(self._streams.get(user_id, ()))
+
+    async def read(
+        self,
+        user_id: str,
+        *,
+        after_seq: int = 0,
+        until_seq: int | None = None,
+        until_time: float | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events with ``after_seq < seq <= until_seq`` and ``occurred_at <= until_time``."""
+        check_read(after_seq, until_seq, until_time, limit)
+        # seq n sits at index n - 1, so the seq range is a slice.
+        selected = self._streams.get(user_id, [])[after_seq:until_seq]
+        if until_time is not None:
+            selected = [r for r in selected if r.event.occurred_at <= until_time]
+        return selected if limit is None else selected[:limit]
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Every user's events with ``position > after_position``, in position order."""
+        check_count("after_position", after_position)
+        check_count("limit", limit)
+        return self._log[after_position : after_position + limit]
+
+
+class InMemorySnapshotStore:
+    """A :class:`~portrait.ports.SnapshotStore` held in process memory."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[tuple[str, str], dict[int, Snapshot]] = {}
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot``; one already saved for the same key wins (like Postgres)."""
+        check_snapshot(snapshot)
+        key = (snapshot.user_id, snapshot.config_hash)
+        self._snapshots.setdefault(key, {}).setdefault(snapshot.seq, snapshot)
+
+    async def latest(
+        self, user_id: str, config_hash: str, max_seq: int | None = None
+    ) -> Snapshot | None:
+        """The newest snapshot built under ``config_hash`` with ``seq <= max_seq``."""
+        check_count("max_seq", max_seq, optional=True)
+        by_seq = self._snapshots.get((user_id, config_hash), {})
+        seqs = [seq for seq in by_seq if max_seq is None or seq <= max_seq]
+        return by_seq[max(seqs)] if seqs else None
+
+
+__all__ = ["InMemoryEventLog", "InMemorySnapshotStore"]

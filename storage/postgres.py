@@ -1,0 +1,256 @@
+"""Postgres adapters of the event log and snapshot store (SQLAlchemy Core on asyncpg).
+
+Every public method is one transaction run through :class:`storage.retry.RetryPolicy`, which
+retries transient failures and translates driver errors into :mod:`portrait.errors`.
+:class:`PostgresSnapshotStore` lives in :mod:`storage.postgres_snapshots` and is re-exported.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    Select,
+    Text,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portrait.codec import MAX_PAYLOAD_BYTES, decode
+from portrait.errors import InvalidInput, PortraitError, StorageIntegrityError
+from portrait.events import Event, RecordedEvent
+from portrait.ports import AppendRequest, AppendResult
+from storage.planning import Recorded, event_ids, plan_appends, users_with_new_events
+from storage.retry import DEFAULT_RETRY, RetryPolicy
+from storage.postgres_snapshots import PostgresSnapshotStore
+from storage.schema import events as events_table
+from storage.validation import (
+    PreparedBatch,
+    check_count,
+    check_read,
+    prepare_batch,
+    prepare_request,
+)
+
+# Key of the transaction-scoped advisory lock every appender takes ("port" in ASCII).
+#
+# Why a global lock: positions come from an identity sequence, and sequence values are handed
+# out when a row is inserted, not when its transaction commits. Two concurrent appenders can
+# take positions 11 and 12, and the one holding 12 can commit first. A ``read_all`` reader
+# that runs between the two commits sees 12, remembers it as its checkpoint, and asks for
+# ``position > 12`` from then on: position 11 commits a moment later and is skipped forever.
+# Serialising appenders on this lock from before they draw a position until they commit makes
+# commit order equal position order, which is the promise ``read_all`` makes (pyeventsourcing
+# takes an exclusive table lock for the same reason). The same lock makes the rest of append
+# race-free without relying on unique-violation retries: the event_id lookup and the
+# ``max(seq)`` version check cannot be invalidated by another writer before we commit.
+# The cost is one writer at a time for the whole store; a batch append holds it for a few
+# milliseconds, and readers never take it.
+WRITE_LOCK_KEY = 0x706F7274
+
+_LOCK = select(func.pg_advisory_xact_lock(literal(WRITE_LOCK_KEY, BigInteger)))
+_EXISTING = select(
+    events_table.c.event_id, events_table.c.seq, events_table.c.position, events_table.c.payload
+).where(events_table.c.event_id == any_(bindparam("ids", type_=ARRAY(Text))))
+_VERSION = select(func.coalesce(func.max(events_table.c.seq), 0)).where(
+    events_table.c.user_id == bindparam("user_id", type_=Text)
+)
+# One max(seq) subquery per user, so each is a single backward step on the primary key
+# (a GROUP BY over ANY(:users) would scan every event of every user).
+_USERS = (
+    func.unnest(bindparam("users", type_=ARRAY(Text)))
+    .table_valued("user_id")
+    .render_derived(name="u")
+)
+_VERSIONS = select(
+    _USERS.c.user_id,
+    func.coalesce(
+        select(func.max(events_table.c.seq))
+        .where(events_table.c.user_id == _USERS.c.user_id)
+        .scalar_subquery(),
+        0,
+    ),
+)
+# insertmanyvalues batches the rows into multi-row INSERTs; sort_by_parameter_order makes
+# the returned positions line up with the parameter list.
+_INSERT = insert(events_table).returning(events_table.c.position, sort_by_parameter_order=True)
+# date_part returns double precision; extract() returns numeric, which decodes to Decimal.
+_RECORDED_AT = func.date_part(literal_column("'epoch'"), events_table.c.recorded_at, type_=Double)
+_RECORD_COLUMNS = (
+    events_table.c.seq, events_table.c.position, _RECORDED_AT, events_table.c.payload
+)
+
+
+
+@contextmanager
+def _stored_payloads() -> Iterator[None]:
+    """Blame the store, not the caller, for a stored payload that does not decode."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise StorageIntegrityError(f"a stored event does not decode: {exc}") from exc
+
+
+class PostgresEventLog:
+    """An :class:`~portrait.ports.EventLog` in the ``events`` table.
+
+    Args:
+        engine: an asyncpg engine (see :func:`storage.database.create_engine`).
+        retry: how transient failures are retried.
+        payload_limit: largest encoded event accepted, in bytes.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        payload_limit: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self._engine = engine
+        self._retry = retry
+        self._payload_limit = payload_limit
+        # Events written under a larger limit (an older deployment) must stay readable.
+        self._decode_limit = max(payload_limit, MAX_PAYLOAD_BYTES)
+
+    async def append(
+        self, user_id: str, events: Sequence[Event], expected_version: int | None = None
+    ) -> list[AppendResult]:
+        """Append a batch in one transaction. See :class:`~portrait.ports.EventLog`.
+
+        Raises:
+            InvalidField, PayloadTooLarge: before any I/O.
+            VersionConflict, EventIdConflict: nothing was written.
+            StorageUnavailable, StorageIntegrityError: see :mod:`storage.retry`.
+        """
+        batch = prepare_batch(
+            user_id, events, expected_version, payload_limit=self._payload_limit
+        )
+        if not batch.unique:
+            return []
+        [outcome] = await self._retry.run(lambda: self._apply([batch]))
+        if isinstance(outcome, PortraitError):
+            raise outcome
+        return outcome
+
+    async def append_many(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[list[AppendResult] | PortraitError]:
+        """Several users' batches in one transaction (group commit).
+
+        Each request is all or nothing and gets its results or its error; a storage failure
+        raises for the whole call, and then nothing was committed.
+        """
+        batches = [prepare_request(r, payload_limit=self._payload_limit) for r in requests]
+        if not event_ids(batches):  # nothing to look up or write
+            return plan_appends(batches, {}, {}).results()
+        return await self._retry.run(lambda: self._apply(batches))
+
+    async def _apply(
+        self, batches: Sequence[PreparedBatch | PortraitError]
+    ) -> list[list[AppendResult] | PortraitError]:
+        """Plan and write ``batches`` in one transaction under the write lock."""
+        async with self._engine.begin() as conn:
+            await conn.execute(_LOCK)
+            found = await conn.execute(_EXISTING, {"ids": event_ids(batches)})
+            with _stored_payloads():
+                recorded = {
+                    row.event_id: Recorded(
+                        decode(row.payload, limit=self._decode_limit), row.seq, row.position
+                    )
+                    for row in found
+                }
+            users = users_with_new_events(batches, recorded)
+            versions: dict[str, int] = {}
+            if users:
+                result = await conn.execute(_VERSIONS, {"users": users})
+                versions = {user_id: version for user_id, version in result}
+            plan = plan_appends(batches, recorded, versions)
+            if plan.rows:
+                params = [
+                    {
+                        "user_id": row.user_id,
+                        "seq": row.seq,
+                        "event_id": row.prepared.event.event_id,
+                        "event_type": row.prepared.event.TYPE,
+                        "schema_version": row.prepared.event.SCHEMA_VERSION,
+                        "occurred_at": float(row.prepared.event.occurred_at),
+                        "payload": row.prepared.payload,
+                    }
+                    for row in plan.rows
+                ]
+                positions = (await conn.execute(_INSERT, params)).scalars().all()
+                for row, position in zip(plan.rows, positions, strict=True):
+                    row.position = position
+            return plan.results()
+
+    async def version(self, user_id: str) -> int:
+        """The stream's last seq; 0 for a user with no events."""
+
+        async def attempt() -> int:
+            async with self._engine.connect() as conn:
+                return (await conn.execute(_VERSION, {"user_id": user_id})).scalar_one()
+
+        return await self._retry.run(attempt)
+
+    async def read(
+        self,
+        user_id: str,
+        *,
+        after_seq: int = 0,
+        until_seq: int | None = None,
+        until_time: float | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events with ``after_seq < seq <= until_seq`` and ``occurred_at <= until_time``,
+        in seq order, at most ``limit``."""
+        check_read(after_seq, until_seq, until_time, limit)
+        query = select(*_RECORD_COLUMNS).where(
+            events_table.c.user_id == user_id, events_table.c.seq > after_seq
+        )
+        if until_seq is not None:
+            query = query.where(events_table.c.seq <= until_seq)
+        if until_time is not None:
+            query = query.where(events_table.c.occurred_at <= float(until_time))
+        query = query.order_by(events_table.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        return await self._fetch(query)
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Every user's events with ``position > after_position``, in position order."""
+        check_count("after_position", after_position)
+        check_count("limit", limit)
+        query = (
+            select(*_RECORD_COLUMNS)
+            .where(events_table.c.position > after_position)
+            .order_by(events_table.c.position)
+            .limit(limit)
+        )
+        return await self._fetch(query)
+
+    async def _fetch(self, query: Select[Any]) -> list[RecordedEvent]:
+        async def attempt() -> list[RecordedEvent]:
+            async with self._engine.connect() as conn:
+                result = await conn.execute(query)
+                limit = self._decode_limit
+                with _stored_payloads():
+                    return [
+                        RecordedEvent(seq, position, recorded_at, decode(payload, limit=limit))
+                        for seq, position, recorded_at, payload in result
+                    ]
+
+        return await self._retry.run(attempt)
+
+
+__all__ = ["WRITE_LOCK_KEY", "PostgresEventLog", "PostgresSnapshotStore"]

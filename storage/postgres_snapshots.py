@@ -1,0 +1,67 @@
+"""Postgres adapter of the snapshot store (SQLAlchemy Core on asyncpg)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portrait.ports import Snapshot
+from storage.retry import DEFAULT_RETRY, RetryPolicy
+from storage.schema import snapshots
+from storage.validation import check_count, check_snapshot
+
+
+class PostgresSnapshotStore:
+    """A :class:`~portrait.ports.SnapshotStore` in the ``snapshots`` table.
+
+    Args:
+        engine: an asyncpg engine (see :func:`storage.database.create_engine`).
+        retry: how transient failures are retried.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        self._engine = engine
+        self._retry = retry
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot``; one already saved for the same key wins."""
+        check_snapshot(snapshot)
+        statement = (
+            insert(snapshots)
+            .values(
+                user_id=snapshot.user_id,
+                config_hash=snapshot.config_hash,
+                seq=snapshot.seq,
+                state=snapshot.state,
+            )
+            .on_conflict_do_nothing(index_elements=["user_id", "config_hash", "seq"])
+        )
+
+        async def attempt() -> None:
+            async with self._engine.begin() as conn:
+                await conn.execute(statement)
+
+        await self._retry.run(attempt)
+
+    async def latest(
+        self, user_id: str, config_hash: str, max_seq: int | None = None
+    ) -> Snapshot | None:
+        """The newest snapshot built under ``config_hash`` with ``seq <= max_seq``."""
+        check_count("max_seq", max_seq, optional=True)
+        query = select(snapshots.c.seq, snapshots.c.state).where(
+            snapshots.c.user_id == user_id, snapshots.c.config_hash == config_hash
+        )
+        if max_seq is not None:
+            query = query.where(snapshots.c.seq <= max_seq)
+        query = query.order_by(snapshots.c.seq.desc()).limit(1)
+
+        async def attempt() -> Snapshot | None:
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(query)).first()
+            return None if row is None else Snapshot(user_id, row.seq, row.state, config_hash)
+
+        return await self._retry.run(attempt)
+
+
+__all__ = ["PostgresSnapshotStore"]

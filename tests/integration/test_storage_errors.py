@@ -1,0 +1,149 @@
+"""Driver failures surface as portrait.errors, after bounded retries when transient."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import NoReturn
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portrait.errors import (
+    StorageError,
+    StorageIntegrityError,
+    StorageUnavailable,
+    VersionConflict,
+)
+from portrait.events import ItemViewed
+from portrait.ports import Snapshot
+from storage.database import create_engine
+from storage.postgres import PostgresEventLog, PostgresSnapshotStore
+from storage.retry import RetryPolicy
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FAST = RetryPolicy(attempts=3, base_delay=0.05)
+
+
+def _retries(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for record in caplog.records if record.name == "storage.retry")
+
+
+async def test_closed_port_is_unavailable_after_bounded_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="storage.retry")
+    engine = create_engine("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1.0)
+    log = PostgresEventLog(engine, retry=FAST)
+    event = ItemViewed(event_id="e1", user_id="u1", occurred_at=1.0, item_id="i1")
+    try:
+        for operation in (
+            lambda: log.version("u1"),
+            lambda: log.append("u1", [event]),
+            lambda: log.read_all(),
+            lambda: PostgresSnapshotStore(engine, retry=FAST).save(Snapshot("u1", 1, b"", "c")),
+        ):
+            caplog.clear()
+            began = time.monotonic()
+            with pytest.raises(StorageUnavailable) as caught:
+                await operation()
+            elapsed = time.monotonic() - began
+            assert isinstance(caught.value.__cause__, OSError)  # the driver's error, chained
+            assert _retries(caplog) == FAST.attempts - 1
+            # Two backoffs of at least 25 ms and 50 ms; nowhere near a connect timeout.
+            assert 0.07 <= elapsed < 3.0
+    finally:
+        await engine.dispose()
+
+
+async def test_retry_policy_bounds_and_passthrough() -> None:
+    calls = 0
+
+    async def flaky() -> NoReturn:
+        nonlocal calls
+        calls += 1
+        raise ConnectionResetError("reset by peer")
+
+    with pytest.raises(StorageUnavailable):
+        await RetryPolicy(attempts=3, base_delay=0.001).run(flaky)
+    assert calls == 3
+
+    calls = 0
+
+    async def conflicting() -> NoReturn:
+        nonlocal calls
+        calls += 1
+        raise VersionConflict("u1", 1, 2)
+
+    with pytest.raises(VersionConflict):
+        await RetryPolicy(attempts=3, base_delay=0.001).run(conflicting)
+    assert calls == 1  # never retried
+
+    async def buggy() -> NoReturn:
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):  # not a driver error: propagates unchanged
+        await FAST.run(buggy)
+
+
+async def test_unanticipated_integrity_error(embedded_engine: AsyncEngine) -> None:
+    insert = text(
+        "INSERT INTO snapshots (user_id, seq, state, config_hash) VALUES ('u', 1, '', 'c')"
+    )
+
+    async def write() -> None:
+        async with embedded_engine.begin() as conn:
+            await conn.execute(insert)
+
+    await FAST.run(write)
+    with pytest.raises(StorageIntegrityError):
+        await FAST.run(write)
+
+
+async def test_missing_table_is_a_storage_error(embedded_engine: AsyncEngine) -> None:
+    async def query() -> None:
+        async with embedded_engine.connect() as conn:
+            await conn.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(StorageError) as caught:
+        await FAST.run(query)
+    assert type(caught.value) is StorageError
+
+
+async def test_dead_pooled_connection_is_retried(
+    embedded_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="storage.retry")
+    log = PostgresEventLog(embedded_engine, retry=FAST)
+    await log.append("u1", [ItemViewed(event_id="e1", user_id="u1", occurred_at=1.0, item_id="i")])
+    # Kill the server side of every pooled connection, as a Postgres restart would.
+    killer = create_engine(embedded_engine.url.render_as_string(hide_password=False))
+    try:
+        async with killer.connect() as conn:
+            killed = await conn.scalar(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'portrait' AND pid <> pg_backend_pid()"
+            ))
+    finally:
+        await killer.dispose()
+    assert killed >= 1
+    assert await log.version("u1") == 1
+    assert _retries(caplog) >= 1
+
+
+async def test_undecodable_stored_event_is_an_integrity_error(
+    embedded_engine: AsyncEngine,
+) -> None:
+    async with embedded_engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO events (user_id, seq, event_id, event_type, schema_version, "
+            "occurred_at, payload) VALUES ('u1', 1, 'e1', 'view', 1, 1.0, '\\xc1')"
+        ))
+    log = PostgresEventLog(embedded_engine, retry=FAST)
+    with pytest.raises(StorageIntegrityError):
+        await log.read("u1")
+    with pytest.raises(StorageIntegrityError):  # not the caller's InvalidInput
+        await log.append("u1", [ItemViewed(event_id="e1", user_id="u1", occurred_at=1.0,
+                                           item_id="i")])
