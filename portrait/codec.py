@@ -18,11 +18,11 @@ from typing import Any, Callable, Mapping
 import msgpack
 
 from portrait.errors import InvalidField, MissingField, PayloadTooLarge, UnknownEventType
-from portrait.events import EVENT_TYPES, Event, ReviewWritten
+from portrait.events import EVENT_TYPES, AttributesSet, Event, ReviewWritten
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 ENVELOPE_FIELDS = ("event_id", "user_id", "occurred_at")
-_META_FIELDS = frozenset({"type", "schema_version"})
+_MISSING = object()
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -55,12 +55,18 @@ _REQUIRED: dict[type[Event], frozenset[str]] = {
 }
 
 
+_ALLOWED: dict[type[Event], frozenset[str]] = {
+    cls: frozenset(names) for cls, names in _FIELDS.items()
+}
+
+
 def to_dict(event: Event) -> dict[str, Any]:
     """The wire mapping of an event, at its current schema version."""
     out: dict[str, Any] = {"type": event.TYPE, "schema_version": event.SCHEMA_VERSION}
     for name in _FIELDS[type(event)]:
-        value = getattr(event, name)
-        out[name] = dict(value) if isinstance(value, Mapping) else value
+        out[name] = getattr(event, name)
+    if isinstance(event, AttributesSet):  # the only field that is not a scalar
+        out["attributes"] = dict(event.attributes)
     return out
 
 
@@ -75,13 +81,27 @@ def from_dict(data: Mapping[str, Any]) -> Event:
     """
     if not isinstance(data, Mapping):
         raise InvalidField("event", f"must be an object, got {type(data).__name__}")
-    if "type" not in data:
+    return _build(dict(data))
+
+
+def _build(fields: dict[str, Any]) -> Event:
+    """:func:`from_dict` on a mapping the caller owns (it is consumed)."""
+    event_type = fields.pop("type", _MISSING)
+    if event_type is _MISSING:
         raise MissingField("type")
-    event_type = data["type"]
     cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
     if cls is None:
         raise UnknownEventType(event_type)
-    version = data.get("schema_version", cls.SCHEMA_VERSION)
+    version = fields.pop("schema_version", cls.SCHEMA_VERSION)
+    # Fast path (every replayed event of the current version): one set comparison decides
+    # that the fields are exactly right, then the class validates the values.
+    if (
+        version == cls.SCHEMA_VERSION
+        and type(version) is int
+        and fields.keys() <= _ALLOWED[cls]
+        and _REQUIRED[cls] <= fields.keys()
+    ):
+        return cls(**fields)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidField("schema_version", "must be a positive integer")
     if version > cls.SCHEMA_VERSION:
@@ -89,7 +109,6 @@ def from_dict(data: Mapping[str, Any]) -> Event:
             "schema_version",
             f"{event_type!r} version {version} is newer than this build ({cls.SCHEMA_VERSION})",
         )
-    fields = {k: v for k, v in data.items() if k not in _META_FIELDS}
     while version < cls.SCHEMA_VERSION:
         upcast = UPCASTERS.get((event_type, version))
         if upcast is None:
@@ -129,4 +148,6 @@ def decode(data: bytes, *, limit: int = MAX_PAYLOAD_BYTES) -> Event:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise InvalidField("payload", f"not valid msgpack: {exc}") from exc
-    return from_dict(obj)
+    if not isinstance(obj, dict):
+        raise InvalidField("payload", f"must encode an object, got {type(obj).__name__}")
+    return _build(obj)

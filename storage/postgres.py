@@ -185,6 +185,7 @@ class PostgresEventLog:
                         "event_type": row.prepared.event.TYPE,
                         "schema_version": row.prepared.event.SCHEMA_VERSION,
                         "occurred_at": float(row.prepared.event.occurred_at),
+                        "item_id": getattr(row.prepared.event, "item_id", None),
                         "payload": row.prepared.payload,
                     }
                     for row in plan.rows

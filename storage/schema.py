@@ -11,7 +11,8 @@ Tables:
   ``payload`` the codec's msgpack bytes of the whole event; ``event_type``, ``schema_version``
   and ``occurred_at`` are copied out of it for filtering and operations, never read back.
 * ``snapshots``: serialised profile states, keyed by the config hash that built them.
-* ``items``: the item catalog (written by catalog code that comes later).
+* ``items``: the item catalog (:mod:`storage.catalog`).
+* ``text_features``: cached encodings of text events per model (derived, safe to lose).
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ events = Table(
         "recorded_at", TIMESTAMP(timezone=True), server_default=func.now(), nullable=False
     ),
     Column("payload", LargeBinary, nullable=False),
+    # Copied out of the payload (like event_type) so item popularity is one indexed query.
+    Column("item_id", Text, nullable=True),
     PrimaryKeyConstraint("user_id", "seq"),
     UniqueConstraint("event_id"),
     CheckConstraint("seq > 0", name="seq_positive"),
     Index(None, "position", unique=True),
     Index(None, "user_id", "occurred_at"),
+    Index(None, "item_id", "occurred_at"),
 )
 
 snapshots = Table(
@@ -101,4 +105,17 @@ items = Table(
     PrimaryKeyConstraint("id"),
 )
 
-__all__ = ["NAMING_CONVENTION", "events", "items", "metadata", "snapshots"]
+text_features = Table(
+    "text_features",
+    metadata,
+    Column("event_id", Text, nullable=False),
+    Column("model_id", Text, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Column("keywords", LargeBinary, nullable=False),
+    Column(
+        "created_at", TIMESTAMP(timezone=True), server_default=func.now(), nullable=False
+    ),
+    PrimaryKeyConstraint("event_id", "model_id"),
+)
+
+__all__ = ["NAMING_CONVENTION", "events", "items", "metadata", "snapshots", "text_features"]

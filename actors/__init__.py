@@ -1,0 +1,1 @@
+"""User actors: logical per-user actors hosted on a fixed set of ProfileShard Ray actors."""

@@ -1,0 +1,60 @@
+"""Text features of review and search events: cached, else encoded in one batch."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from portrait.events import Event, event_text
+from portrait.keywords import TextFeatureBatch
+from portrait.ports import AsyncEncoder, Encoder, TextFeatures, TextFeatureStore
+
+
+class TextFeatureSource:
+    """Supplies :class:`TextFeatures` for the fold, encoding only what the cache lacks."""
+
+    def __init__(self, store: TextFeatureStore, encoder: AsyncEncoder) -> None:
+        self._store = store
+        self._encoder = encoder
+        self.encoded = 0  # texts sent to the encoder, for metrics
+
+    @property
+    def model_id(self) -> str:
+        return self._encoder.model_id
+
+    async def features_for(self, events: Iterable[Event]) -> Mapping[str, TextFeatures]:
+        """Features keyed by event_id for every text event in ``events``."""
+        texts = {e.event_id: t for e in events if (t := event_text(e)) is not None}
+        if not texts:
+            return {}
+        model = self._encoder.model_id
+        found = await self._store.get_many(list(texts), model)
+        missing = [eid for eid in texts if eid not in found]
+        if missing:
+            batch = TextFeatureBatch([texts[eid] for eid in missing])
+            vectors = await self._encoder.encode(batch.inputs)
+            fresh = dict(zip(missing, batch.assemble(vectors)))
+            self.encoded += len(missing)
+            await self._store.put_many(fresh, model)
+            found = {**found, **fresh}
+        return found
+
+
+class ThreadedEncoder:
+    """A synchronous :class:`Encoder` offered as an :class:`AsyncEncoder` (worker thread)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+
+    @property
+    def model_id(self) -> str:
+        return self._encoder.model_id
+
+    @property
+    def dim(self) -> int:
+        return self._encoder.dim
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return await asyncio.to_thread(self._encoder.encode, list(texts))

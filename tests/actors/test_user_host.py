@@ -1,0 +1,144 @@
+"""The user host without Ray: activation, group commit, snapshots, passivation, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.host import HostSettings, UserHost
+from actors.text_features import TextFeatureSource, ThreadedEncoder
+from portrait.config import ProfileConfig
+from portrait.events import ItemPurchased, ItemRated, ItemViewed, SearchPerformed
+from portrait.items import ItemIndex
+from portrait.profile import replay
+from storage.memory import InMemoryEventLog, InMemorySnapshotStore
+from storage.text_features import InMemoryTextFeatureStore
+from tests.fakes import HashingEncoder
+from tests.unit.builders import catalog
+from tests.unit.test_profile import assert_same_profile
+
+T0 = 1_600_000_000.0
+CONFIG = ProfileConfig()
+ENCODER = HashingEncoder(dim=16)
+ITEMS: ItemIndex = catalog(dim=16)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_host(log=None, snaps=None, clock=None, **settings) -> UserHost:
+    texts = TextFeatureSource(InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER))
+    return UserHost(
+        log or InMemoryEventLog(), snaps or InMemorySnapshotStore(), texts, lambda: ITEMS,
+        CONFIG, HostSettings(**settings), clock=clock or Clock(),
+    )
+
+
+def views(user: str, start: int, n: int) -> list:
+    return [ItemViewed(f"{user}-e{i}", user, T0 + i, f"i{i % 30}") for i in range(start, start + n)]
+
+
+async def fresh_replay(log: InMemoryEventLog, user: str):
+    events = await log.read(user)
+    texts = await TextFeatureSource(InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER)).features_for(
+        r.event for r in events
+    )
+    return replay(events, CONFIG, ITEMS, texts, user_id=user)
+
+
+async def test_ingest_is_durable_folded_and_idempotent() -> None:
+    log = InMemoryEventLog()
+    host = make_host(log)
+    first = await host.ingest("u", views("u", 0, 3) + [SearchPerformed("u-s", "u", T0 + 9, "noir detective")])
+    assert [r.seq for r in first] == [1, 2, 3, 4] and not any(r.duplicate for r in first)
+    again = await host.ingest("u", views("u", 2, 2))  # e2 is a duplicate, e3 new
+    assert [(r.seq, r.duplicate) for r in again] == [(3, True), (5, False)]
+    state = await host.state("u")
+    assert state.event_count == 5 and await log.version("u") == 5
+    assert_same_profile(state, await fresh_replay(log, "u"))
+    assert host.stats.duplicates == 1
+
+
+async def test_many_users_share_group_commits() -> None:
+    log = InMemoryEventLog()
+    host = make_host(log, group_commit_window_s=0.01)
+    await asyncio.gather(*(host.ingest(f"u{k}", views(f"u{k}", 0, 2)) for k in range(20)))
+    assert host.commits < 20
+    assert all([await log.version(f"u{k}") for k in range(20)])
+
+
+async def test_concurrent_ingests_for_one_user_stay_ordered() -> None:
+    log = InMemoryEventLog()
+    host = make_host(log)
+    await asyncio.gather(*(host.ingest("u", views("u", 10 * k, 10)) for k in range(8)))
+    recorded = await log.read("u")
+    assert [r.seq for r in recorded] == list(range(1, 81))
+    assert len({r.event.event_id for r in recorded}) == 80
+    assert_same_profile(await host.state("u"), await fresh_replay(log, "u"))
+
+
+async def test_snapshots_every_k_and_reactivation_from_snapshot_plus_tail() -> None:
+    log, snaps = InMemoryEventLog(), InMemorySnapshotStore()
+    host = make_host(log, snaps, snapshot_every=10)
+    for k in range(5):
+        await host.ingest("u", views("u", 7 * k, 7))
+    await asyncio.sleep(0.01)  # snapshot writes run in the background
+    snap = await snaps.latest("u", CONFIG.config_hash())
+    assert snap is not None and snap.seq >= 10
+    before = await host.state("u")
+    other = make_host(log, snaps)  # a fresh process: activation from the snapshot + tail
+    after = await other.state("u")
+    assert other.stats.replayed_events == 35 - snap.seq
+    assert_same_profile(before, after)
+
+
+async def test_idle_and_budget_passivation_keep_state() -> None:
+    clock = Clock()
+    log, snaps = InMemoryEventLog(), InMemorySnapshotStore()
+    host = make_host(log, snaps, clock=clock, idle_timeout_s=60)
+    await host.ingest("a", views("a", 0, 3))
+    clock.now = 30
+    await host.ingest("b", views("b", 0, 3))
+    clock.now = 80
+    assert await host.passivate_idle() == 1  # only "a" idled past 60 s
+    assert host.active_users == 1
+    assert (await snaps.latest("a", CONFIG.config_hash())).seq == 3
+    assert (await host.state("a")).event_count == 3  # re-activated from the snapshot
+    tiny = make_host(log, snaps, memory_budget_bytes=1)
+    await tiny.state("a")
+    await tiny.ingest("b", views("b", 3, 1))
+    assert tiny.active_users == 1 and tiny.stats.passivations >= 1
+
+
+async def test_cancelled_caller_does_not_lose_an_acknowledged_batch() -> None:
+    log = InMemoryEventLog()
+    host = make_host(log, group_commit_window_s=0.05)
+    task = asyncio.create_task(host.ingest("u", views("u", 0, 4)))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    assert await log.version("u") == 4
+    assert (await host.state("u")).event_count == 4
+
+
+async def test_time_travel_matches_replay_to_that_point() -> None:
+    log = InMemoryEventLog()
+    host = make_host(log, snapshot_every=5)
+    events = [ItemRated(f"e{i}", "u", T0 + i * 3600, f"i{i % 30}", rating=float(1 + i % 5)) for i in range(20)]
+    events.append(ItemPurchased("p", "u", T0 + 99 * 3600, "i3"))
+    for k in range(0, 21, 7):
+        await host.ingest("u", events[k : k + 7])
+    await asyncio.sleep(0.01)
+    at = await host.state_at("u", until_seq=12)
+    expect = replay(await log.read("u", until_seq=12), CONFIG, ITEMS, user_id="u")
+    assert_same_profile(at, expect)
+    by_time = await host.state_at("u", until_time=T0 + 5.5 * 3600)
+    assert by_time.event_count == 6
