@@ -297,3 +297,12 @@ def test_generic_items_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidField) as info:
         load_generic(_interactions(tmp_path, GOOD_ROW), items)
     assert info.value.field == "items.csv:2:title"
+
+
+def test_readme_shows_the_generic_example_the_tests_load() -> None:
+    from storage.datasets.paths import repo_root
+
+    readme = (repo_root() / "README.md").read_text()
+    for name in ("interactions.csv", "items.csv"):
+        body = (repo_root() / "tests/data/generic" / name).read_text().replace("\r\n", "\n")
+        assert f"```csv\n{body}```" in readme, name
