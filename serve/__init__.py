@@ -1,0 +1,1 @@
+"""Serving adapters: the vLLM text encoder and its Ray Serve deployment (``Encoder`` port)."""

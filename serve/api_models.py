@@ -1,0 +1,99 @@
+"""Request and response bodies of the HTTP API (OpenAPI schemas).
+
+Event fields are validated by the domain codec, not by pydantic, so that every error names
+the field the way the rest of Portrait does (``events[3].rating``) and the API accepts exactly
+what the log stores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class IngestRequest(BaseModel):
+    events: list[dict[str, Any]] = Field(
+        ...,
+        description=(
+            "Behaviour events. Each has `type` (view, click, add_to_cart, purchase, dismiss, "
+            "rating, review, search, attributes_set), `event_id` (your idempotency key), "
+            "`user_id`, `occurred_at` (Unix seconds) and the type's fields."
+        ),
+        examples=[[{"type": "rating", "event_id": "e-1", "user_id": "42",
+                    "occurred_at": 1700000000, "item_id": "1", "rating": 4.5}]],
+    )
+
+
+class EventResult(BaseModel):
+    event_id: str
+    user_id: str
+    seq: int | None = None
+    position: int | None = None
+    duplicate: bool | None = None
+    error: str | None = None
+    field: str | None = None
+    message: str | None = None
+
+
+class IngestResponse(BaseModel):
+    results: list[EventResult]
+
+
+class ItemBody(BaseModel):
+    title: str
+    description: str = ""
+    tags: list[str] = []
+    attributes: dict[str, Any] = {}
+
+
+class ItemsRequest(BaseModel):
+    items: list[dict[str, Any]] = Field(
+        ..., description="Items: `id`, `title`, optional `description`, `tags`, `attributes`."
+    )
+
+
+class UpsertResponse(BaseModel):
+    inserted: int
+    updated: int
+    unchanged: int
+    encoded: int
+    catalog_version: int
+
+
+class Reason(BaseModel):
+    kind: str
+    value: str
+    weight: float
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    title: str | None = None
+    reasons: list[Reason]
+
+
+class RecommendationsResponse(BaseModel):
+    user_id: str
+    as_of_seq: int
+    items: list[RecommendedItem]
+
+
+class AuditEvent(BaseModel):
+    seq: int
+    position: int
+    recorded_at: float
+    event: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    user_id: str
+    events: list[AuditEvent]
+    next_after: int | None = Field(None, description="Pass as `after` for the next page.")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    field: str | None = None

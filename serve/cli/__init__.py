@@ -1,0 +1,1 @@
+"""Command-line front ends that need I/O (files, the encoder, progress bars)."""

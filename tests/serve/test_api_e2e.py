@@ -1,0 +1,274 @@
+"""End to end over HTTP: real Ray + Serve, real Postgres (embedded), the real vLLM encoder.
+
+One service for the module (start-up costs ~30 s on this machine): a small MovieLens catalog is
+upserted through the API, then each test talks HTTP to it as a client would.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import socket
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from portrait.config import ProfileConfig  # noqa: E402
+from portrait.inspection import summarize  # noqa: E402
+from portrait.profile import replay  # noqa: E402
+from serve.encoder_settings import EncoderSettings  # noqa: E402
+from serve.service import start_service  # noqa: E402
+from serve.settings import Settings  # noqa: E402
+from storage.datasets.movielens import load_movielens  # noqa: E402
+from tests.conftest import run_blocking, scratch_database  # noqa: E402
+
+pytestmark = pytest.mark.ray
+N_ITEMS = 120
+T0 = 1_700_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(embedded_pg):
+    with scratch_database(embedded_pg.url) as url:
+        settings = Settings(
+            port=free_port(), shards=2, snapshot_every=5, max_batch_events=200,
+            encoder=EncoderSettings(dtype="float32", num_cpus=1),
+        )
+        svc = start_service(settings, url, load_demo_catalog=False)
+        try:
+            items = load_movielens().items[:N_ITEMS]
+            body = {"items": [{"id": i.item_id, "title": i.title, "description": i.description,
+                               "tags": list(i.tags)} for i in items]}
+            resp = httpx.post(f"{svc.url}/v1/items", json=body, timeout=300)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["inserted"] == N_ITEMS
+            yield svc
+        finally:
+            svc.stop()
+
+
+@pytest.fixture(scope="module")
+def http(service) -> httpx.Client:
+    with httpx.Client(base_url=service.url, timeout=60) as client:
+        yield client
+
+
+def ev(kind: str, eid: str, user: str, t: float, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": eid, "user_id": user, "occurred_at": t, **fields}
+
+
+def post_events(http: httpx.Client, events: list[dict[str, Any]], retries: int = 20) -> httpx.Response:
+    """POST with the client behaviour we document: retry 503s with the same event_ids."""
+    for _ in range(retries):
+        resp = http.post("/v1/events", json={"events": events})
+        if resp.status_code != 503:
+            return resp
+        time.sleep(float(resp.headers.get("Retry-After", "1")) / 4)
+    return resp
+
+
+def get_retrying(http: httpx.Client, path: str, retries: int = 40) -> httpx.Response:
+    for _ in range(retries):
+        resp = http.get(path)
+        if resp.status_code != 503:
+            return resp
+        time.sleep(0.25)
+    return resp
+
+
+def sci_fi_and_others(http: httpx.Client) -> tuple[list[str], list[str]]:
+    items = [http.get(f"/v1/items/{i.item_id}").json() for i in load_movielens().items[:N_ITEMS]]
+    scifi = [i["id"] for i in items if "Sci-Fi" in i["tags"]]
+    other = [i["id"] for i in items if "Sci-Fi" not in i["tags"] and "Animation" in i["tags"]]
+    return scifi, other
+
+
+def test_ingest_changes_the_next_recommendation(http: httpx.Client) -> None:
+    cold = http.get("/v1/users/alice/recommendations", params={"k": 10}).json()
+    assert cold["as_of_seq"] == 0 and len(cold["items"]) == 10
+    scifi, _ = sci_fi_and_others(http)
+    events = [ev("purchase", f"a{i}", "alice", T0 + i, item_id=m) for i, m in enumerate(scifi[:3])]
+    resp = post_events(http, events)
+    assert resp.status_code == 200, resp.text
+    assert [r["seq"] for r in resp.json()["results"]] == [1, 2, 3]
+    warm = http.get("/v1/users/alice/recommendations", params={"k": 10}).json()
+    assert warm["as_of_seq"] == 3  # read-your-writes: the ack already folded them
+    ids = [i["item_id"] for i in warm["items"]]
+    assert not set(ids) & set(scifi[:3])  # purchased: excluded
+    assert ids != [i["item_id"] for i in cold["items"]]
+    assert warm["items"][0]["reasons"], "every recommendation says why"
+    profile = http.get("/v1/users/alice/profile").json()
+    assert any(t["tag"] == "Sci-Fi" for t in profile["tags"])
+    filtered = http.get("/v1/users/alice/recommendations", params={"k": 3, "tags": "Animation"}).json()
+    assert all("Animation" in http.get(f"/v1/items/{i['item_id']}").json()["tags"] for i in filtered["items"])
+
+
+def test_text_events_add_keywords(http: httpx.Client) -> None:
+    resp = post_events(http, [ev("search", "s1", "sam", T0, query="haunted house ghost story"),
+                              ev("review", "s2", "sam", T0 + 5, item_id="1", text="Wonderful toys and a heartfelt friendship story", rating=5)])
+    assert resp.status_code == 200, resp.text
+    profile = http.get("/v1/users/sam/profile").json()
+    words = {k["keyword"] for k in profile["keywords"]}
+    assert words & {"haunted house", "ghost story", "ghost", "haunted", "house"}
+    assert profile["counts"] == {"review": 1, "search": 1}
+
+
+def test_duplicates_and_idempotent_retry(http: httpx.Client) -> None:
+    batch = [ev("view", f"d{i}", "dora", T0 + i, item_id="2") for i in range(3)]
+    first = post_events(http, batch).json()["results"]
+    again = post_events(http, batch + [ev("view", "d3", "dora", T0 + 9, item_id="3")]).json()["results"]
+    assert [r["duplicate"] for r in again] == [True, True, True, False]
+    assert [r["seq"] for r in again[:3]] == [r["seq"] for r in first]
+    conflict = post_events(http, [ev("view", "d0", "dora", T0, item_id="5")])
+    assert conflict.status_code == 409
+    assert conflict.json()["results"][0]["error"] == "EventIdConflict"
+
+
+def test_profile_at_a_past_seq_equals_replaying_the_log(http: httpx.Client, service) -> None:
+    scifi, other = sci_fi_and_others(http)
+    events = [ev("rating", f"t{i}", "tina", T0 + 3600 * i, item_id=m, rating=float(1 + i % 5))
+              for i, m in enumerate(scifi[:6] + other[:6])]
+    assert post_events(http, events).status_code == 200
+    at = http.get("/v1/users/tina/profile", params={"at_seq": 7, "top": 50}).json()
+    audit = http.get("/v1/users/tina/events", params={"limit": 7}).json()
+    assert [e["seq"] for e in audit["events"]] == list(range(1, 8)) and audit["next_after"] == 7
+    recorded = run_blocking(lambda: _recorded(service.database_url, "tina"))
+    index = run_blocking(lambda: _index(service.database_url))
+    expect = summarize(replay(recorded, ProfileConfig(), index, user_id="tina", until_seq=7),
+                       ProfileConfig(), top=50)
+    assert at["event_count"] == expect["event_count"] == 7
+    assert at["counts"] == expect["counts"]
+    assert [t["tag"] for t in at["tags"]] == [t["tag"] for t in expect["tags"]]
+    for got, want in zip(at["tags"], expect["tags"]):
+        assert got["weight"] == pytest.approx(want["weight"], abs=1e-6)
+    changes = http.get("/v1/users/tina/profile/changes", params={"from_seq": 6}).json()
+    assert changes["events_between"] == len(events) - 6 and changes["rose"] + changes["fell"]
+
+
+async def _recorded(url: str, user: str):
+    from storage.database import create_engine
+    from storage.postgres import PostgresEventLog
+
+    engine = create_engine(url)
+    try:
+        return await PostgresEventLog(engine).read(user)
+    finally:
+        await engine.dispose()
+
+
+async def _index(url: str):
+    from serve.encoder_settings import DEFAULT_MODEL_ID
+    from storage.catalog import ItemCatalog
+    from storage.database import create_engine
+
+    class ModelOnly:  # load_index needs only the model id and dimension
+        model_id, dim = DEFAULT_MODEL_ID, 384
+
+    engine = create_engine(url)
+    try:
+        return await ItemCatalog(engine, ModelOnly()).load_index()  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+
+
+def test_concurrent_requests_for_one_user_stay_ordered(http: httpx.Client, service) -> None:
+    def send(k: int) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=60) as c:
+            return post_events(c, [ev("click", f"c{k}-{j}", "carl", T0 + k, item_id=str(1 + j)) for j in range(5)])
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        assert all(r.status_code == 200 for r in pool.map(send, range(16)))
+    recorded = run_blocking(lambda: _recorded(service.database_url, "carl"))
+    assert [r.seq for r in recorded] == list(range(1, 81))
+    for k in range(16):  # each request's events are contiguous and in request order
+        seqs = [r.seq for r in recorded if r.event.event_id.startswith(f"c{k}-")]
+        assert seqs == list(range(seqs[0], seqs[0] + 5))
+    assert http.get("/v1/users/carl/profile").json()["event_count"] == 80
+
+
+def test_killing_a_shard_loses_and_duplicates_nothing(http: httpx.Client, service) -> None:
+    from actors.catalog_registry import NAMESPACE
+
+    users = [f"k{u}" for u in range(6)]
+    acked: dict[str, str] = {}
+
+    def stream(user: str) -> None:
+        with httpx.Client(base_url=service.url, timeout=60) as c:
+            for b in range(10):
+                batch = [ev("view", f"{user}-{b}-{j}", user, T0 + 10 * b + j, item_id=str(1 + j)) for j in range(4)]
+                resp = post_events(c, batch)
+                assert resp.status_code == 200, resp.text
+                for r in resp.json()["results"]:
+                    acked[r["event_id"]] = user
+                time.sleep(0.05)  # keep the streams going while the shard dies
+
+    with cf.ThreadPoolExecutor(len(users)) as pool:
+        futures = [pool.submit(stream, u) for u in users]
+        time.sleep(0.3)
+        assert not any(f.done() for f in futures), "the kill must land mid-stream"
+        ray.kill(ray.get_actor("portrait-shard-0", namespace=NAMESPACE), no_restart=False)
+        for f in futures:
+            f.result()
+    assert len(acked) == 6 * 10 * 4
+    for user in users:
+        recorded = run_blocking(lambda: _recorded(service.database_url, user))
+        assert [r.seq for r in recorded] == list(range(1, 41)), user
+        assert {r.event.event_id for r in recorded} == {e for e, u in acked.items() if u == user}
+        assert http.get(f"/v1/users/{user}/profile").json()["event_count"] == 40
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"events": [{"type": "rating", "event_id": "x", "user_id": "u", "occurred_at": 1, "item_id": "1", "rating": 9}]}, 422, "events[0].rating"),
+        ({"events": [{"type": "teleport", "event_id": "x", "user_id": "u", "occurred_at": 1}]}, 422, "events[0].type"),
+        ({"events": [{"type": "view", "event_id": "x", "user_id": "u", "item_id": "1"}]}, 422, "events[0].occurred_at"),
+        ({"events": "nope"}, 422, "events"),
+        ({}, 422, "events"),
+        ({"events": [{"type": "view", "event_id": f"x{i}", "user_id": "u", "occurred_at": 1, "item_id": "1"} for i in range(201)]}, 413, "events"),
+    ],
+)
+def test_malformed_requests_get_documented_errors(http: httpx.Client, body, status, field) -> None:
+    resp = http.post("/v1/events", json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["field"] == field
+
+
+def test_one_bad_event_writes_nothing(http: httpx.Client) -> None:
+    good = ev("view", "ok-1", "olga", T0, item_id="1")
+    bad = ev("rating", "ok-2", "olga", T0, item_id="1", rating="five")
+    assert http.post("/v1/events", json={"events": [good, bad]}).status_code == 422
+    assert http.get("/v1/users/olga/events").status_code == 404
+
+
+def test_unknowns_and_operations(http: httpx.Client) -> None:
+    assert http.get("/v1/users/nobody/profile").status_code == 404
+    assert http.get("/v1/items/no-such-item").status_code == 404
+    assert http.get("/v1/users/x/recommendations", params={"k": 0}).json()["field"] == "k"
+    assert http.get("/v1/users/x/profile/changes", params={"from_seq": 5, "to_seq": 2}).status_code == 422
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/readyz").status_code == 200
+    assert http.get("/docs").status_code == 200
+    metrics = http.get("/metrics").text
+    for name in ("portrait_ingested_events_total", "portrait_user_activations_total",
+                 "portrait_active_users", "portrait_recommendation_latency_seconds",
+                 "portrait_encoder_texts_total", "portrait_shard_append_transactions_total"):
+        assert name in metrics, name
+
+
+def test_new_item_is_recommendable_at_once(http: httpx.Client) -> None:
+    put = http.put("/v1/items/new-1", json={"title": "Galaxy Rebels Strike Back", "description": "Space rebels fight an empire with starships.", "tags": ["Sci-Fi", "Action"]})
+    assert put.status_code == 200 and put.json()["encoded"] == 1
+    resp = post_events(http, [ev("search", "n1", "nina", T0, query="space rebels fight an empire with starships")])
+    assert resp.status_code == 200
+    recs = http.get("/v1/users/nina/recommendations", params={"k": 5}).json()
+    assert "new-1" in [i["item_id"] for i in recs["items"]]
