@@ -226,6 +226,12 @@ class ProfileShard:
             "recommendation_seconds": self._rec_seconds,
         }
 
+    async def pid(self) -> int:
+        """This shard's OS process (benchmarks read its memory)."""
+        import os
+
+        return os.getpid()
+
     async def passivate_all(self) -> None:
         host = await self._ready()
         await host.passivate_all()

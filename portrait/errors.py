@@ -20,8 +20,21 @@ them so that the HTTP layer and the CLI map a short, documented list to response
 from __future__ import annotations
 
 
+def _rebuild(cls: type[PortraitError], args: tuple[object, ...], state: dict[str, object]) -> PortraitError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
 class PortraitError(Exception):
     """Base class of every error Portrait raises on purpose."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # The subclasses' constructors take structured arguments (field, reason...), which
+        # Exception's default pickling does not know; errors cross process boundaries (Ray
+        # actors, Serve replicas), so rebuild them from their message and attributes.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class InvalidInput(PortraitError, ValueError):

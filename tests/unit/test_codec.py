@@ -131,3 +131,15 @@ def test_events_are_frozen() -> None:
         event.user_id = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         event.attributes["age_band"] = "65+"  # type: ignore[index]
+
+
+def test_errors_survive_pickling_across_processes() -> None:
+    import pickle
+
+    from portrait.errors import EventIdConflict, VersionConflict
+
+    for err in (InvalidField("events[2].rating", "too high"), PayloadTooLarge("event", 9, 4),
+                VersionConflict("u", 3, 5), EventIdConflict("e1", "reused"), UnknownEventType("x")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)
+        assert back.__dict__ == err.__dict__

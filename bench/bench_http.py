@@ -1,0 +1,215 @@
+"""HTTP benchmark of the running service against a trivial Serve route in the same run.
+
+Starts the whole service (embedded Postgres under --data-dir, Ray, Serve, the vLLM encoder,
+the MovieLens catalog: imported on the first run, reused afterwards) plus a one-line Serve
+route, then measures over HTTP on loopback:
+
+* recommendation latency p50/p99 (9,742-item catalog) vs the trivial route (target <= 2.5x);
+* batched ingest, durable events/s (target >= 5,000) vs trivial-route requests/s;
+* single-event ingest latency p50/p99;
+* freshness: send an event -> first recommendation that reflects it, p99 (target <= 50 ms);
+* activation of a user with 1,000 events, p99 (target <= 30 ms), from a snapshot and from the
+  log alone;
+* memory per active user (shard RSS growth / users activated; target <= 16 KiB).
+
+    ./dev bench http [--users 200] [--data-dir .portrait]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+T0 = 1_700_000_000
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def deploy_trivial() -> None:
+    from ray import serve
+
+    @serve.deployment(max_ongoing_requests=256)
+    class Trivial:
+        async def __call__(self, request: Any) -> dict[str, bool]:
+            return {"ok": True}
+
+    serve.run(Trivial.bind(), name="bench-trivial", route_prefix="/trivial")
+
+
+def timed_gets(client: httpx.Client, path: str, n: int, **params: Any) -> list[float]:
+    out = []
+    for _ in range(n):
+        began = time.perf_counter()
+        resp = client.get(path, params=params)
+        out.append((time.perf_counter() - began) * 1e3)
+        assert resp.status_code == 200, resp.text
+    return out
+
+
+def event(kind: str, eid: str, user: str, t: float, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": eid, "user_id": user, "occurred_at": t, **fields}
+
+
+async def concurrent_rate(url: str, bodies: list[dict[str, Any] | None], path: str, conc: int) -> float:
+    """Requests (POST with body, or GET) per second at ``conc`` connections."""
+    queue = list(bodies)
+    async with httpx.AsyncClient(base_url=url, timeout=120,
+                                 limits=httpx.Limits(max_connections=conc)) as client:
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                resp = await (client.post(path, json=body) if body is not None else client.get(path))
+                assert resp.status_code == 200, resp.text
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        return len(bodies) / (time.perf_counter() - began)
+
+
+def shard_rss(shards: list[Any]) -> int:
+    import psutil
+    import ray
+
+    pids = ray.get([s.pid.remote() for s in shards])
+    return sum(psutil.Process(p).memory_info().rss for p in pids)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(".portrait"))
+    parser.add_argument("--users", type=int, default=200, help="users for the memory figure (x10)")
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+
+    import ray
+
+    from actors.catalog_registry import NAMESPACE
+    from serve.main import database
+    from serve.service import start_service
+    from serve.settings import Settings
+
+    settings = Settings(data_dir=args.data_dir, port=8011, max_batch_events=1000)
+    with database(settings) as db_url:
+        svc = start_service(settings, db_url)
+        try:
+            deploy_trivial()
+            shards = [ray.get_actor(f"portrait-shard-{i}", namespace=NAMESPACE) for i in range(settings.shards)]
+            run_id = str(int(time.time()))
+            with httpx.Client(base_url=svc.url, timeout=60) as c:
+                items = [i["item_id"] for i in c.get("/v1/users/cold/recommendations", params={"k": 200}).json()["items"]]
+                timed_gets(c, "/trivial", 50)
+                trivial = timed_gets(c, "/trivial", args.requests)
+                # Warm users with some history, then time their recommendations.
+                for u in range(20):
+                    c.post("/v1/events", json={"events": [
+                        event("rating", f"{run_id}-w{u}-{j}", f"{run_id}-w{u}", T0 + j, item_id=items[(u * 7 + j) % len(items)], rating=4.5)
+                        for j in range(30)]})
+                recs = []
+                for k in range(args.requests):
+                    began = time.perf_counter()
+                    resp = c.get(f"/v1/users/{run_id}-w{k % 20}/recommendations", params={"k": 10})
+                    recs.append((time.perf_counter() - began) * 1e3)
+                    assert resp.status_code == 200
+                # Single-event ingest latency and freshness (ack -> reflecting recommendation).
+                single, fresh = [], []
+                for k in range(args.requests):
+                    user = f"{run_id}-f{k % 10}"
+                    began = time.perf_counter()
+                    resp = c.post("/v1/events", json={"events": [event("purchase", f"{run_id}-f{k}", user, T0 + k, item_id=items[k % len(items)])]})
+                    single.append((time.perf_counter() - began) * 1e3)
+                    seq = resp.json()["results"][0]["seq"]
+                    while True:
+                        out = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+                        if out["as_of_seq"] >= seq and items[k % len(items)] not in [i["item_id"] for i in out["items"]]:
+                            break
+                    fresh.append((time.perf_counter() - began) * 1e3)
+                # 1,000-event users: ingest, passivate (snapshot), activate.
+                heavy = [f"{run_id}-h{u}" for u in range(20)]
+                for user in heavy:
+                    for b in range(2):
+                        c.post("/v1/events", json={"events": [
+                            event("view" if j % 3 else "rating", f"{user}-{b}-{j}", user, T0 + 500 * b + j,
+                                  item_id=items[(b * 500 + j) % len(items)], **({} if j % 3 else {"rating": 4.0}))
+                            for j in range(500)]})
+                ray.get([s.passivate_all.remote() for s in shards])
+                from_snapshot = timed_profile(c, heavy)
+                ray.get([s.passivate_all.remote() for s in shards])
+                asyncio.run(drop_snapshots(db_url, heavy))
+                from_log = timed_profile(c, heavy)
+
+            batches = [{"events": [event("view", f"{run_id}-b{b}-{j}", f"{run_id}-u{(b * 10 + j) % 500}", T0 + j, item_id=items[j % len(items)])
+                                   for j in range(200)]} for b in range(100)]
+            ingest_rate = asyncio.run(concurrent_rate(svc.url, batches, "/v1/events", 8)) * 200
+            trivial_rate = asyncio.run(concurrent_rate(svc.url, [None] * 2000, "/trivial", 8))
+
+            ray.get([s.passivate_all.remote() for s in shards])
+            before = shard_rss(shards)
+            users = args.users * 10
+            with httpx.Client(base_url=svc.url, timeout=60) as c:
+                for b in range(0, users, 100):
+                    c.post("/v1/events", json={"events": [
+                        event("view", f"{run_id}-m{u}-{j}", f"{run_id}-m{u}", T0 + j, item_id=items[(u + j) % len(items)])
+                        for u in range(b, b + 100) for j in range(5)]})
+            after = shard_rss(shards)
+            stats = ray.get([s.stats.remote() for s in shards])
+            est = sum(s["active_bytes"] for s in stats) / max(1, sum(s["active_users"] for s in stats))
+        finally:
+            svc.stop()
+
+    t50 = statistics.median(trivial)
+    print(f"\nHTTP on 127.0.0.1, MovieLens catalog; baseline = trivial Serve route in this run")
+    print(f"  {'measure':<44}{'p50':>9}{'p99':>9}  ratio / target")
+    print(f"  {'trivial route latency (ms)':<44}{t50:>9.2f}{pct(trivial, 99):>9.2f}")
+    print(f"  {'recommendations k=10 (ms)':<44}{statistics.median(recs):>9.2f}{pct(recs, 99):>9.2f}"
+          f"  {statistics.median(recs) / t50:.2f}x trivial p50 (target <= 2.5x)")
+    print(f"  {'single-event ingest (ms)':<44}{statistics.median(single):>9.2f}{pct(single, 99):>9.2f}"
+          f"  {statistics.median(single) / t50:.2f}x trivial p50")
+    print(f"  {'freshness: send -> reflecting recs (ms)':<44}{statistics.median(fresh):>9.2f}{pct(fresh, 99):>9.2f}"
+          f"  target p99 <= 50")
+    print(f"  {'activation, 1,000 events, snapshot (ms)':<44}{statistics.median(from_snapshot):>9.2f}{pct(from_snapshot, 99):>9.2f}"
+          f"  target p99 <= 30 (HTTP round trip included)")
+    print(f"  {'activation, 1,000 events, log only (ms)':<44}{statistics.median(from_log):>9.2f}{pct(from_log, 99):>9.2f}")
+    print(f"  {'batched ingest, 8 conns x 200 events':<44}{ingest_rate:>9,.0f} events/s durable (target >= 5,000); "
+          f"trivial route {trivial_rate:,.0f} req/s")
+    print(f"  {'memory per active user':<44}{(after - before) / users / 1024:>9.1f} KiB RSS growth over {users} users; "
+          f"estimate {est / 1024:.1f} KiB (target <= 16)")
+
+
+def timed_profile(client: httpx.Client, users: list[str]) -> list[float]:
+    out = []
+    for user in users:
+        began = time.perf_counter()
+        resp = client.get(f"/v1/users/{user}/profile", params={"top": 5})
+        out.append((time.perf_counter() - began) * 1e3)
+        assert resp.status_code == 200 and resp.json()["event_count"] == 1000, resp.text
+    return out
+
+
+async def drop_snapshots(url: str, users: list[str]) -> None:
+    from sqlalchemy import delete
+
+    from storage.database import create_engine
+    from storage.schema import snapshots
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(delete(snapshots).where(snapshots.c.user_id.in_(users)))
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
