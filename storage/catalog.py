@@ -9,7 +9,7 @@ re-importing a catalog is cheap and idempotent. A model change is handled by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sqlalchemy import func, select
@@ -34,6 +34,20 @@ class UpsertResult:
     updated: int
     unchanged: int
     encoded: int
+
+
+# The columns an ItemRecord is rebuilt from, and the rebuilding.
+_RECORD_COLUMNS = (
+    items_table.c.id,
+    items_table.c.title,
+    items_table.c.text,
+    items_table.c.tags,
+    items_table.c.attributes,
+)
+
+
+def _record(r: Any) -> ItemRecord:
+    return ItemRecord(r.id, r.title, r.text, tuple(r.tags), r.attributes)
 
 
 def _to_row(item: ItemRecord, vector: np.ndarray, model_id: str) -> dict[str, object]:
@@ -71,25 +85,14 @@ class ItemCatalog:
 
     async def _existing(self, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         """item_id -> (encoder text as stored, model_id) for the ids that exist."""
-        query = select(
-            items_table.c.id,
-            items_table.c.title,
-            items_table.c.text,
-            items_table.c.tags,
-            items_table.c.attributes,
-            items_table.c.model_id,
-        ).where(items_table.c.id.in_(list(ids)))
+        query = select(*_RECORD_COLUMNS, items_table.c.model_id).where(
+            items_table.c.id.in_(list(ids))
+        )
 
         async def run() -> dict[str, tuple[str, str | None]]:
             async with self._engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
-            return {
-                r.id: (
-                    item_text(ItemRecord(r.id, r.title, r.text, tuple(r.tags), r.attributes)),
-                    r.model_id,
-                )
-                for r in rows
-            }
+            return {r.id: (item_text(_record(r)), r.model_id) for r in rows}
 
         return await self._retry.run(run)
 
@@ -162,18 +165,14 @@ class ItemCatalog:
 
     async def reencode(self, progress: Progress | None = None) -> int:
         """Re-encode every item not embedded by the current model. Returns how many."""
-        query = select(
-            items_table.c.id,
-            items_table.c.title,
-            items_table.c.text,
-            items_table.c.tags,
-            items_table.c.attributes,
-        ).where(items_table.c.model_id.is_distinct_from(self._encoder.model_id))
+        query = select(*_RECORD_COLUMNS).where(
+            items_table.c.model_id.is_distinct_from(self._encoder.model_id)
+        )
 
         async def run() -> list[ItemRecord]:
             async with self._engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
-            return [ItemRecord(r.id, r.title, r.text, tuple(r.tags), r.attributes) for r in rows]
+            return [_record(r) for r in rows]
 
         records = await self._retry.run(run)
         result = await self.upsert(records, progress)
@@ -189,14 +188,12 @@ class ItemCatalog:
         return await self._retry.run(run)
 
     async def get(self, item_id: str) -> ItemRecord | None:
-        query = select(items_table).where(items_table.c.id == item_id)
+        query = select(*_RECORD_COLUMNS).where(items_table.c.id == item_id)
 
         async def run() -> ItemRecord | None:
             async with self._engine.connect() as conn:
                 r = (await conn.execute(query)).first()
-            if r is None:
-                return None
-            return ItemRecord(r.id, r.title, r.text, tuple(r.tags), r.attributes)
+            return None if r is None else _record(r)
 
         return await self._retry.run(run)
 

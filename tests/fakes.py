@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from portrait.errors import InvalidField
+from serve.vllm_encoder import validate_texts
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -40,14 +40,7 @@ class HashingEncoder:
         return self._dim
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, (str, bytes)):
-            raise InvalidField("texts", "must be a sequence of strings, not a single string")
-        items = list(texts)
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise InvalidField(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
-            if t.strip() == "":
-                raise InvalidField(f"texts[{i}]", "must not be empty")
+        items = validate_texts(texts)  # the real adapter's checks, so tests see the same errors
         self.calls.append(items)
         out = np.zeros((len(items), self._dim), dtype=np.float32)
         for row, text in enumerate(items):
