@@ -30,6 +30,7 @@ from portrait.items import ItemIndex
 from portrait.ports import AppendResult, EventLog, Snapshot, SnapshotStore
 from portrait.profile import ProfileState, fold, replay
 from portrait.snapshot_codec import state_from_bytes, state_to_bytes
+from portrait.variants import VariantPolicy
 
 _log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class UserHost:
         snapshots: SnapshotStore,
         texts: TextFeatureSource,
         items: Callable[[], ItemIndex],
-        config: ProfileConfig,
+        variants: VariantPolicy,
         settings: HostSettings = HostSettings(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,8 +96,9 @@ class UserHost:
         self._snapshots = snapshots
         self._texts = texts
         self._items = items
-        self.config = config
-        self._config_hash = config.config_hash()
+        self.variants = variants
+        # Each variant's profiles are folded and snapshotted under its own config hash.
+        self._hashes = {name: v.profile.config_hash() for name, v in variants.variants.items()}
         self._settings = settings
         self._clock = clock
         self._committer = GroupCommitter(log, window_s=settings.group_commit_window_s)
@@ -120,6 +122,13 @@ class UserHost:
     def commits(self) -> int:
         return self._committer.commits
 
+    def config(self, user_id: str) -> ProfileConfig:
+        """The profile configuration of the user's variant."""
+        return self.variants.for_user(user_id).profile
+
+    def _hash(self, user_id: str) -> str:
+        return self._hashes[self.variants.for_user(user_id).name]
+
     def _lock(self, user_id: str) -> asyncio.Lock:
         lock = self._locks.get(user_id)
         if lock is None:
@@ -137,7 +146,7 @@ class UserHost:
         """The profile as of a past seq or event time, replayed from the log (uncached)."""
         snapshot = None
         if until_seq is not None or until_time is not None:
-            snap = await self._snapshots.latest(user_id, self._config_hash, max_seq=until_seq)
+            snap = await self._snapshots.latest(user_id, self._hash(user_id), max_seq=until_seq)
             snapshot = state_from_bytes(snap.state) if snap is not None else None
         after = 0
         if snapshot is not None and (until_time is None or (snapshot.t_ref or 0) <= until_time):
@@ -148,7 +157,7 @@ class UserHost:
         texts = await self._texts.features_for(r.event for r in tail)
         self.stats.replayed_events += len(tail)
         return replay(
-            tail, self.config, self._items(), texts, user_id=user_id,
+            tail, self.config(user_id), self._items(), texts, user_id=user_id,
             until_seq=until_seq, until_time=until_time, snapshot=snapshot,
         )
 
@@ -184,7 +193,7 @@ class UserHost:
                 for r in results
                 if not r.duplicate
             ]
-            fold(user.state, fresh, self.config, self._items(), texts)
+            fold(user.state, fresh, self.config(user_id), self._items(), texts)
             self.stats.ingested += len(fresh)
             self.stats.duplicates += len(results) - len(fresh)
             self._touch(user_id, user)
@@ -229,12 +238,14 @@ class UserHost:
             self._touch(user_id, user)
             return user
         started = time.perf_counter()
-        snap = await self._snapshots.latest(user_id, self._config_hash)
+        snap = await self._snapshots.latest(user_id, self._hash(user_id))
         state = state_from_bytes(snap.state) if snap is not None else None
         after = state.last_seq if state is not None else 0
         tail = await self._log.read(user_id, after_seq=after)
         texts = await self._texts.features_for(r.event for r in tail)
-        state = replay(tail, self.config, self._items(), texts, user_id=user_id, snapshot=state)
+        state = replay(
+            tail, self.config(user_id), self._items(), texts, user_id=user_id, snapshot=state
+        )
         user = _User(state, snap.seq if snap is not None else 0, self._clock())
         self._users[user_id] = user
         self._bytes += user.size
@@ -267,7 +278,7 @@ class UserHost:
         data = state_to_bytes(state)
         seq = state.last_seq
         try:
-            await self._snapshots.save(Snapshot(user_id, seq, data, self._config_hash))
+            await self._snapshots.save(Snapshot(user_id, seq, data, self._hash(user_id)))
         except Exception:  # a snapshot is an optimisation; the log stays the truth
             _log.exception("snapshot of %s at seq %d failed", user_id, seq)
             return

@@ -29,7 +29,8 @@ from portrait.errors import PortraitError
 from portrait.inspection import diff, summarize
 from portrait.interests import TagVocabulary
 from portrait.items import ItemIndex
-from portrait.ranking import RankingConfig, TagTable, recommend
+from portrait.ranking import TagTable, recommend
+from portrait.variants import VariantPolicy
 
 _log = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ class ShardSettings:
     """Everything a shard needs to build its adapters; plain data so Ray can ship it."""
 
     database_url: str
-    profile: dict[str, Any] = field(default_factory=lambda: ProfileConfig().to_dict())
-    ranking: dict[str, Any] = field(default_factory=lambda: asdict(RankingConfig()))
+    variants: VariantPolicy = field(default_factory=lambda: VariantPolicy.single(ProfileConfig()))
     host: HostSettings = HostSettings()
     passivation_interval_s: float = 30.0
 
@@ -97,10 +97,9 @@ class ProfileShard:
             PostgresSnapshotStore(self._engine),
             texts,
             self._items,
-            ProfileConfig.from_dict(self._settings.profile),
+            self._settings.variants,
             self._settings.host,
         )
-        self._ranking = RankingConfig(**self._settings.ranking)
         self._janitor = asyncio.get_running_loop().create_task(self._passivation_loop())
 
     def _items(self) -> ItemIndex:
@@ -169,8 +168,9 @@ class ProfileShard:
             state = await host.state(user_id)
             cat = self._catalog
             assert cat is not None
+            variant = host.variants.for_user(user_id)
             recs = recommend(
-                state, host.config, self._ranking, cat.items, cat.tags, k,
+                state, variant.profile, variant.ranking, cat.items, cat.tags, k,
                 popularity=cat.popularity, exclude=exclude, tags=tags, diversity=diversity,
             )
         except PortraitError as exc:
@@ -179,6 +179,7 @@ class ProfileShard:
         self._rec_count += 1
         return {
             "user_id": user_id,
+            "variant": variant.name,
             "as_of_seq": state.last_seq,
             "items": [
                 {"item_id": r.item_id, "score": round(r.score, 6),
@@ -199,7 +200,10 @@ class ProfileShard:
         except PortraitError as exc:
             return error_dict(exc)
         vocab = self._catalog.vocabulary if self._catalog else None
-        return summarize(state, host.config, top=top, vocabulary=vocab)
+        return {
+            **summarize(state, host.config(user_id), top=top, vocabulary=vocab),
+            "variant": host.variants.for_user(user_id).name,
+        }
 
     async def changes(
         self, user_id: str, from_seq: int, to_seq: int | None, top: int
@@ -213,7 +217,7 @@ class ProfileShard:
             )
         except PortraitError as exc:
             return error_dict(exc)
-        return diff(before, after, host.config, top=top).to_dict()
+        return diff(before, after, host.config(user_id), top=top).to_dict()
 
     async def stats(self) -> dict[str, Any]:
         host = await self._ready()

@@ -13,6 +13,7 @@ is a pure function of the field mapping and never touches the common envelope fi
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import msgpack
@@ -55,6 +56,14 @@ _REQUIRED: dict[type[Event], frozenset[str]] = {
 }
 
 
+_DEFAULTS: dict[type[Event], dict[str, Any]] = {
+    cls: {
+        f.name: f.default
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING
+    }
+    for cls in EVENT_TYPES.values()
+}
 _ALLOWED: dict[type[Event], frozenset[str]] = {
     cls: frozenset(names) for cls, names in _FIELDS.items()
 }
@@ -84,7 +93,30 @@ def from_dict(data: Mapping[str, Any]) -> Event:
     return _build(dict(data))
 
 
-def _build(fields: dict[str, Any]) -> Event:
+def _slot_setters(cls: type[Event]) -> dict[str, Any]:
+    """Each field's slot setter: frozen dataclasses forbid setattr, their slots do not."""
+    return {name: getattr(cls, name).__set__ for name in _FIELDS[cls]}
+
+
+_SETTERS = {cls: _slot_setters(cls) for cls in EVENT_TYPES.values()}
+
+
+def _unchecked(cls: type[Event], fields: dict[str, Any]) -> Event:
+    """An event built without re-running its validation (see :func:`decode_stored`)."""
+    event = object.__new__(cls)
+    setters = _SETTERS[cls]
+    for name, value in fields.items():
+        setters[name](event, value)
+    if len(fields) < len(setters):
+        for name, value in _DEFAULTS[cls].items():
+            if name not in fields:
+                setters[name](event, value)
+    if cls is AttributesSet:
+        object.__setattr__(event, "attributes", MappingProxyType(dict(fields.get("attributes", {}))))
+    return event
+
+
+def _build(fields: dict[str, Any], trusted: bool = False) -> Event:
     """:func:`from_dict` on a mapping the caller owns (it is consumed)."""
     event_type = fields.pop("type", _MISSING)
     if event_type is _MISSING:
@@ -101,7 +133,7 @@ def _build(fields: dict[str, Any]) -> Event:
         and fields.keys() <= _ALLOWED[cls]
         and _REQUIRED[cls] <= fields.keys()
     ):
-        return cls(**fields)
+        return _unchecked(cls, fields) if trusted else cls(**fields)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidField("schema_version", "must be a positive integer")
     if version > cls.SCHEMA_VERSION:
@@ -134,6 +166,24 @@ def encode(event: Event, *, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge("event", len(data), limit)
     return data
+
+
+def decode_stored(data: bytes) -> Event:
+    """Decode a payload read back from Portrait's own log.
+
+    Stored events were validated when they were appended, and a fact once recorded must stay
+    readable even if a later release tightens validation, so current-version payloads are
+    not validated again (this halves replay's decode cost). Structure is still checked:
+    unknown types, missing or unexpected fields raise as in :func:`decode`; older versions
+    are upcast and then fully validated.
+    """
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise InvalidField("payload", f"not valid msgpack: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise InvalidField("payload", f"must encode an object, got {type(obj).__name__}")
+    return _build(obj, trusted=True)
 
 
 def decode(data: bytes, *, limit: int = MAX_PAYLOAD_BYTES) -> Event:

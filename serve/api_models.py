@@ -76,6 +76,7 @@ class RecommendedItem(BaseModel):
 
 class RecommendationsResponse(BaseModel):
     user_id: str
+    variant: str = Field(..., description="The A/B variant that produced this ranking.")
     as_of_seq: int
     items: list[RecommendedItem]
 

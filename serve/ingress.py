@@ -102,11 +102,9 @@ class PortraitIngress:
         self._settings = settings
         self._url = database_url
         self._encoder_handle = encoder_handle
-        profile, ranking = settings.load_configs()
         shard_settings = ShardSettings(
             database_url=database_url,
-            profile=profile.to_dict(),
-            ranking=ranking.__dict__.copy(),
+            variants=settings.variant_policy(),
             host=settings.host_settings(),
         )
         self._names = [f"portrait-shard-{i}" for i in range(settings.shards)]
@@ -248,7 +246,7 @@ class PortraitIngress:
         titles = await self._titles([i["item_id"] for i in out["items"]])
         for item in out["items"]:
             item["title"] = titles.get(item["item_id"])
-        metrics.RECOMMEND_LATENCY.observe(time.perf_counter() - started)
+        metrics.RECOMMEND_LATENCY.labels(variant=out["variant"]).observe(time.perf_counter() - started)
         return out
 
     async def _titles(self, ids: list[str]) -> dict[str, str]:

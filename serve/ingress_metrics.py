@@ -23,7 +23,8 @@ INGEST_LATENCY = Histogram(
 )
 RECOMMEND_LATENCY = Histogram(
     "portrait_recommendation_latency_seconds",
-    "GET recommendations, per request.",
+    "GET recommendations, per request, by A/B variant ('default' without an experiment).",
+    ["variant"],
     buckets=_LATENCY_BUCKETS,
 )
 

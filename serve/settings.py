@@ -15,7 +15,9 @@ from typing import Any, Mapping
 from actors.host import HostSettings
 from portrait.config import ProfileConfig
 from portrait.errors import PortraitError
+from portrait.evaluation.ab import Experiment
 from portrait.ranking import RankingConfig
+from portrait.variants import Variant, VariantPolicy
 from serve.encoder_settings import EncoderSettings
 
 PREFIX = "PORTRAIT_"
@@ -37,6 +39,8 @@ class Settings:
         max_batch_events: largest ingest batch accepted (413 beyond).
         profile_config: a JSON file from ``portrait tune`` (profile + ranking config);
             unset = the built-in defaults.
+        experiment: a JSON file defining an A/B experiment (see :meth:`variant_policy`);
+            unset = everyone gets ``profile_config``.
         snapshot_every, idle_timeout_s, memory_budget_mb: user-actor policy per shard.
         ingress_min_replicas, ingress_max_replicas: Serve autoscaling of the HTTP ingress.
     """
@@ -48,6 +52,7 @@ class Settings:
     shards: int = 2
     max_batch_events: int = 1000
     profile_config: Path | None = None
+    experiment: Path | None = None
     snapshot_every: int = 50
     idle_timeout_s: float = 600.0
     memory_budget_mb: int = 256
@@ -61,7 +66,7 @@ class Settings:
         kwargs: dict[str, Any] = {}
         simple = {
             "database_url": str, "data_dir": Path, "host": str, "port": int, "shards": int,
-            "max_batch_events": int, "profile_config": Path, "snapshot_every": int,
+            "max_batch_events": int, "profile_config": Path, "experiment": Path, "snapshot_every": int,
             "idle_timeout_s": float, "memory_budget_mb": int, "ingress_min_replicas": int,
             "ingress_max_replicas": int,
         }
@@ -72,7 +77,9 @@ class Settings:
             try:
                 kwargs[name] = kind(raw)
             except ValueError:
-                raise SettingsError(f"{PREFIX}{name.upper()}: {raw!r} is not a valid {kind.__name__}") from None
+                raise SettingsError(
+                    f"{PREFIX}{name.upper()}: {raw!r} is not a valid {kind.__name__}"
+                ) from None
         try:
             kwargs["encoder"] = EncoderSettings.from_env(env)
         except ValueError as exc:
@@ -95,19 +102,33 @@ class Settings:
         for ok, name, reason in checks:
             if not ok:
                 raise SettingsError(f"{PREFIX}{name}: {reason}")
-        self.load_configs()
+        self.variant_policy()
 
-    def load_configs(self) -> tuple[ProfileConfig, RankingConfig]:
-        """The profile and ranking configs: from ``profile_config`` or the defaults."""
-        if self.profile_config is None:
-            return ProfileConfig(), RankingConfig()
+    def variant_policy(self) -> VariantPolicy:
+        """Who gets which configuration.
+
+        Without ``experiment``: everyone gets ``profile_config`` (or the defaults). With it, a
+        file like ``{"name": "tuned-vs-default", "split": {"control": 50, "tuned": 50},
+        "variants": {"control": null, "tuned": "tuned-movielens.json"}}``; each variant names
+        a config file (relative to the experiment file) or null for the defaults.
+        """
+        if self.experiment is None:
+            profile, ranking = _load_config(self.profile_config, "PROFILE_CONFIG")
+            return VariantPolicy.single(profile, ranking)
+        var = f"{PREFIX}EXPERIMENT ({self.experiment})"
         try:
-            doc = json.loads(self.profile_config.read_text())
-            profile = ProfileConfig.from_dict(doc["profile"])
-            ranking = RankingConfig(**doc.get("ranking", {}))
+            doc = json.loads(self.experiment.read_text())
+            experiment = Experiment.from_config(doc)
+            variants = {}
+            for name, path in dict(doc["variants"]).items():
+                file = None if path is None else self.experiment.parent / str(path)
+                profile, ranking = _load_config(file, "EXPERIMENT")
+                variants[name] = Variant(name, profile, ranking)
+            return VariantPolicy(variants, experiment)
+        except SettingsError:
+            raise
         except (OSError, ValueError, KeyError, TypeError, PortraitError) as exc:
-            raise SettingsError(f"{PREFIX}PROFILE_CONFIG ({self.profile_config}): {exc}") from None
-        return profile, ranking
+            raise SettingsError(f"{var}: {exc}") from None
 
     def host_settings(self) -> HostSettings:
         return HostSettings(
@@ -115,3 +136,14 @@ class Settings:
             idle_timeout_s=self.idle_timeout_s,
             memory_budget_bytes=self.memory_budget_mb * 1024 * 1024,
         )
+
+
+def _load_config(path: Path | None, variable: str) -> tuple[ProfileConfig, RankingConfig]:
+    """Profile and ranking configs from a ``portrait tune`` file, or the defaults."""
+    if path is None:
+        return ProfileConfig(), RankingConfig()
+    try:
+        doc = json.loads(path.read_text())
+        return ProfileConfig.from_dict(doc["profile"]), RankingConfig(**doc.get("ranking", {}))
+    except (OSError, ValueError, KeyError, TypeError, PortraitError) as exc:
+        raise SettingsError(f"{PREFIX}{variable} ({path}): {exc}") from None

@@ -12,6 +12,7 @@ from portrait.config import ProfileConfig
 from portrait.events import ItemPurchased, ItemRated, ItemViewed, SearchPerformed
 from portrait.items import ItemIndex
 from portrait.profile import replay
+from portrait.variants import VariantPolicy
 from storage.memory import InMemoryEventLog, InMemorySnapshotStore
 from storage.text_features import InMemoryTextFeatureStore
 from tests.fakes import HashingEncoder
@@ -36,7 +37,7 @@ def make_host(log=None, snaps=None, clock=None, **settings) -> UserHost:
     texts = TextFeatureSource(InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER))
     return UserHost(
         log or InMemoryEventLog(), snaps or InMemorySnapshotStore(), texts, lambda: ITEMS,
-        CONFIG, HostSettings(**settings), clock=clock or Clock(),
+        VariantPolicy.single(CONFIG), HostSettings(**settings), clock=clock or Clock(),
     )
 
 
@@ -142,3 +143,26 @@ async def test_time_travel_matches_replay_to_that_point() -> None:
     assert_same_profile(at, expect)
     by_time = await host.state_at("u", until_time=T0 + 5.5 * 3600)
     assert by_time.event_count == 6
+
+
+async def test_each_variant_folds_and_snapshots_under_its_own_config() -> None:
+    from portrait.evaluation.ab import Experiment
+    from portrait.ranking import RankingConfig
+    from portrait.variants import Variant
+
+    fast = ProfileConfig(short_half_life_days=0.01)
+    policy = VariantPolicy(
+        {"a": Variant("a", CONFIG, RankingConfig()), "b": Variant("b", fast, RankingConfig())},
+        Experiment("exp", (("a", 1), ("b", 1))),
+    )
+    users = {policy.for_user(f"v{i}").name: f"v{i}" for i in range(20)}
+    log, snaps = InMemoryEventLog(), InMemorySnapshotStore()
+    texts = TextFeatureSource(InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER))
+    host = UserHost(log, snaps, texts, lambda: ITEMS, policy, HostSettings(snapshot_every=1))
+    for name, user in users.items():
+        await host.ingest(user, views(user, 0, 3))
+        expect = replay(await log.read(user), policy.variants[name].profile, ITEMS, user_id=user)
+        assert_same_profile(await host.state(user), expect, policy.variants[name].profile)
+    await asyncio.sleep(0.01)
+    assert await snaps.latest(users["b"], fast.config_hash()) is not None
+    assert await snaps.latest(users["b"], CONFIG.config_hash()) is None

@@ -143,3 +143,18 @@ def test_errors_survive_pickling_across_processes() -> None:
         back = pickle.loads(pickle.dumps(err))
         assert type(back) is type(err) and str(back) == str(err)
         assert back.__dict__ == err.__dict__
+
+
+@pytest.mark.parametrize("event", ONE_OF_EACH, ids=lambda e: e.TYPE)
+def test_stored_payloads_decode_to_equal_events(event) -> None:
+    back = codec.decode_stored(codec.encode(event))
+    assert back == event and type(back) is type(event)
+
+
+def test_stored_payloads_still_get_structural_checks_and_upcasts() -> None:
+    with pytest.raises(UnknownEventType):
+        codec.decode_stored(msgpack.packb({"type": "teleport", **BASE}))
+    with pytest.raises(MissingField):
+        codec.decode_stored(msgpack.packb({"type": "rating", **BASE, "item_id": "i"}))
+    v1 = msgpack.packb({"type": "review", "schema_version": 1, **BASE, "item_id": "i9", "body": "Meh.", "stars": 2})
+    assert codec.decode_stored(v1) == ReviewWritten(**BASE, item_id="i9", text="Meh.", rating=2.0)
