@@ -45,7 +45,6 @@ from portrait.evaluation.metrics import (
 from portrait.evaluation.runner import RunResult, System, run
 from portrait.evaluation.splits import Split, leave_last_out, temporal_split
 from portrait.evaluation.tuning import (
-    BaselineChoice,
     PortraitFactory,
     PortraitParams,
     TuningResult,
@@ -64,6 +63,8 @@ SPLITS = ("leave-last-out", "temporal")
 KS = (5, 10, 20)
 CURVE_KS = tuple(range(1, 51))
 BASELINES = ("most-popular", "recent-popular", "item-knn", "item-knn-seq")
+# the baselines the issue lists; item-knn-seq is an extra, sequence-aware one added here
+ISSUE_BASELINES = ("most-popular", "recent-popular", "item-knn")
 HISTORY_BUCKETS = (3, 10, 20, 50, 100, 200, 500)
 ENCODE_BATCH = 512
 
@@ -467,11 +468,15 @@ def summarise(
                 for m in ("HR@10", "NDCG@10", "MRR", "NDCG@20")
                 if m in metrics[other]
             }
-    goal = None
-    if best is not None and best in comparisons:
-        c = comparisons[best]["NDCG@10"]
-        goal = {
-            "best_baseline": best,
+    def goal_for(names: Sequence[str]) -> dict[str, Any] | None:
+        present = [b for b in names if b in comparisons]
+        if not present:
+            return None
+        top = max(present, key=lambda b: metrics[b]["NDCG@10"].mean())
+        c = comparisons[top]["NDCG@10"]
+        return {
+            "baselines_considered": list(present),
+            "best_baseline": top,
             "relative_lift": c["relative"]["mean"],
             "relative_ci": [c["relative"]["low"], c["relative"]["high"]],
             "diff": c["diff"]["mean"],
@@ -480,6 +485,9 @@ def summarise(
             "diff_ci_above_zero": c["diff"]["low"] > 0,
             "met": c["relative"]["mean"] >= 0.10 and c["diff"]["low"] > 0,
         }
+
+    goal = goal_for(BASELINES)
+    goal_issue = goal_for(ISSUE_BASELINES)
     return {
         "cases": len(result.cases),
         "n_items": result.n_items,
@@ -490,6 +498,7 @@ def summarise(
         "comparisons_vs": reference,
         "comparisons": comparisons,
         "goal": goal,
+        "goal_issue_baselines": goal_issue,
         "history_buckets": history_buckets(result),
         "run_seconds": result.seconds,
     }
@@ -586,19 +595,23 @@ def write_report(doc: Mapping[str, Any], out: Path, plots: Sequence[str]) -> Non
     add("")
     add(f"Generated {doc['created']} by `{doc['command']}`.")
     add("")
-    goal = s.get("goal")
-    if goal:
-        verdict = "MET" if goal["met"] else "NOT MET"
+    goals = [(g, label) for g, label in (
+        (s.get("goal_issue_baselines"), "the issue's baselines (most-popular, recent-popular, item-knn)"),
+        (s.get("goal"), "all baselines, including the sequence-aware item-knn-seq"),
+    ) if g]
+    if goals:
         add("## Headline")
         add("")
-        add(
-            f"Portrait (tuned) vs the best baseline on the test split (`{goal['best_baseline']}`), "
-            f"NDCG@10: relative lift **{goal['relative_lift'] * 100:+.1f}%** "
-            f"(95% paired bootstrap CI {goal['relative_ci'][0] * 100:+.1f}% to "
-            f"{goal['relative_ci'][1] * 100:+.1f}%), absolute difference {_f(goal['diff'])} "
-            f"(CI {_f(goal['diff_ci'][0])} to {_f(goal['diff_ci'][1])}). "
-            f"Goal (lift >= 10% and difference CI above zero): **{verdict}**."
-        )
+        for goal, label in goals:
+            verdict = "MET" if goal["met"] else "NOT MET"
+            add(
+                f"* Against {label}: best is `{goal['best_baseline']}`. Portrait (tuned) NDCG@10 "
+                f"relative lift **{goal['relative_lift'] * 100:+.1f}%** "
+                f"(95% paired bootstrap CI {goal['relative_ci'][0] * 100:+.1f}% to "
+                f"{goal['relative_ci'][1] * 100:+.1f}%), absolute difference {_f(goal['diff'])} "
+                f"(CI {_f(goal['diff_ci'][0])} to {_f(goal['diff_ci'][1])}). "
+                f"Goal (lift >= 10% and difference CI above zero): **{verdict}**."
+            )
         add("")
     add("## Setup")
     add("")
@@ -609,7 +622,10 @@ def write_report(doc: Mapping[str, Any], out: Path, plots: Sequence[str]) -> Non
     sp = doc["split"]
     add(f"* Split: **{sp['kind']}**; validation {sp['validation']['cases']} users, test "
         f"{sp['test']['cases']} users ({s['targets']} targets, {s['targets_outside_catalog']} outside the catalog). "
-        f"Users with fewer than 3 distinct items are not evaluated (their events still train the global models).")
+        + ("Users with fewer than 3 distinct items are not evaluated (their events still train the global models)."
+           if sp["kind"] == "leave-last-out" else
+           "Evaluated: users with at least one interaction up to the cut time T and at least one new item after it; "
+           "targets are all those new items (multi-item metrics)."))
     add("* Protocol: full-catalog ranking (no sampled negatives) of all "
         f"{s['n_items']} items; items in the user's visible history are excluded for every system; "
         "every interaction is a target whatever its rating; stream order is (occurred_at, event_id), "
@@ -755,6 +771,15 @@ def _dataset_stats(prep: Prepared) -> dict[str, Any]:
     }
 
 
+def _require_cases(prep: Prepared) -> None:
+    for phase, split in prep.splits.items():
+        if not split.cases:
+            raise SystemExit(
+                f"{prep.name}: no users to evaluate in the {phase} split ({prep.split_kind}); "
+                "leave-last-out needs users with at least 3 distinct items"
+            )
+
+
 def cmd_evaluate(args: argparse.Namespace, encoder: Any = None, dataset: Any = None) -> int:
     t_all = time.perf_counter()
     out = Path(args.out or f"out/eval-{_dt.date.today().isoformat()}")
@@ -767,6 +792,7 @@ def cmd_evaluate(args: argparse.Namespace, encoder: Any = None, dataset: Any = N
     prep = prepare(args.dataset, args.data_dir, split_kind=args.split, encoder=encoder,
                    cache_dir=args.cache_dir, dataset=dataset)
     timings = prep.timings
+    _require_cases(prep)
     val_phase = prep.phase("validation", collab)
 
     t0 = time.perf_counter()
@@ -846,12 +872,13 @@ def _print_summary(summary: Mapping[str, Any], timings: Mapping[str, float], out
     for name, s in sorted(summary["systems"].items(), key=lambda kv: -kv[1]["metrics"]["NDCG@10"]["mean"]):
         m = s["metrics"]
         print(f"{name:26s} {m['HR@10']['mean']:8.4f} {m['NDCG@10']['mean']:8.4f} {m['MRR']['mean']:8.4f}")
-    goal = summary.get("goal")
-    if goal:
-        print(f"portrait vs {goal['best_baseline']}: NDCG@10 lift {goal['relative_lift'] * 100:+.1f}% "
-              f"(CI {goal['relative_ci'][0] * 100:+.1f}%..{goal['relative_ci'][1] * 100:+.1f}%), "
-              f"diff CI [{goal['diff_ci'][0]:.4f}, {goal['diff_ci'][1]:.4f}] -> "
-              f"{'MET' if goal['met'] else 'NOT MET'}")
+    for key in ("goal_issue_baselines", "goal"):
+        goal = summary.get(key)
+        if goal:
+            print(f"portrait vs {goal['best_baseline']}: NDCG@10 lift {goal['relative_lift'] * 100:+.1f}% "
+                  f"(CI {goal['relative_ci'][0] * 100:+.1f}%..{goal['relative_ci'][1] * 100:+.1f}%), "
+                  f"diff CI [{goal['diff_ci'][0]:.4f}, {goal['diff_ci'][1]:.4f}] -> "
+                  f"{'MET' if goal['met'] else 'NOT MET'}")
     print(f"total {timings['total']:.1f}s (without Portrait tuning "
           f"{timings['total without Portrait tuning']:.1f}s); report: {out / 'report.md'}")
 
@@ -861,6 +888,7 @@ def cmd_tune(args: argparse.Namespace, encoder: Any = None, dataset: Any = None)
     collab = _collab_from_args(args)
     prep = prepare(args.dataset, args.data_dir, split_kind=args.split, encoder=encoder,
                    cache_dir=args.cache_dir, dataset=dataset)
+    _require_cases(prep)
     tuning = _tune_with_bar(prep, collab, args.trials, args.seed)
     val_phase = prep.phase("validation", collab)
     choice = tune_baselines(val_phase.split, val_phase.incidence, prep.item_ids)

@@ -1,0 +1,181 @@
+"""Baselines and Portrait variants, behind the runner's one :class:`~.runner.System` interface.
+
+Pure: numpy and the standard library only, no I/O.
+
+* :class:`MostPopular`: training interactions per item up to the test point (time-respecting:
+  counting interactions that happen after the test point would leak future popularity).
+* :class:`RecentPopular`: interactions in a trailing window before the test point; ties (items
+  with equal window counts, e.g. all the zeros) are broken by all-time popularity.
+* :class:`ItemKNN`: item-based collaborative filtering. Cosine similarity of the items' binary
+  user vectors over the training events (``sim(i, j) = C[i, j] / sqrt(n_i n_j)``), pruned to
+  each item's ``neighbors`` most similar items; a user's score for ``j`` is the sum of
+  ``sim(i, j)`` over the items ``i`` in their visible history. With ``recency_half_life=h``
+  (the sequence-aware variant, ``item-knn-seq``), item ``i`` weighs ``2^(-age/h)`` where
+  ``age`` counts the user's distinct items interacted with since ``i`` (0 for the latest),
+  a strong, simple baseline on data with sequential structure.
+
+Portrait variants are configurations of the real system (:func:`no_decay`, and text-only item
+vectors through :func:`portrait.evaluation.collaborative.combine` with ``alpha=0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from portrait.config import ProfileConfig
+from portrait.evaluation.runner import DAY_SECONDS, CaseContext
+from portrait.events import Event, ItemEvent
+
+NO_DECAY_HALF_LIFE_DAYS = 1e9  # ~2.7 million years: no measurable decay over any dataset
+
+
+class _StatelessSession:
+    def __init__(self, system: "MostPopular | RecentPopular") -> None:
+        self.system = system
+
+    def observe(self, events: Sequence[Event]) -> None:
+        pass
+
+    def scores(self, ctx: CaseContext) -> np.ndarray:
+        return self.system.score(ctx)
+
+
+@dataclass
+class MostPopular:
+    name: str = "most-popular"
+
+    def session(self, user_id: str) -> _StatelessSession:
+        return _StatelessSession(self)
+
+    def score(self, ctx: CaseContext) -> np.ndarray:
+        return ctx.counts
+
+
+@dataclass
+class RecentPopular:
+    window_days: float = 30.0
+    name: str = "recent-popular"
+
+    def session(self, user_id: str) -> _StatelessSession:
+        return _StatelessSession(self)
+
+    def score(self, ctx: CaseContext) -> np.ndarray:
+        window = ctx.window_counts(self.window_days * DAY_SECONDS)
+        total = ctx.counts
+        # all-time counts scaled below 1 only break ties between equal window counts
+        return window + total / (float(total.max()) + 1.0)
+
+
+class ItemKNNSession:
+    def __init__(self, system: "ItemKNN") -> None:
+        self.system = system
+        self.last: dict[int, int] = {}  # row -> position of its latest interaction
+        self.n = 0
+
+    def observe(self, events: Sequence[Event]) -> None:
+        row_of = self.system.row_of
+        for ev in events:
+            if isinstance(ev, ItemEvent) and ev.TYPE != "dismiss":
+                r = row_of.get(ev.item_id)
+                if r is not None:
+                    self.last.pop(r, None)
+                    self.last[r] = self.n
+                    self.n += 1
+
+    def scores(self, ctx: CaseContext) -> np.ndarray:
+        rows = list(self.last)
+        h = self.system.recency_half_life
+        if h is None:
+            return self.system.score_rows(rows)
+        age = self.n - 1 - np.fromiter(self.last.values(), dtype=np.float64, count=len(rows))
+        return self.system.score_rows(rows, np.exp2(-age / h))
+
+
+class ItemKNN:
+    """Item-kNN over a (users x items) binary incidence matrix of training events."""
+
+    def __init__(
+        self,
+        incidence: np.ndarray,
+        item_ids: Sequence[str],
+        neighbors: int = 100,
+        name: str = "item-knn",
+        block: int = 1024,
+        recency_half_life: float | None = None,
+    ) -> None:
+        if neighbors < 1:
+            raise ValueError("neighbors must be at least 1")
+        self.name = name
+        self.neighbors = neighbors
+        self.recency_half_life = recency_half_life
+        self.row_of = {item: i for i, item in enumerate(item_ids)}
+        x = np.asarray(incidence, dtype=np.float32)
+        n_items = x.shape[1]
+        self.n_items = n_items
+        norms = np.sqrt(x.sum(axis=0))
+        inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
+        active = np.flatnonzero(norms > 0)
+        k = min(neighbors, max(active.size - 1, 1))
+        # neighbour lists of active items, as a CSR-like pair of (n_items, k) arrays
+        self.nbr = np.zeros((n_items, k), dtype=np.int64)
+        self.sim = np.zeros((n_items, k), dtype=np.float32)
+        xa = x[:, active] * inv[active][None, :]
+        for start in range(0, active.size, block):
+            rows = active[start : start + block]
+            s = xa[:, start : start + block].T @ xa  # (b, n_active) cosine
+            s[np.arange(rows.size), np.arange(start, start + rows.size)] = 0.0  # no self
+            part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(
+                np.arange(s.shape[1]), (rows.size, 1)
+            )
+            vals = np.take_along_axis(s, part, axis=1)
+            self.nbr[rows] = active[part]
+            self.sim[rows] = vals
+
+    @classmethod
+    def with_neighbors(
+        cls,
+        other: "ItemKNN",
+        neighbors: int,
+        name: str | None = None,
+        recency_half_life: float | None = None,
+    ) -> "ItemKNN":
+        """A copy keeping only the top ``neighbors`` of ``other``'s lists (for tuning)."""
+        if neighbors > other.neighbors:
+            raise ValueError("can only shrink the neighbourhood")
+        new = cls.__new__(cls)
+        new.name = name or other.name
+        new.neighbors = neighbors
+        new.recency_half_life = recency_half_life
+        new.row_of = other.row_of
+        new.n_items = other.n_items
+        order = np.argsort(-other.sim, axis=1, kind="stable")[:, :neighbors]
+        new.nbr = np.take_along_axis(other.nbr, order, axis=1)
+        new.sim = np.take_along_axis(other.sim, order, axis=1)
+        return new
+
+    def session(self, user_id: str) -> ItemKNNSession:
+        return ItemKNNSession(self)
+
+    def score_rows(self, rows: Sequence[int], weights: np.ndarray | None = None) -> np.ndarray:
+        """Sum of the neighbour similarities of ``rows`` (each scaled by its weight)."""
+        if not len(rows):
+            return np.zeros(self.n_items)
+        r = np.asarray(rows, dtype=np.int64)
+        sims = self.sim[r].astype(np.float64)
+        if weights is not None:
+            sims *= np.asarray(weights, dtype=np.float64)[:, None]
+        return np.bincount(self.nbr[r].ravel(), weights=sims.ravel(), minlength=self.n_items)
+
+
+def no_decay(config: ProfileConfig) -> ProfileConfig:
+    """``config`` with every half-life so long that nothing decays (all history weighs alike)."""
+    return dataclasses.replace(
+        config,
+        long_half_life_days=NO_DECAY_HALF_LIFE_DAYS,
+        short_half_life_days=NO_DECAY_HALF_LIFE_DAYS,
+        tag_half_life_days=NO_DECAY_HALF_LIFE_DAYS,
+    )
