@@ -7,6 +7,7 @@ stops start-up with a message naming the variable.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from portrait.variants import Variant, VariantPolicy
 from serve.encoder_settings import EncoderSettings
 
 PREFIX = "PORTRAIT_"
+_log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -144,6 +146,15 @@ def _load_config(path: Path | None, variable: str) -> tuple[ProfileConfig, Ranki
         return ProfileConfig(), RankingConfig()
     try:
         doc = json.loads(path.read_text())
-        return ProfileConfig.from_dict(doc["profile"]), RankingConfig(**doc.get("ranking", {}))
+        configs = ProfileConfig.from_dict(doc["profile"]), RankingConfig(**doc.get("ranking", {}))
     except (OSError, ValueError, KeyError, TypeError, PortraitError) as exc:
         raise SettingsError(f"{PREFIX}{variable} ({path}): {exc}") from None
+    alpha = (doc.get("item_vectors") or {}).get("alpha", 0.0)
+    if alpha:
+        # The service ranks with the catalog's text vectors only; say so rather than serve a
+        # config tuned for blended vectors as if nothing were missing.
+        _log.warning(
+            "%s: tuned with %.0f%% collaborative item vectors, which the service does not "
+            "build yet; it will rank with text vectors only", path, 100 * alpha,
+        )
+    return configs
