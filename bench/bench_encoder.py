@@ -20,6 +20,7 @@ warm-up call. Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import os
@@ -119,7 +120,9 @@ def worker_serve(texts: list[str], sizes: list[int], callers: int) -> dict:
     ray_s = time.perf_counter() - t0
     serve.start(proxy_location="Disabled")
     t1 = time.perf_counter()
-    settings = EncoderSettings(dtype="float32", num_cpus=1)
+    # Batching settings come from PORTRAIT_ENCODER_* like the service's; dtype stays fp32 so the
+    # Serve figure compares with direct-fp32.
+    settings = dataclasses.replace(EncoderSettings.from_env(), dtype="float32", num_cpus=1)
     handle = serve.run(build_encoder_app(settings), name="bench-encoder", route_prefix=None)
     deploy_s = time.perf_counter() - t1
 

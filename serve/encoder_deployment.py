@@ -162,7 +162,14 @@ class EncoderDeployment:
             raise _remote_safe(e) from None
         metrics.QUEUE_DEPTH.inc(len(items))
         try:
-            rows = await asyncio.gather(*(self._encode_batch(t) for t in items))
+            # Each call enters the batcher as whole chunks, not text by text: per-entry
+            # overhead in the batcher was what held Serve at ~55% of the direct engine's
+            # throughput. batch_size_fn counts texts, so a batch still holds up to
+            # max_batch_size texts from any number of callers.
+            size = self._encode_batch._get_max_batch_size()
+            chunks = [items[i : i + size] for i in range(0, len(items), size)]
+            parts = await asyncio.gather(*(self._encode_batch(c) for c in chunks))
+            rows = [row for part in parts for row in part]
         except InvalidInput as e:
             metrics.REQUESTS.labels(outcome="invalid").inc()
             raise _remote_safe(e) from None
@@ -186,8 +193,13 @@ class EncoderDeployment:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._encoder.encode, items)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def _encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+    @serve.batch(
+        max_batch_size=64,
+        batch_wait_timeout_s=0.005,
+        batch_size_fn=lambda chunks: sum(len(c) for c in chunks),
+    )
+    async def _encode_batch(self, chunks: list[list[str]]) -> list[list[np.ndarray]]:
+        texts = [t for chunk in chunks for t in chunk]
         loop = asyncio.get_running_loop()
         try:
             matrix = await loop.run_in_executor(self._executor, self._encoder.encode, texts)
@@ -202,7 +214,11 @@ class EncoderDeployment:
         self._max_batch = max(self._max_batch, len(texts))
         self._batch_sizes[len(texts)] = self._batch_sizes.get(len(texts), 0) + 1
         metrics.BATCH_SIZE.observe(len(texts))
-        return list(matrix)
+        out, start = [], 0
+        for chunk in chunks:
+            out.append(list(matrix[start : start + len(chunk)]))
+            start += len(chunk)
+        return out
 
 
 def build_encoder_app(
