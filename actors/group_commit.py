@@ -2,8 +2,11 @@
 
 A durable commit costs a WAL flush (about 0.5 ms here), so one commit per event caps a shard
 at a few thousand events/s however fast the rest is. Callers :meth:`GroupCommitter.submit`
-their user's batch and wait; a single flusher collects whatever arrived during ``window_s``
-(or until ``max_events``) and writes it with :meth:`EventLog.append_many` in one transaction.
+their user's batch and wait; a single flusher writes everything queued with
+:meth:`EventLog.append_many` in one transaction. An idle committer flushes at once (a lone
+event waits for nobody); requests that arrive while a transaction is in flight queue up and
+share the next one, so batches grow exactly when load does. ``window_s`` optionally holds
+the first request a little longer to gather more under steady load.
 Each request is still all-or-nothing and gets its own result or error.
 """
 
@@ -30,7 +33,7 @@ class _Pending:
 class GroupCommitter:
     """Batches concurrent appends into shared transactions."""
 
-    def __init__(self, log: EventLog, *, window_s: float = 0.002, max_events: int = 2000) -> None:
+    def __init__(self, log: EventLog, *, window_s: float = 0.0, max_events: int = 2000) -> None:
         self._log = log
         self._window = window_s
         self._max_events = max_events
@@ -56,10 +59,13 @@ class GroupCommitter:
 
     async def _flush_loop(self) -> None:
         while self._queue:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self._window)
-            except asyncio.TimeoutError:
-                pass
+            if self._window > 0:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._window)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)  # let callers scheduled in this loop turn join in
             self._wakeup.clear()
             batch, self._queue, self._queued_events = self._queue, [], 0
             await self._flush(batch)

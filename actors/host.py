@@ -42,7 +42,7 @@ class HostSettings:
     snapshot_every: int = 50
     idle_timeout_s: float = 600.0
     memory_budget_bytes: int = 256 * 1024 * 1024
-    group_commit_window_s: float = 0.002
+    group_commit_window_s: float = 0.0
 
 
 @dataclass

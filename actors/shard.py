@@ -54,6 +54,7 @@ class CatalogView:
     tags: TagTable
     popularity: np.ndarray | None
     vocabulary: TagVocabulary | None
+    titles: list[str]  # by item row; served with recommendations without a database trip
 
 
 def error_dict(exc: PortraitError) -> dict[str, Any]:
@@ -116,9 +117,9 @@ class ProfileShard:
         index_parts, extras = await asyncio.gather(*refs)
         ids, matrix, tags, model_id = index_parts
         items = ItemIndex(ids, matrix, tags, model_id=model_id)
-        popularity, vocab_names, vocab_matrix = extras
+        popularity, vocab_names, vocab_matrix, titles = extras
         vocabulary = TagVocabulary(tuple(vocab_names), vocab_matrix) if vocab_names else None
-        self._catalog = CatalogView(version, items, TagTable(items), popularity, vocabulary)
+        self._catalog = CatalogView(version, items, TagTable(items), popularity, vocabulary, titles)
         return version
 
     async def _passivation_loop(self) -> None:
@@ -183,6 +184,7 @@ class ProfileShard:
             "as_of_seq": state.last_seq,
             "items": [
                 {"item_id": r.item_id, "score": round(r.score, 6),
+                 "title": cat.titles[cat.items.row(r.item_id)] or None,
                  "reasons": [{"kind": x.kind, "value": x.value, "weight": x.weight} for x in r.reasons]}
                 for r in recs
             ],

@@ -14,7 +14,7 @@ from portrait.interests import tag_prompt
 from portrait.items import ItemIndex, l2_normalise
 from portrait.ports import AsyncEncoder
 from portrait.ranking import popularity_scores
-from storage.catalog import ItemCatalog, catalog_version
+from storage.catalog import ItemCatalog, all_titles, catalog_version
 from storage.item_stats import item_interaction_counts
 
 _log = logging.getLogger(__name__)
@@ -52,9 +52,10 @@ class CatalogPublisher:
                 l2_normalise(np.stack([self._tag_vectors[n] for n in names]))
                 if names else np.zeros((0, index.dim), np.float32)
             )
+            titles = await all_titles(self._engine)
             refs = [
                 ray.put((list(index.ids), index.matrix, [list(t) for t in index.all_tags()], index.model_id)),
-                ray.put((popularity, names, vocab)),
+                ray.put((popularity, names, vocab, [titles.get(i, "") for i in index.ids])),
             ]
             await get_or_create_registry().publish.remote(version, refs)
             self.version, self.index = version, index

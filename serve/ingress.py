@@ -243,16 +243,8 @@ class PortraitIngress:
         out = await self._call(
             self._shard_for(user_id).recommend.remote(user_id, k, diversity, tags, exclude)
         )
-        titles = await self._titles([i["item_id"] for i in out["items"]])
-        for item in out["items"]:
-            item["title"] = titles.get(item["item_id"])
         metrics.RECOMMEND_LATENCY.labels(variant=out["variant"]).observe(time.perf_counter() - started)
         return out
-
-    async def _titles(self, ids: list[str]) -> dict[str, str]:
-        from storage.catalog import titles_of
-
-        return await titles_of(self._engine, ids) if ids else {}
 
     @app.get("/v1/users/{user_id}/profile", tags=["profiles"])
     async def profile(

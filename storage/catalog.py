@@ -235,11 +235,9 @@ async def catalog_version(engine: AsyncEngine, retry: RetryPolicy = DEFAULT_RETR
     return await retry.run(run)
 
 
-async def titles_of(
-    engine: AsyncEngine, ids: Sequence[str], retry: RetryPolicy = DEFAULT_RETRY
-) -> dict[str, str]:
-    """item_id -> title for the given ids (missing ids are absent)."""
-    query = select(items_table.c.id, items_table.c.title).where(items_table.c.id.in_(list(ids)))
+async def all_titles(engine: AsyncEngine, retry: RetryPolicy = DEFAULT_RETRY) -> dict[str, str]:
+    """item_id -> title for the whole catalog (one scan; no parameter-count limit)."""
+    query = select(items_table.c.id, items_table.c.title)
 
     async def run() -> dict[str, str]:
         async with engine.connect() as conn:

@@ -166,3 +166,12 @@ async def test_each_variant_folds_and_snapshots_under_its_own_config() -> None:
     await asyncio.sleep(0.01)
     assert await snaps.latest(users["b"], fast.config_hash()) is not None
     assert await snaps.latest(users["b"], CONFIG.config_hash()) is None
+
+
+async def test_idle_committer_batches_whatever_queues_during_a_flush() -> None:
+    log = InMemoryEventLog()
+    host = make_host(log)  # no window: a lone event is written at once
+    await host.ingest("solo", views("solo", 0, 1))
+    assert host.commits == 1
+    await asyncio.gather(*(host.ingest(f"u{k}", views(f"u{k}", 0, 2)) for k in range(20)))
+    assert host.commits < 1 + 20

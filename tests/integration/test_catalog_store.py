@@ -9,7 +9,7 @@ from actors.text_features import ThreadedEncoder
 from portrait.catalog import ItemRecord
 from portrait.errors import InvalidField
 from portrait.ports import TextFeatures
-from storage.catalog import ItemCatalog, catalog_version, titles_of
+from storage.catalog import ItemCatalog, all_titles, catalog_version
 from storage.item_index_file import load_index, save_index
 from storage.item_stats import item_interaction_counts
 from storage.postgres import PostgresEventLog
@@ -52,7 +52,9 @@ async def test_upsert_is_idempotent_and_encodes_only_changes(embedded_engine) ->
     assert await catalog_version(embedded_engine) > v1
     assert (await catalog.get("2")).description == "A heist epic."
     assert await catalog.get("nope") is None
-    assert await titles_of(embedded_engine, ["1", "3", "x"]) == {"1": "Alien (1979)", "3": "Amélie (2001)"}
+    assert await all_titles(embedded_engine) == {
+        "1": "Alien (1979)", "2": "Heat (1995)", "3": "Amélie (2001)"
+    }
 
 
 async def test_duplicate_ids_in_one_call_are_refused(embedded_engine) -> None:

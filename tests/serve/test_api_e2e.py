@@ -103,6 +103,7 @@ def test_ingest_changes_the_next_recommendation(http: httpx.Client) -> None:
     warm = http.get("/v1/users/alice/recommendations", params={"k": 10}).json()
     assert warm["as_of_seq"] == 3  # read-your-writes: the ack already folded them
     assert warm["variant"] == "default"
+    assert all(i["title"] for i in warm["items"])
     ids = [i["item_id"] for i in warm["items"]]
     assert not set(ids) & set(scifi[:3])  # purchased: excluded
     assert ids != [i["item_id"] for i in cold["items"]]
