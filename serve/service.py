@@ -40,8 +40,8 @@ class RunningService:
                 for i in range(self.settings.shards)
             ]
             ray.get([s.passivate_all.remote() for s in shards], timeout=30)
-        except Exception:  # best effort: snapshots are an optimisation
-            pass
+        except Exception as exc:  # best effort: snapshots are an optimisation
+            print(f"warning: snapshots on shutdown failed ({exc!r}); users replay from the log")
         serve.shutdown()
         ray.shutdown()
 

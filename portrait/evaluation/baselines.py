@@ -38,7 +38,7 @@ class _StatelessSession:
         self.system = system
 
     def observe(self, events: Sequence[Event]) -> None:
-        pass
+        """Popularity baselines keep no per-user state: their scores ignore the user."""
 
     def scores(self, ctx: CaseContext) -> np.ndarray:
         return self.system.score(ctx)
