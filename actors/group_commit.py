@@ -13,6 +13,7 @@ Each request is still all-or-nothing and gets its own result or error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -60,10 +61,9 @@ class GroupCommitter:
     async def _flush_loop(self) -> None:
         while self._queue:
             if self._window > 0:
-                try:
+                # Woken early when max_events is reached; otherwise the window runs out.
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=self._window)
-                except asyncio.TimeoutError:
-                    pass
             else:
                 await asyncio.sleep(0)  # let callers scheduled in this loop turn join in
             self._wakeup.clear()

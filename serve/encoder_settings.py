@@ -7,6 +7,7 @@ One frozen value, read from ``PORTRAIT_ENCODER_*`` environment variables by
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -152,22 +153,19 @@ def bf16_supported(cuda: bool) -> bool:
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         fn = getattr(torch.cpu, probe, None)
         if fn is not None:
-            try:
+            # A private torch API: if it misbehaves, fall back to the CPU flags below.
+            with contextlib.suppress(Exception):
                 if fn():
                     return True
-            except Exception:  # pragma: no cover - private torch API
-                pass
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_flags() -> set[str]:
-    try:
+    with contextlib.suppress(OSError):  # no /proc (not Linux): no flags known
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
                     return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
     return set()
 
 

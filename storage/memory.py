@@ -99,7 +99,7 @@ class InMemoryEventLog:
         return plan.results()
 
     async def version(self, user_id: str) -> int:
-        """The stream's last seq; 0 for a user with no events."""
+        """See :meth:`portrait.ports.EventLog.version`."""
         return len(self._streams.get(user_id, ()))
 
     async def read(
@@ -111,7 +111,7 @@ class InMemoryEventLog:
         until_time: float | None = None,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
-        """Events with ``after_seq < seq <= until_seq`` and ``occurred_at <= until_time``."""
+        """See :meth:`portrait.ports.EventLog.read`."""
         check_read(after_seq, until_seq, until_time, limit)
         # seq n sits at index n - 1, so the seq range is a slice.
         selected = self._streams.get(user_id, [])[after_seq:until_seq]

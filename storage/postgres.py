@@ -194,7 +194,7 @@ class PostgresEventLog:
             return plan.results()
 
     async def version(self, user_id: str) -> int:
-        """The stream's last seq; 0 for a user with no events."""
+        """See :meth:`portrait.ports.EventLog.version`."""
 
         async def attempt() -> int:
             async with self._engine.connect() as conn:
@@ -211,8 +211,7 @@ class PostgresEventLog:
         until_time: float | None = None,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
-        """Events with ``after_seq < seq <= until_seq`` and ``occurred_at <= until_time``,
-        in seq order, at most ``limit``."""
+        """See :meth:`portrait.ports.EventLog.read`."""
         check_read(after_seq, until_seq, until_time, limit)
         query = select(*_RECORD_COLUMNS).where(
             events_table.c.user_id == user_id, events_table.c.seq > after_seq
