@@ -1,8 +1,8 @@
 """Group commit: appends from many users within a short window share one transaction.
 
 A durable commit costs a WAL flush (about 0.5 ms here), so one commit per event caps a shard
-at a few thousand events/s however fast the rest is. Callers :meth:`GroupCommitter.submit`
-their user's batch and wait; a single flusher writes everything queued with
+at a few thousand events/s however fast the rest is. Callers :meth:`GroupCommitter.submit_many`
+their users' batches and wait; a single flusher writes everything queued with
 :meth:`EventLog.append_many` in one transaction. An idle committer flushes at once (a lone
 event waits for nobody); requests that arrive while a transaction is in flight queue up and
 share the next one, so batches grow exactly when load does. ``window_s`` optionally holds
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from portrait.errors import PortraitError
-from portrait.events import Event
 from portrait.ports import AppendRequest, AppendResult, EventLog
 
 _log = logging.getLogger(__name__)
@@ -44,19 +43,20 @@ class GroupCommitter:
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0  # transactions issued, for metrics and tests
 
-    async def submit(
-        self, user_id: str, events: Sequence[Event], expected_version: int | None
-    ) -> list[AppendResult]:
-        """Append ``events`` for ``user_id``; returns once they are durable."""
+    async def submit_many(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[list[AppendResult] | Exception]:
+        """Append each request's events; returns, once they are durable, per request its
+        results or the exception that refused it (a failed transaction fails them all)."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(AppendRequest(user_id, tuple(events), expected_version), loop.create_future())
-        self._queue.append(pending)
-        self._queued_events += len(events)
+        pending = [_Pending(r, loop.create_future()) for r in requests]
+        self._queue.extend(pending)
+        self._queued_events += sum(len(r.events) for r in requests)
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
         if self._queued_events >= self._max_events:
             self._wakeup.set()
-        return await pending.future
+        return await asyncio.gather(*(p.future for p in pending), return_exceptions=True)
 
     async def _flush_loop(self) -> None:
         while self._queue:

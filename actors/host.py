@@ -19,20 +19,30 @@ import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence, Union
 
 from actors.group_commit import GroupCommitter
 from actors.text_features import TextFeatureSource
 from portrait.config import ProfileConfig
-from portrait.errors import VersionConflict
-from portrait.events import Event, RecordedEvent
+from portrait.errors import PortraitError, VersionConflict
+from portrait.events import Event, RecordedEvent, event_text
 from portrait.items import ItemIndex
-from portrait.ports import AppendResult, EventLog, Snapshot, SnapshotStore
+from portrait.ports import (
+    AppendRequest,
+    AppendResult,
+    EventLog,
+    Snapshot,
+    SnapshotStore,
+    TextFeatures,
+)
 from portrait.profile import ProfileState, fold, replay
 from portrait.snapshot_codec import state_from_bytes, state_to_bytes
 from portrait.variants import VariantPolicy
 
 _log = logging.getLogger(__name__)
+
+# What one user's batch came to: its per-event results, or the error that refused it.
+Outcome = Union[list[AppendResult], PortraitError]
 
 
 @dataclass(frozen=True)
@@ -59,14 +69,17 @@ class HostStats:
 
 
 def state_bytes(state: ProfileState) -> int:
-    """Approximate resident size of a profile (vectors, dicts, sets, their strings)."""
-    size = state.long_acc.nbytes + state.short_acc.nbytes + 400
-    size += sys.getsizeof(state.tags) + sum(len(k) + 80 for k in state.tags)
-    size += sys.getsizeof(state.keywords) + sum(len(k) + 80 for k in state.keywords)
-    size += sys.getsizeof(state.excluded) + sum(len(k) + 50 for k in state.excluded)
-    size += sys.getsizeof(state.recent) + 150 * len(state.recent)
-    size += 200 * (len(state.counts) + len(state.attributes))
-    return size
+    """Approximate resident size of a profile, in O(1) (it runs on every ingest): the
+    containers' own sizes plus a per-entry estimate of what they hold (a key string and its
+    float ~95 B, an item id ~56 B, a recent-item tuple with its strings ~150 B)."""
+    return (
+        state.long_acc.nbytes + state.short_acc.nbytes + 400
+        + sys.getsizeof(state.tags) + 95 * len(state.tags)
+        + sys.getsizeof(state.keywords) + 95 * len(state.keywords)
+        + sys.getsizeof(state.excluded) + 56 * len(state.excluded)
+        + sys.getsizeof(state.recent) + 150 * len(state.recent)
+        + 200 * (len(state.counts) + len(state.attributes))
+    )
 
 
 class _User:
@@ -105,7 +118,10 @@ class UserHost:
         self._users: OrderedDict[str, _User] = OrderedDict()  # LRU order: oldest first
         self._locks: dict[str, asyncio.Lock] = {}
         self._bytes = 0
-        self._background: set[asyncio.Task[None]] = set()
+        # Users whose snapshot is due, written together by one background task: a snapshot
+        # per user per transaction would cost a commit each and crowd out the appends.
+        self._snapshots_due: dict[str, _User] = {}
+        self._snapshotter: asyncio.Task[None] | None = None
         self.stats = HostStats()
 
     # -- queries ---------------------------------------------------------------------------
@@ -164,43 +180,113 @@ class UserHost:
     # -- commands --------------------------------------------------------------------------
 
     async def ingest(self, user_id: str, events: Sequence[Event]) -> list[AppendResult]:
-        """Append ``events`` durably, then fold the new ones; returns per-event results.
+        """One user's batch (see :meth:`ingest_many`); raises the error that refused it."""
+        outcome = (await self.ingest_many({user_id: events}))[user_id]
+        if isinstance(outcome, PortraitError):
+            raise outcome
+        return outcome
 
-        The append and fold are shielded from cancellation: once the log has the batch, a
+    async def ingest_many(self, batches: Mapping[str, Sequence[Event]]) -> dict[str, Outcome]:
+        """Append every user's batch durably, then fold the new events into their profiles.
+
+        All users' batches share one group commit, and the per-user work (activation, text
+        encoding) is done for the whole call at once. Per user the result is their
+        :class:`AppendResult` list in input order, or the :class:`PortraitError` that refused
+        their batch (nothing of it was written); one user's refusal does not affect another.
+
+        The append and fold are shielded from cancellation: once the log has a batch, a
         caller that went away (an HTTP client disconnecting) cannot leave the in-memory
         state behind the log.
         """
-        return await asyncio.shield(self._ingest(user_id, events))
+        return await asyncio.shield(self._ingest_many(batches))
 
-    async def _ingest(self, user_id: str, events: Sequence[Event]) -> list[AppendResult]:
-        async with self._lock(user_id):
-            user = await self._active(user_id)
-            # Encode before appending: if the encoder is down the client gets an error and
-            # retries, instead of a durable event the profile cannot fold yet.
-            texts = await self._texts.features_for(events)
-            try:
-                results = await self._committer.submit(user_id, events, user.state.last_seq)
-            except VersionConflict:
-                # Someone else wrote this stream (a shard that owned the user before a
-                # rebalance). Our state is stale: rebuild from the log and try once more.
-                _log.warning("version conflict for %s; reactivating", user_id)
-                self._drop(user_id)
-                user = await self._active(user_id)
-                results = await self._committer.submit(user_id, events, user.state.last_seq)
-            by_id = {e.event_id: e for e in events}
-            fresh = [
-                RecordedEvent(r.seq, r.position, time.time(), by_id[r.event_id])
-                for r in results
-                if not r.duplicate
-            ]
-            fold(user.state, fresh, self.config(user_id), self._items(), texts)
-            self.stats.ingested += len(fresh)
-            self.stats.duplicates += len(results) - len(fresh)
-            self._touch(user_id, user)
-            if user.state.last_seq - user.snapshot_seq >= self._settings.snapshot_every:
-                self._spawn(self._save_snapshot(user_id, user))
+    async def _ingest_many(self, batches: Mapping[str, Sequence[Event]]) -> dict[str, Outcome]:
+        # One writer per user: hold every user's lock for the whole call, taken in sorted
+        # order so that two calls with overlapping users cannot deadlock.
+        locks = [self._lock(user_id) for user_id in sorted(batches)]
+        held: list[asyncio.Lock] = []
+        try:
+            for lock in locks:
+                await lock.acquire()
+                held.append(lock)
+            outcomes = await self._append_and_fold(batches)
+        finally:
+            for lock in held:
+                lock.release()
         await self._enforce_budget()
-        return results
+        return outcomes
+
+    async def _append_and_fold(self, batches: Mapping[str, Sequence[Event]]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        users = await self._activate_many(list(batches), outcomes)
+        # Encode before appending: if the encoder is down those clients get an error and
+        # retry, instead of a durable event the profile cannot fold yet. Users without
+        # text events do not need the encoder and go ahead.
+        try:
+            texts = await self._texts.features_for(e for u in users for e in batches[u])
+        except PortraitError as exc:
+            texts = {}
+            for user_id in [u for u in users if any(event_text(e) is not None for e in batches[u])]:
+                outcomes[user_id] = exc
+                del users[user_id]
+        todo = list(users)
+        for attempt in (1, 2):
+            got = await self._committer.submit_many(
+                [AppendRequest(u, tuple(batches[u]), users[u].state.last_seq) for u in todo]
+            )
+            stale = []
+            for user_id, outcome in zip(todo, got):
+                if isinstance(outcome, VersionConflict) and attempt == 1:
+                    stale.append(user_id)
+                elif isinstance(outcome, Exception) and not isinstance(outcome, PortraitError):
+                    raise outcome
+                else:
+                    outcomes[user_id] = outcome
+            if not stale:
+                break
+            # Someone else wrote these streams (a shard that owned the users before a
+            # rebalance). Our states are stale: rebuild them from the log and try once more.
+            _log.warning("version conflict for %d users; reactivating", len(stale))
+            for user_id in stale:
+                self._drop(user_id)
+            users.update(await self._activate_many(stale, outcomes))
+            todo = [u for u in stale if u not in outcomes]
+        recorded_at = time.time()
+        for user_id, user in users.items():
+            outcome = outcomes.get(user_id)
+            if isinstance(outcome, list):
+                self._fold_acknowledged(user_id, user, batches[user_id], outcome, texts, recorded_at)
+        return outcomes
+
+    def _fold_acknowledged(
+        self,
+        user_id: str,
+        user: _User,
+        events: Sequence[Event],
+        results: list[AppendResult],
+        texts: Mapping[str, TextFeatures],
+        recorded_at: float,
+    ) -> None:
+        by_id = {e.event_id: e for e in events}
+        fresh = [
+            RecordedEvent(r.seq, r.position, recorded_at, by_id[r.event_id])
+            for r in results
+            if not r.duplicate
+        ]
+        try:
+            fold(user.state, fresh, self.config(user_id), self._items(), texts)
+        except Exception:
+            # The events are durable and acknowledged; only the in-memory copy failed.
+            # Forget it so the next use rebuilds the profile from the log.
+            _log.exception("folding acknowledged events of %s failed; dropping it", user_id)
+            self._drop(user_id)
+            return
+        self.stats.ingested += len(fresh)
+        self.stats.duplicates += len(results) - len(fresh)
+        self._touch(user_id, user)
+        self._resize(user)
+        if user.state.last_seq - user.snapshot_seq >= self._settings.snapshot_every:
+            self._snapshot_soon(user_id, user)
 
     async def passivate_idle(self) -> int:
         """Passivate users idle for longer than the timeout. Returns how many."""
@@ -216,19 +302,19 @@ class UserHost:
             user = self._users.get(user_id)
             if user is None:
                 return
-            if user.state.last_seq > user.snapshot_seq:
-                await self._save_snapshot(user_id, user)
+            await self._save_snapshots([(user_id, user)])
             self._drop(user_id)
             self.stats.passivations += 1
         if not self._lock(user_id).locked():
             self._locks.pop(user_id, None)
 
     async def passivate_all(self) -> None:
-        """Snapshot and drop every user (shutdown)."""
+        """Snapshot and drop every user (shutdown), the snapshots in one transaction."""
+        if self._snapshotter is not None:
+            await asyncio.gather(self._snapshotter, return_exceptions=True)
+        await self._save_snapshots(list(self._users.items()))
         for user_id in list(self._users):
-            await self.passivate(user_id)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await self.passivate(user_id)  # nothing left to snapshot unless ingested since
 
     # -- internals -------------------------------------------------------------------------
 
@@ -254,9 +340,34 @@ class UserHost:
         self.stats.activation_seconds += time.perf_counter() - started
         return user
 
+    async def _activate_many(
+        self, user_ids: Sequence[str], outcomes: dict[str, Outcome]
+    ) -> dict[str, _User]:
+        """The users, activated concurrently; one that fails gets its error in ``outcomes``."""
+        users: dict[str, _User] = {}
+        missing = []
+        for user_id in user_ids:
+            user = self._users.get(user_id)
+            if user is None:
+                missing.append(user_id)
+            else:
+                self._touch(user_id, user)
+                users[user_id] = user
+        got = await asyncio.gather(*(self._active(u) for u in missing), return_exceptions=True)
+        for user_id, user in zip(missing, got):
+            if isinstance(user, PortraitError):
+                outcomes[user_id] = user
+            elif isinstance(user, BaseException):
+                raise user
+            else:
+                users[user_id] = user
+        return users
+
     def _touch(self, user_id: str, user: _User) -> None:
         user.last_used = self._clock()
         self._users.move_to_end(user_id)
+
+    def _resize(self, user: _User) -> None:
         new_size = state_bytes(user.state)
         self._bytes += new_size - user.size
         user.size = new_size
@@ -271,21 +382,33 @@ class UserHost:
             oldest = next(iter(self._users))
             await self.passivate(oldest)
 
-    async def _save_snapshot(self, user_id: str, user: _User) -> None:
-        state = user.state
-        if state.last_seq <= user.snapshot_seq:
-            return
-        data = state_to_bytes(state)
-        seq = state.last_seq
-        try:
-            await self._snapshots.save(Snapshot(user_id, seq, data, self._hash(user_id)))
-        except Exception:  # a snapshot is an optimisation; the log stays the truth
-            _log.exception("snapshot of %s at seq %d failed", user_id, seq)
-            return
-        user.snapshot_seq = max(user.snapshot_seq, seq)
-        self.stats.snapshots += 1
+    def _snapshot_soon(self, user_id: str, user: _User) -> None:
+        self._snapshots_due[user_id] = user
+        if self._snapshotter is None or self._snapshotter.done():
+            self._snapshotter = asyncio.get_running_loop().create_task(self._write_due())
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _write_due(self) -> None:
+        # Users that come due while a write is in flight wait for the next one.
+        while self._snapshots_due:
+            due, self._snapshots_due = self._snapshots_due, {}
+            await self._save_snapshots(list(due.items()))
+
+    async def _save_snapshots(self, users: Sequence[tuple[str, _User]]) -> None:
+        """Snapshot the users whose state is ahead of their last snapshot, in one write."""
+        # Serialised now, in one synchronous step: no fold can interleave with it.
+        todo = [
+            (user, Snapshot(user_id, user.state.last_seq, state_to_bytes(user.state),
+                            self._hash(user_id)))
+            for user_id, user in users
+            if user.state.last_seq > user.snapshot_seq
+        ]
+        if not todo:
+            return
+        try:
+            await self._snapshots.save_many([snap for _, snap in todo])
+        except Exception:  # a snapshot is an optimisation; the log stays the truth
+            _log.exception("writing %d snapshots failed", len(todo))
+            return
+        for user, snap in todo:
+            user.snapshot_seq = max(user.snapshot_seq, snap.seq)
+        self.stats.snapshots += len(todo)

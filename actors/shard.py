@@ -144,21 +144,20 @@ class ProfileShard:
     async def ingest(self, batches: dict[str, list[bytes]]) -> dict[str, Any]:
         """Append and fold each user's batch; per user either results or an error dict."""
         host = await self._ready()
-
-        async def one(user_id: str, payloads: list[bytes]) -> Any:
+        out: dict[str, Any] = {}
+        decoded = {}
+        for user_id, payloads in batches.items():
             try:
-                events = [codec.decode(p) for p in payloads]
-                results = await host.ingest(user_id, events)
-                return [
-                    {"event_id": r.event_id, "seq": r.seq, "position": r.position,
-                     "duplicate": r.duplicate}
-                    for r in results
-                ]
+                decoded[user_id] = [codec.decode(p) for p in payloads]
             except PortraitError as exc:
-                return error_dict(exc)
-
-        outcomes = await asyncio.gather(*(one(u, p) for u, p in batches.items()))
-        return dict(zip(batches, outcomes))
+                out[user_id] = error_dict(exc)
+        for user_id, outcome in (await host.ingest_many(decoded)).items():
+            out[user_id] = (
+                error_dict(outcome) if isinstance(outcome, PortraitError)
+                else [{"event_id": r.event_id, "seq": r.seq, "position": r.position,
+                       "duplicate": r.duplicate} for r in outcome]
+            )
+        return out
 
     async def recommend(
         self, user_id: str, k: int, diversity: float, tags: list[str], exclude: list[str]

@@ -12,6 +12,7 @@ them so that the HTTP layer and the CLI map a short, documented list to response
     ├── VersionConflict                  stale expected version                -> HTTP 409
     ├── EventIdConflict                  event_id reused for a different event -> HTTP 409
     ├── MissingFeatures                  fold called without a text event's vector
+    ├── EncoderUnavailable               the text encoder did not answer; retry -> 503
     └── StorageError                     the event store failed
         ├── StorageUnavailable           transient; retried with a bound, then raised -> 503
         └── StorageIntegrityError        the store holds something it must not
@@ -95,6 +96,11 @@ class EventIdConflict(PortraitError):
 
 class MissingFeatures(PortraitError):
     """The fold was given a text event without its encoded features."""
+
+
+class EncoderUnavailable(PortraitError):
+    """The text encoder could not encode (its deployment is down or overloaded). Nothing
+    that needed it was written; safe to retry later."""
 
 
 class StorageError(PortraitError):

@@ -179,7 +179,9 @@ class TextFeatureStore(Protocol):
 class SnapshotStore(Protocol):
     """Latest-state snapshots that shorten replay. Always safe to lose."""
 
-    async def save(self, snapshot: Snapshot) -> None: ...
+    async def save_many(self, snapshots: Sequence[Snapshot]) -> None:
+        """Keep every snapshot (all or none); one already saved for the same key wins."""
+        ...
 
     async def latest(
         self, user_id: str, config_hash: str, max_seq: int | None = None

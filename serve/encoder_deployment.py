@@ -17,7 +17,7 @@ import numpy as np
 from ray import serve
 from ray.serve import Application
 
-from portrait.errors import InvalidField, InvalidInput
+from portrait.errors import EncoderUnavailable, InvalidField, InvalidInput
 from portrait.ports import Encoder
 from serve import metrics
 from serve.encoder_settings import EncoderSettings
@@ -271,8 +271,11 @@ class EncoderClient:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         try:
             return await self._handle.encode.remote(items)
+        except InvalidField:
+            raise
         except Exception as e:
             cause = _invalid_cause(e)
-            if cause is None or type(e) is InvalidField:
-                raise
-            raise InvalidField(cause.field, cause.reason) from None
+            if cause is not None:
+                raise InvalidField(cause.field, cause.reason) from None
+            # A dead or overloaded replica, a lost connection: the caller can retry later.
+            raise EncoderUnavailable(f"the encoder failed: {type(e).__name__}: {e}"[:300]) from e

@@ -24,6 +24,7 @@ from actors.shard import ProfileShard, ShardSettings
 from portrait import codec
 from portrait.catalog import from_dict as item_from_dict
 from portrait.errors import (
+    EncoderUnavailable,
     EventIdConflict,
     InvalidInput,
     PayloadTooLarge,
@@ -81,6 +82,8 @@ def _from_portrait(exc: PortraitError, prefix: str = "") -> ApiError:
         return ApiError(409, name, str(exc), field)
     if isinstance(exc, StorageUnavailable):
         return ApiError(503, name, "the event store is unreachable; retry later")
+    if isinstance(exc, EncoderUnavailable):
+        return ApiError(503, name, "the text encoder is unavailable; retry later")
     return ApiError(500, name, str(exc))
 
 
@@ -88,7 +91,7 @@ def _shard_error(result: dict[str, Any]) -> ApiError:
     status = {
         "InvalidField": 422, "MissingField": 422, "UnknownEventType": 422,
         "PayloadTooLarge": 413, "VersionConflict": 409, "EventIdConflict": 409,
-        "StorageUnavailable": 503,
+        "StorageUnavailable": 503, "EncoderUnavailable": 503,
     }.get(result["error"], 500)
     return ApiError(status, result["error"], result["message"], result.get("field"))
 

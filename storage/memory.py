@@ -132,11 +132,14 @@ class InMemorySnapshotStore:
     def __init__(self) -> None:
         self._snapshots: dict[tuple[str, str], dict[int, Snapshot]] = {}
 
-    async def save(self, snapshot: Snapshot) -> None:
-        """Keep ``snapshot``; one already saved for the same key wins (like Postgres)."""
-        check_snapshot(snapshot)
-        key = (snapshot.user_id, snapshot.config_hash)
-        self._snapshots.setdefault(key, {}).setdefault(snapshot.seq, snapshot)
+    async def save_many(self, batch: Sequence[Snapshot]) -> None:
+        """Keep every snapshot of ``batch``; one already saved for the same key wins (like
+        Postgres)."""
+        for snapshot in batch:
+            check_snapshot(snapshot)
+        for snapshot in batch:
+            key = (snapshot.user_id, snapshot.config_hash)
+            self._snapshots.setdefault(key, {}).setdefault(snapshot.seq, snapshot)
 
     async def latest(
         self, user_id: str, config_hash: str, max_seq: int | None = None

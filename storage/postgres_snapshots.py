@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -10,6 +12,10 @@ from portrait.ports import Snapshot
 from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.schema import snapshots
 from storage.validation import check_count, check_snapshot
+
+_INSERT = insert(snapshots).on_conflict_do_nothing(
+    index_elements=["user_id", "config_hash", "seq"]
+)
 
 
 class PostgresSnapshotStore:
@@ -24,23 +30,21 @@ class PostgresSnapshotStore:
         self._engine = engine
         self._retry = retry
 
-    async def save(self, snapshot: Snapshot) -> None:
-        """Keep ``snapshot``; one already saved for the same key wins."""
-        check_snapshot(snapshot)
-        statement = (
-            insert(snapshots)
-            .values(
-                user_id=snapshot.user_id,
-                config_hash=snapshot.config_hash,
-                seq=snapshot.seq,
-                state=snapshot.state,
-            )
-            .on_conflict_do_nothing(index_elements=["user_id", "config_hash", "seq"])
-        )
+    async def save_many(self, batch: Sequence[Snapshot]) -> None:
+        """Keep every snapshot of ``batch`` in one transaction; one already saved for the
+        same key wins."""
+        for snapshot in batch:
+            check_snapshot(snapshot)
+        if not batch:
+            return
+        rows = [
+            {"user_id": s.user_id, "config_hash": s.config_hash, "seq": s.seq, "state": s.state}
+            for s in batch
+        ]
 
         async def attempt() -> None:
             async with self._engine.begin() as conn:
-                await conn.execute(statement)
+                await conn.execute(_INSERT, rows)
 
         await self._retry.run(attempt)
 

@@ -9,6 +9,7 @@ import pytest
 from actors.host import HostSettings, UserHost
 from actors.text_features import TextFeatureSource, ThreadedEncoder
 from portrait.config import ProfileConfig
+from portrait.errors import EncoderUnavailable, EventIdConflict
 from portrait.events import ItemPurchased, ItemRated, ItemViewed, SearchPerformed
 from portrait.items import ItemIndex
 from portrait.profile import replay
@@ -175,3 +176,50 @@ async def test_idle_committer_batches_whatever_queues_during_a_flush() -> None:
     assert host.commits == 1
     await asyncio.gather(*(host.ingest(f"u{k}", views(f"u{k}", 0, 2)) for k in range(20)))
     assert host.commits < 1 + 20
+
+
+async def test_one_call_for_many_users_commits_once_and_keeps_users_apart() -> None:
+    log = InMemoryEventLog()
+    host = make_host(log)
+    await host.ingest("b", views("b", 0, 2))
+    commits = host.commits
+    # "b" re-sends e0 with different content: its batch is refused, nobody else's is.
+    clash = [ItemViewed("b-e0", "b", T0, "i29"), *views("b", 2, 1)]
+    out = await host.ingest_many({"a": views("a", 0, 3), "b": clash, "c": views("c", 0, 1)})
+    assert host.commits == commits + 1
+    assert isinstance(out["b"], EventIdConflict)
+    assert [r.seq for r in out["a"]] == [1, 2, 3] and [r.seq for r in out["c"]] == [1]
+    assert await log.version("b") == 2
+    for user in ("a", "b", "c"):
+        assert_same_profile(await host.state(user), await fresh_replay(log, user))
+
+
+async def test_encoder_outage_refuses_only_users_with_text() -> None:
+    class DownEncoder:
+        model_id, dim = ENCODER.model_id, ENCODER.dim
+
+        async def encode(self, texts):
+            raise EncoderUnavailable("encoder is down")
+
+    log = InMemoryEventLog()
+    texts = TextFeatureSource(InMemoryTextFeatureStore(), DownEncoder())
+    host = UserHost(log, InMemorySnapshotStore(), texts, lambda: ITEMS,
+                    VariantPolicy.single(CONFIG), HostSettings())
+    search = [SearchPerformed("t-s", "t", T0, "space opera")]
+    out = await host.ingest_many({"t": search, "v": views("v", 0, 2)})
+    assert isinstance(out["t"], EncoderUnavailable) and await log.version("t") == 0
+    assert len(out["v"]) == 2 and (await host.state("v")).event_count == 2
+
+
+async def test_overlapping_multi_user_calls_neither_deadlock_nor_reorder() -> None:
+    log = InMemoryEventLog()
+    host = make_host(log, group_commit_window_s=0.001)
+    calls = [
+        {u: views(u, 10 * k, 10) for u in (["x", "y", "z"] if k % 2 else ["z", "y", "x"])}
+        for k in range(6)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(host.ingest_many(c) for c in calls)), timeout=5)
+    for user in ("x", "y", "z"):
+        recorded = await log.read(user)
+        assert [r.seq for r in recorded] == list(range(1, 61))
+        assert_same_profile(await host.state(user), await fresh_replay(log, user))

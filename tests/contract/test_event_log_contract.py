@@ -306,10 +306,13 @@ class EventLogContract(abc.ABC):
 
     async def test_snapshots(self, snapshots: SnapshotStore) -> None:
         assert await snapshots.latest("u1", "cfg") is None
-        for seq in (5, 10, 20):
-            await snapshots.save(Snapshot("u1", seq, f"s{seq}".encode(), "cfg"))
-        await snapshots.save(Snapshot("u1", 30, b"other", "cfg2"))
-        await snapshots.save(Snapshot("u2", 40, b"u2", "cfg"))
+        await snapshots.save_many([])  # nothing to do is not an error
+        await snapshots.save_many([Snapshot("u1", 5, b"s5", "cfg")])
+        # One call may hold several users, seqs and configs.
+        await snapshots.save_many([
+            Snapshot("u1", 10, b"s10", "cfg"), Snapshot("u1", 20, b"s20", "cfg"),
+            Snapshot("u1", 30, b"other", "cfg2"), Snapshot("u2", 40, b"u2", "cfg"),
+        ])
         assert await snapshots.latest("u1", "cfg") == Snapshot("u1", 20, b"s20", "cfg")
         assert await snapshots.latest("u1", "cfg", max_seq=19) == Snapshot("u1", 10, b"s10", "cfg")
         assert await snapshots.latest("u1", "cfg", max_seq=10) == Snapshot("u1", 10, b"s10", "cfg")
@@ -317,11 +320,15 @@ class EventLogContract(abc.ABC):
         assert await snapshots.latest("u1", "cfg2") == Snapshot("u1", 30, b"other", "cfg2")
         assert await snapshots.latest("u1", "nope") is None
         # Saving the same key again keeps the first (snapshots are deterministic per key).
-        await snapshots.save(Snapshot("u1", 20, b"again", "cfg"))
+        await snapshots.save_many([Snapshot("u1", 20, b"again", "cfg")])
         assert (await snapshots.latest("u1", "cfg")).state == b"s20"  # type: ignore[union-attr]
         with pytest.raises(InvalidField) as caught:
             await snapshots.latest("u1", "cfg", max_seq=-1)
         assert caught.value.field == "max_seq"
+        # A batch with one invalid snapshot keeps none of it.
+        with pytest.raises(InvalidField):
+            await snapshots.save_many([Snapshot("u3", 1, b"ok", "cfg"), Snapshot("u3", -1, b"", "cfg")])
+        assert await snapshots.latest("u3", "cfg") is None
 
 
 class TestInMemory(EventLogContract):

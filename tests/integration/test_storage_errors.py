@@ -43,7 +43,7 @@ async def test_closed_port_is_unavailable_after_bounded_retries(
             lambda: log.version("u1"),
             lambda: log.append("u1", [event]),
             lambda: log.read_all(),
-            lambda: PostgresSnapshotStore(engine, retry=FAST).save(Snapshot("u1", 1, b"", "c")),
+            lambda: PostgresSnapshotStore(engine, retry=FAST).save_many([Snapshot("u1", 1, b"", "c")]),
         ):
             caplog.clear()
             began = time.monotonic()
