@@ -155,36 +155,49 @@ def _mmr(candidates: np.ndarray, scores: np.ndarray, matrix: np.ndarray, k: int,
 
 
 def explain(
-    row: int,
+    rows: Sequence[int],
     state: ProfileState,
     config: ProfileConfig,
     items: ItemIndex,
-    popular: float,
+    popular: Sequence[float],
     max_reasons: int = 3,
-) -> tuple[Reason, ...]:
-    """The recent items and interests that make item ``row`` a good match."""
-    reasons: list[Reason] = []
-    vec = items.matrix[row]
-    seen: set[str] = set()
-    similar: list[tuple[float, str]] = []
+) -> list[tuple[Reason, ...]]:
+    """Per item row: the recent items it resembles and the interests it matches (at most two
+    of each, strongest first), and popularity where ``popular`` moved its score noticeably."""
+    # The user's recent items (newest first, each once, dismissed ones not offered as a
+    # reason), compared with every result row in one matrix product.
+    recent: dict[str, int] = {}
+    dismissed: set[str] = set()
     for _, _, item_id, typ in reversed(state.recent):
         r = items.row(item_id)
-        if r is None or item_id in seen or r == row:
+        if r is None or item_id in recent or item_id in dismissed:
             continue
-        seen.add(item_id)
         if typ == "dismiss":
-            continue
-        similar.append((float(items.matrix[r] @ vec), item_id))
-    similar.sort(reverse=True)
-    reasons += [Reason("similar_to", i, round(s, 4)) for s, i in similar[:2] if s > 0]
+            dismissed.add(item_id)
+        else:
+            recent[item_id] = r
+    recent_ids = list(recent)
+    recent_rows = np.fromiter(recent.values(), dtype=np.int64, count=len(recent))
+    sims = items.matrix[list(rows)] @ items.matrix[recent_rows].T if recent else None
     tag_w = state.tag_weights(config)
-    liked = sorted(
-        ((tag_w[t], t) for t in items.tags(row) if tag_w.get(t, 0.0) > 0), reverse=True
-    )
-    reasons += [Reason("interest", t, round(w, 4)) for w, t in liked[:2]]
-    if popular > 0.05:  # only worth saying when it moved the score noticeably
-        reasons.append(Reason("popular", "", round(popular, 4)))
-    return tuple(reasons[:max_reasons])
+    out = []
+    for i, row in enumerate(rows):
+        reasons: list[Reason] = []
+        if sims is not None:
+            similar = sorted(
+                ((float(s), item_id) for s, item_id, r in zip(sims[i], recent_ids, recent_rows)
+                 if r != row and s > 0),
+                reverse=True,
+            )
+            reasons += [Reason("similar_to", item_id, round(s, 4)) for s, item_id in similar[:2]]
+        liked = sorted(
+            ((tag_w[t], t) for t in items.tags(row) if tag_w.get(t, 0.0) > 0), reverse=True
+        )
+        reasons += [Reason("interest", t, round(w, 4)) for w, t in liked[:2]]
+        if popular[i] > 0.05:  # only worth saying when it moved the score noticeably
+            reasons.append(Reason("popular", "", round(popular[i], 4)))
+        out.append(tuple(reasons[:max_reasons]))
+    return out
 
 
 def recommend(
@@ -226,14 +239,14 @@ def recommend(
     head = head[np.argsort(-masked[head], kind="stable")]
     rows = _mmr(head, masked, items.matrix, k, diversity) if diversity > 0 else head[:k].tolist()
     fade = ranking.cold_start_events / (ranking.cold_start_events + state.event_count)
-    out = []
-    for r in rows:
-        pop = (
-            float(ranking.popularity_weight * fade * popularity[r]) if popularity is not None else 0.0
-        )
-        reasons = explain(r, state, config, items, pop) if explain_results else ()
-        out.append(Recommendation(items.ids[r], float(scores[r]), reasons))
-    return out
+    pops = [
+        float(ranking.popularity_weight * fade * popularity[r]) if popularity is not None else 0.0
+        for r in rows
+    ]
+    reasons = explain(rows, state, config, items, pops) if explain_results else [()] * len(rows)
+    return [
+        Recommendation(items.ids[r], float(scores[r]), why) for r, why in zip(rows, reasons)
+    ]
 
 
 def popularity_scores(counts: np.ndarray) -> np.ndarray:
