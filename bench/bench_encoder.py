@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MOVIES = Path("/work/shared/datasets/movielens-ml-latest-small/movies.csv")
+MOVIES = ROOT / "data" / "movielens-ml-latest-small" / "movies.csv"  # the bundled copy
 MODES = ("st", "direct-fp32", "direct-bf16", "serve")
 # batch size 1 makes one call per text; cap its text count so the run stays short
 BATCH1_TEXTS = 500
@@ -107,11 +107,12 @@ def worker_serve(texts: list[str], sizes: list[int], callers: int) -> dict:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throwaway local cluster
     sys.path.insert(0, str(ROOT))
-    import ray
-    from ray import serve
-
+    # Portrait's serve package first: it puts Serve in the service's mode before Ray loads.
     from serve.encoder_deployment import build_encoder_app
     from serve.encoder_settings import EncoderSettings
+
+    import ray
+    from ray import serve
 
     t0 = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
@@ -140,20 +141,23 @@ def worker_serve(texts: list[str], sizes: list[int], callers: int) -> dict:
         return sum(map(len, work)) / (time.perf_counter() - t)
 
     async def main() -> dict:
-        tps, batch_stats = {}, {}
-        for b in sizes:
-            before = await handle.stats.remote()
-            tps[str(b)] = await one_size(b)
-            after = await handle.stats.remote()
-            nb = after["batches"] - before["batches"]
-            batch_stats[str(b)] = (after["texts"] - before["texts"]) / max(nb, 1)
-        return {"tps": tps, "mean_engine_batch": batch_stats,
-                "stats": await handle.stats.remote()}
+        try:
+            tps, batch_stats = {}, {}
+            for b in sizes:
+                before = await handle.stats.remote()
+                tps[str(b)] = await one_size(b)
+                after = await handle.stats.remote()
+                nb = after["batches"] - before["batches"]
+                batch_stats[str(b)] = (after["texts"] - before["texts"]) / max(nb, 1)
+            return {"tps": tps, "mean_engine_batch": batch_stats,
+                    "stats": await handle.stats.remote()}
+        finally:
+            # In throughput mode the handle's router lives on this loop: shut down on it.
+            await serve.shutdown_async()
 
     try:
         res = asyncio.run(main())
     finally:
-        serve.shutdown()
         ray.shutdown()
     st = res["stats"]
     return {"load_s": deploy_s, "ray_init_s": ray_s, "engine_load_s": st["encoder_load_seconds"],

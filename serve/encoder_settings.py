@@ -178,6 +178,20 @@ def default_cpu_threads_bind() -> str:
     return ",".join(str(c) for c in cpus)
 
 
+def bound_cpu_count(bind: str) -> int | None:
+    """How many CPUs a ``VLLM_CPU_OMP_THREADS_BIND`` list names ("0-3", "0,2,4", "0-1,6");
+    None for vLLM's keywords ("auto", "nobind") and for several ranks ("0-3|4-7")."""
+    if not bind or "|" in bind or not bind[0].isdigit():
+        return None
+    cpus: set[int] = set()
+    for part in bind.split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            return None
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return len(cpus) or None
+
+
 # -- parsing helpers ---------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from portrait.errors import InvalidField
-from serve.encoder_settings import EncoderSettings, default_cpu_threads_bind
+from serve.encoder_settings import EncoderSettings, bound_cpu_count, default_cpu_threads_bind
 
 
 def validate_texts(texts: Sequence[str]) -> list[str]:
@@ -103,6 +103,7 @@ class VllmEncoder:
         self.import_seconds: float | None = None
         self.device: str | None = None
         self.dtype: str | None = None
+        self.torch_threads: int | None = None  # intra-op threads of the encoding thread
         self.env_applied: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -130,6 +131,16 @@ class VllmEncoder:
             cuda = bool(torch.cuda.is_available())
             s = self._settings
             self.env_applied = apply_vllm_env_defaults(s, cuda)
+            if not cuda:
+                # One torch thread per bound CPU. Ray sets OMP_NUM_THREADS to the actor's
+                # num_cpus (1 by default), which ran the engine single-threaded inside a
+                # Serve replica at about half speed. The count is per thread, so the engine
+                # must be built on the thread that will encode (EncoderDeployment does), and
+                # before the engine starts: vLLM's CPU worker then disables set_num_threads.
+                threads = bound_cpu_count(os.environ.get("VLLM_CPU_OMP_THREADS_BIND", ""))
+                if threads:
+                    torch.set_num_threads(threads)
+            self.torch_threads = torch.get_num_threads()
             self.device = "cuda" if cuda else "cpu"
             self.dtype = s.resolved_dtype(cuda)
             path = s.resolved_model_path()

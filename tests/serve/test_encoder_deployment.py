@@ -172,3 +172,10 @@ async def test_invalid_text_through_the_handle(handle) -> None:
     stats = await handle.stats.remote()
     assert stats["load_seconds"] > 0
     assert stats["texts"] > 0  # the replica still serves after refusing input
+
+
+async def test_engine_uses_every_bound_cpu(handle) -> None:
+    # The replica reserves num_cpus=1, so Ray sets OMP_NUM_THREADS=1 in its process; the
+    # engine must still run one thread per CPU vLLM binds it to (it ran at half speed).
+    stats = await handle.stats.remote()
+    assert stats["torch_threads"] == len(os.sched_getaffinity(0))

@@ -7,7 +7,7 @@ import pytest
 
 from portrait.errors import InvalidField
 from portrait.ports import Encoder
-from serve.encoder_settings import EncoderSettings
+from serve.encoder_settings import EncoderSettings, bound_cpu_count
 from tests.fakes import HashingEncoder
 
 
@@ -96,3 +96,12 @@ def test_hashing_encoder_rejects_empty_text() -> None:
     with pytest.raises(InvalidField) as err:
         HashingEncoder().encode(["ok", " "])
     assert err.value.field == "texts[1]"
+
+
+@pytest.mark.parametrize(
+    ("bind", "count"),
+    [("0-1", 2), ("0,1", 2), ("3", 1), ("0-3,8,10-11", 7), ("0-1,1", 2),
+     ("auto", None), ("nobind", None), ("0-3|4-7", None), ("", None), ("0-x", None)],
+)
+def test_bound_cpu_count(bind: str, count: int | None) -> None:
+    assert bound_cpu_count(bind) == count
