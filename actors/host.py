@@ -323,27 +323,12 @@ class UserHost:
         if user is not None:
             self._touch(user_id, user)
             return user
-        started = time.perf_counter()
-        snap = await self._snapshots.latest(user_id, self._hash(user_id))
-        state = state_from_bytes(snap.state) if snap is not None else None
-        after = state.last_seq if state is not None else 0
-        tail = await self._log.read(user_id, after_seq=after)
-        texts = await self._texts.features_for(r.event for r in tail)
-        state = replay(
-            tail, self.config(user_id), self._items(), texts, user_id=user_id, snapshot=state
-        )
-        user = _User(state, snap.seq if snap is not None else 0, self._clock())
-        self._users[user_id] = user
-        self._bytes += user.size
-        self.stats.activations += 1
-        self.stats.replayed_events += len(tail)
-        self.stats.activation_seconds += time.perf_counter() - started
-        return user
+        return (await self._activate([user_id]))[user_id]
 
     async def _activate_many(
         self, user_ids: Sequence[str], outcomes: dict[str, Outcome]
     ) -> dict[str, _User]:
-        """The users, activated concurrently; one that fails gets its error in ``outcomes``."""
+        """The users, active; one whose activation fails gets its error in ``outcomes``."""
         users: dict[str, _User] = {}
         missing = []
         for user_id in user_ids:
@@ -353,14 +338,38 @@ class UserHost:
             else:
                 self._touch(user_id, user)
                 users[user_id] = user
-        got = await asyncio.gather(*(self._active(u) for u in missing), return_exceptions=True)
-        for user_id, user in zip(missing, got):
-            if isinstance(user, PortraitError):
-                outcomes[user_id] = user
-            elif isinstance(user, BaseException):
-                raise user
-            else:
-                users[user_id] = user
+        if missing:
+            try:
+                users.update(await self._activate(missing))
+            except PortraitError as exc:  # the store or encoder failed for all of them
+                outcomes.update(dict.fromkeys(missing, exc))
+        return users
+
+    async def _activate(self, user_ids: Sequence[str]) -> dict[str, _User]:
+        """Load users (not active, locks held): their latest snapshots in one query, the
+        log's tails after them in another, their texts' features in one call, then replay.
+        A shard that restarts re-activates users in bulk, so this is one round trip per
+        step, not per user."""
+        started = time.perf_counter()
+        snaps = await self._snapshots.latest_many({u: self._hash(u) for u in user_ids})
+        states = {u: state_from_bytes(snap.state) for u, snap in snaps.items()}
+        tails = await self._log.read_tails(
+            {u: states[u].last_seq if u in states else 0 for u in user_ids}
+        )
+        texts = await self._texts.features_for(r.event for tail in tails.values() for r in tail)
+        users = {}
+        for user_id in user_ids:
+            state = replay(
+                tails[user_id], self.config(user_id), self._items(), texts,
+                user_id=user_id, snapshot=states.get(user_id),
+            )
+            snap = snaps.get(user_id)
+            user = users[user_id] = _User(state, snap.seq if snap else 0, self._clock())
+            self._users[user_id] = user
+            self._bytes += user.size
+            self.stats.replayed_events += len(tails[user_id])
+        self.stats.activations += len(user_ids)
+        self.stats.activation_seconds += time.perf_counter() - started
         return users
 
     def _touch(self, user_id: str, user: _User) -> None:

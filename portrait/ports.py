@@ -8,7 +8,7 @@ against every adapter of a port.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -156,6 +156,11 @@ class EventLog(Protocol):
         in seq order, at most ``limit``."""
         ...
 
+    async def read_tails(self, after: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        """For each user of ``after``, the events with ``seq > after[user]`` in seq order
+        (an empty list for none): many users' activations in one read."""
+        ...
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Every user's events with ``position > after_position`` in position order.
 
@@ -187,4 +192,9 @@ class SnapshotStore(Protocol):
         self, user_id: str, config_hash: str, max_seq: int | None = None
     ) -> Snapshot | None:
         """The newest snapshot built under ``config_hash`` with ``seq <= max_seq``."""
+        ...
+
+    async def latest_many(self, config_hashes: Mapping[str, str]) -> dict[str, Snapshot]:
+        """For each user of ``config_hashes`` that has one, the newest snapshot built under
+        that user's config hash."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from portrait.codec import MAX_PAYLOAD_BYTES
 from portrait.errors import PortraitError
@@ -119,6 +119,12 @@ class InMemoryEventLog:
             selected = [r for r in selected if r.event.occurred_at <= until_time]
         return selected if limit is None else selected[:limit]
 
+    async def read_tails(self, after: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        """See :meth:`portrait.ports.EventLog.read_tails`."""
+        for seq in after.values():
+            check_count("after", seq)
+        return {u: self._streams.get(u, [])[seq:] for u, seq in after.items()}
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Every user's events with ``position > after_position``, in position order."""
         check_count("after_position", after_position)
@@ -149,6 +155,11 @@ class InMemorySnapshotStore:
         by_seq = self._snapshots.get((user_id, config_hash), {})
         seqs = [seq for seq in by_seq if max_seq is None or seq <= max_seq]
         return by_seq[max(seqs)] if seqs else None
+
+    async def latest_many(self, config_hashes: Mapping[str, str]) -> dict[str, Snapshot]:
+        """See :meth:`portrait.ports.SnapshotStore.latest_many`."""
+        found = {u: await self.latest(u, h) for u, h in config_hashes.items()}
+        return {u: snap for u, snap in found.items() if snap is not None}
 
 
 __all__ = ["InMemoryEventLog", "InMemorySnapshotStore"]

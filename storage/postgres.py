@@ -8,7 +8,7 @@ retries transient failures and translates driver errors into :mod:`portrait.erro
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -97,6 +97,12 @@ _INSERT = text(
     + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _INSERT_COLUMNS)
     + f") WITH ORDINALITY AS r({', '.join(c for c, _ in _INSERT_COLUMNS)}, ord) ORDER BY ord "
     "RETURNING user_id, seq, position"
+)
+# Where each user's tail starts, for read_tails: unnest of two parallel arrays.
+_TAIL_STARTS = (
+    func.unnest(bindparam("users", type_=ARRAY(Text)), bindparam("afters", type_=ARRAY(BigInteger)))
+    .table_valued("user_id", "after_seq")
+    .render_derived(name="t")
 )
 # date_part returns double precision; extract() returns numeric, which decodes to Decimal.
 _RECORDED_AT = func.date_part(literal_column("'epoch'"), events_table.c.recorded_at, type_=Double)
@@ -242,6 +248,25 @@ class PostgresEventLog:
             query = query.limit(limit)
         return await self._fetch(query)
 
+    async def read_tails(self, after: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        """See :meth:`portrait.ports.EventLog.read_tails`: one query for every user."""
+        for seq in after.values():
+            check_count("after", seq)
+        out: dict[str, list[RecordedEvent]] = {user_id: [] for user_id in after}
+        if not after:
+            return out
+        query = (
+            select(events_table.c.user_id, *_RECORD_COLUMNS)
+            .join(_TAIL_STARTS, events_table.c.user_id == _TAIL_STARTS.c.user_id)
+            .where(events_table.c.seq > _TAIL_STARTS.c.after_seq)
+            .order_by(events_table.c.user_id, events_table.c.seq)
+        )
+        rows = await self._fetch_rows(query, {"users": list(after), "afters": list(after.values())})
+        with _stored_payloads():
+            for user_id, seq, position, recorded_at, payload in rows:
+                out[user_id].append(RecordedEvent(seq, position, recorded_at, decode_stored(payload)))
+        return out
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Every user's events with ``position > after_position``, in position order."""
         check_count("after_position", after_position)
@@ -255,21 +280,27 @@ class PostgresEventLog:
         return await self._fetch(query)
 
     async def _fetch(self, query: Select[Any]) -> list[RecordedEvent]:
+        rows = await self._fetch_rows(query)
+        with _stored_payloads():
+            return [
+                RecordedEvent(seq, position, recorded_at, decode_stored(payload))
+                for seq, position, recorded_at, payload in rows
+            ]
+
+    async def _fetch_rows(
+        self, query: Select[Any], values: Mapping[str, Any] | None = None
+    ) -> list[Any]:
         # Replay reads thousands of rows, so the statement SQLAlchemy compiles runs on the
         # asyncpg connection underneath: its records skip Core's per-row result processing
-        # (about 40% of a 10,000-event read here). Only these four plain columns are read.
+        # (about 40% of a 10,000-event read here). Only plain columns are read this way.
         compiled = query.compile(dialect=self._engine.dialect)
-        params = [compiled.params[name] for name in compiled.positiontup or ()]
+        bound = {**compiled.params, **(values or {})}
+        params = [bound[name] for name in compiled.positiontup or ()]
 
-        async def attempt() -> list[RecordedEvent]:
+        async def attempt() -> list[Any]:
             async with self._engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
-                rows = await raw.fetch(compiled.string, *params)
-                with _stored_payloads():
-                    return [
-                        RecordedEvent(seq, position, recorded_at, decode_stored(payload))
-                        for seq, position, recorded_at, payload in rows
-                    ]
+                return await raw.fetch(compiled.string, *params)
 
         return await self._retry.run(attempt)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, bindparam, func, select, true
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portrait.ports import Snapshot
@@ -13,6 +13,21 @@ from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.schema import snapshots
 from storage.validation import check_count, check_snapshot
 
+_WANTED = (
+    func.unnest(bindparam("users", type_=ARRAY(Text)), bindparam("hashes", type_=ARRAY(Text)))
+    .table_valued("user_id", "config_hash")
+    .render_derived(name="w")
+)
+_NEWEST = (
+    select(snapshots.c.seq, snapshots.c.state)
+    .where(snapshots.c.user_id == _WANTED.c.user_id, snapshots.c.config_hash == _WANTED.c.config_hash)
+    .order_by(snapshots.c.seq.desc())
+    .limit(1)
+    .lateral("s")
+)
+_LATEST_MANY = select(_WANTED.c.user_id, _NEWEST.c.seq, _NEWEST.c.state).select_from(
+    _WANTED.join(_NEWEST, true())
+)
 _INSERT = insert(snapshots).on_conflict_do_nothing(
     index_elements=["user_id", "config_hash", "seq"]
 )
@@ -64,6 +79,23 @@ class PostgresSnapshotStore:
             async with self._engine.connect() as conn:
                 row = (await conn.execute(query)).first()
             return None if row is None else Snapshot(user_id, row.seq, row.state, config_hash)
+
+        return await self._retry.run(attempt)
+
+    async def latest_many(self, config_hashes: Mapping[str, str]) -> dict[str, Snapshot]:
+        """See :meth:`portrait.ports.SnapshotStore.latest_many`: one query for every user,
+        each a single backward step on the primary key (LATERAL ... LIMIT 1)."""
+        if not config_hashes:
+            return {}
+        params = {"users": list(config_hashes), "hashes": list(config_hashes.values())}
+
+        async def attempt() -> dict[str, Snapshot]:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(_LATEST_MANY, params)).all()
+            return {
+                row.user_id: Snapshot(row.user_id, row.seq, row.state, config_hashes[row.user_id])
+                for row in rows
+            }
 
         return await self._retry.run(attempt)
 

@@ -223,3 +223,26 @@ async def test_overlapping_multi_user_calls_neither_deadlock_nor_reorder() -> No
         recorded = await log.read(user)
         assert [r.seq for r in recorded] == list(range(1, 61))
         assert_same_profile(await host.state(user), await fresh_replay(log, user))
+
+
+async def test_a_restarted_host_reactivates_a_call_s_users_in_one_read() -> None:
+    class CountingLog(InMemoryEventLog):
+        tail_reads = 0
+
+        async def read_tails(self, after):
+            self.tail_reads += 1
+            return await super().read_tails(after)
+
+    log, snaps = CountingLog(), InMemorySnapshotStore()
+    first = make_host(log, snaps, snapshot_every=4)
+    users = [f"r{k}" for k in range(20)]
+    await first.ingest_many({u: views(u, 0, 6) for u in users})
+    await first.passivate_all()  # snapshots at seq 6 for everyone
+    await first.ingest_many({u: views(u, 6, 2) for u in users[:10]})  # tails past them
+    log.tail_reads = 0
+    second = make_host(log, snaps)  # a fresh process after a crash
+    await second.ingest_many({u: views(u, 8, 1) for u in users})
+    assert log.tail_reads == 1 and second.stats.activations == 20
+    assert second.stats.replayed_events == 10 * 2  # only the tails past the snapshots
+    for user in users:
+        assert_same_profile(await second.state(user), await fresh_replay(log, user))

@@ -205,6 +205,19 @@ class EventLogContract(abc.ABC):
             await log.read("u1", **{name: -1})
         assert caught.value.field == name
 
+    async def test_read_tails(self, log: EventLog) -> None:
+        await log.append("u1", views("a", 5))
+        await log.append("u2", views("b", 3, "u2"))
+        tails = await log.read_tails({"u1": 2, "u2": 0, "u3": 0, "u4": 7})
+        assert {u: [r.seq for r in rs] for u, rs in tails.items()} == {
+            "u1": [3, 4, 5], "u2": [1, 2, 3], "u3": [], "u4": []
+        }
+        assert tails["u1"] == await log.read("u1", after_seq=2)  # same records as read()
+        assert await log.read_tails({}) == {}
+        with pytest.raises(InvalidField) as caught:
+            await log.read_tails({"u1": -1})
+        assert caught.value.field == "after"
+
     async def test_read_all(self, log: EventLog) -> None:
         await log.append("u1", views("a", 3))
         await log.append("u2", views("b", 2, "u2"))
@@ -325,6 +338,14 @@ class EventLogContract(abc.ABC):
         with pytest.raises(InvalidField) as caught:
             await snapshots.latest("u1", "cfg", max_seq=-1)
         assert caught.value.field == "max_seq"
+        # Many users at once, each under its own config hash; users without one are absent.
+        assert await snapshots.latest_many({"u1": "cfg", "u2": "cfg", "u9": "cfg"}) == {
+            "u1": Snapshot("u1", 20, b"s20", "cfg"), "u2": Snapshot("u2", 40, b"u2", "cfg"),
+        }
+        assert await snapshots.latest_many({"u1": "cfg2", "u2": "cfg2"}) == {
+            "u1": Snapshot("u1", 30, b"other", "cfg2")
+        }
+        assert await snapshots.latest_many({}) == {}
         # A batch with one invalid snapshot keeps none of it.
         with pytest.raises(InvalidField):
             await snapshots.save_many([Snapshot("u3", 1, b"ok", "cfg"), Snapshot("u3", -1, b"", "cfg")])
