@@ -24,7 +24,7 @@ def l2_normalise(matrix: np.ndarray) -> np.ndarray:
 class ItemIndex:
     """Item ids with their vectors (rows of ``matrix``) and tags."""
 
-    __slots__ = ("_ids", "_rows", "_matrix", "_tags", "model_id")
+    __slots__ = ("_ids", "_rows", "_matrix", "_tags", "model_id", "_column_major")
 
     def __init__(
         self,
@@ -46,6 +46,7 @@ class ItemIndex:
         self._matrix.setflags(write=False)
         self._tags = tuple(tuple(t) for t in tags) if tags is not None else ((),) * len(ids)
         self.model_id = model_id
+        self._column_major: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -54,6 +55,19 @@ class ItemIndex:
     @property
     def matrix(self) -> np.ndarray:
         return self._matrix
+
+    def column_major(self) -> np.ndarray:
+        """The matrix in column-major order, for scoring the whole catalog.
+
+        ``matrix @ v`` over the row-major copy ran about 3x slower on one thread (what a Ray
+        actor gets) than over this layout, while gathering rows, which the fold does, is
+        several times faster row-major; so a process that ranks keeps both, built on its
+        first ranking (one more matrix of memory).
+        """
+        if self._column_major is None:
+            self._column_major = np.asfortranarray(self._matrix)
+            self._column_major.setflags(write=False)
+        return self._column_major
 
     @property
     def ids(self) -> tuple[str, ...]:

@@ -128,7 +128,7 @@ def score_items(
     popularity: np.ndarray | None = None,
 ) -> np.ndarray:
     """A score for every item in ``items`` (no exclusions, no filters)."""
-    scores = items.matrix @ profile_vector(state, config, ranking)
+    scores = items.column_major() @ profile_vector(state, config, ranking)
     if ranking.tag_weight:
         scores += ranking.tag_weight * tag_table.affinity(state.tag_weights(config))
     if popularity is not None and ranking.popularity_weight:
