@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 import time
@@ -69,6 +70,11 @@ def start_service(settings: Settings, database_url: str, *, load_demo_catalog: b
     from storage.migrate import upgrade
 
     upgrade(database_url)
+    # The ingress replica serves HTTP itself (throughput mode) and, on shutdown, keeps
+    # serving for a draining period (30 s by default) so that a load balancer can stop
+    # sending it traffic. A local run has no load balancer: drain for one second, or Ctrl-C
+    # would take over 30 s. Read by the replicas, so set before Ray starts them.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     if not ray.is_initialized():
         ray.init(
             namespace="portrait",
