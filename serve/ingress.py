@@ -256,24 +256,26 @@ class PortraitIngress:
         self, user_id: str, at_seq: int | None = Query(None, ge=0),
         at_time: float | None = Query(None, ge=0, description="Unix seconds (event time)."),
         top: int = Query(20, ge=1, le=200),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """The profile now, or rebuilt as of a past seq or event time (time travel)."""
         await self._ready()
         out = await self._call(self._shard_for(user_id).profile.remote(user_id, at_seq, at_time, top))
         if out["event_count"] == 0 and at_seq is None and at_time is None:
             raise ApiError(404, "UnknownUser", f"no events for user {user_id!r}", "user_id")
-        return out
+        return JSONResponse(out)  # plain JSON data from the shard; see recommendations()
 
     @app.get("/v1/users/{user_id}/profile/changes", tags=["profiles"])
     async def changes(
         self, user_id: str, from_seq: int = Query(..., ge=0),
         to_seq: int | None = Query(None, ge=0), top: int = Query(10, ge=1, le=100),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """Which interests rose or fell between two points of the user's history."""
         if to_seq is not None and to_seq < from_seq:
             raise ApiError(422, "InvalidField", "to_seq: must be >= from_seq", "to_seq")
         await self._ready()
-        return await self._call(self._shard_for(user_id).changes.remote(user_id, from_seq, to_seq, top))
+        return JSONResponse(await self._call(
+            self._shard_for(user_id).changes.remote(user_id, from_seq, to_seq, top)
+        ))
 
     # -- catalog ---------------------------------------------------------------------------
 
