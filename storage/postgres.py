@@ -91,11 +91,11 @@ _INSERT_COLUMNS = (
     ("schema_version", "smallint"), ("occurred_at", "double precision"),
     ("item_id", "text"), ("payload", "bytea"),
 )
+_NAMES = ", ".join(c for c, _ in _INSERT_COLUMNS)
+_ARRAYS = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _INSERT_COLUMNS)
 _INSERT = text(
-    f"INSERT INTO {events_table.name} ({', '.join(c for c, _ in _INSERT_COLUMNS)}) "
-    f"SELECT {', '.join(c for c, _ in _INSERT_COLUMNS)} FROM unnest("
-    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _INSERT_COLUMNS)
-    + f") WITH ORDINALITY AS r({', '.join(c for c, _ in _INSERT_COLUMNS)}, ord) ORDER BY ord "
+    f"INSERT INTO {events_table.name} ({_NAMES}) SELECT {_NAMES} "
+    f"FROM unnest({_ARRAYS}) WITH ORDINALITY AS r({_NAMES}, ord) ORDER BY ord "
     "RETURNING user_id, seq, position"
 )
 # Where each user's tail starts, for read_tails: unnest of two parallel arrays.
@@ -119,6 +119,13 @@ def _stored_payloads() -> Iterator[None]:
         yield
     except InvalidInput as exc:
         raise StorageIntegrityError(f"a stored event does not decode: {exc}") from exc
+
+
+def _recorded(row: Sequence[Any]) -> RecordedEvent:
+    """A ``(seq, position, recorded_at, payload)`` row as the event it records (call inside
+    :func:`_stored_payloads`)."""
+    seq, position, recorded_at, payload = row
+    return RecordedEvent(seq, position, recorded_at, decode_stored(payload))
 
 
 class PostgresEventLog:
@@ -263,8 +270,8 @@ class PostgresEventLog:
         )
         rows = await self._fetch_rows(query, {"users": list(after), "afters": list(after.values())})
         with _stored_payloads():
-            for user_id, seq, position, recorded_at, payload in rows:
-                out[user_id].append(RecordedEvent(seq, position, recorded_at, decode_stored(payload)))
+            for row in rows:
+                out[row[0]].append(_recorded(row[1:]))
         return out
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
@@ -282,10 +289,7 @@ class PostgresEventLog:
     async def _fetch(self, query: Select[Any]) -> list[RecordedEvent]:
         rows = await self._fetch_rows(query)
         with _stored_payloads():
-            return [
-                RecordedEvent(seq, position, recorded_at, decode_stored(payload))
-                for seq, position, recorded_at, payload in rows
-            ]
+            return [_recorded(row) for row in rows]
 
     async def _fetch_rows(
         self, query: Select[Any], values: Mapping[str, Any] | None = None
