@@ -9,6 +9,7 @@ import numpy as np
 
 from portrait.config import ProfileConfig
 from portrait.interests import TagVocabulary, infer_tags
+from portrait.items import ItemIndex
 from portrait.profile import ProfileState
 
 
@@ -21,13 +22,18 @@ def summarize(
     config: ProfileConfig,
     top: int = 20,
     vocabulary: TagVocabulary | None = None,
+    *,
+    items: ItemIndex,
 ) -> dict[str, Any]:
     """A JSON-ready description of the profile: what an auditor or the API shows.
 
-    With a tag ``vocabulary``, ``inferred_tags`` lists the catalog tags the long-term vector
-    points at (zero-shot; see :mod:`portrait.interests`).
+    The vectors' norms are those of the profile composed in the item space ``items``. With
+    a tag ``vocabulary``, ``inferred_tags`` lists the catalog tags the long-term vector points
+    at (zero-shot; see :mod:`portrait.interests`).
     """
-    inferred = infer_tags(state.long_vector(config), vocabulary) if vocabulary else []
+    long, short = state.vectors(config, items)
+    # Tag prompts are encoded by the text encoder: compare them with the text part only.
+    inferred = infer_tags(long[: items.text_dim], vocabulary) if vocabulary else []
     return {
         "user_id": state.user_id,
         "last_seq": state.last_seq,
@@ -46,8 +52,8 @@ def summarize(
             for t, eid, item, typ in reversed(state.recent)
         ],
         "excluded_count": len(state.excluded),
-        "long_norm": float(np.linalg.norm(state.long_vector(config))),
-        "short_norm": float(np.linalg.norm(state.short_vector(config))),
+        "long_norm": float(np.linalg.norm(long)),
+        "short_norm": float(np.linalg.norm(short)),
     }
 
 
@@ -102,12 +108,18 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def diff(
-    before: ProfileState, after: ProfileState, config: ProfileConfig, top: int = 10
+    before: ProfileState,
+    after: ProfileState,
+    config: ProfileConfig,
+    top: int = 10,
+    *,
+    items: ItemIndex,
 ) -> ProfileDiff:
     """Compare two profiles of one user, each decayed to its own ``t_ref``.
 
     An interest "rose" when its weight grew (including new interests) and "fell" when it
-    shrank, through decay or through negative feedback; the largest moves come first.
+    shrank, through decay or through negative feedback; the largest moves come first. The
+    vectors' similarities are measured with both profiles composed in the item space ``items``.
     """
     changes: list[InterestChange] = []
     for kind, b, a in (
@@ -125,13 +137,15 @@ def diff(
         for k in sorted(before.counts.keys() | after.counts.keys())
         if after.counts.get(k, 0) != before.counts.get(k, 0)
     }
+    before_long, before_short = before.vectors(config, items)
+    after_long, after_short = after.vectors(config, items)
     return ProfileDiff(
         from_seq=before.last_seq,
         to_seq=after.last_seq,
         events_between=after.event_count - before.event_count,
         rose=tuple(rose[:top]),
         fell=tuple(fell[:top]),
-        long_similarity=_cosine(before.long_vector(config), after.long_vector(config)),
-        short_similarity=_cosine(before.short_vector(config), after.short_vector(config)),
+        long_similarity=_cosine(before_long, after_long),
+        short_similarity=_cosine(before_short, after_short),
         count_changes=counts,
     )

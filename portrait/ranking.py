@@ -111,11 +111,12 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
-def profile_vector(state: ProfileState, config: ProfileConfig, ranking: RankingConfig) -> np.ndarray:
-    """The query vector: normalised long and short vectors, mixed, float32."""
-    v = (1 - ranking.short_mix) * _unit(state.long_vector(config)) + ranking.short_mix * _unit(
-        state.short_vector(config)
-    )
+def profile_vector(
+    state: ProfileState, config: ProfileConfig, ranking: RankingConfig, items: ItemIndex
+) -> np.ndarray:
+    """The query vector in ``items``' space: normalised long and short vectors, mixed, float32."""
+    long, short = state.vectors(config, items)  # one composition for both
+    v = (1 - ranking.short_mix) * _unit(long) + ranking.short_mix * _unit(short)
     return v.astype(np.float32)
 
 
@@ -128,7 +129,7 @@ def score_items(
     popularity: np.ndarray | None = None,
 ) -> np.ndarray:
     """A score for every item in ``items`` (no exclusions, no filters)."""
-    scores = items.column_major() @ profile_vector(state, config, ranking)
+    scores = items.column_major() @ profile_vector(state, config, ranking, items)
     if ranking.tag_weight:
         scores += ranking.tag_weight * tag_table.affinity(state.tag_weights(config))
     if popularity is not None and ranking.popularity_weight:

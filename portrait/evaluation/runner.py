@@ -152,7 +152,7 @@ class PortraitSession:
 
     def __init__(self, system: "PortraitSystem", user_id: str) -> None:
         self.system = system
-        self.state = ProfileState(user_id, system.items.dim)
+        self.state = ProfileState(user_id, system.items.text_dim)
         self._seq = 0
 
     def observe(self, events: Sequence[Event]) -> None:
@@ -180,7 +180,11 @@ class PortraitSession:
 
 @dataclass
 class PortraitSystem:
-    """Portrait's profile fold and ranker under one configuration and item matrix."""
+    """Portrait's profile fold and ranker under one configuration and item space.
+
+    ``texts`` hold the text encoder's vectors as they are (``items.text_dim`` wide): the
+    profile composes them into the text part of ``items``.
+    """
 
     name: str
     profile: ProfileConfig

@@ -97,7 +97,13 @@ class PortraitFactory:
             if len(self._items) >= 4:
                 self._items.pop(next(iter(self._items)))
             matrix = combine(self.text_matrix, self.collab_matrix, alpha)
-            self._items[alpha] = ItemIndex(self.item_ids, matrix, self.tags, self.model_id)
+            # Profiles compose their text-event vectors into the text part, [text, 0] like an
+            # item without a collaborative vector (see combine): no padding of the features.
+            self._items[alpha] = ItemIndex(
+                self.item_ids, matrix, self.tags, self.model_id,
+                text_dim=int(self.text_matrix.shape[1]),
+                space_version="text" if self.collab_matrix is None else f"alpha={alpha!r}",
+            )
         return self._items[alpha]
 
     @property
@@ -111,31 +117,9 @@ class PortraitFactory:
     ) -> PortraitSystem:
         alpha = params.alpha if self.collab_matrix is not None else 0.0
         items = self.items(alpha)
-        if self.texts and items.dim != next(iter(self.texts.values())).vector.shape[0]:
-            # text events carry text-encoder vectors; pad them with zeros to the blended width
-            texts = _padded_texts(self.texts, items.dim, alpha, self.collab_matrix is not None)
-        else:
-            texts = self.texts
         return PortraitSystem(
-            name, params.profile, params.ranking, items, self.tag_table, texts, state_cache
+            name, params.profile, params.ranking, items, self.tag_table, self.texts, state_cache
         )
-
-
-def _padded_texts(
-    texts: Mapping[str, TextFeatures], dim: int, alpha: float, has_collab: bool
-) -> dict[str, TextFeatures]:
-    """Text-event vectors placed in the text part of the blended item space.
-
-    A text vector has no collaborative part, so it is laid out like an item without one:
-    ``[text, 0]`` (see :func:`combine`); its cosine with a blended item is then
-    ``sqrt(1 - alpha) * cos_text``.
-    """
-    out = {}
-    for key, feats in texts.items():
-        v = np.zeros(dim, dtype=np.float32)
-        v[: feats.vector.shape[0]] = feats.vector
-        out[key] = TextFeatures(v, feats.keywords)
-    return out
 
 
 # -- the search space ----------------------------------------------------------------------

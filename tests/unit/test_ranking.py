@@ -73,7 +73,7 @@ def test_diversity_brings_the_other_cluster_in() -> None:
 def test_cold_user_gets_popular_items_and_the_prior_fades() -> None:
     pop = popularity_scores(np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 500]))  # b4 is a hit
     ranking = RankingConfig(popularity_weight=1.0, tag_weight=0.0)
-    cold = ProfileState("u", ITEMS.dim)
+    cold = ProfileState("u")
     recs = recommend(cold, CONFIG, ranking, ITEMS, TAGS, k=1, popularity=pop)
     assert recs[0].item_id == "b4" and recs[0].reasons[-1].kind == "popular"
     warm = profile([ItemViewed(f"e{i}", "u", T0 + i, f"a{i % 5}") for i in range(200)])
@@ -88,10 +88,29 @@ def test_tag_affinity_breaks_ties_towards_liked_tags() -> None:
 
 
 def test_bad_arguments_name_the_field() -> None:
-    state = ProfileState("u", ITEMS.dim)
+    state = ProfileState("u")
     with pytest.raises(InvalidField) as err:
         recommend(state, CONFIG, RANK, ITEMS, TAGS, k=0)
     assert err.value.field == "k"
     with pytest.raises(InvalidField) as err:
         recommend(state, CONFIG, RANK, ITEMS, TAGS, diversity=2)
     assert err.value.field == "diversity"
+
+
+def test_a_profile_ranks_in_a_retrained_item_space_without_refolding() -> None:
+    # Collaborative vectors that tie a0 to the b cluster (people who bought a0 bought b*):
+    # the profile folded before the retrain follows the new space at once.
+    collab = np.zeros((len(ITEMS), 2))
+    collab[[ITEMS.row(i) for i in ("a0", "b0", "b1", "b2", "b3", "b4")], 0] = 1.0
+    collab[[ITEMS.row(i) for i in ("a1", "a2", "a3", "a4")], 1] = 1.0
+    blended = np.hstack([np.sqrt(0.1) * ITEMS.matrix, np.sqrt(0.9) * collab])
+    retrained = ItemIndex(
+        list(ITEMS.ids), l2_normalise(blended), list(ITEMS.all_tags()),
+        text_dim=ITEMS.dim, space_version="collab-1",
+    )
+    state = profile([ItemPurchased("e1", "u", T0, "a0")])
+    before = [r.item_id for r in recommend(state, CONFIG, RANK, ITEMS, TAGS, k=4)]
+    after = [r.item_id for r in recommend(state, CONFIG, RANK, retrained, TagTable(retrained), k=4)]
+    assert all(i.startswith("a") for i in before)
+    assert all(i.startswith("b") for i in after)
+    assert retrained.space_version == "collab-1" and ITEMS.space_version == "text"
