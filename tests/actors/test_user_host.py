@@ -1,21 +1,32 @@
-"""The user host without Ray: activation, group commit, snapshots, passivation, cancellation."""
+"""The user host without Ray: activation, group commit, snapshots, passivation, cancellation.
+
+Every test runs twice through the ``stores`` fixture: on the in-memory adapters and on the
+embedded Postgres, so the host is held to the same behaviour on both.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.host import HostSettings, UserHost
 from actors.text_features import TextFeatureSource, ThreadedEncoder
 from portrait.config import ProfileConfig
 from portrait.errors import EncoderUnavailable, EventIdConflict
-from portrait.events import ItemPurchased, ItemRated, ItemViewed, SearchPerformed
+from portrait.events import Event, ItemPurchased, ItemRated, ItemViewed, RecordedEvent, SearchPerformed
 from portrait.items import ItemIndex
-from portrait.profile import replay
+from portrait.ports import AsyncEncoder, EventLog, Snapshot, SnapshotStore, TextFeatureStore
+from portrait.profile import ProfileState, replay
 from portrait.variants import VariantPolicy
 from storage.memory import InMemoryEventLog, InMemorySnapshotStore
-from storage.text_features import InMemoryTextFeatureStore
+from storage.postgres import PostgresEventLog
+from storage.postgres_snapshots import PostgresSnapshotStore
+from storage.text_features import InMemoryTextFeatureStore, PostgresTextFeatureStore
 from tests.fakes import HashingEncoder
 from tests.unit.builders import catalog
 from tests.unit.test_profile import assert_same_profile
@@ -26,6 +37,31 @@ ENCODER = HashingEncoder(dim=16)
 ITEMS: ItemIndex = catalog(dim=16)
 
 
+@dataclass
+class Stores:
+    """One backend's adapters, shared by every host a test builds (a restarted process
+    sees the same database)."""
+
+    log: EventLog
+    snapshots: SnapshotStore
+    text_cache: TextFeatureStore
+
+    def texts(self, encoder: AsyncEncoder | None = None) -> TextFeatureSource:
+        return TextFeatureSource(self.text_cache, encoder or ThreadedEncoder(ENCODER))
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def stores(request: pytest.FixtureRequest) -> Stores:
+    """The host's adapters: in memory, or on the embedded Postgres (tables emptied)."""
+    if request.param == "memory":
+        return Stores(InMemoryEventLog(), InMemorySnapshotStore(), InMemoryTextFeatureStore())
+    # Requested only here, so the in-memory runs never start a Postgres server.
+    engine: AsyncEngine = request.getfixturevalue("embedded_engine")
+    return Stores(
+        PostgresEventLog(engine), PostgresSnapshotStore(engine), PostgresTextFeatureStore(engine)
+    )
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -34,119 +70,128 @@ class Clock:
         return self.now
 
 
-def make_host(log=None, snaps=None, clock=None, **settings) -> UserHost:
-    texts = TextFeatureSource(InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER))
+def make_host(
+    stores: Stores,
+    clock: Callable[[], float] | None = None,
+    *,
+    log: EventLog | None = None,
+    variants: VariantPolicy | None = None,
+    texts: TextFeatureSource | None = None,
+    **settings: Any,
+) -> UserHost:
     return UserHost(
-        log or InMemoryEventLog(), snaps or InMemorySnapshotStore(), texts, lambda: ITEMS,
-        VariantPolicy.single(CONFIG), HostSettings(**settings), clock=clock or Clock(),
+        log or stores.log, stores.snapshots, texts or stores.texts(), lambda: ITEMS,
+        variants or VariantPolicy.single(CONFIG), HostSettings(**settings),
+        clock=clock or Clock(),
     )
 
 
-def views(user: str, start: int, n: int) -> list:
+async def settle(host: UserHost) -> None:
+    """Wait for the host's background snapshot writes (reaching into it: tests only)."""
+    await host._snapshotter.drain()
+
+
+def views(user: str, start: int, n: int) -> list[Event]:
     return [ItemViewed(f"{user}-e{i}", user, T0 + i, f"i{i % 30}") for i in range(start, start + n)]
 
 
-async def fresh_replay(log: InMemoryEventLog, user: str):
-    events = await log.read(user)
+async def fresh_replay(stores: Stores, user: str) -> ProfileState:
+    events = await stores.log.read(user)
     texts = await TextFeatureSource(InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER)).features_for(
         r.event for r in events
     )
     return replay(events, CONFIG, ITEMS, texts, user_id=user)
 
 
-async def test_ingest_is_durable_folded_and_idempotent() -> None:
-    log = InMemoryEventLog()
-    host = make_host(log)
+async def test_ingest_is_durable_folded_and_idempotent(stores: Stores) -> None:
+    host = make_host(stores)
     first = await host.ingest("u", views("u", 0, 3) + [SearchPerformed("u-s", "u", T0 + 9, "noir detective")])
     assert [r.seq for r in first] == [1, 2, 3, 4] and not any(r.duplicate for r in first)
     again = await host.ingest("u", views("u", 2, 2))  # e2 is a duplicate, e3 new
     assert [(r.seq, r.duplicate) for r in again] == [(3, True), (5, False)]
     state = await host.state("u")
-    assert state.event_count == 5 and await log.version("u") == 5
-    assert_same_profile(state, await fresh_replay(log, "u"))
+    assert state.event_count == 5 and await stores.log.version("u") == 5
+    assert_same_profile(state, await fresh_replay(stores, "u"))
     assert host.stats.duplicates == 1
 
 
-async def test_many_users_share_group_commits() -> None:
-    log = InMemoryEventLog()
-    host = make_host(log, group_commit_window_s=0.01)
+async def test_many_users_share_group_commits(stores: Stores) -> None:
+    host = make_host(stores, group_commit_window_s=0.01)
     await asyncio.gather(*(host.ingest(f"u{k}", views(f"u{k}", 0, 2)) for k in range(20)))
     assert host.commits < 20
-    assert all([await log.version(f"u{k}") for k in range(20)])
+    assert all([await stores.log.version(f"u{k}") for k in range(20)])
 
 
-async def test_concurrent_ingests_for_one_user_stay_ordered() -> None:
-    log = InMemoryEventLog()
-    host = make_host(log)
+async def test_concurrent_ingests_for_one_user_stay_ordered(stores: Stores) -> None:
+    host = make_host(stores)
     await asyncio.gather(*(host.ingest("u", views("u", 10 * k, 10)) for k in range(8)))
-    recorded = await log.read("u")
+    recorded = await stores.log.read("u")
     assert [r.seq for r in recorded] == list(range(1, 81))
     assert len({r.event.event_id for r in recorded}) == 80
-    assert_same_profile(await host.state("u"), await fresh_replay(log, "u"))
+    assert_same_profile(await host.state("u"), await fresh_replay(stores, "u"))
 
 
-async def test_snapshots_every_k_and_reactivation_from_snapshot_plus_tail() -> None:
-    log, snaps = InMemoryEventLog(), InMemorySnapshotStore()
-    host = make_host(log, snaps, snapshot_every=10)
+async def test_snapshots_every_k_and_reactivation_from_snapshot_plus_tail(stores: Stores) -> None:
+    host = make_host(stores, snapshot_every=10)
     for k in range(5):
         await host.ingest("u", views("u", 7 * k, 7))
-    await asyncio.sleep(0.01)  # snapshot writes run in the background
-    snap = await snaps.latest("u", CONFIG.config_hash())
+    await settle(host)
+    snap = await stores.snapshots.latest("u", CONFIG.config_hash())
     assert snap is not None and snap.seq >= 10
     before = await host.state("u")
-    other = make_host(log, snaps)  # a fresh process: activation from the snapshot + tail
+    other = make_host(stores)  # a fresh process: activation from the snapshot + tail
     after = await other.state("u")
     assert other.stats.replayed_events == 35 - snap.seq
     assert_same_profile(before, after)
 
 
-async def test_idle_and_budget_passivation_keep_state() -> None:
+async def test_idle_and_budget_passivation_keep_state(stores: Stores) -> None:
     clock = Clock()
-    log, snaps = InMemoryEventLog(), InMemorySnapshotStore()
-    host = make_host(log, snaps, clock=clock, idle_timeout_s=60)
+    host = make_host(stores, clock, idle_timeout_s=60)
     await host.ingest("a", views("a", 0, 3))
     clock.now = 30
     await host.ingest("b", views("b", 0, 3))
     clock.now = 80
     assert await host.passivate_idle() == 1  # only "a" idled past 60 s
     assert host.active_users == 1
-    assert (await snaps.latest("a", CONFIG.config_hash())).seq == 3
+    snap = await stores.snapshots.latest("a", CONFIG.config_hash())
+    assert snap is not None and snap.seq == 3
     assert (await host.state("a")).event_count == 3  # re-activated from the snapshot
-    tiny = make_host(log, snaps, memory_budget_bytes=1)
+    tiny = make_host(stores, memory_budget_bytes=1)
     await tiny.state("a")
     await tiny.ingest("b", views("b", 3, 1))
     assert tiny.active_users == 1 and tiny.stats.passivations >= 1
 
 
-async def test_cancelled_caller_does_not_lose_an_acknowledged_batch() -> None:
-    log = InMemoryEventLog()
-    host = make_host(log, group_commit_window_s=0.05)
+async def test_cancelled_caller_does_not_lose_an_acknowledged_batch(stores: Stores) -> None:
+    host = make_host(stores, group_commit_window_s=0.05)
     task = asyncio.create_task(host.ingest("u", views("u", 0, 4)))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.1)
-    assert await log.version("u") == 4
+    # The shielded append holds the user's lock until it has folded: state() waits for it.
     assert (await host.state("u")).event_count == 4
+    assert await stores.log.version("u") == 4
 
 
-async def test_time_travel_matches_replay_to_that_point() -> None:
-    log = InMemoryEventLog()
-    host = make_host(log, snapshot_every=5)
-    events = [ItemRated(f"e{i}", "u", T0 + i * 3600, f"i{i % 30}", rating=float(1 + i % 5)) for i in range(20)]
+async def test_time_travel_matches_replay_to_that_point(stores: Stores) -> None:
+    host = make_host(stores, snapshot_every=5)
+    events: list[Event] = [
+        ItemRated(f"e{i}", "u", T0 + i * 3600, f"i{i % 30}", rating=float(1 + i % 5)) for i in range(20)
+    ]
     events.append(ItemPurchased("p", "u", T0 + 99 * 3600, "i3"))
     for k in range(0, 21, 7):
         await host.ingest("u", events[k : k + 7])
-    await asyncio.sleep(0.01)
+    await settle(host)
     at = await host.state_at("u", until_seq=12)
-    expect = replay(await log.read("u", until_seq=12), CONFIG, ITEMS, user_id="u")
+    expect = replay(await stores.log.read("u", until_seq=12), CONFIG, ITEMS, user_id="u")
     assert_same_profile(at, expect)
     by_time = await host.state_at("u", until_time=T0 + 5.5 * 3600)
     assert by_time.event_count == 6
 
 
-async def test_each_variant_folds_and_snapshots_under_its_own_config() -> None:
+async def test_each_variant_folds_and_snapshots_under_its_own_config(stores: Stores) -> None:
     from portrait.evaluation.ab import Experiment
     from portrait.ranking import RankingConfig
     from portrait.variants import Variant
@@ -157,30 +202,26 @@ async def test_each_variant_folds_and_snapshots_under_its_own_config() -> None:
         Experiment("exp", (("a", 1), ("b", 1))),
     )
     users = {policy.for_user(f"v{i}").name: f"v{i}" for i in range(20)}
-    log, snaps = InMemoryEventLog(), InMemorySnapshotStore()
-    texts = TextFeatureSource(InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER))
-    host = UserHost(log, snaps, texts, lambda: ITEMS, policy, HostSettings(snapshot_every=1))
+    host = make_host(stores, variants=policy, snapshot_every=1)
     for name, user in users.items():
         await host.ingest(user, views(user, 0, 3))
-        expect = replay(await log.read(user), policy.variants[name].profile, ITEMS, user_id=user)
+        expect = replay(await stores.log.read(user), policy.variants[name].profile, ITEMS, user_id=user)
         assert_same_profile(await host.state(user), expect, policy.variants[name].profile)
-    await asyncio.sleep(0.01)
-    assert await snaps.latest(users["b"], fast.config_hash()) is not None
-    assert await snaps.latest(users["b"], CONFIG.config_hash()) is None
+    await settle(host)
+    assert await stores.snapshots.latest(users["b"], fast.config_hash()) is not None
+    assert await stores.snapshots.latest(users["b"], CONFIG.config_hash()) is None
 
 
-async def test_idle_committer_batches_whatever_queues_during_a_flush() -> None:
-    log = InMemoryEventLog()
-    host = make_host(log)  # no window: a lone event is written at once
+async def test_idle_committer_batches_whatever_queues_during_a_flush(stores: Stores) -> None:
+    host = make_host(stores)  # no window: a lone event is written at once
     await host.ingest("solo", views("solo", 0, 1))
     assert host.commits == 1
     await asyncio.gather(*(host.ingest(f"u{k}", views(f"u{k}", 0, 2)) for k in range(20)))
     assert host.commits < 1 + 20
 
 
-async def test_one_call_for_many_users_commits_once_and_keeps_users_apart() -> None:
-    log = InMemoryEventLog()
-    host = make_host(log)
+async def test_one_call_for_many_users_commits_once_and_keeps_users_apart(stores: Stores) -> None:
+    host = make_host(stores)
     await host.ingest("b", views("b", 0, 2))
     commits = host.commits
     # "b" re-sends e0 with different content: its batch is refused, nobody else's is.
@@ -188,61 +229,99 @@ async def test_one_call_for_many_users_commits_once_and_keeps_users_apart() -> N
     out = await host.ingest_many({"a": views("a", 0, 3), "b": clash, "c": views("c", 0, 1)})
     assert host.commits == commits + 1
     assert isinstance(out["b"], EventIdConflict)
-    assert [r.seq for r in out["a"]] == [1, 2, 3] and [r.seq for r in out["c"]] == [1]
-    assert await log.version("b") == 2
+    a, c = out["a"], out["c"]
+    assert isinstance(a, list) and isinstance(c, list)
+    assert [r.seq for r in a] == [1, 2, 3] and [r.seq for r in c] == [1]
+    assert await stores.log.version("b") == 2
     for user in ("a", "b", "c"):
-        assert_same_profile(await host.state(user), await fresh_replay(log, user))
+        assert_same_profile(await host.state(user), await fresh_replay(stores, user))
 
 
-async def test_encoder_outage_refuses_only_users_with_text() -> None:
+async def test_encoder_outage_refuses_only_users_with_text(stores: Stores) -> None:
     class DownEncoder:
         model_id, dim = ENCODER.model_id, ENCODER.dim
 
-        async def encode(self, texts):
+        async def encode(self, texts: Sequence[str]) -> Any:
             raise EncoderUnavailable("encoder is down")
 
-    log = InMemoryEventLog()
-    texts = TextFeatureSource(InMemoryTextFeatureStore(), DownEncoder())
-    host = UserHost(log, InMemorySnapshotStore(), texts, lambda: ITEMS,
-                    VariantPolicy.single(CONFIG), HostSettings())
-    search = [SearchPerformed("t-s", "t", T0, "space opera")]
+    host = make_host(stores, texts=stores.texts(DownEncoder()))
+    search: list[Event] = [SearchPerformed("t-s", "t", T0, "space opera")]
     out = await host.ingest_many({"t": search, "v": views("v", 0, 2)})
-    assert isinstance(out["t"], EncoderUnavailable) and await log.version("t") == 0
+    assert isinstance(out["t"], EncoderUnavailable) and await stores.log.version("t") == 0
     assert len(out["v"]) == 2 and (await host.state("v")).event_count == 2
 
 
-async def test_overlapping_multi_user_calls_neither_deadlock_nor_reorder() -> None:
-    log = InMemoryEventLog()
-    host = make_host(log, group_commit_window_s=0.001)
+async def test_overlapping_multi_user_calls_neither_deadlock_nor_reorder(stores: Stores) -> None:
+    host = make_host(stores, group_commit_window_s=0.001)
     calls = [
         {u: views(u, 10 * k, 10) for u in (["x", "y", "z"] if k % 2 else ["z", "y", "x"])}
         for k in range(6)
     ]
     await asyncio.wait_for(asyncio.gather(*(host.ingest_many(c) for c in calls)), timeout=5)
     for user in ("x", "y", "z"):
-        recorded = await log.read(user)
+        recorded = await stores.log.read(user)
         assert [r.seq for r in recorded] == list(range(1, 61))
-        assert_same_profile(await host.state(user), await fresh_replay(log, user))
+        assert_same_profile(await host.state(user), await fresh_replay(stores, user))
 
 
-async def test_a_restarted_host_reactivates_a_call_s_users_in_one_read() -> None:
-    class CountingLog(InMemoryEventLog):
-        tail_reads = 0
+class CountingLog:
+    """Any event log, counting its tail reads."""
 
-        async def read_tails(self, after):
-            self.tail_reads += 1
-            return await super().read_tails(after)
+    def __init__(self, inner: EventLog) -> None:
+        self._inner = inner
+        self.tail_reads = 0
 
-    log, snaps = CountingLog(), InMemorySnapshotStore()
-    first = make_host(log, snaps, snapshot_every=4)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def read_tails(self, after: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        self.tail_reads += 1
+        return await self._inner.read_tails(after)
+
+
+async def test_a_restarted_host_reactivates_a_call_s_users_in_one_read(stores: Stores) -> None:
+    log = CountingLog(stores.log)
+    first = make_host(stores, log=log, snapshot_every=4)  # type: ignore[arg-type]
     users = [f"r{k}" for k in range(20)]
     await first.ingest_many({u: views(u, 0, 6) for u in users})
     await first.passivate_all()  # snapshots at seq 6 for everyone
     await first.ingest_many({u: views(u, 6, 2) for u in users[:10]})  # tails past them
     log.tail_reads = 0
-    second = make_host(log, snaps)  # a fresh process after a crash
+    second = make_host(stores, log=log)  # type: ignore[arg-type]  # a fresh process after a crash
     await second.ingest_many({u: views(u, 8, 1) for u in users})
     assert log.tail_reads == 1 and second.stats.activations == 20
     assert second.stats.replayed_events == 10 * 2  # only the tails past the snapshots
     for user in users:
-        assert_same_profile(await second.state(user), await fresh_replay(log, user))
+        assert_same_profile(await second.state(user), await fresh_replay(stores, user))
+
+
+@pytest.fixture
+def host_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    with caplog.at_level(logging.WARNING, logger="actors.host"):
+        yield caplog
+
+
+async def test_an_unreadable_snapshot_is_ignored_and_the_log_replayed(
+    stores: Stores, host_warnings: pytest.LogCaptureFixture
+) -> None:
+    writer = make_host(stores, snapshot_every=1000)
+    await writer.ingest("u", views("u", 0, 6))
+    # Garbage where the newest snapshot under the user's config is looked for (a format this
+    # release cannot read, or a damaged row).
+    await stores.snapshots.save_many([Snapshot("u", 4, b"\xc1 not a snapshot", CONFIG.config_hash())])
+
+    host = make_host(stores, snapshot_every=1000)
+    assert_same_profile(await host.state("u"), await fresh_replay(stores, "u"))
+    assert host.stats.snapshots_unreadable == 1 and host.stats.replayed_events == 6
+    assert any("unreadable" in r.getMessage() for r in host_warnings.records)
+
+    at = await host.state_at("u", until_seq=5)
+    assert_same_profile(at, replay(await stores.log.read("u", until_seq=5), CONFIG, ITEMS, user_id="u"))
+    assert host.stats.snapshots_unreadable == 2
+
+    # Without a usable snapshot the user counts as never snapshotted: passivation writes a
+    # good one, and the next activation starts from it.
+    await host.passivate("u")
+    again = make_host(stores)
+    assert (await again.state("u")).event_count == 6
+    assert again.stats.snapshots_unreadable == 0 and again.stats.replayed_events == 0
