@@ -1,4 +1,4 @@
-"""CatalogRegistry: the one place that knows the current catalog version in the object store.
+"""The catalog across a Ray cluster: a registry actor that knows the current version.
 
 The catalog (item ids, the item matrix, tags, popularity, the tag vocabulary) is put into Ray's
 object store once per version; every shard on a node then maps the same bytes (zero-copy numpy
@@ -8,9 +8,12 @@ they start (including after Ray restarts them) and whenever the ingress tells th
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ray
+
+from actors.catalog_view import CatalogView
 
 REGISTRY_NAME = "portrait-catalog"
 NAMESPACE = "portrait"
@@ -41,3 +44,20 @@ def get_or_create_registry() -> Any:
     return CatalogRegistry.options(
         name=REGISTRY_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote()
+
+
+class RegistryChannel:
+    """:class:`~actors.catalog_view.CatalogSink` and ``CatalogFeed`` over the registry actor.
+    Stateless, so it pickles into every shard."""
+
+    async def publish(self, view: CatalogView) -> bool:
+        index, extras = view.to_parts()
+        refs = [ray.put(index), ray.put(extras)]
+        return bool(await get_or_create_registry().publish.remote(view.version, refs))
+
+    async def latest(self, newer_than: int = -1) -> CatalogView | None:
+        version, refs = await get_or_create_registry().current.remote()
+        if not refs or version <= newer_than:
+            return None
+        index, extras = await asyncio.gather(*refs)
+        return CatalogView.from_parts(version, index, extras)

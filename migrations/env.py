@@ -7,7 +7,6 @@ empty (the ``alembic`` CLI with the shipped ``alembic.ini``), ``$PORTRAIT_DATABA
 from __future__ import annotations
 
 import asyncio
-import os
 
 from alembic import context
 from sqlalchemy import pool
@@ -22,7 +21,12 @@ target_metadata = metadata
 
 
 def _url() -> str:
-    url = config.get_main_option("sqlalchemy.url") or os.environ.get("PORTRAIT_DATABASE_URL")
+    # `portrait migrate` passes the URL in; a bare `alembic upgrade head` reads the setting.
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        from serve.settings import Settings
+
+        url = Settings.from_env().database_url
     if not url:
         raise RuntimeError("no database URL: set sqlalchemy.url or PORTRAIT_DATABASE_URL")
     return async_url(url)

@@ -21,7 +21,7 @@ DAY_SECONDS = 86_400.0
 
 def _default_weights() -> Mapping[str, float]:
     # view < click < cart < purchase; dismiss pushes away. Ratings and reviews are weighted by
-    # their rating (see rating_weight); a review's or search's text adds its own vector.
+    # their rating (weight x (rating - rating_center) / rating_scale); a review's or search's text adds its own vector.
     return MappingProxyType(
         {
             "view": 0.2,
@@ -97,10 +97,6 @@ class ProfileConfig:
     @property
     def tag_half_life_s(self) -> float:
         return self.tag_half_life_days * DAY_SECONDS
-
-    def rating_weight(self, rating: float) -> float:
-        """Signed weight of a rating: positive above the centre, negative below."""
-        return self.event_weights.get("rating", 0.0) * (rating - self.rating_center) / self.rating_scale
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping; ``from_dict`` of it gives an equal config."""

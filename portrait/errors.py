@@ -8,11 +8,15 @@ them so that the HTTP layer and the CLI map a short, documented list to response
     │   ├── UnknownEventType
     │   ├── MissingField
     │   ├── InvalidField
-    │   └── PayloadTooLarge                                                    -> HTTP 413
+    │   ├── PayloadTooLarge                                                    -> HTTP 413
+    │   └── BatchTooLarge                more entries than a batch may hold    -> HTTP 413
     ├── VersionConflict                  stale expected version                -> HTTP 409
     ├── EventIdConflict                  event_id reused for a different event -> HTTP 409
     ├── MissingFeatures                  fold called without a text event's vector
+    ├── SnapshotIncompatible             a snapshot of another format; replay the log instead
     ├── EncoderUnavailable               the text encoder did not answer; retry -> 503
+    ├── ShardUnavailable                 a shard process is down (Ray restarts it) -> 503
+    ├── UnknownUser / UnknownItem        nothing recorded under that id       -> HTTP 404
     └── StorageError                     the event store failed
         ├── StorageUnavailable           transient; retried with a bound, then raised -> 503
         └── StorageIntegrityError        the store holds something it must not
@@ -74,6 +78,15 @@ class PayloadTooLarge(InvalidInput):
         self.limit = limit
 
 
+class BatchTooLarge(InvalidInput):
+    """A batch holds more entries than the configured limit."""
+
+    def __init__(self, field: str, count: int, limit: int) -> None:
+        super().__init__(field, f"{count} entries exceed the batch limit of {limit}")
+        self.count = count
+        self.limit = limit
+
+
 class VersionConflict(PortraitError):
     """An append's expected version is not the stream's current version."""
 
@@ -98,9 +111,41 @@ class MissingFeatures(PortraitError):
     """The fold was given a text event without its encoded features."""
 
 
+class SnapshotIncompatible(PortraitError):
+    """A stored snapshot was written in a format this code cannot read (an older profile
+    state). Snapshots are only shortcuts: treat it as absent and replay the user's log."""
+
+
 class EncoderUnavailable(PortraitError):
     """The text encoder could not encode (its deployment is down or overloaded). Nothing
     that needed it was written; safe to retry later."""
+
+
+class ShardUnavailable(PortraitError):
+    """The shard hosting a user did not answer (its process died and is restarting).
+    Nothing of the call was acknowledged; safe to retry."""
+
+
+class NotFound(PortraitError):
+    """Nothing is recorded under an id. ``field`` names the id's parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownUser(NotFound):
+    """No events are recorded for the user."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__("user_id", f"no events for user {user_id!r}")
+
+
+class UnknownItem(NotFound):
+    """No catalog item has the id."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__("item_id", f"no item {item_id!r}")
 
 
 class StorageError(PortraitError):

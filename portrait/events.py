@@ -210,7 +210,12 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     AttributesSet,
 )
 EVENT_TYPES: Mapping[str, type[Event]] = MappingProxyType({c.TYPE: c for c in EVENT_CLASSES})
-TEXT_EVENT_TYPES = frozenset({ReviewWritten.TYPE, SearchPerformed.TYPE})
+# Item events that say a user wanted the item: popularity and evaluation targets count these
+# (a dismissal is negative feedback, not popularity).
+POSITIVE_ITEM_TYPES = frozenset(
+    {ItemViewed.TYPE, ItemClicked.TYPE, ItemAddedToCart.TYPE, ItemPurchased.TYPE, ItemRated.TYPE,
+     ReviewWritten.TYPE}
+)
 
 
 def event_text(event: Event) -> str | None:

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from portrait.errors import InvalidField
-from portrait.ports import Encoder, TextFeatures
+from portrait.ports import TextFeatures
 
 STOP_WORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before
@@ -107,11 +107,3 @@ class TextFeatureBatch:
             kws = select_keywords(vectors[i], cands, vectors[rows], k=self.k) if rows else ()
             out.append(TextFeatures(np.asarray(vectors[i], dtype=np.float32), kws))
         return out
-
-
-def encode_text_features(texts: Sequence[str], encoder: Encoder) -> list[TextFeatures]:
-    """Vectors and keywords of ``texts`` with one synchronous encoder call."""
-    if not texts:
-        return []
-    batch = TextFeatureBatch(texts)
-    return batch.assemble(encoder.encode(batch.inputs))

@@ -13,6 +13,7 @@ from typing import Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from portrait.errors import PortraitError
+from portrait.catalog import ItemRecord
 from portrait.events import Event, RecordedEvent
 
 
@@ -97,6 +98,9 @@ class AppendRequest:
     user_id: str
     events: Sequence[Event]
     expected_version: int | None = None
+    # The events' codec bytes, when the caller already encoded them (the ingress does, to
+    # ship them to a shard): stored as given, so an event is encoded once on its way in.
+    payloads: Sequence[bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,4 +201,55 @@ class SnapshotStore(Protocol):
     async def latest_many(self, config_hashes: Mapping[str, str]) -> dict[str, Snapshot]:
         """For each user of ``config_hashes`` that has one, the newest snapshot built under
         that user's config hash."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """A catalog item with the vector a model made of its text."""
+
+    record: ItemRecord
+    vector: np.ndarray
+    model_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemVectors:
+    """Every item one model embedded, ordered by id: what an item index is built from."""
+
+    ids: list[str]
+    matrix: np.ndarray  # (len(ids), dim) float32, as stored (not normalised)
+    tags: list[tuple[str, ...]]
+
+
+class CatalogStore(Protocol):
+    """Where catalog items and their embeddings live. Encoding is the caller's job
+    (:class:`storage.catalog.ItemCatalog`); a store only keeps what it is given."""
+
+    async def existing(self, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """item_id -> (its encoder text as stored, the model that embedded it)."""
+        ...
+
+    async def write(self, items: Sequence[StoredItem]) -> None:
+        """Insert or replace ``items`` in one transaction; bumps :meth:`version`."""
+        ...
+
+    async def get(self, item_id: str) -> ItemRecord | None: ...
+
+    async def not_embedded_by(self, model_id: str) -> list[ItemRecord]:
+        """Items whose stored vector another model (or none) made."""
+        ...
+
+    async def vectors(self, model_id: str, dim: int) -> ItemVectors: ...
+
+    async def version(self) -> int:
+        """Grows whenever an item is inserted or changed; 0 for an empty catalog. Equal
+        across processes reading the same store."""
+        ...
+
+    async def titles(self) -> dict[str, str]: ...
+
+    async def interaction_counts(self, since: float | None = None) -> dict[str, int]:
+        """item_id -> positive interaction events in the event log (popularity's input),
+        optionally only those that occurred at or after ``since`` (Unix seconds)."""
         ...

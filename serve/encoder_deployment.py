@@ -30,22 +30,6 @@ EncoderFactory = Callable[[EncoderSettings], Encoder]
 UNHEALTHY_AFTER_FAILURES = 3
 
 
-class RemoteInvalidField(InvalidField):
-    """An :class:`InvalidField` that survives pickling across Ray.
-
-    ``portrait.errors`` exceptions take ``(field, reason)`` but pickle as ``(message,)``, so
-    they cannot be rebuilt on the caller's side; the replica raises this instead, and
-    :class:`EncoderClient` turns it back into a plain ``InvalidField``.
-    """
-
-    def __reduce__(self):  # type: ignore[override]
-        return (RemoteInvalidField, (self.field, self.reason))
-
-
-def _remote_safe(err: InvalidInput) -> RemoteInvalidField:
-    return RemoteInvalidField(err.field, err.reason)
-
-
 def _invalid_cause(err: BaseException) -> InvalidInput | None:
     """The InvalidInput a replica raised, found in what the handle raised."""
     seen: set[int] = set()
@@ -162,9 +146,9 @@ class EncoderDeployment:
         t0 = time.perf_counter()
         try:
             items = validate_texts(texts)
-        except InvalidInput as e:
+        except InvalidInput:
             metrics.REQUESTS.labels(outcome="invalid").inc()
-            raise _remote_safe(e) from None
+            raise  # PortraitError pickles (see portrait.errors), so the caller gets it whole
         metrics.QUEUE_DEPTH.inc(len(items))
         try:
             # Each call enters the batcher as whole chunks, not text by text: per-entry
@@ -175,9 +159,9 @@ class EncoderDeployment:
             chunks = [items[i : i + size] for i in range(0, len(items), size)]
             parts = await asyncio.gather(*(self._encode_batch(c) for c in chunks))
             rows = [row for part in parts for row in part]
-        except InvalidInput as e:
+        except InvalidInput:
             metrics.REQUESTS.labels(outcome="invalid").inc()
-            raise _remote_safe(e) from None
+            raise  # PortraitError pickles (see portrait.errors), so the caller gets it whole
         except BaseException:
             metrics.REQUESTS.labels(outcome="error").inc()
             raise
@@ -191,10 +175,7 @@ class EncoderDeployment:
 
     async def encode_direct(self, texts: Sequence[str]) -> np.ndarray:
         """The engine on ``texts`` as one call, bypassing the batcher (tests, benchmarks)."""
-        try:
-            items = validate_texts(texts)
-        except InvalidInput as e:
-            raise _remote_safe(e) from None
+        items = validate_texts(texts)  # an InvalidField pickles whole to the caller
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._encoder.encode, items)
 
@@ -239,6 +220,22 @@ def build_encoder_app(
         ray_actor_options=ray_actor_options,
         user_config=settings.batch_config(),
     ).bind(settings, encoder_factory)
+
+
+class ServeEncoderConnector:
+    """Connects to the encoder deployment from any process of the cluster: by name (what a
+    shard is given, resolved in its own process) or through a handle Serve bound."""
+
+    def __init__(self, deployment: str, app_name: str, handle: Any = None) -> None:
+        self._deployment = deployment
+        self._app_name = app_name
+        self._handle = handle
+
+    async def connect(self) -> "EncoderClient":
+        handle = self._handle or serve.get_deployment_handle(
+            self._deployment, app_name=self._app_name
+        )
+        return await EncoderClient(handle).connect()
 
 
 class EncoderClient:

@@ -1,13 +1,21 @@
-"""Prometheus metrics of the text encoder (prometheus_client, default registry).
+"""Every Prometheus metric family Portrait declares, in one place.
 
-They live in the process that serves the encoder (a Ray Serve replica, or the API process
-when the encoder runs in-process) and are exported by that process's ``/metrics``.
+Request-path and encoder metrics live in the process that does the work (prometheus_client's
+default registry): the ingress process for the HTTP metrics, the encoder replica for the
+encoder's. The shards run in other processes; at scrape time the ingress fetches their
+counters (and the encoder's) and writes them out as metric families labelled by ``shard``,
+so one scrape of ``/metrics`` sees the whole service.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from typing import Any, Iterator, Mapping
 
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+
+# -- the text encoder (in the encoder replica) --------------------------------------------
 REQUESTS = Counter(
     "portrait_encoder_requests",  # exported as portrait_encoder_requests_total
     "Encode requests (one per encode() call), by outcome: ok, invalid, error.",
@@ -30,3 +38,70 @@ QUEUE_DEPTH = Gauge(
 
 for _outcome in ("ok", "invalid", "error"):
     REQUESTS.labels(outcome=_outcome)
+
+# -- the HTTP API (in the ingress process) ------------------------------------------------
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+INGESTED = Counter("portrait_ingested_events", "Events accepted by POST /v1/events.")
+INGEST_LATENCY = Histogram(
+    "portrait_ingest_latency_seconds",
+    "POST /v1/events: validation, durable append and fold, per request.",
+    buckets=_LATENCY_BUCKETS,
+)
+RECOMMEND_LATENCY = Histogram(
+    "portrait_recommendation_latency_seconds",
+    "GET recommendations, per request, by A/B variant ('default' without an experiment).",
+    ["variant"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+# shard stats key -> (metric name, help, kind)
+_SHARD_METRICS = {
+    "ingested": ("portrait_shard_appended_events_total", "Events durably appended and folded.", "counter"),
+    "duplicates": ("portrait_shard_duplicate_events_total", "Re-sent event_ids answered from the log.", "counter"),
+    "commits": ("portrait_shard_append_transactions_total", "Group-commit transactions.", "counter"),
+    "activations": ("portrait_user_activations_total", "Users loaded (snapshot + replay).", "counter"),
+    "replayed_events": ("portrait_replayed_events_total", "Events replayed on activation or time travel.", "counter"),
+    "activation_seconds": ("portrait_activation_seconds_total", "Time spent activating users.", "counter"),
+    "passivations": ("portrait_user_passivations_total", "Users dropped from memory.", "counter"),
+    "snapshots": ("portrait_snapshots_total", "Snapshots written.", "counter"),
+    "snapshots_unreadable": ("portrait_unreadable_snapshots_total", "Stored snapshots that did not decode (replayed from the log instead).", "counter"),
+    "recommendations": ("portrait_shard_recommendations_total", "Recommendations computed.", "counter"),
+    "recommendation_seconds": ("portrait_shard_recommendation_seconds_total", "Time spent ranking.", "counter"),
+    "active_users": ("portrait_active_users", "Users held in memory.", "gauge"),
+    "active_bytes": ("portrait_active_user_bytes", "Approximate memory of active users.", "gauge"),
+}
+
+
+class _Snapshot(Collector):
+    def __init__(self, shards: Mapping[str, Any], encoder: Mapping[str, Any] | None) -> None:
+        self._shards, self._encoder = shards, encoder
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("portrait_shard_up", "1 if the shard answered the scrape.", labels=["shard"])
+        for name, stats in self._shards.items():
+            up.add_metric([name], 0.0 if isinstance(stats, BaseException) else 1.0)
+        yield up
+        for key, (metric, help_text, kind) in _SHARD_METRICS.items():
+            family_cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            name = metric[: -len("_total")] if kind == "counter" else metric
+            family = family_cls(name, help_text, labels=["shard"])
+            for shard, stats in self._shards.items():
+                if isinstance(stats, Mapping) and key in stats:
+                    family.add_metric([shard], float(stats[key]))
+            yield family
+        if self._encoder:
+            calls = CounterMetricFamily("portrait_encoder_batches", "Engine calls by the batcher.")
+            calls.add_metric([], float(self._encoder.get("batches", 0)))
+            yield calls
+            texts = CounterMetricFamily("portrait_encoder_texts", "Texts encoded.")
+            texts.add_metric([], float(self._encoder.get("texts", 0)))
+            yield texts
+
+
+def render(shards: Mapping[str, Any], encoder: Mapping[str, Any] | None) -> str:
+    """This process's metrics followed by the shards' and the encoder's, in text format."""
+    scraped = CollectorRegistry()
+    scraped.register(_Snapshot(shards, encoder))
+    return (generate_latest(REGISTRY) + generate_latest(scraped)).decode()

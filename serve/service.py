@@ -1,4 +1,4 @@
-"""Starting and stopping the whole service on one machine: Ray, Serve, the app, the catalog.
+"""Starting and stopping the whole Ray system on one machine: Ray, Serve, the app, the catalog.
 
 Used by ``portrait run``, the end-to-end tests and the HTTP benchmark, so all three exercise
 the same start-up path.
@@ -17,9 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from serve.composition import APP_NAME, ENCODER_DEPLOYMENT, build_app
 from serve.settings import Settings
-
-APP_NAME = "portrait"
 
 
 @dataclass
@@ -33,13 +32,10 @@ class RunningService:
         import ray
         from ray import serve
 
-        from actors.catalog_registry import NAMESPACE
+        from actors.shard import existing_shards
 
         try:
-            shards = [
-                ray.get_actor(f"portrait-shard-{i}", namespace=NAMESPACE)
-                for i in range(self.settings.shards)
-            ]
+            shards = existing_shards(self.settings.shards)
             ray.get([s.passivate_all.remote() for s in shards], timeout=30)
         except Exception as exc:  # best effort: snapshots are an optimisation
             print(f"warning: snapshots on shutdown failed ({exc!r}); users replay from the log")
@@ -54,7 +50,8 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> dict[str, Any]:
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=60) as resp:
-                return json.loads(resp.read())
+                ready: dict[str, Any] = json.loads(resp.read())
+                return ready
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             last = exc
             time.sleep(0.5)
@@ -84,8 +81,6 @@ def start_service(settings: Settings, database_url: str, *, load_demo_catalog: b
             log_to_driver=False,
         )
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    from serve.app import build_app
-
     serve.run(build_app(settings, database_url), name=APP_NAME, route_prefix="/", blocking=False)
     if load_demo_catalog:
         asyncio.run(_import_if_empty(database_url))
@@ -95,28 +90,24 @@ def start_service(settings: Settings, database_url: str, *, load_demo_catalog: b
 
 
 async def _import_if_empty(database_url: str) -> None:
-    from ray import serve
-
-    from serve.encoder_deployment import EncoderClient
-    from serve.main import import_catalog
-    from storage.catalog import catalog_version
-    from storage.database import create_engine
+    from serve.catalog_import import import_items
+    from serve.encoder_deployment import ServeEncoderConnector
     from storage.datasets.movielens import load_movielens
+    from storage.stores import open_stores
 
-    engine = create_engine(database_url)
+    stores = open_stores(database_url, pool_size=2)
     try:
-        empty = await catalog_version(engine) == 0
+        if await stores.catalog_store.version() != 0:
+            return
+        print("catalog is empty: importing the bundled MovieLens movies (encoded by vLLM)",
+              flush=True)
+        encoder = await ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME).connect()
+        started = time.perf_counter()
+        result = await import_items(stores.catalog(encoder), load_movielens().items)
+        print(f"imported {result.inserted} items in {time.perf_counter() - started:.1f}s",
+              flush=True)
     finally:
-        await engine.dispose()
-    if not empty:
-        return
-    print("catalog is empty: importing the bundled MovieLens movies (encoded by vLLM)", flush=True)
-    handle = serve.get_deployment_handle("EncoderDeployment", app_name=APP_NAME)
-    encoder = await EncoderClient(handle).connect()
-    started = time.perf_counter()
-    dataset = load_movielens()
-    result = await import_catalog(database_url, encoder, dataset.items)
-    print(f"imported {result.inserted} items in {time.perf_counter() - started:.1f}s", flush=True)
+        await stores.close()
 
 
 def run_service(settings: Settings, database_url: str, *, load_demo_catalog: bool = True) -> int:

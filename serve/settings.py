@@ -22,6 +22,7 @@ from portrait.variants import Variant, VariantPolicy
 from serve.encoder_settings import EncoderSettings
 
 PREFIX = "PORTRAIT_"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _log = logging.getLogger(__name__)
 
 
@@ -45,6 +46,9 @@ class Settings:
             unset = everyone gets ``profile_config``.
         snapshot_every, idle_timeout_s, memory_budget_mb: user-actor policy per shard.
         ingress_min_replicas, ingress_max_replicas: Serve autoscaling of the HTTP ingress.
+        log_level: Python logging level of the ``portrait`` command.
+        datasets_dir: where non-bundled evaluation data sets live (default
+            ``../shared/datasets`` beside the checkout).
     """
 
     database_url: str | None = None
@@ -60,6 +64,8 @@ class Settings:
     memory_budget_mb: int = 256
     ingress_min_replicas: int = 1
     ingress_max_replicas: int = 1
+    log_level: str = "WARNING"
+    datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
 
     @classmethod
@@ -70,7 +76,7 @@ class Settings:
             "database_url": str, "data_dir": Path, "host": str, "port": int, "shards": int,
             "max_batch_events": int, "profile_config": Path, "experiment": Path, "snapshot_every": int,
             "idle_timeout_s": float, "memory_budget_mb": int, "ingress_min_replicas": int,
-            "ingress_max_replicas": int,
+            "ingress_max_replicas": int, "log_level": str, "datasets_dir": Path,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -100,6 +106,7 @@ class Settings:
             (self.memory_budget_mb >= 1, "MEMORY_BUDGET_MB", "must be at least 1"),
             (1 <= self.ingress_min_replicas <= self.ingress_max_replicas, "INGRESS_MIN_REPLICAS",
              "must be >= 1 and <= PORTRAIT_INGRESS_MAX_REPLICAS"),
+            (self.log_level.upper() in _LOG_LEVELS, "LOG_LEVEL", f"must be one of {_LOG_LEVELS}"),
         ]
         for ok, name, reason in checks:
             if not ok:

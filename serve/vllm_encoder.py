@@ -30,6 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from portrait.errors import InvalidField
+from portrait.items import l2_normalise
 from serve.encoder_settings import EncoderSettings, bound_cpu_count, default_cpu_threads_bind
 
 
@@ -44,13 +45,6 @@ def validate_texts(texts: Sequence[str]) -> list[str]:
         if t.strip() == "":
             raise InvalidField(f"texts[{i}]", "must not be empty")
     return out
-
-
-def l2_normalise_rows(matrix: np.ndarray) -> np.ndarray:
-    m = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    norms[norms == 0.0] = 1.0
-    return (m / norms).astype(np.float32, copy=False)
 
 
 def apply_vllm_env_defaults(settings: EncoderSettings, cuda: bool) -> dict[str, str]:
@@ -208,4 +202,4 @@ class VllmEncoder:
         if len(outputs) != len(items):  # pragma: no cover - engine contract
             raise RuntimeError(f"engine returned {len(outputs)} vectors for {len(items)} texts")
         matrix = np.asarray([o.outputs.embedding for o in outputs], dtype=np.float32)
-        return l2_normalise_rows(matrix)
+        return l2_normalise(matrix)

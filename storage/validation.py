@@ -86,6 +86,7 @@ def prepare_batch(
     expected_version: int | None,
     *,
     payload_limit: int = MAX_PAYLOAD_BYTES,
+    payloads: Sequence[bytes] | None = None,
 ) -> PreparedBatch:
     """Validate and encode an append's arguments (one user's batch).
 
@@ -97,6 +98,8 @@ def prepare_batch(
     """
     if not isinstance(user_id, str) or not user_id:
         raise InvalidField("user_id", "must be a non-empty string")
+    if payloads is not None and len(payloads) != len(events):
+        raise InvalidField("payloads", "must hold one payload per event")
     check_count("expected_version", expected_version, optional=True)
     unique: list[PreparedEvent] = []
     slots: list[int] = []
@@ -118,10 +121,15 @@ def prepare_batch(
             slots.append(slot)
             repeats.add(index)
             continue
-        try:
-            payload = encode(event, limit=payload_limit)
-        except PayloadTooLarge as exc:
-            raise PayloadTooLarge(f"events[{index}]", exc.size, exc.limit) from exc
+        if payloads is not None:
+            payload = payloads[index]
+            if len(payload) > payload_limit:
+                raise PayloadTooLarge(f"events[{index}]", len(payload), payload_limit)
+        else:
+            try:
+                payload = encode(event, limit=payload_limit)
+            except PayloadTooLarge as exc:
+                raise PayloadTooLarge(f"events[{index}]", exc.size, exc.limit) from exc
         first_slot[event.event_id] = len(unique)
         slots.append(len(unique))
         unique.append(PreparedEvent(event, payload))
@@ -140,6 +148,7 @@ def prepare_request(
             request.events,
             request.expected_version,
             payload_limit=payload_limit,
+            payloads=request.payloads,
         )
     except PortraitError as exc:
         return exc

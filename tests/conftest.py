@@ -174,3 +174,41 @@ async def machine_engine(machine_pg_url: str) -> AsyncIterator[AsyncEngine]:
 # ==================================================================================
 # End of the database fixtures.
 # ==================================================================================
+
+
+# ==================================================================================
+# Test tiers: a test's folder is its tier, and each tier is a marker, so `-m` selects by
+# what a tier needs (README, "Tests"). `./dev test fast` runs the tiers that need neither
+# Ray nor vLLM.
+# ==================================================================================
+
+TIERS = {
+    "unit": "unit", "contract": "contract", "integration": "integration", "actors": "actors",
+    "api": "api", "offline": "offline", "engine": "engine", "serve": "ray", "gpu": "gpu",
+}
+_NO_RAY_TIERS = {"unit", "contract", "integration", "actors", "api", "offline"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(root).parts
+        tier = TIERS.get(parts[0]) if len(parts) > 1 else None
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_outside_its_tiers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiers documented as Ray-free stay Ray-free: ray.init raises there."""
+    parts = Path(str(request.node.fspath)).relative_to(Path(__file__).parent).parts
+    if len(parts) > 1 and parts[0] in _NO_RAY_TIERS:
+        try:
+            import ray
+        except ImportError:
+            return
+
+        def refuse(*_: object, **__: object) -> None:
+            raise RuntimeError(f"ray.init() in the Ray-free {parts[0]!r} test tier")
+
+        monkeypatch.setattr(ray, "init", refuse)

@@ -46,9 +46,9 @@ from typing import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from portrait.events import Event, ItemEvent, ItemRated, ReviewWritten
+from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent, ItemRated, ReviewWritten
 
-DEFAULT_TARGET_TYPES = frozenset({"view", "click", "add_to_cart", "purchase", "rating", "review"})
+DEFAULT_TARGET_TYPES = POSITIVE_ITEM_TYPES
 LAST = "\U0010ffff"  # sorts after every event id: "every event at this time"
 
 Key = tuple[float, str]

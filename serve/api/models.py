@@ -98,3 +98,69 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     field: str | None = None
+
+
+class WeightedTag(BaseModel):
+    tag: str
+    weight: float
+
+
+class WeightedKeyword(BaseModel):
+    keyword: str
+    weight: float
+
+
+class InferredTag(BaseModel):
+    tag: str
+    score: float
+
+
+class RecentItem(BaseModel):
+    item_id: str
+    type: str
+    occurred_at: float
+    event_id: str
+
+
+class ProfileResponse(BaseModel):
+    user_id: str
+    variant: str
+    last_seq: int
+    event_count: int
+    as_of: float | None
+    attributes: dict[str, str]
+    counts: dict[str, int]
+    tags: list[WeightedTag]
+    keywords: list[WeightedKeyword]
+    inferred_tags: list[InferredTag]
+    recent: list[RecentItem]
+    excluded_count: int
+    long_norm: float
+    short_norm: float
+
+
+class InterestChange(BaseModel):
+    kind: str
+    name: str
+    before: float
+    after: float
+    delta: float
+
+
+class ChangesResponse(BaseModel):
+    from_seq: int
+    to_seq: int
+    events_between: int
+    rose: list[InterestChange]
+    fell: list[InterestChange]
+    long_similarity: float
+    short_similarity: float
+    count_changes: dict[str, int]
+
+
+class ItemResponse(BaseModel):
+    id: str
+    title: str
+    description: str
+    tags: list[str]
+    attributes: dict[str, Any]

@@ -1,4 +1,5 @@
-"""The item catalog and the text-feature cache on the embedded Postgres."""
+"""The item catalog over both catalog stores (memory and embedded Postgres), and the
+text-feature cache on Postgres."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import pytest
 from actors.text_features import ThreadedEncoder
 from portrait.catalog import ItemRecord
 from portrait.errors import InvalidField
-from portrait.ports import TextFeatures
-from storage.catalog import ItemCatalog, all_titles, catalog_version
-from storage.item_index_file import load_index, save_index
-from storage.item_stats import item_interaction_counts
-from storage.postgres import PostgresEventLog
-from storage.text_features import PostgresTextFeatureStore
 from portrait.events import ItemDismissed, ItemViewed
+from portrait.ports import TextFeatures
+from storage.catalog import ItemCatalog
+from storage.memory import InMemoryEventLog
+from storage.memory_catalog import InMemoryCatalogStore
+from storage.postgres import PostgresEventLog
+from storage.postgres_catalog import PostgresCatalogStore
+from storage.text_features import PostgresTextFeatureStore
 from tests.fakes import HashingEncoder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -24,6 +26,16 @@ ITEMS = [
     ItemRecord("2", "Heat (1995)", "Cops and robbers in Los Angeles.", ("Crime",)),
     ItemRecord("3", "Amélie (2001)", "", ("Comedy", "Romance"), {"year": 2001}),
 ]
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def backend(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """(event log, catalog store) of one backend, empty."""
+    if request.param == "memory":
+        log = InMemoryEventLog()
+        return log, InMemoryCatalogStore(log)
+    engine = request.getfixturevalue("embedded_engine")
+    return PostgresEventLog(engine), PostgresCatalogStore(engine)
 
 
 class CountingEncoder(ThreadedEncoder):
@@ -36,49 +48,47 @@ class CountingEncoder(ThreadedEncoder):
         return await super().encode(texts)
 
 
-async def test_upsert_is_idempotent_and_encodes_only_changes(embedded_engine) -> None:
+async def test_upsert_is_idempotent_and_encodes_only_changes(backend) -> None:
+    _, store = backend
     enc = CountingEncoder()
-    catalog = ItemCatalog(embedded_engine, enc, chunk_size=2)
+    catalog = ItemCatalog(store, enc, chunk_size=2)
     seen: list[int] = []
     first = await catalog.upsert(ITEMS, progress=seen.append)
     assert (first.inserted, first.encoded, sum(seen)) == (3, 3, 3)
-    v1 = await catalog_version(embedded_engine)
+    v1 = await store.version()
     again = await catalog.upsert(ITEMS)
     assert (again.unchanged, again.encoded, enc.texts) == (3, 0, 3)
-    assert await catalog_version(embedded_engine) == v1  # nothing written
+    assert await store.version() == v1  # nothing written
     changed = ITEMS[1].__class__("2", "Heat (1995)", "A heist epic.", ("Crime",))
     result = await catalog.upsert([changed])
     assert (result.updated, result.encoded) == (1, 1)
-    assert await catalog_version(embedded_engine) > v1
+    assert await store.version() > v1
     assert (await catalog.get("2")).description == "A heist epic."
     assert await catalog.get("nope") is None
-    assert await all_titles(embedded_engine) == {
+    assert await store.titles() == {
         "1": "Alien (1979)", "2": "Heat (1995)", "3": "Amélie (2001)"
     }
 
 
-async def test_duplicate_ids_in_one_call_are_refused(embedded_engine) -> None:
-    catalog = ItemCatalog(embedded_engine, CountingEncoder())
+async def test_duplicate_ids_in_one_call_are_refused(backend) -> None:
+    catalog = ItemCatalog(backend[1], CountingEncoder())
     with pytest.raises(InvalidField) as err:
         await catalog.upsert([ITEMS[0], ITEMS[0]])
     assert err.value.field == "items[1].id"
 
 
-async def test_model_change_reencodes_and_index_round_trips(embedded_engine, tmp_path) -> None:
-    await ItemCatalog(embedded_engine, CountingEncoder("model-a")).upsert(ITEMS)
+async def test_model_change_reencodes(backend) -> None:
+    _, store = backend
+    await ItemCatalog(store, CountingEncoder("model-a")).upsert(ITEMS)
     enc_b = CountingEncoder("model-b")
-    catalog_b = ItemCatalog(embedded_engine, enc_b)
+    catalog_b = ItemCatalog(store, enc_b)
     assert len(await catalog_b.load_index()) == 0  # nothing embedded by model-b yet
     assert await catalog_b.stale_count() == 3
     assert await catalog_b.reencode() == 3
     index = await catalog_b.load_index()
     assert index.ids == ("1", "2", "3") and index.model_id == "model-b"
+    assert index.tags(0) == ("Horror", "Sci-Fi")
     assert np.allclose(np.linalg.norm(index.matrix, axis=1), 1.0, atol=1e-5)
-    save_index(index, tmp_path / "idx")
-    loaded = load_index(tmp_path / "idx")
-    assert loaded.ids == index.ids and loaded.tags(0) == ("Horror", "Sci-Fi")
-    assert np.array_equal(loaded.matrix, index.matrix)
-    assert not loaded.matrix.flags.writeable
 
 
 async def test_text_feature_cache_round_trips_per_model(embedded_engine) -> None:
@@ -92,9 +102,9 @@ async def test_text_feature_cache_round_trips_per_model(embedded_engine) -> None
     assert await store.get_many(["e1"], "m2") == {}
 
 
-async def test_popularity_counts_positive_item_events(embedded_engine) -> None:
-    log = PostgresEventLog(embedded_engine)
+async def test_popularity_counts_positive_item_events(backend) -> None:
+    log, store = backend
     await log.append("u1", [ItemViewed("a", "u1", 1.0, "1"), ItemViewed("b", "u1", 2.0, "2")])
     await log.append("u2", [ItemViewed("c", "u2", 3.0, "1"), ItemDismissed("d", "u2", 4.0, "2")])
-    assert await item_interaction_counts(embedded_engine) == {"1": 2, "2": 1}
-    assert await item_interaction_counts(embedded_engine, since=2.5) == {"1": 1}
+    assert await store.interaction_counts() == {"1": 2, "2": 1}
+    assert await store.interaction_counts(since=2.5) == {"1": 1}

@@ -146,7 +146,7 @@ def test_profile_at_a_past_seq_equals_replaying_the_log(http: httpx.Client, serv
     recorded = run_blocking(lambda: _recorded(service.database_url, "tina"))
     index = run_blocking(lambda: _index(service.database_url))
     expect = summarize(replay(recorded, ProfileConfig(), index, user_id="tina", until_seq=7),
-                       ProfileConfig(), top=50)
+                       ProfileConfig(), top=50, items=index)
     assert at["event_count"] == expect["event_count"] == 7
     assert at["counts"] == expect["counts"]
     assert [t["tag"] for t in at["tags"]] == [t["tag"] for t in expect["tags"]]
@@ -171,13 +171,14 @@ async def _index(url: str):
     from serve.encoder_settings import DEFAULT_MODEL_ID
     from storage.catalog import ItemCatalog
     from storage.database import create_engine
+    from storage.postgres_catalog import PostgresCatalogStore
 
     class ModelOnly:  # load_index needs only the model id and dimension
         model_id, dim = DEFAULT_MODEL_ID, 384
 
     engine = create_engine(url)
     try:
-        return await ItemCatalog(engine, ModelOnly()).load_index()  # type: ignore[arg-type]
+        return await ItemCatalog(PostgresCatalogStore(engine), ModelOnly()).load_index()  # type: ignore[arg-type]
     finally:
         await engine.dispose()
 

@@ -10,7 +10,6 @@ from portrait.interests import TagVocabulary, infer_tags, tag_prompt
 from portrait.keywords import (
     TextFeatureBatch,
     candidate_phrases,
-    encode_text_features,
     select_keywords,
 )
 from tests.fakes import HashingEncoder
@@ -37,7 +36,8 @@ def test_select_keywords_hand_case() -> None:
 
 def test_one_encoder_call_for_texts_and_candidates() -> None:
     enc = HashingEncoder(dim=64)
-    feats = encode_text_features(["gritty space western", "slow romantic drama"], enc)
+    batch = TextFeatureBatch(["gritty space western", "slow romantic drama"])
+    feats = batch.assemble(enc.encode(batch.inputs))
     assert len(enc.calls) == 1
     assert len(feats) == 2
     assert all(abs(np.linalg.norm(f.vector) - 1) < 1e-5 for f in feats)

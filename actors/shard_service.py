@@ -1,0 +1,243 @@
+"""One shard's behaviour, without Ray: the users placed on it, and what callers ask of them.
+
+:class:`ShardService` hosts a :class:`~actors.host.UserHost` and the current catalog view.
+Its methods return domain values or raise :class:`~portrait.errors.PortraitError` (which
+pickles, so a Ray caller gets the same exception). :class:`actors.shard.ProfileShard` runs it
+as a Ray actor; the in-process system (tests, benchmarks) calls it directly.
+
+Dependencies are opened on first use, in the process that uses them: after Ray restarts a
+shard in a fresh process, the first call re-opens its stores and re-reads the catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from actors.catalog_view import CatalogFeed, CatalogView
+from actors.dependencies import EncoderConnector, HostStores, StoreOpener
+from actors.host import HostSettings, UserHost
+from actors.text_features import TextFeatureSource
+from portrait import codec
+from portrait.config import ProfileConfig
+from portrait.errors import PortraitError
+from portrait.inspection import ProfileDiff, diff, summarize
+from portrait.ports import AppendResult
+from portrait.ranking import Reason, recommend
+from portrait.variants import VariantPolicy
+
+_log = logging.getLogger(__name__)
+
+# What one user's batch came to: its per-event results, or the error that refused it.
+UserOutcome = list[AppendResult] | PortraitError
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """A shard's policy; plain data so Ray can ship it."""
+
+    variants: VariantPolicy = field(default_factory=lambda: VariantPolicy.single(ProfileConfig()))
+    host: HostSettings = HostSettings()
+    passivation_interval_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendedItem:
+    item_id: str
+    score: float
+    title: str | None
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendations:
+    """A user's top items as served: which variant ranked them, as of which event."""
+
+    user_id: str
+    variant: str
+    as_of_seq: int
+    items: tuple[RecommendedItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileReport:
+    """A profile's summary (see :func:`portrait.inspection.summarize`) and its variant."""
+
+    summary: dict[str, Any]
+    variant: str
+
+
+class ShardService:
+    """Hosts the users that rendezvous hashing places on this shard."""
+
+    def __init__(
+        self,
+        name: str,
+        stores: StoreOpener,
+        encoder: EncoderConnector,
+        catalog: CatalogFeed,
+        settings: ShardSettings = ShardSettings(),
+    ) -> None:
+        self.name = name
+        self._store_opener = stores
+        self._encoder_connector = encoder
+        self._feed = catalog
+        self._settings = settings
+        self._stores: HostStores | None = None
+        self._host: UserHost | None = None
+        self._catalog: CatalogView | None = None
+        self._start_lock = asyncio.Lock()
+        self._janitor: asyncio.Task[None] | None = None
+        self._rec_seconds = 0.0
+        self._rec_count = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def _ready(self) -> UserHost:
+        """Start on first use: also after Ray restarted this shard in a fresh process."""
+        if self._host is None:
+            async with self._start_lock:
+                if self._host is None:
+                    await self._start()
+        assert self._host is not None
+        return self._host
+
+    async def _start(self) -> None:
+        stores = await self._store_opener.open()
+        encoder = await self._encoder_connector.connect()
+        await self.refresh_catalog()
+        if self._catalog is None:
+            raise RuntimeError("no catalog has been published yet")
+        self._stores = stores
+        self._host = UserHost(
+            stores.events,
+            stores.snapshots,
+            TextFeatureSource(stores.text_features, encoder),
+            lambda: self._view().items,
+            self._settings.variants,
+            self._settings.host,
+        )
+        self._janitor = asyncio.get_running_loop().create_task(self._passivation_loop())
+
+    async def ready(self) -> bool:
+        """Start (if needed); the ingress calls it at start-up and for readiness."""
+        await self._ready()
+        return True
+
+    async def close(self) -> None:
+        """Snapshot every user, stop the janitor and close the stores."""
+        if self._host is not None:
+            await self._host.passivate_all()
+        if self._janitor is not None:
+            self._janitor.cancel()
+        if self._stores is not None:
+            await self._stores.close()
+        self._host = self._stores = self._janitor = None
+
+    async def _passivation_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.passivation_interval_s)
+            try:
+                assert self._host is not None
+                await self._host.passivate_idle()
+                await self.refresh_catalog()  # catches a missed catalog notification
+            except Exception:
+                _log.exception("passivation pass failed")
+
+    def _view(self) -> CatalogView:
+        assert self._catalog is not None
+        return self._catalog
+
+    async def refresh_catalog(self) -> int:
+        """Install the feed's newest catalog if newer than ours. Returns our version."""
+        current = self._catalog.version if self._catalog is not None else -1
+        view = await self._feed.latest(newer_than=current)
+        if view is not None:
+            self._catalog = view
+        return self._catalog.version if self._catalog is not None else -1
+
+    # -- commands and queries --------------------------------------------------------------
+
+    async def ingest(self, batches: dict[str, list[bytes]]) -> dict[str, UserOutcome]:
+        """Append and fold each user's batch; per user, its results or the error refusing it.
+
+        Payloads are the codec's bytes of events the ingress has already validated; they are
+        decoded without a second validation and stored as they are.
+        """
+        host = await self._ready()
+        return await host.ingest_many(
+            {user: [codec.decode_stored(p) for p in payloads] for user, payloads in batches.items()},
+            payloads=batches,
+        )
+
+    async def recommend(
+        self, user_id: str, k: int, diversity: float, tags: list[str], exclude: list[str]
+    ) -> Recommendations:
+        host = await self._ready()
+        started = time.perf_counter()
+        state = await host.state(user_id)
+        view = self._view()
+        variant = host.variants.for_user(user_id)
+        ranked = recommend(
+            state, variant.profile, variant.ranking, view.items, view.tags, k,
+            popularity=view.popularity, exclude=exclude, tags=tags, diversity=diversity,
+        )
+        out = Recommendations(
+            user_id, variant.name, state.last_seq,
+            tuple(RecommendedItem(r.item_id, r.score, view.title(r.item_id), r.reasons)
+                  for r in ranked),
+        )
+        self._rec_seconds += time.perf_counter() - started
+        self._rec_count += 1
+        return out
+
+    async def profile(
+        self, user_id: str, at_seq: int | None, at_time: float | None, top: int
+    ) -> ProfileReport:
+        host = await self._ready()
+        if at_seq is None and at_time is None:
+            state = await host.state(user_id)
+        else:
+            state = await host.state_at(user_id, until_seq=at_seq, until_time=at_time)
+        vocabulary = self._catalog.vocabulary if self._catalog else None
+        return ProfileReport(
+            summarize(
+                state, host.config(user_id), top=top, vocabulary=vocabulary,
+                items=self._view().items,
+            ),
+            host.variants.for_user(user_id).name,
+        )
+
+    async def changes(
+        self, user_id: str, from_seq: int, to_seq: int | None, top: int
+    ) -> ProfileDiff:
+        host = await self._ready()
+        before = await host.state_at(user_id, until_seq=from_seq)
+        after = (
+            await host.state(user_id) if to_seq is None
+            else await host.state_at(user_id, until_seq=to_seq)
+        )
+        return diff(before, after, host.config(user_id), top=top, items=self._view().items)
+
+    async def stats(self) -> dict[str, Any]:
+        host = await self._ready()
+        return {
+            **asdict(host.stats),
+            "active_users": host.active_users,
+            "active_bytes": host.active_bytes,
+            "commits": host.commits,
+            "recommendations": self._rec_count,
+            "recommendation_seconds": self._rec_seconds,
+        }
+
+    async def pid(self) -> int:
+        """This shard's OS process (benchmarks read its memory)."""
+        return os.getpid()
+
+    async def passivate_all(self) -> None:
+        host = await self._ready()
+        await host.passivate_all()

@@ -1,0 +1,109 @@
+"""The one table from Portrait's errors to HTTP statuses, and the error responses.
+
+Every error body is ``{"error", "message", "field"}``: ``error`` is the error's class name,
+``field`` names the offending input (``events[3].rating``) where there is one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from portrait.errors import (
+    BatchTooLarge,
+    EncoderUnavailable,
+    EventIdConflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PortraitError,
+    ShardUnavailable,
+    StorageUnavailable,
+    VersionConflict,
+)
+
+RETRY_AFTER_S = "2"
+
+# Most specific first: the first matching class decides.
+STATUS: tuple[tuple[type[PortraitError], int], ...] = (
+    (PayloadTooLarge, 413),
+    (BatchTooLarge, 413),
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (VersionConflict, 409),
+    (EventIdConflict, 409),
+    (StorageUnavailable, 503),
+    (EncoderUnavailable, 503),
+    (ShardUnavailable, 503),
+)
+
+# What a client is told for errors whose own message is about our internals.
+_PUBLIC_MESSAGE = {
+    StorageUnavailable: "the event store is unreachable; retry later",
+    EncoderUnavailable: "the text encoder is unavailable; retry later",
+}
+
+
+def status_of(exc: PortraitError) -> int:
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(exc: PortraitError, prefix: str = "") -> dict[str, Any]:
+    """The JSON body for ``exc``; ``prefix`` places its field inside a request
+    (``events[3].``)."""
+    field = getattr(exc, "field", None)
+    if field is not None:
+        field = f"{prefix}{field}"
+    if isinstance(exc, InvalidInput):
+        message = f"{field}: {exc.reason}"
+    else:
+        message = next(
+            (m for cls, m in _PUBLIC_MESSAGE.items() if isinstance(exc, cls)), str(exc)
+        )
+    return {"error": type(exc).__name__, "message": message,
+            **({"field": field} if field else {})}
+
+
+def retry_headers(status: int) -> dict[str, str] | None:
+    return {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+
+
+class InRequest(Exception):
+    """A Portrait error about one part of a request (``events[3].``)."""
+
+    def __init__(self, error: PortraitError, prefix: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.prefix = prefix
+
+
+def error_response(exc: PortraitError, prefix: str = "") -> JSONResponse:
+    status = status_of(exc)
+    return JSONResponse(error_body(exc, prefix), status, headers=retry_headers(status))
+
+
+def install(app: FastAPI) -> None:
+    """Map Portrait's errors and FastAPI's own validation errors onto ``app``."""
+
+    @app.exception_handler(PortraitError)
+    async def _portrait(_: Request, exc: PortraitError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(InRequest)
+    async def _in_request(_: Request, exc: InRequest) -> JSONResponse:
+        return error_response(exc.error, exc.prefix)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
+        field = ".".join(loc) or "body"
+        return JSONResponse({"error": "InvalidField", "message": f"{field}: {first.get('msg')}",
+                             "field": field}, 422)

@@ -1,0 +1,59 @@
+"""Response JSON, built in one place from the domain values the shards return.
+
+The recommendation, profile and changes routes return these dicts as ``JSONResponse``
+directly: FastAPI re-validating a response model cost ~2 ms on the hot path. The shapes are
+the OpenAPI models in :mod:`serve.api.models`; a test checks every builder against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from actors.shard_service import ProfileReport, Recommendations
+from portrait import codec
+from portrait.catalog import ItemRecord
+from portrait.events import RecordedEvent
+from portrait.inspection import ProfileDiff
+from storage.catalog import UpsertResult
+
+
+def recommendations(out: Recommendations) -> dict[str, Any]:
+    return {
+        "user_id": out.user_id,
+        "variant": out.variant,
+        "as_of_seq": out.as_of_seq,
+        "items": [
+            {"item_id": r.item_id, "score": round(r.score, 6), "title": r.title,
+             "reasons": [{"kind": x.kind, "value": x.value, "weight": x.weight}
+                         for x in r.reasons]}
+            for r in out.items
+        ],
+    }
+
+
+def profile(report: ProfileReport) -> dict[str, Any]:
+    return {**report.summary, "variant": report.variant}
+
+
+def changes(delta: ProfileDiff) -> dict[str, Any]:
+    return delta.to_dict()
+
+
+def audit_page(user_id: str, page: Sequence[RecordedEvent], limit: int) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "events": [{"seq": r.seq, "position": r.position, "recorded_at": r.recorded_at,
+                    "event": codec.to_dict(r.event)} for r in page],
+        "next_after": page[-1].seq if len(page) == limit else None,
+    }
+
+
+def item(record: ItemRecord) -> dict[str, Any]:
+    return {"id": record.item_id, "title": record.title, "description": record.description,
+            "tags": list(record.tags), "attributes": dict(record.attributes)}
+
+
+def upserted(result: UpsertResult, version: int) -> dict[str, Any]:
+    return {"inserted": result.inserted, "updated": result.updated,
+            "unchanged": result.unchanged, "encoded": result.encoded,
+            "catalog_version": version}

@@ -1,0 +1,185 @@
+"""The HTTP routes. :func:`create_app` serves one :class:`ApiContext`; the Serve ingress and
+the in-process system both use it, so tests without Ray exercise the real routing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from portrait.catalog import from_dict as item_from_dict
+from portrait.errors import BatchTooLarge, InvalidField, PortraitError, UnknownItem, UnknownUser
+from serve import metrics
+from serve.api import errors, fanout, responses
+from serve.api import models as m
+from serve.api.context import ApiContext
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": m.ErrorBody} for status in (404, 409, 413, 422, 503)
+}
+
+
+def _ctx(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.portrait
+    return ctx
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="Portrait", version="1",
+        description="Live, LLM-encoded, event-sourced user profiles and recommendations.",
+        responses=_ERRORS,
+    )
+    app.state.portrait = ctx
+    errors.install(app)
+    _events(app)
+    _users(app)
+    _items(app)
+    _operations(app)
+    return app
+
+
+def _events(app: FastAPI) -> None:
+    @app.post("/v1/events", response_model=m.IngestResponse, tags=["events"])
+    async def ingest(body: m.IngestRequest, request: Request) -> JSONResponse:
+        """Append a batch of events. All events are validated before anything is written;
+        each user's events are appended all-or-nothing and folded into the live profile
+        before the response, so the next recommendation already reflects them."""
+        started = time.perf_counter()
+        results, status = await fanout.ingest(_ctx(request), body.events)
+        metrics.INGESTED.inc(sum(1 for r in results if "seq" in r))
+        metrics.INGEST_LATENCY.observe(time.perf_counter() - started)
+        return JSONResponse({"results": results}, status, headers=errors.retry_headers(status))
+
+    @app.get("/v1/users/{user_id}/events", response_model=m.AuditPage, tags=["audit"])
+    async def audit(user_id: str, request: Request, after: int = Query(0, ge=0),
+                    limit: int = Query(100, ge=1, le=1000)) -> JSONResponse:
+        """The user's event log in seq order, a page at a time: the audit trail."""
+        ctx = _ctx(request)
+        page = await ctx.stores.events.read(user_id, after_seq=after, limit=limit)
+        if not page and after == 0:
+            raise UnknownUser(user_id)
+        return JSONResponse(responses.audit_page(user_id, page, limit))
+
+
+def _users(app: FastAPI) -> None:
+    @app.get("/v1/users/{user_id}/recommendations", response_model=m.RecommendationsResponse,
+             tags=["recommendations"])
+    async def recommendations(
+        user_id: str, request: Request, k: int = Query(10, ge=1, le=200),
+        diversity: float = Query(0.0, ge=0.0, le=1.0),
+        tags: list[str] = Query([], description="Only items carrying one of these tags."),
+        exclude: list[str] = Query([], description="Item ids not to recommend."),
+    ) -> JSONResponse:
+        """Top-k items for the user now, with the reasons behind each. Users without events
+        get the cold-start ranking (popularity)."""
+        started = time.perf_counter()
+        ctx = _ctx(request)
+        await ctx.ready()
+        out = await ctx.shard_for(user_id).recommend(user_id, k, diversity, tags, exclude)
+        metrics.RECOMMEND_LATENCY.labels(variant=out.variant).observe(
+            time.perf_counter() - started
+        )
+        return JSONResponse(responses.recommendations(out))
+
+    @app.get("/v1/users/{user_id}/profile", response_model=m.ProfileResponse, tags=["profiles"])
+    async def profile(
+        user_id: str, request: Request, at_seq: int | None = Query(None, ge=0),
+        at_time: float | None = Query(None, ge=0, description="Unix seconds (event time)."),
+        top: int = Query(20, ge=1, le=200),
+    ) -> JSONResponse:
+        """The profile now, or rebuilt as of a past seq or event time (time travel)."""
+        ctx = _ctx(request)
+        await ctx.ready()
+        report = await ctx.shard_for(user_id).profile(user_id, at_seq, at_time, top)
+        if report.summary["event_count"] == 0 and at_seq is None and at_time is None:
+            raise UnknownUser(user_id)
+        return JSONResponse(responses.profile(report))
+
+    @app.get("/v1/users/{user_id}/profile/changes", response_model=m.ChangesResponse,
+             tags=["profiles"])
+    async def changes(
+        user_id: str, request: Request, from_seq: int = Query(..., ge=0),
+        to_seq: int | None = Query(None, ge=0), top: int = Query(10, ge=1, le=100),
+    ) -> JSONResponse:
+        """Which interests rose or fell between two points of the user's history."""
+        if to_seq is not None and to_seq < from_seq:
+            raise InvalidField("to_seq", "must be >= from_seq")
+        ctx = _ctx(request)
+        await ctx.ready()
+        delta = await ctx.shard_for(user_id).changes(user_id, from_seq, to_seq, top)
+        return JSONResponse(responses.changes(delta))
+
+
+def _items(app: FastAPI) -> None:
+    async def upsert(ctx: ApiContext, raw_items: list[dict[str, Any]], prefix: str) -> JSONResponse:
+        limit = ctx.limits.max_batch_events
+        if len(raw_items) > limit:
+            raise BatchTooLarge("items", len(raw_items), limit)
+        records = []
+        for i, raw in enumerate(raw_items):
+            try:
+                records.append(item_from_dict(raw))
+            except PortraitError as exc:
+                raise errors.InRequest(exc, prefix.format(i=i)) from None
+        await ctx.ready()
+        result = await ctx.catalog.upsert(records)
+        version = await ctx.publish_catalog()
+        return JSONResponse(responses.upserted(result, version))
+
+    @app.post("/v1/items", response_model=m.UpsertResponse, tags=["items"])
+    async def upsert_items(body: m.ItemsRequest, request: Request) -> JSONResponse:
+        """Insert or update items; only items whose text changed are re-encoded. New items
+        are recommendable as soon as this returns."""
+        return await upsert(_ctx(request), body.items, "items[{i}].")
+
+    @app.put("/v1/items/{item_id}", response_model=m.UpsertResponse, tags=["items"])
+    async def put_item(item_id: str, body: m.ItemBody, request: Request) -> JSONResponse:
+        """Insert or update one item."""
+        return await upsert(_ctx(request), [{"id": item_id, **body.model_dump()}], "")
+
+    @app.get("/v1/items/{item_id}", response_model=m.ItemResponse, tags=["items"])
+    async def get_item(item_id: str, request: Request) -> JSONResponse:
+        ctx = _ctx(request)
+        await ctx.ready()
+        record = await ctx.catalog.get(item_id)
+        if record is None:
+            raise UnknownItem(item_id)
+        return JSONResponse(responses.item(record))
+
+
+def _operations(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up (no dependencies checked)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when the store answers, the catalog is published and every shard is up."""
+        ctx = _ctx(request)
+        try:
+            await asyncio.wait_for(ctx.ready(), timeout=30)
+            await ctx.stores.catalog_store.version()
+            await asyncio.wait_for(asyncio.gather(*(s.ready() for s in ctx.shards)), timeout=10)
+        except Exception as exc:  # readiness reports, it does not raise
+            return JSONResponse({"status": "unavailable", "reason": repr(exc)[:300]}, 503,
+                                headers=errors.retry_headers(503))
+        return JSONResponse({"status": "ready", "shards": len(ctx.shards),
+                             "catalog_version": ctx.catalog_version})
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics_endpoint(request: Request) -> PlainTextResponse:
+        """Prometheus metrics: this process's, plus every shard's and the encoder's."""
+        ctx = _ctx(request)
+        shard_stats = await asyncio.gather(*(s.stats() for s in ctx.shards),
+                                           return_exceptions=True)
+        try:
+            encoder_stats = await ctx.encoder_stats()
+        except Exception:  # the scrape still reports the shards
+            encoder_stats = None
+        text = metrics.render(dict(zip(ctx.names, shard_stats, strict=True)), encoder_stats)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -1,0 +1,135 @@
+"""The composition root: the one place that builds the running system from settings.
+
+Two shapes of the same system, built from the same parts:
+
+* :func:`build_app` (and :func:`app_from_env` for KubeRay): the Ray system — the batched
+  vLLM encoder deployment, N ProfileShard actors, and the ingress deployment, which builds
+  its context with :func:`ray_ingress_context` in its own process.
+* :func:`in_process`: the ingress routes, shards and stores in one process, without Ray —
+  what the fast API test tier and the HTTP-free benchmarks run.
+
+Stores are opened by URL (``postgresql://…``, ``memory://NAME``; :mod:`storage.stores`).
+Every adapter is constructed here and passed in through constructors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from fastapi import FastAPI
+
+from actors.catalog_view import LocalCatalogChannel
+from actors.dependencies import ConnectedEncoder
+from actors.shard_service import ShardService, ShardSettings
+from portrait.ports import AsyncEncoder
+from serve.api.context import ApiContext, ApiLimits
+from serve.api.routes import create_app
+from serve.settings import Settings, SettingsError
+from storage.stores import StoreFactory, is_memory_url, open_stores
+
+APP_NAME = "portrait"
+ENCODER_DEPLOYMENT = "EncoderDeployment"
+
+
+def shard_settings(settings: Settings) -> ShardSettings:
+    return ShardSettings(variants=settings.variant_policy(), host=settings.host_settings())
+
+
+def api_limits(settings: Settings) -> ApiLimits:
+    return ApiLimits(max_batch_events=settings.max_batch_events)
+
+
+# -- the Ray system -----------------------------------------------------------------------
+
+
+def build_app(settings: Settings, database_url: str) -> Any:
+    """Encoder deployment, shard actors and the autoscaled ingress, as a Serve application.
+    Needs a connected Ray (the shards are detached actors created here)."""
+    from actors.catalog_registry import RegistryChannel
+    from actors.shard import spawn_shards
+    from serve.encoder_deployment import ServeEncoderConnector, build_encoder_app
+    from serve.ingress import PortraitIngress
+
+    if is_memory_url(database_url):
+        raise SettingsError(
+            "PORTRAIT_DATABASE_URL: memory:// lives in one process; the Ray system's shards "
+            "run in their own, so it needs postgresql://"
+        )
+    stores = StoreFactory(database_url)
+    shards = spawn_shards(
+        settings.shards, stores, ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME),
+        RegistryChannel(), shard_settings(settings),
+    )
+    encoder = build_encoder_app(settings.encoder)
+    return PortraitIngress.options(
+        autoscaling_config={
+            "min_replicas": settings.ingress_min_replicas,
+            "max_replicas": settings.ingress_max_replicas,
+            "target_ongoing_requests": 32,
+        },
+        ray_actor_options={"num_cpus": 0.25},
+    ).bind(ray_ingress_context, settings, stores, encoder, shards)
+
+
+def ray_ingress_context(
+    settings: Settings, stores: StoreFactory, encoder_handle: Any, shard_handles: list[Any]
+) -> ApiContext:
+    """The ingress replica's context: its own store pool, the encoder through its handle,
+    the shards through proxies, the catalog through the registry."""
+    from actors.catalog_registry import RegistryChannel
+    from actors.shard import proxies
+    from serve.encoder_deployment import ServeEncoderConnector
+
+    async def encoder_stats() -> Mapping[str, Any] | None:
+        stats: Mapping[str, Any] = await encoder_handle.stats.remote()
+        return stats
+
+    return ApiContext(
+        proxies(shard_handles),
+        open_stores(stores.url),
+        ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME, handle=encoder_handle),
+        RegistryChannel(),
+        api_limits(settings),
+        encoder_stats,
+    )
+
+
+def app_from_env(args: dict[str, Any] | None = None) -> Any:
+    """Serve application builder for ``serve run``/RayService: settings from the environment."""
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise SettingsError("PORTRAIT_DATABASE_URL: required when deployed on a cluster")
+    return build_app(settings, settings.database_url)
+
+
+# -- in one process -----------------------------------------------------------------------
+
+
+@dataclass
+class InProcessSystem:
+    """The API over shards in this process. ``app`` is a plain ASGI app."""
+
+    app: FastAPI
+    context: ApiContext
+    shards: list[ShardService]
+
+    async def close(self) -> None:
+        """Snapshot every user and close the stores."""
+        for shard in self.shards:
+            await shard.close()
+        await self.context.stores.close()
+
+
+def in_process(settings: Settings, url: str, encoder: AsyncEncoder) -> InProcessSystem:
+    """The system without Ray: the real routes, error mapping and shard logic over stores
+    opened from ``url`` (``memory://…`` or a migrated ``postgresql://…``)."""
+    channel = LocalCatalogChannel()
+    connector = ConnectedEncoder(encoder)
+    policy = shard_settings(settings)
+    shards = [
+        ShardService(f"shard-{i}", StoreFactory(url), connector, channel, policy)
+        for i in range(settings.shards)
+    ]
+    context = ApiContext(shards, open_stores(url), connector, channel, api_limits(settings))
+    return InProcessSystem(create_app(context), context, shards)

@@ -1,0 +1,77 @@
+"""The catalog held in process memory: shipped code, the ``memory://`` store's catalog."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import numpy as np
+
+from portrait.catalog import ItemRecord, item_text
+from portrait.events import POSITIVE_ITEM_TYPES, ItemEvent
+from portrait.ports import EventLog, ItemVectors, StoredItem
+
+_PAGE = 10_000
+
+
+class InMemoryCatalogStore:
+    """A :class:`~portrait.ports.CatalogStore` in a dict; popularity is counted from
+    ``events`` (the event log of the same store set)."""
+
+    def __init__(self, events: EventLog) -> None:
+        self._events = events
+        self._items: dict[str, StoredItem] = {}
+        self._writes = itertools.count(1)
+        self._version = 0
+
+    async def existing(self, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        found = (self._items.get(i) for i in ids)
+        return {s.record.item_id: (item_text(s.record), s.model_id) for s in found if s}
+
+    async def write(self, items: Sequence[StoredItem]) -> None:
+        if not items:
+            return
+        for item in items:
+            self._items[item.record.item_id] = item
+        self._version = next(self._writes)
+
+    async def get(self, item_id: str) -> ItemRecord | None:
+        stored = self._items.get(item_id)
+        return stored.record if stored else None
+
+    async def not_embedded_by(self, model_id: str) -> list[ItemRecord]:
+        return [s.record for s in self._items.values() if s.model_id != model_id]
+
+    async def vectors(self, model_id: str, dim: int) -> ItemVectors:
+        chosen = sorted(
+            (s for s in self._items.values() if s.model_id == model_id),
+            key=lambda s: s.record.item_id,
+        )
+        matrix = (
+            np.stack([np.asarray(s.vector, np.float32) for s in chosen])
+            if chosen else np.zeros((0, dim), np.float32)
+        )
+        return ItemVectors(
+            [s.record.item_id for s in chosen], matrix, [s.record.tags for s in chosen]
+        )
+
+    async def version(self) -> int:
+        return self._version
+
+    async def titles(self) -> dict[str, str]:
+        return {i: s.record.title for i, s in self._items.items()}
+
+    async def interaction_counts(self, since: float | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        after = 0
+        while page := await self._events.read_all(after_position=after, limit=_PAGE):
+            for rec in page:
+                e = rec.event
+                if (
+                    isinstance(e, ItemEvent)
+                    and e.TYPE in POSITIVE_ITEM_TYPES
+                    and (since is None or e.occurred_at >= since)
+                ):
+                    counts[e.item_id] = counts.get(e.item_id, 0) + 1
+            after = page[-1].position
+        return counts

@@ -1,0 +1,104 @@
+"""Opening Portrait's stores by URL: the one switch between the Postgres and memory adapters.
+
+``postgresql://…`` opens the Postgres adapters on one connection pool; ``memory://NAME``
+opens the in-memory adapters, shared by every caller of the same URL in this process (so the
+in-process system's ingress and shards see one store; there is nothing to share across
+processes, which is why the Ray system refuses ``memory://``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from portrait.ports import AsyncEncoder, CatalogStore, EventLog, SnapshotStore, TextFeatureStore
+from storage.catalog import ItemCatalog
+
+MEMORY_SCHEME = "memory://"
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Stores:
+    """One backend's adapters. Close it once (Postgres: disposes of the pool)."""
+
+    url: str
+    events: EventLog
+    snapshots: SnapshotStore
+    text_features: TextFeatureStore
+    catalog_store: CatalogStore
+    _close: Callable[[], Awaitable[None]] = field(default=_nothing, repr=False)
+
+    def catalog(self, encoder: AsyncEncoder) -> ItemCatalog:
+        """The catalog, encoding new and changed items with ``encoder``."""
+        return ItemCatalog(self.catalog_store, encoder)
+
+    async def close(self) -> None:
+        await self._close()
+
+
+_memory: dict[str, Stores] = {}
+
+
+def is_memory_url(url: str) -> bool:
+    return url.startswith(MEMORY_SCHEME)
+
+
+def open_stores(url: str, *, pool_size: int = 5) -> Stores:
+    """The adapters for ``url``; raises ValueError naming an unsupported scheme."""
+    if is_memory_url(url):
+        stores = _memory.get(url)
+        if stores is None:
+            stores = _memory[url] = _open_memory(url)
+        return stores
+    return _open_postgres(url, pool_size)  # rejects other schemes with a clear message
+
+
+def forget_memory(url: str) -> None:
+    """Drop a ``memory://`` store set (tests start each system from empty)."""
+    _memory.pop(url, None)
+
+
+def _open_memory(url: str) -> Stores:
+    from storage.memory import InMemoryEventLog, InMemorySnapshotStore
+    from storage.memory_catalog import InMemoryCatalogStore
+    from storage.text_features import InMemoryTextFeatureStore
+
+    events = InMemoryEventLog()
+    return Stores(
+        url, events, InMemorySnapshotStore(), InMemoryTextFeatureStore(),
+        InMemoryCatalogStore(events),
+    )
+
+
+def _open_postgres(url: str, pool_size: int) -> Stores:
+    from storage.database import create_engine
+    from storage.postgres import PostgresEventLog
+    from storage.postgres_catalog import PostgresCatalogStore
+    from storage.postgres_snapshots import PostgresSnapshotStore
+    from storage.text_features import PostgresTextFeatureStore
+
+    engine = create_engine(url, pool_size=pool_size)
+    return Stores(
+        url,
+        PostgresEventLog(engine),
+        PostgresSnapshotStore(engine),
+        PostgresTextFeatureStore(engine),
+        PostgresCatalogStore(engine),
+        engine.dispose,
+    )
+
+
+@dataclass(frozen=True)
+class StoreFactory:
+    """What a process is given to open its own stores: plain data, so Ray can ship it to a
+    shard, which opens them in its own process (a connection pool cannot cross processes)."""
+
+    url: str
+    pool_size: int = 4
+
+    async def open(self) -> Stores:
+        return open_stores(self.url, pool_size=self.pool_size)

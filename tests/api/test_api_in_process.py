@@ -1,0 +1,211 @@
+"""The real HTTP API (routes, fan-out, error table, response builders) over in-process shards:
+no Ray, no vLLM, seconds. The same scenarios run on the memory and the Postgres stores.
+
+The end-to-end tier (tests/serve/test_api_e2e.py) runs the Ray system with the real encoder;
+this tier is where API behaviour is pinned down cheaply.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, AsyncIterator, Iterator
+
+import httpx
+import pytest
+import pytest_asyncio
+from pydantic import BaseModel
+
+from actors.text_features import ThreadedEncoder
+from serve.api import models as m
+from serve.composition import InProcessSystem, in_process
+from serve.settings import Settings
+from storage.stores import forget_memory
+from tests.fakes import HashingEncoder
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+T0 = 1_700_000_000
+_names = itertools.count()
+
+ITEMS = [
+    {"id": "m1", "title": "Star Rebels", "description": "space rebels fight an empire with starships",
+     "tags": ["Sci-Fi", "Action"]},
+    {"id": "m2", "title": "Galaxy Run", "description": "a starship crew escapes across the galaxy",
+     "tags": ["Sci-Fi"]},
+    {"id": "m3", "title": "Moon Base", "description": "astronauts alone on the moon", "tags": ["Sci-Fi", "Drama"]},
+    {"id": "m4", "title": "Cooking Love", "description": "two chefs fall in love in a small kitchen",
+     "tags": ["Romance", "Comedy"]},
+    {"id": "m5", "title": "Paris Kiss", "description": "a romance in paris with a lot of kissing",
+     "tags": ["Romance"]},
+    {"id": "m6", "title": "Toy Friends", "description": "toys come alive and learn friendship",
+     "tags": ["Animation", "Comedy"]},
+]
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh memory store, or the embedded Postgres with its tables emptied."""
+    if request.param == "memory":
+        url = f"memory://api-test-{next(_names)}"
+        yield url
+        forget_memory(url)
+        return
+    request.getfixturevalue("embedded_engine")  # requested here only: memory runs need no server
+    yield request.getfixturevalue("embedded_pg_url")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def system(store_url: str) -> AsyncIterator[InProcessSystem]:
+    settings = Settings(shards=2, snapshot_every=3, max_batch_events=50)
+    sys = in_process(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    try:
+        yield sys
+    finally:
+        await sys.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def http(system: InProcessSystem) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=system.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as client:
+        resp = await client.post("/v1/items", json={"items": ITEMS})
+        assert resp.status_code == 200, resp.text
+        check_schema(resp.json(), m.UpsertResponse)
+        yield client
+
+
+def ev(kind: str, eid: str, user: str, t: float, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": eid, "user_id": user, "occurred_at": t, **fields}
+
+
+def check_schema(body: dict[str, Any], model: type[BaseModel]) -> None:
+    """The JSON a builder produced matches the documented model exactly (no extra keys)."""
+    parsed = model.model_validate(body)
+    assert parsed.model_dump(mode="json", exclude_unset=True) == body
+
+
+async def test_ingest_changes_the_next_recommendation(http: httpx.AsyncClient) -> None:
+    cold = (await http.get("/v1/users/alice/recommendations", params={"k": 6})).json()
+    assert cold["as_of_seq"] == 0 and len(cold["items"]) == 6
+    resp = await http.post("/v1/events", json={"events": [
+        ev("purchase", "a1", "alice", T0, item_id="m1"),
+        ev("click", "a2", "alice", T0 + 1, item_id="m2"),
+    ]})
+    assert resp.status_code == 200, resp.text
+    check_schema(resp.json(), m.IngestResponse)
+    assert [r["seq"] for r in resp.json()["results"]] == [1, 2]
+    warm = (await http.get("/v1/users/alice/recommendations", params={"k": 3})).json()
+    check_schema(warm, m.RecommendationsResponse)
+    assert warm["as_of_seq"] == 2 and warm["variant"] == "default"
+    ids = [i["item_id"] for i in warm["items"]]
+    assert "m1" not in ids  # purchased: excluded
+    assert ids[0] in {"m2", "m3"}, ids  # the other sci-fi films lead
+    assert warm["items"][0]["title"] and warm["items"][0]["reasons"]
+    only = (await http.get("/v1/users/alice/recommendations",
+                           params={"k": 3, "tags": "Romance"})).json()
+    assert {i["item_id"] for i in only["items"]} <= {"m4", "m5"}
+
+
+async def test_profile_audit_and_changes_match_their_models(http: httpx.AsyncClient) -> None:
+    events = [ev("rating", f"t{i}", "tina", T0 + 3600 * i, item_id=f"m{1 + i % 6}", rating=float(1 + i % 5))
+              for i in range(8)]
+    assert (await http.post("/v1/events", json={"events": events})).status_code == 200
+    profile = (await http.get("/v1/users/tina/profile")).json()
+    check_schema(profile, m.ProfileResponse)
+    assert profile["event_count"] == 8 and profile["counts"] == {"rating": 8}
+    past = (await http.get("/v1/users/tina/profile", params={"at_seq": 4})).json()
+    assert past["event_count"] == 4 and past["last_seq"] == 4
+    page = (await http.get("/v1/users/tina/events", params={"limit": 5})).json()
+    check_schema(page, m.AuditPage)
+    assert [e["seq"] for e in page["events"]] == [1, 2, 3, 4, 5] and page["next_after"] == 5
+    rest = (await http.get("/v1/users/tina/events", params={"after": 5})).json()
+    assert [e["seq"] for e in rest["events"]] == [6, 7, 8] and rest["next_after"] is None
+    changes = (await http.get("/v1/users/tina/profile/changes", params={"from_seq": 4})).json()
+    check_schema(changes, m.ChangesResponse)
+    assert changes["events_between"] == 4
+    item = (await http.get("/v1/items/m4")).json()
+    check_schema(item, m.ItemResponse)
+    assert item["tags"] == ["Romance", "Comedy"]
+
+
+async def test_duplicates_conflicts_and_partial_failure(http: httpx.AsyncClient) -> None:
+    batch = [ev("view", f"d{i}", "dora", T0 + i, item_id="m2") for i in range(3)]
+    first = (await http.post("/v1/events", json={"events": batch})).json()["results"]
+    again = (await http.post("/v1/events", json={"events": [*batch, ev("view", "d3", "dora", T0 + 9, item_id="m3")]})).json()["results"]
+    assert [r["duplicate"] for r in again] == [True, True, True, False]
+    assert [r["seq"] for r in again[:3]] == [r["seq"] for r in first]
+    conflict = await http.post("/v1/events", json={"events": [ev("view", "d0", "dora", T0, item_id="m5")]})
+    assert conflict.status_code == 409
+    assert conflict.json()["results"][0]["error"] == "EventIdConflict"
+    mixed = await http.post("/v1/events", json={"events": [
+        ev("view", "d1", "dora", T0, item_id="m6"),  # reused id, other content: refused
+        ev("view", "e1", "emil", T0, item_id="m6"),  # another user: recorded
+    ]})
+    assert mixed.status_code == 207, mixed.text
+    dora, emil = mixed.json()["results"]
+    assert dora["error"] == "EventIdConflict" and emil["seq"] == 1
+
+
+async def test_text_events_go_through_the_encoder(http: httpx.AsyncClient) -> None:
+    resp = await http.post("/v1/events", json={"events": [
+        ev("search", "s1", "sam", T0, query="romance in paris"),
+        ev("review", "s2", "sam", T0 + 5, item_id="m6", text="toys and friendship, lovely", rating=5),
+    ]})
+    assert resp.status_code == 200, resp.text
+    profile = (await http.get("/v1/users/sam/profile")).json()
+    assert profile["counts"] == {"review": 1, "search": 1} and profile["keywords"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"events": [ev("rating", "x", "u", 1, item_id="1", rating=9)]}, 422, "events[0].rating"),
+        ({"events": [ev("view", "x", "u", 1, item_id="1"), {"type": "teleport", "event_id": "y", "user_id": "u", "occurred_at": 1}]}, 422, "events[1].type"),
+        ({"events": [{"type": "view", "event_id": "x", "user_id": "u", "item_id": "1"}]}, 422, "events[0].occurred_at"),
+        ({"events": "nope"}, 422, "events"),
+        ({}, 422, "events"),
+        ({"events": [ev("view", f"x{i}", "u", 1, item_id="1") for i in range(51)]}, 413, "events"),
+    ],
+)
+async def test_malformed_requests_name_the_field_and_write_nothing(
+    http: httpx.AsyncClient, body: dict[str, Any], status: int, field: str
+) -> None:
+    resp = await http.post("/v1/events", json=body)
+    assert resp.status_code == status, resp.text
+    check_schema(resp.json(), m.ErrorBody)
+    assert resp.json()["field"] == field
+    assert (await http.get("/v1/users/u/events")).status_code == 404
+
+
+async def test_items_errors_and_unknowns(http: httpx.AsyncClient) -> None:
+    bad = await http.post("/v1/items", json={"items": [{"id": "z1", "title": "ok"}, {"id": "z2"}]})
+    assert bad.status_code == 422 and bad.json()["field"] == "items[1].title", bad.text
+    assert (await http.get("/v1/items/z1")).status_code == 404  # nothing of the batch written
+    assert (await http.get("/v1/users/nobody/profile")).json()["error"] == "UnknownUser"
+    assert (await http.get("/v1/items/nope")).json() == {
+        "error": "UnknownItem", "message": "no item 'nope'", "field": "item_id"}
+    assert (await http.get("/v1/users/x/recommendations", params={"k": 0})).json()["field"] == "k"
+    changes = await http.get("/v1/users/x/profile/changes", params={"from_seq": 5, "to_seq": 2})
+    assert changes.status_code == 422 and changes.json()["field"] == "to_seq"
+
+
+async def test_new_item_is_recommendable_at_once(http: httpx.AsyncClient) -> None:
+    put = await http.put("/v1/items/new-1", json={
+        "title": "Rebel Starships", "description": "space rebels fight an empire with starships",
+        "tags": ["Sci-Fi"]})
+    assert put.status_code == 200 and put.json()["encoded"] == 1
+    await http.post("/v1/events", json={"events": [
+        ev("search", "n1", "nina", T0, query="space rebels fight an empire with starships")]})
+    recs = (await http.get("/v1/users/nina/recommendations", params={"k": 3})).json()
+    assert "new-1" in [i["item_id"] for i in recs["items"]]
+
+
+async def test_operations(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    ready = (await http.get("/readyz")).json()
+    assert ready["status"] == "ready" and ready["shards"] == 2
+    await http.post("/v1/events", json={"events": [ev("view", "o1", "olga", T0, item_id="m1")]})
+    text = (await http.get("/metrics")).text
+    for name in ("portrait_ingested_events_total", "portrait_user_activations_total",
+                 "portrait_active_users", "portrait_shard_up"):
+        assert name in text, name
+    assert (await http.get("/openapi.json")).json()["paths"]["/v1/events"]
