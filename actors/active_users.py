@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import OrderedDict
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from portrait.profile import ProfileState
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from portrait.errors import PortraitError
 from portrait.ports import AppendRequest, AppendResult, EventLog

@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Iterable, Mapping, Sequence, Union
+from typing import Union
 
 from actors.active_users import ActiveUser, ActiveUsers
 from actors.group_commit import GroupCommitter

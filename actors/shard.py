@@ -13,7 +13,8 @@ methods, the same :class:`~portrait.errors.PortraitError`s, and a dead shard is
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError

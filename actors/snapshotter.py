@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from actors.active_users import ActiveUser
 from portrait.ports import Snapshot, SnapshotStore

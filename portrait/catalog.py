@@ -11,9 +11,10 @@ Pure domain: no I/O, no infrastructure imports.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 from portrait.errors import InvalidField, MissingField
 

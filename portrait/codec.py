@@ -13,8 +13,9 @@ is a pure function of the field mapping and never touches the common envelope fi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import msgpack
 

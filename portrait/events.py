@@ -11,9 +11,10 @@ versions to the current class (see :mod:`portrait.codec`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
 from portrait.errors import InvalidField
 

@@ -8,8 +8,8 @@ tag (a user who searched "spaceships and aliens" scores high on "Sci-Fi").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -12,8 +12,8 @@ so one profile is read in any space; ``space_version`` names the space for cache
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from itertools import repeat
-from typing import Collection, Mapping, Sequence
 
 import numpy as np
 

@@ -14,7 +14,7 @@ through the batched encoder deployment) share the logic.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

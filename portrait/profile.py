@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import heapq
 import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from sys import intern
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 

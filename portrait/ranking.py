@@ -17,8 +17,8 @@ that drove it: the recent items it resembles and the interests it matches.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Collection, Sequence
 
 import numpy as np
 

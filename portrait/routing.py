@@ -8,7 +8,7 @@ table to keep in sync; when a shard is added or removed only the users it gains 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _weight(shard: str, user_id: str) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from portrait.catalog import ItemRecord
 from storage.catalog import ItemCatalog, UpsertResult

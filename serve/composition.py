@@ -14,8 +14,9 @@ Every adapter is constructed here and passed in through constructors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -231,7 +232,7 @@ class ServeEncoderConnector:
         self._app_name = app_name
         self._handle = handle
 
-    async def connect(self) -> "EncoderClient":
+    async def connect(self) -> EncoderClient:
         handle = self._handle or serve.get_deployment_handle(
             self._deployment, app_name=self._app_name
         )
@@ -250,7 +251,7 @@ class EncoderClient:
         self._model_id: str | None = None
         self._dim: int | None = None
 
-    async def connect(self) -> "EncoderClient":
+    async def connect(self) -> EncoderClient:
         info = await self._handle.info.remote()
         self._model_id, self._dim = str(info["model_id"]), int(info["dim"])
         return self

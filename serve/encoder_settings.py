@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ENV_PREFIX = "PORTRAIT_ENCODER_"
@@ -100,7 +101,7 @@ class EncoderSettings:
     # -- reading the environment ---------------------------------------------------------
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "EncoderSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EncoderSettings:
         """Settings from ``PORTRAIT_ENCODER_<FIELD>`` variables (unset or empty = default).
 
         Raises ValueError naming the variable when a value does not parse or is out of range.

@@ -7,7 +7,8 @@ process, and serves the routes over the context it returns.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 from ray import serve

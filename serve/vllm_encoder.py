@@ -25,7 +25,8 @@ import os
 import random
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,7 @@ class VllmEncoder:
     def started(self) -> bool:
         return self._llm is not None
 
-    def start(self) -> "VllmEncoder":
+    def start(self) -> VllmEncoder:
         """Load the engine (idempotent). Returns self.
 
         ``load_seconds`` is the whole start (vLLM import included, ``import_seconds``);

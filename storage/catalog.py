@@ -10,8 +10,8 @@ The stores are :class:`storage.postgres_catalog.PostgresCatalogStore` and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from portrait.catalog import ItemRecord, item_text
 from portrait.errors import InvalidField

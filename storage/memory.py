@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from portrait.codec import MAX_PAYLOAD_BYTES
 from portrait.errors import PortraitError

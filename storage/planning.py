@@ -13,8 +13,8 @@ stale, an event_id conflicts) writes nothing and does not affect the others.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from portrait.errors import PortraitError, VersionConflict
 from portrait.events import Event

@@ -7,8 +7,9 @@ retries transient failures and translates driver errors into :mod:`portrait.erro
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -31,8 +32,8 @@ from portrait.errors import InvalidInput, PortraitError, StorageIntegrityError
 from portrait.events import Event, RecordedEvent
 from portrait.ports import AppendRequest, AppendResult
 from storage.planning import Recorded, event_ids, plan_appends, users_with_new_events
-from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.postgres_snapshots import PostgresSnapshotStore
+from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.schema import events as events_table
 from storage.validation import (
     PreparedBatch,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Text, bindparam, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY, insert

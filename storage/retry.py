@@ -34,8 +34,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import asyncpg
 from sqlalchemy import exc as sa_exc

@@ -6,7 +6,7 @@ losing them only costs re-encoding, and a model change simply misses the cache.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgpack
 import numpy as np

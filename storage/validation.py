@@ -8,8 +8,8 @@ one bad event.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from portrait.codec import MAX_PAYLOAD_BYTES, encode
 from portrait.errors import EventIdConflict, InvalidField, PayloadTooLarge, PortraitError

@@ -18,7 +18,6 @@ from __future__ import annotations
 # Migrations and the setup helpers run their own event loops, in a worker thread, so that
 # they never disturb the loops pytest-asyncio runs tests in.
 # ==================================================================================
-
 import asyncio
 import contextlib
 import os
@@ -26,8 +25,9 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -154,7 +154,7 @@ def machine_pg_url() -> Iterator[str]:
     """URL of a scratch database on the machine's Postgres, migrated to head."""
     try:
         run_blocking(lambda: _admin(MACHINE_PG_URL, "SELECT 1"))
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         pytest.skip(f"machine Postgres at {MACHINE_PG_URL} is unreachable: {exc!r}")
     with scratch_database(MACHINE_PG_URL) as url:
         in_thread(lambda: upgrade(url))

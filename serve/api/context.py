@@ -10,8 +10,9 @@ refused connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from actors.catalog_publisher import CatalogPublisher
 from actors.catalog_view import CatalogSink

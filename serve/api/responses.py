@@ -7,7 +7,8 @@ the OpenAPI models in :mod:`serve.api.models`; a test checks every builder again
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from actors.shard_service import ProfileReport, Recommendations
 from portrait import codec

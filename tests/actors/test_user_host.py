@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +19,14 @@ from actors.host import HostSettings, UserHost
 from actors.text_features import TextFeatureSource, ThreadedEncoder
 from portrait.config import ProfileConfig
 from portrait.errors import EncoderUnavailable, EventIdConflict
-from portrait.events import Event, ItemPurchased, ItemRated, ItemViewed, RecordedEvent, SearchPerformed
+from portrait.events import (
+    Event,
+    ItemPurchased,
+    ItemRated,
+    ItemViewed,
+    RecordedEvent,
+    SearchPerformed,
+)
 from portrait.items import ItemIndex
 from portrait.ports import AsyncEncoder, EventLog, Snapshot, SnapshotStore, TextFeatureStore
 from portrait.profile import ProfileState, replay

@@ -8,7 +8,8 @@ this tier is where API behaviour is pinned down cheaply.
 from __future__ import annotations
 
 import itertools
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
