@@ -1,7 +1,7 @@
 """Which profile and ranking configuration serves a user: one default, or an A/B experiment.
 
 A user's variant is a pure function of the experiment name and the user id
-(:meth:`portrait.evaluation.ab.Experiment.assign`), so every ingress replica and shard agrees
+(:meth:`portrait.experiments.Experiment.assign`), so every ingress replica and shard agrees
 without coordination, and a user's profile is always folded under one configuration: their
 variant's (snapshots are keyed by that configuration's hash).
 """
@@ -13,7 +13,7 @@ from typing import Mapping
 
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField
-from portrait.evaluation.ab import Experiment
+from portrait.experiments import Experiment
 from portrait.ranking import RankingConfig
 
 DEFAULT_VARIANT = "default"

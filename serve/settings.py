@@ -16,8 +16,9 @@ from typing import Any, Mapping
 from actors.host import HostSettings
 from portrait.config import ProfileConfig
 from portrait.errors import PortraitError
-from portrait.evaluation.ab import Experiment
+from portrait.experiments import Experiment
 from portrait.ranking import RankingConfig
+from portrait.tuned_config import TunedConfig
 from portrait.variants import Variant, VariantPolicy
 from serve.encoder_settings import EncoderSettings
 
@@ -152,11 +153,10 @@ def _load_config(path: Path | None, variable: str) -> tuple[ProfileConfig, Ranki
     if path is None:
         return ProfileConfig(), RankingConfig()
     try:
-        doc = json.loads(path.read_text())
-        configs = ProfileConfig.from_dict(doc["profile"]), RankingConfig(**doc.get("ranking", {}))
-    except (OSError, ValueError, KeyError, TypeError, PortraitError) as exc:
+        config = TunedConfig.from_document(json.loads(path.read_text()))
+    except (OSError, ValueError, PortraitError) as exc:
         raise SettingsError(f"{PREFIX}{variable} ({path}): {exc}") from None
-    alpha = (doc.get("item_vectors") or {}).get("alpha", 0.0)
+    alpha = config.item_vectors.alpha
     if alpha:
         # The service ranks with the catalog's text vectors only; say so rather than serve a
         # config tuned for blended vectors as if nothing were missing.
@@ -164,4 +164,4 @@ def _load_config(path: Path | None, variable: str) -> tuple[ProfileConfig, Ranki
             "%s: tuned with %.0f%% collaborative item vectors, which the service does not "
             "build yet; it will rank with text vectors only", path, 100 * alpha,
         )
-    return configs
+    return config.profile, config.ranking

@@ -26,9 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
-from portrait.config import ProfileConfig
-from portrait.evaluation.runner import DAY_SECONDS, CaseContext
-from portrait.events import Event, ItemEvent
+from portrait.config import DAY_SECONDS, ProfileConfig
+from portrait.evaluation.runner import CaseContext
+from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
 
 NO_DECAY_HALF_LIFE_DAYS = 1e9  # ~2.7 million years: no measurable decay over any dataset
 
@@ -79,7 +79,7 @@ class ItemKNNSession:
     def observe(self, events: Sequence[Event]) -> None:
         row_of = self.system.row_of
         for ev in events:
-            if isinstance(ev, ItemEvent) and ev.TYPE != "dismiss":
+            if isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES:
                 r = row_of.get(ev.item_id)
                 if r is not None:
                     self.last.pop(r, None)

@@ -27,10 +27,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from portrait.events import Event, ItemEvent
+from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
 from portrait.items import l2_normalise
 
+# CollabSettings is defined with the tuned-config document that records it, so the service can
+# read that document without importing this package.
+from portrait.tuned_config import CollabSettings
+
 MAX_DENSE_CELLS = 200_000_000  # users x items float32 incidence: 800 MB
+DEFAULT_COLLAB = CollabSettings()
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class Interactions:
     """Binary user x item incidence of training events, over catalog rows.
 
     ``matrix[u, i] = 1`` when user ``users[u]`` has at least one item event on catalog row
-    ``i`` (any type except those excluded by the builder). Item events on items outside the
+    ``i`` (of the types the builder includes). Item events on items outside the
     catalog are ignored.
     """
 
@@ -54,16 +59,20 @@ class Interactions:
 def interactions(
     events: Iterable[Event],
     item_ids: Sequence[str],
-    exclude_types: Iterable[str] = ("dismiss",),
+    include_types: Iterable[str] = POSITIVE_ITEM_TYPES,
 ) -> Interactions:
-    """The :class:`Interactions` of ``events`` over the catalog ``item_ids``."""
+    """The :class:`Interactions` of ``events`` over the catalog ``item_ids``.
+
+    Only item events of ``include_types`` count (by default those that say the user wanted
+    the item; a dismissal is not a co-occurrence).
+    """
     row_of = {item: i for i, item in enumerate(item_ids)}
-    skip = frozenset(exclude_types)
+    keep = frozenset(include_types)
     users: dict[str, int] = {}
     us: list[int] = []
     rows: list[int] = []
     for ev in events:
-        if isinstance(ev, ItemEvent) and ev.TYPE not in skip:
+        if isinstance(ev, ItemEvent) and ev.TYPE in keep:
             r = row_of.get(ev.item_id)
             if r is not None:
                 us.append(users.setdefault(ev.user_id, len(users)))
@@ -77,30 +86,6 @@ def interactions(
     if us:
         m[np.asarray(us), np.asarray(rows)] = 1.0
     return Interactions(tuple(users), m)
-
-
-@dataclass(frozen=True)
-class CollabSettings:
-    """Knobs of :func:`sppmi_embedding` (recorded in tuned config files)."""
-
-    dim: int = 512
-    shift: float = 1.0
-    min_count: int = 2
-    max_items: int = 12_000
-    power_iterations: int = 3
-    oversample: int = 16
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {
-            "dim": self.dim,
-            "shift": self.shift,
-            "min_count": self.min_count,
-            "max_items": self.max_items,
-            "power_iterations": self.power_iterations,
-            "oversample": self.oversample,
-            "seed": self.seed,
-        }
 
 
 def sppmi_matrix(incidence: np.ndarray, shift: float = 1.0) -> np.ndarray:
@@ -145,7 +130,7 @@ def randomized_eigh(
 
 
 def sppmi_embedding(
-    incidence: np.ndarray, settings: CollabSettings = CollabSettings()
+    incidence: np.ndarray, settings: CollabSettings = DEFAULT_COLLAB
 ) -> np.ndarray:
     """``(n_items, dim)`` L2-normalised collaborative vectors; zero rows for items left out.
 

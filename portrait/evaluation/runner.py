@@ -41,13 +41,11 @@ from portrait.evaluation.metrics import (
     popularity_percentiles,
 )
 from portrait.evaluation.splits import Case, Split, stream_key
-from portrait.events import Event, ItemEvent, RecordedEvent
+from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent, RecordedEvent
 from portrait.items import ItemIndex
 from portrait.ports import TextFeatures
 from portrait.profile import ProfileState, fold
 from portrait.ranking import RankingConfig, TagTable, popularity_scores, score_items
-
-DAY_SECONDS = 86_400.0
 
 
 class LeakageError(PortraitError):
@@ -110,7 +108,7 @@ class PopularityClock:
         times: list[float] = []
         rows: list[int] = []
         for ev in train_events:
-            if isinstance(ev, ItemEvent) and ev.TYPE != "dismiss":
+            if isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES:
                 r = row_of.get(ev.item_id)
                 if r is not None:
                     times.append(ev.occurred_at)

@@ -1,6 +1,7 @@
-"""Hyper-parameter search on the validation split, and the versioned tuned-config document.
+"""Hyper-parameter search on the validation split.
 
-Pure: numpy and the standard library only, no I/O (the CLI reads and writes the files).
+Pure: numpy and the standard library only, no I/O. The result is stored as a
+:class:`portrait.tuned_config.TunedConfig` document (written by :mod:`offline`).
 
 What is searched (:func:`search_space`): the three half-lives, the rating centre, the weight of
 each event type (and text type) the data actually contains, the ranking blend (``short_mix``,
@@ -37,7 +38,7 @@ import numpy as np
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField
 from portrait.evaluation.baselines import ItemKNN, MostPopular, RecentPopular
-from portrait.evaluation.collaborative import CollabSettings, combine
+from portrait.evaluation.collaborative import combine
 from portrait.evaluation.runner import PortraitSystem, RunResult, System, run
 from portrait.evaluation.splits import Split
 from portrait.events import Event, ItemEvent, ReviewWritten, SearchPerformed
@@ -45,7 +46,6 @@ from portrait.items import ItemIndex
 from portrait.ports import TextFeatures
 from portrait.ranking import RankingConfig, TagTable
 
-DOCUMENT_VERSION = 1
 DEFAULT_ALPHA = 0.5
 OBJECTIVE = "NDCG@10"
 Progress = Callable[[int, int, float, float], None]  # (trial, budget, value, best)
@@ -447,56 +447,3 @@ def baseline_systems(
             largest, choice.knn_seq_neighbors, "item-knn-seq", choice.knn_seq_half_life
         ),
     ]
-
-
-# -- the tuned-config document -----------------------------------------------------------------
-
-
-def config_document(
-    params: PortraitParams,
-    *,
-    dataset: str,
-    created: str,
-    model_id: str,
-    collab: CollabSettings | None,
-    validation_metrics: Mapping[str, float],
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON document a tuned config is stored as (the service loads it)."""
-    doc: dict[str, Any] = {
-        "version": DOCUMENT_VERSION,
-        "created": created,
-        "dataset": dataset,
-        "profile": params.profile.to_dict(),
-        "profile_config_hash": params.profile.config_hash(),
-        "ranking": dataclasses.asdict(params.ranking),
-        "item_vectors": {
-            "model_id": model_id,
-            "alpha": params.alpha if collab is not None else 0.0,
-            "collaborative": collab.to_dict() if collab is not None else None,
-            "blend": "concat(sqrt(1-alpha)*text, sqrt(alpha)*collab), L2-normalised",
-        },
-        "validation_metrics": dict(validation_metrics),
-    }
-    if extra:
-        doc.update(extra)
-    return doc
-
-
-def params_from_document(doc: Mapping[str, Any]) -> tuple[PortraitParams, CollabSettings | None]:
-    """The parameters stored by :func:`config_document` (any version up to the current)."""
-    version = doc.get("version")
-    if not isinstance(version, int) or not 1 <= version <= DOCUMENT_VERSION:
-        raise InvalidField("version", f"unsupported config document version {version!r}")
-    profile = ProfileConfig.from_dict(doc["profile"])
-    ranking_fields = {f.name for f in dataclasses.fields(RankingConfig)}
-    ranking_data = dict(doc.get("ranking", {}))
-    for key in ranking_data:
-        if key not in ranking_fields:
-            raise InvalidField(f"ranking.{key}", "unknown ranking config field")
-    ranking = RankingConfig(**ranking_data)
-    vectors = doc.get("item_vectors") or {}
-    collab_data = vectors.get("collaborative")
-    collab = CollabSettings(**collab_data) if collab_data else None
-    alpha = float(vectors.get("alpha", 0.0))
-    return PortraitParams(profile, ranking, alpha), collab

@@ -200,7 +200,7 @@ async def test_time_travel_matches_replay_to_that_point(stores: Stores) -> None:
 
 
 async def test_each_variant_folds_and_snapshots_under_its_own_config(stores: Stores) -> None:
-    from portrait.evaluation.ab import Experiment
+    from portrait.experiments import Experiment
     from portrait.ranking import RankingConfig
     from portrait.variants import Variant
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.cli import evaluate as cli
+from offline import cli
+from portrait.evaluation.roster import BASELINES
 from tests.fakes import HashingEncoder
 
 GENRES = ("coffee", "running", "audio", "books")
@@ -89,7 +90,7 @@ def test_evaluate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
             m = systems[name]["metrics"][metric]
             assert m["low"] <= m["mean"] <= m["high"]
     assert doc["test"]["cases"] == doc["split"]["test"]["cases"] > 10
-    assert doc["test"]["goal"]["best_baseline"] in cli.BASELINES
+    assert doc["test"]["goal"]["best_baseline"] in BASELINES
     report = (out / "report.md").read_text()
     assert "## Test metrics" in report and "portrait" in report and "Timing" in report
     # the cache is used on a second run: no new encoder calls for item texts or text events
@@ -113,11 +114,13 @@ def test_tune_then_evaluate_with_the_config_then_ab(data_dir: Path, tmp_path: Pa
     assert {"created", "dataset", "profile", "ranking", "item_vectors", "validation_metrics"} <= set(doc)
     assert 0.0 <= doc["item_vectors"]["alpha"] <= 1.0
     from portrait.config import ProfileConfig
-    from portrait.evaluation.tuning import params_from_document
+    from portrait.tuned_config import TunedConfig
 
-    params, collab = params_from_document(doc)
-    assert params.profile == ProfileConfig.from_dict(doc["profile"])
+    tuned = TunedConfig.from_document(doc)
+    assert tuned.profile == ProfileConfig.from_dict(doc["profile"])
+    collab = tuned.item_vectors.collaborative
     assert collab is not None and collab.dim == 8
+    assert tuned.to_document() == doc
 
     out = tmp_path / "eval"
     assert cli.main(["evaluate", *COMMON, "--data-dir", str(data_dir), "--config", str(config),

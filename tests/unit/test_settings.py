@@ -8,6 +8,8 @@ from collections import Counter
 import pytest
 
 from portrait.config import ProfileConfig
+from portrait.ranking import RankingConfig
+from portrait.tuned_config import TunedConfig
 from serve.settings import Settings, SettingsError
 
 
@@ -36,8 +38,8 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
 
 
 def test_experiment_file_splits_users_between_configs(tmp_path) -> None:
-    tuned = {"profile": ProfileConfig(short_half_life_days=0.5).to_dict(), "ranking": {"short_mix": 0.9}}
-    (tmp_path / "tuned.json").write_text(json.dumps(tuned))
+    tuned = TunedConfig(ProfileConfig(short_half_life_days=0.5), RankingConfig(short_mix=0.9))
+    (tmp_path / "tuned.json").write_text(json.dumps(tuned.to_document()))
     (tmp_path / "exp.json").write_text(json.dumps({
         "name": "tuned-vs-default", "split": {"control": 50, "tuned": 50},
         "variants": {"control": None, "tuned": "tuned.json"},
@@ -57,3 +59,21 @@ def test_experiment_with_a_variant_lacking_a_config_is_refused(tmp_path) -> None
     with pytest.raises(SettingsError) as err:
         Settings.from_env({"PORTRAIT_EXPERIMENT": str(tmp_path / "exp.json")})
     assert "PORTRAIT_EXPERIMENT" in str(err.value) and "b" in str(err.value)
+
+
+def test_the_shipped_tuned_config_loads_with_a_warning_about_collaborative_vectors(caplog) -> None:
+    from storage.datasets.paths import repo_root
+
+    path = repo_root() / "configs" / "tuned-movielens.json"
+    with caplog.at_level("WARNING"):
+        policy = Settings.from_env({"PORTRAIT_PROFILE_CONFIG": str(path)}).variant_policy()
+    shipped = json.loads(path.read_text())
+    assert policy.for_user("u").profile == ProfileConfig.from_dict(shipped["profile"])
+    assert "collaborative item vectors" in caplog.text
+
+
+def test_a_config_file_without_a_version_is_refused_naming_the_variable(tmp_path) -> None:
+    (tmp_path / "old.json").write_text(json.dumps({"profile": {}, "ranking": {}}))
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"PORTRAIT_PROFILE_CONFIG": str(tmp_path / "old.json")})
+    assert "PORTRAIT_PROFILE_CONFIG" in str(err.value) and "version" in str(err.value)

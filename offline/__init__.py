@@ -1,0 +1,1 @@
+"""Offline evaluation tooling: the evaluation CLI and the baselines that need torch."""

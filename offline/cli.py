@@ -1,0 +1,120 @@
+"""``portrait evaluate | tune | ab``: offline evaluation of Portrait against baselines.
+
+    portrait evaluate --dataset movielens --out out/eval-2026-11-28
+    portrait evaluate --dataset amazon-magazine --config configs/tuned-movielens.json
+    portrait tune --dataset movielens --out configs/tuned-movielens.json
+    portrait ab --a configs/x.json --b configs/y.json --dataset movielens
+
+``evaluate`` loads the data, encodes item texts with the real encoder (vLLM; vectors cached
+under ``.portrait/cache/``), splits (leave-last-out by default), learns collaborative vectors
+from each phase's training events, picks Portrait's configuration on the VALIDATION split
+(``--config`` to use a tuned file instead) and the baselines' parameters on the same
+validation split, then runs every system once on the TEST split, full-catalog ranking, and
+writes ``report.md``, ``metrics.json`` and PNG plots into ``--out``.
+
+``tune`` searches on validation only and writes the versioned config document the service
+loads. ``ab`` replays the test split through two config files and reports paired differences.
+The evaluation logic itself is the pure package :mod:`portrait.evaluation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from offline.commands import cmd_ab, cmd_evaluate, cmd_tune
+from offline.documents import InvalidConfigFile
+from offline.prepare import SPLITS
+from portrait.evaluation.metrics import DEFAULT_RESAMPLES
+from portrait.ports import Encoder
+from portrait.tuned_config import CollabSettings
+from storage.datasets import DATASET_NAMES, Dataset, DatasetUnavailable
+from storage.datasets.paths import repo_root
+
+COMMANDS: dict[str, Callable[..., int]] = {"evaluate": cmd_evaluate, "tune": cmd_tune, "ab": cmd_ab}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="movielens")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="dataset folder (default: bundled MovieLens / shared Amazon folder)")
+    p.add_argument("--split", choices=SPLITS, default="leave-last-out")
+    p.add_argument("--cache-dir", type=Path, default=repo_root() / ".portrait" / "cache",
+                   help="encoder output cache (default: .portrait/cache)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
+
+
+def _collab_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collab-dim", type=int, default=CollabSettings().dim,
+                   help="collaborative vector size (0: text vectors only)")
+    p.add_argument("--collab-shift", type=float, default=1.0, help="SPPMI shift k")
+    p.add_argument("--collab-min-count", type=int, default=2,
+                   help="training users an item needs to get a collaborative vector")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the three commands and their flags."""
+    parser = argparse.ArgumentParser(prog="portrait", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("evaluate", help="evaluate Portrait and baselines, write a report")
+    _common(ev)
+    _collab_args(ev)
+    ev.add_argument("--out", type=Path, default=None,
+                    help="output folder (default out/eval-<date>)")
+    ev.add_argument("--config", type=Path, default=None,
+                    help="tuned config document; default: tune on validation first")
+    ev.add_argument("--trials", type=int, default=40, help="tuning budget when no --config")
+    ev.add_argument("--no-plots", action="store_true")
+    tu = sub.add_parser("tune", help="tune Portrait on the validation split, write a config file")
+    _common(tu)
+    _collab_args(tu)
+    tu.add_argument("--out", type=Path, default=None,
+                    help="config file (default configs/tuned-<dataset>.json)")
+    tu.add_argument("--trials", type=int, default=60)
+    abp = sub.add_parser("ab", help="offline A/B of two config files on the test split")
+    _common(abp)
+    abp.add_argument("--a", type=Path, required=True)
+    abp.add_argument("--b", type=Path, required=True)
+    abp.add_argument("--experiment", default="offline-ab")
+    abp.add_argument("--ab-split", default="control=50,treatment=50",
+                     help="variant weights; the first variant stands for A, the last for B")
+    abp.add_argument("--out", type=Path, default=None)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    encoder: Encoder | None = None,
+    dataset: Dataset | None = None,
+) -> int:
+    """Entry point: ``main(["evaluate", "--dataset", "movielens", ...])``.
+
+    Args:
+        argv: the arguments after the program name; ``None`` for ``sys.argv[1:]``.
+        encoder: replaces the vLLM encoder (tests pass a deterministic one).
+        dataset: a loaded :class:`~storage.datasets.Dataset` instead of
+            ``--dataset``/``--data-dir``.
+
+    Returns:
+        The exit status (0).
+
+    Raises:
+        SystemExit: bad arguments, an unknown dataset, a missing data folder or an invalid
+            config file, with a message naming it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return COMMANDS[args.command](args, encoder=encoder, dataset=dataset)
+    except (DatasetUnavailable, InvalidConfigFile) as exc:
+        raise SystemExit(f"portrait {args.command}: {exc}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

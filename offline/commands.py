@@ -1,0 +1,248 @@
+"""The three offline commands: ``evaluate``, ``tune`` and ``ab``.
+
+Each takes the parsed arguments (:mod:`offline.cli`), an optional encoder (tests pass a
+deterministic one instead of vLLM) and an optional loaded dataset, writes its files and prints
+a short summary on stdout; progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from offline.documents import portrait_params, read_tuned_config, tuned_config, write_json
+from offline.plots import write_plots
+from offline.prepare import Prepared, prepare
+from offline.progress import run_with_progress, tune_with_progress
+from offline.report import CAVEATS, ab_markdown, write_report
+from portrait.evaluation import ab
+from portrait.evaluation.roster import REFERENCE, best_validation_baseline, portrait_systems
+from portrait.evaluation.summary import KS, summarise_run
+from portrait.evaluation.tuning import TuningResult, baseline_systems, tune_baselines
+from portrait.experiments import Experiment
+from portrait.ports import Encoder
+from portrait.tuned_config import CollabSettings
+from storage.datasets import Dataset
+
+
+def cmd_evaluate(
+    args: argparse.Namespace, encoder: Encoder | None = None, dataset: Dataset | None = None
+) -> int:
+    """Tune (or load) Portrait and the baselines on validation, run all on test, report."""
+    t_all = time.perf_counter()
+    out = Path(args.out or f"out/eval-{_dt.date.today().isoformat()}")
+    out.mkdir(parents=True, exist_ok=True)
+    config = read_tuned_config(args.config) if args.config else None
+    params, collab = portrait_params(config) if config else (None, _collab_from_args(args))
+    prep = _prepare(args, encoder, dataset)
+    timings = prep.timings
+    val_phase = prep.phase("validation", collab)
+
+    t0 = time.perf_counter()
+    choice = tune_baselines(val_phase.split, val_phase.incidence, prep.item_ids)
+    timings["baseline grid (validation)"] = time.perf_counter() - t0
+
+    tuning: TuningResult | None = None
+    tuning_seconds = 0.0
+    if params is None:
+        t0 = time.perf_counter()
+        tuning = tune_with_progress(val_phase.split, val_phase.factory, args.trials, args.seed)
+        tuning_seconds = time.perf_counter() - t0
+        params = tuning.best
+        validation_metrics = tuning.best_metrics
+    else:
+        validation_metrics = config.metadata.get("validation_metrics", {}) if config else {}
+
+    test_phase = prep.phase("test", collab)
+    t0 = time.perf_counter()
+    systems = baseline_systems(choice, test_phase.incidence, prep.item_ids)
+    timings["baselines fit (test)"] = time.perf_counter() - t0
+    systems += portrait_systems(test_phase.factory, params, collab is not None)
+    result = run_with_progress(test_phase.split, systems, prep.item_ids, "test replay")
+    timings["test replay (all systems)"] = result.seconds
+    t0 = time.perf_counter()
+    summary = summarise_run(result, REFERENCE, args.resamples, args.seed)
+    timings["bootstrap"] = time.perf_counter() - t0
+    if tuning is not None:
+        timings["Portrait tuning (validation)"] = tuning_seconds
+    timings["total"] = time.perf_counter() - t_all
+    timings["total without Portrait tuning"] = timings["total"] - tuning_seconds
+
+    doc: dict[str, Any] = {
+        "version": 1,
+        "created": _now(),
+        "command": "portrait " + " ".join(args.argv),
+        "dataset": prep.dataset_stats(),
+        "split": {
+            "kind": prep.split_kind,
+            "validation": prep.splits["validation"].stats(),
+            "test": prep.splits["test"].stats(),
+        },
+        "encoder": {
+            **prep.encode_info,
+            "text_events": {k: v for k, v in prep.text_info.items() if k != "texts_sha256"},
+        },
+        "collaborative": collab.to_dict() if collab else None,
+        "bootstrap": {"resamples": args.resamples, "seed": args.seed},
+        "portrait_config": {
+            "source": str(args.config) if args.config
+            else f"tuned on validation ({args.trials} trials)",
+            "params": params.describe(),
+            "validation_metrics": validation_metrics,
+            "tuning": tuning.summary() if tuning else None,
+            "trials": [dataclasses.asdict(t) for t in tuning.trials] if tuning else None,
+        },
+        "baselines": {"chosen": choice.to_dict(), "validation": choice.validation},
+        "test": summary,
+        "timings": timings,
+        "caveats": CAVEATS,
+    }
+    plots = [] if args.no_plots else write_plots(summary, out)
+    doc["plots"] = plots
+    write_json(out / "metrics.json", doc)
+    if tuning is not None:
+        tuned = tuned_config(
+            params, dataset=prep.name, created=doc["created"], model_id=prep.provider.model_id,
+            collab=collab, validation_metrics=validation_metrics,
+            extra={"search": tuning.summary()},
+        )
+        write_json(out / "tuned-config.json", tuned.to_document())
+    write_report(doc, out, plots)
+    _print_summary(summary, timings, out)
+    return 0
+
+
+def cmd_tune(
+    args: argparse.Namespace, encoder: Encoder | None = None, dataset: Dataset | None = None
+) -> int:
+    """Tune Portrait on the validation split and write the tuned-config file."""
+    t_all = time.perf_counter()
+    collab = _collab_from_args(args)
+    prep = _prepare(args, encoder, dataset)
+    val_phase = prep.phase("validation", collab)
+    tuning = tune_with_progress(val_phase.split, val_phase.factory, args.trials, args.seed)
+    choice = tune_baselines(val_phase.split, val_phase.incidence, prep.item_ids)
+    best_name, best_candidate = best_validation_baseline(choice)
+    config = tuned_config(
+        tuning.best,
+        dataset=prep.name,
+        created=_now(),
+        model_id=prep.provider.model_id,
+        collab=collab,
+        validation_metrics=tuning.best_metrics,
+        extra={
+            "split": prep.split_kind,
+            "search": tuning.summary(),
+            "validation_baselines": {
+                "best": best_name,
+                "params": choice.to_dict(),
+                "metrics": choice.validation[best_candidate],
+            },
+            "command": "portrait " + " ".join(args.argv),
+            "seconds": time.perf_counter() - t_all,
+        },
+    )
+    out = Path(args.out or f"configs/tuned-{args.dataset}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, config.to_document(), final_newline=True)
+    vm = tuning.best_metrics
+    print(f"validation NDCG@10 {vm['NDCG@10']:.4f} HR@10 {vm['HR@10']:.4f} "
+          f"(best baseline {best_name}: {choice.validation[best_candidate]['NDCG@10']:.4f}); "
+          f"{len(tuning.trials)} trials in {time.perf_counter() - t_all:.0f}s -> {out}")
+    return 0
+
+
+def cmd_ab(
+    args: argparse.Namespace, encoder: Encoder | None = None, dataset: Dataset | None = None
+) -> int:
+    """Replay the test split through two tuned-config files; paired and assigned differences."""
+    params_a, collab_a = portrait_params(read_tuned_config(args.a))
+    params_b, collab_b = portrait_params(read_tuned_config(args.b))
+    prep = prepare(args.dataset, args.data_dir, split_kind=args.split, encoder=encoder,
+                   cache_dir=args.cache_dir, dataset=dataset)
+    phase_a = prep.phase("test", collab_a)
+    phase_b = prep.phase("test", collab_b)
+    systems = [phase_a.factory.system("A", params_a), phase_b.factory.system("B", params_b)]
+    result = run_with_progress(phase_a.split, systems, prep.item_ids, "A/B replay")
+    ma, mb = result.systems["A"].metrics(KS), result.systems["B"].metrics(KS)
+    comparisons = ab.compare(ma, mb, n_resamples=args.resamples, seed=args.seed)
+    split = _weights(args.ab_split)
+    experiment = Experiment.from_config({"name": args.experiment, "split": split})
+    variants = list(split)
+    users = [c.user_id for c in result.cases]
+    assigned = ab.compare_assigned(users, ma, mb, experiment, variants[0], variants[-1],
+                                   n_resamples=args.resamples, seed=args.seed)
+    text = ab_markdown(str(args.a), str(args.b), prep.name, prep.split_kind, len(users),
+                       comparisons, experiment.name, split, variants, assigned)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ab.md").write_text(text)
+        write_json(out / "ab.json", {
+            "a": str(args.a), "b": str(args.b), "dataset": prep.name, "split": prep.split_kind,
+            "users": len(users), "paired": [c.to_dict() for c in comparisons],
+            "assigned": assigned, "experiment": {"name": experiment.name, "split": split},
+        })
+    return 0
+
+
+def _prepare(
+    args: argparse.Namespace, encoder: Encoder | None, dataset: Dataset | None
+) -> Prepared:
+    """:func:`prepare` from the arguments, refusing a split without users to evaluate."""
+    prep = prepare(args.dataset, args.data_dir, split_kind=args.split, encoder=encoder,
+                   cache_dir=args.cache_dir, dataset=dataset)
+    for phase, split in prep.splits.items():
+        if not split.cases:
+            raise SystemExit(
+                f"{prep.name}: no users to evaluate in the {phase} split ({prep.split_kind}); "
+                "leave-last-out needs users with at least 3 distinct items"
+            )
+    return prep
+
+
+def _collab_from_args(args: argparse.Namespace) -> CollabSettings | None:
+    if args.collab_dim <= 0:
+        return None
+    return CollabSettings(
+        dim=args.collab_dim, shift=args.collab_shift, min_count=args.collab_min_count
+    )
+
+
+def _weights(spec: str) -> dict[str, int]:
+    """``"control=50,treatment=50"`` as ``{"control": 50, "treatment": 50}``."""
+    split = {}
+    for part in spec.split(","):
+        name, _, weight = part.partition("=")
+        split[name.strip()] = int(weight)
+    return split
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _print_summary(summary: Mapping[str, Any], timings: Mapping[str, float], out: Path) -> None:
+    print(f"{'system':26s} {'HR@10':>8s} {'NDCG@10':>8s} {'MRR':>8s}")
+    systems = summary["systems"]
+    for name in sorted(systems, key=lambda n: -systems[n]["metrics"]["NDCG@10"]["mean"]):
+        m = systems[name]["metrics"]
+        print(f"{name:26s} {m['HR@10']['mean']:8.4f} {m['NDCG@10']['mean']:8.4f} "
+              f"{m['MRR']['mean']:8.4f}")
+    for key in ("goal_issue_baselines", "goal"):
+        goal = summary.get(key)
+        if goal:
+            low, high = goal["relative_ci"]
+            print(f"portrait vs {goal['best_baseline']}: NDCG@10 lift "
+                  f"{goal['relative_lift'] * 100:+.1f}% "
+                  f"(CI {low * 100:+.1f}%..{high * 100:+.1f}%), "
+                  f"diff CI [{goal['diff_ci'][0]:.4f}, {goal['diff_ci'][1]:.4f}] -> "
+                  f"{'MET' if goal['met'] else 'NOT MET'}")
+    print(f"total {timings['total']:.1f}s (without Portrait tuning "
+          f"{timings['total without Portrait tuning']:.1f}s); report: {out / 'report.md'}")

@@ -1,0 +1,223 @@
+"""The Markdown documents offline writes: the evaluation report and the offline A/B summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from portrait.evaluation.roster import headline_systems
+from portrait.evaluation.summary import KS
+
+CAVEATS = [
+    "Leave-last-out holds out each user's last item, but other users' later events still train "
+    "the co-occurrence models (collaborative vectors, item-kNN), as in most published "
+    "leave-last-out results; the temporal split (`--split temporal`) is the strictly "
+    "time-respecting check. Popularity is time-respecting in both.",
+    "Ablations remove one component from the tuned configuration without re-tuning the others.",
+    "MovieLens timestamps often tie (users rate in bursts); tied events are ordered by event id, "
+    "which is not their true order.",
+]
+ISSUE_GOAL_LABEL = "the issue's baselines (most-popular, recent-popular, item-knn)"
+ALL_GOAL_LABEL = "all baselines, including the sequence-aware item-knn-seq"
+
+
+def number(x: float | None, digits: int = 4) -> str:
+    """``x`` with ``digits`` decimals; ``"nan"`` for a missing or NaN value."""
+    return "nan" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def interval(d: Mapping[str, float], digits: int = 4) -> str:
+    """``"mean [low, high]"`` of an interval's dictionary."""
+    return f"{number(d['mean'], digits)} [{number(d['low'], digits)}, {number(d['high'], digits)}]"
+
+
+def relative_interval(d: Mapping[str, float]) -> str:
+    """A relative interval in signed percent: ``"+5.1% [-2.0%, +12.3%]"``."""
+    return f"{d['mean'] * 100:+.1f}% [{d['low'] * 100:+.1f}%, {d['high'] * 100:+.1f}%]"
+
+
+def write_report(doc: Mapping[str, Any], out: Path, plots: Sequence[str]) -> None:
+    """Write ``out/report.md`` from the evaluation document (``metrics.json``'s content).
+
+    Args:
+        doc: the evaluation document.
+        out: the output folder.
+        plots: the figure files to embed, relative to ``out``.
+    """
+    s = doc["test"]
+    order = sorted(s["systems"], key=lambda n: -s["systems"][n]["metrics"]["NDCG@10"]["mean"])
+    lines = [f"# Portrait offline evaluation: {doc['dataset']['name']}", "",
+             f"Generated {doc['created']} by `{doc['command']}`.", ""]
+    lines += _headline(s)
+    lines += _setup(doc)
+    lines += _metric_tables(s, order)
+    lines += _configurations(doc)
+    lines += ["## Timing", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {step} | {sec:.1f} |" for step, sec in doc["timings"].items()]
+    lines.append("")
+    if plots:
+        lines += ["## Figures", ""]
+        for p in plots:
+            lines += [f"![{p}]({p})", ""]
+    lines += ["## Caveats", ""]
+    lines += [f"* {c}" for c in doc.get("caveats", [])]
+    lines.append("")
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def _headline(s: Mapping[str, Any]) -> list[str]:
+    goals = [(g, label) for g, label in (
+        (s.get("goal_issue_baselines"), ISSUE_GOAL_LABEL),
+        (s.get("goal"), ALL_GOAL_LABEL),
+    ) if g]
+    if not goals:
+        return []
+    lines = ["## Headline", ""]
+    for goal, label in goals:
+        verdict = "MET" if goal["met"] else "NOT MET"
+        lines.append(
+            f"* Against {label}: best is `{goal['best_baseline']}`. Portrait (tuned) NDCG@10 "
+            f"relative lift **{goal['relative_lift'] * 100:+.1f}%** "
+            f"(95% paired bootstrap CI {goal['relative_ci'][0] * 100:+.1f}% to "
+            f"{goal['relative_ci'][1] * 100:+.1f}%), absolute difference {number(goal['diff'])} "
+            f"(CI {number(goal['diff_ci'][0])} to {number(goal['diff_ci'][1])}). "
+            f"Goal (lift >= 10% and difference CI above zero): **{verdict}**."
+        )
+    lines.append("")
+    return lines
+
+
+def _setup(doc: Mapping[str, Any]) -> list[str]:
+    s = doc["test"]
+    ds = doc["dataset"]
+    sp = doc["split"]
+    enc = doc["encoder"]
+    blanked = ds.get("blanked_descriptions")
+    return [
+        "## Setup",
+        "",
+        f"* Dataset: `{ds['name']}`: {ds['users']} users, {ds['items']} items, "
+        f"{ds['events']} events"
+        + (f"; {blanked} review-derived item descriptions blanked" if blanked else "")
+        + ".",
+        f"* Split: **{sp['kind']}**; validation {sp['validation']['cases']} users, test "
+        f"{sp['test']['cases']} users ({s['targets']} targets, {s['targets_outside_catalog']} "
+        "outside the catalog). "
+        + ("Users with fewer than 3 distinct items are not evaluated (their events still train "
+           "the global models)."
+           if sp["kind"] == "leave-last-out" else
+           "Evaluated: users with at least one interaction up to the cut time T and at least one "
+           "new item after it; targets are all those new items (multi-item metrics)."),
+        "* Protocol: full-catalog ranking (no sampled negatives) of all "
+        f"{s['n_items']} items; items in the user's visible history are excluded for every "
+        "system; every interaction is a target whatever its rating; stream order is "
+        "(occurred_at, event_id), so tied timestamps are ordered by event id; each profile is "
+        "folded with the real `portrait.profile.fold` from the user's events strictly before the "
+        "test point and scored with the real `portrait.ranking.score_items`.",
+        "* Global models (collaborative vectors, item-kNN) learn from the split's training events "
+        "only; popularity (prior and baselines) counts only training events before each user's "
+        "test time.",
+        f"* Item text vectors: `{enc['model_id']}` "
+        f"({enc.get('encoder', {}).get('dtype') or enc.get('dtype')}), "
+        f"cache {enc.get('cache')}; collaborative vectors: {doc['collaborative']}.",
+        f"* Confidence intervals: percentile bootstrap over users, "
+        f"{doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}; "
+        "differences use the paired bootstrap (same users resampled).",
+        "",
+    ]
+
+
+def _metric_tables(s: Mapping[str, Any], order: Sequence[str]) -> list[str]:
+    cols = [f"{m}@{k}" for k in KS for m in ("HR", "NDCG")] + ["Recall@10", "MRR"]
+    lines = ["## Test metrics (95% bootstrap CI)", "",
+             "| system | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name in order:
+        m = s["systems"][name]["metrics"]
+        lines.append(f"| {name} | " + " | ".join(interval(m[c]) for c in cols) + " |")
+    lines += [
+        "", "## Coverage and popularity of the recommendations", "",
+        "Coverage@K: share of the catalog in at least one user's top K. PopPct@K: mean "
+        "popularity percentile (by training interactions) of the recommended items; 100 = most "
+        "popular.",
+        "", "| system | Coverage@10 | Coverage@20 | PopPct@10 | PopPct@20 | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in order:
+        li = s["systems"][name]["list"]
+        lines.append(
+            f"| {name} | {number(li['Coverage@10'])} | {number(li['Coverage@20'])} | "
+            f"{number(li['PopPct@10'], 1)} | {number(li['PopPct@20'], 1)} | "
+            f"{number(s['systems'][name]['seconds'], 1)} |"
+        )
+    lines += ["", f"## Paired comparisons: `{s['comparisons_vs']}` minus each system", "",
+              "| other system | NDCG@10 diff | NDCG@10 lift | HR@10 diff | MRR diff |",
+              "|---|---|---|---|---|"]
+    for name in order:
+        c = s["comparisons"].get(name)
+        if c:
+            lines.append(
+                f"| {name} | {interval(c['NDCG@10']['diff'])} | "
+                f"{relative_interval(c['NDCG@10']['relative'])} | "
+                f"{interval(c['HR@10']['diff'])} | {interval(c['MRR']['diff'])} |"
+            )
+    main = headline_systems(order)
+    lines += ["", "## NDCG@10 by history length (test split)", "",
+              "| history items | users | " + " | ".join(main) + " |",
+              "|---|---|" + "---|" * len(main)]
+    for b in s["history_buckets"]["buckets"]:
+        lines.append(f"| {b['label']} | {b['users']} | "
+                     + " | ".join(number(b["values"][n]) for n in main) + " |")
+    lines.append("")
+    return lines
+
+
+def _configurations(doc: Mapping[str, Any]) -> list[str]:
+    tuned = doc["portrait_config"]
+    lines = ["## Chosen configurations (validation split only)", "",
+             f"Portrait, source: {tuned['source']}.", "",
+             "```json", json.dumps(tuned["params"], indent=2), "```"]
+    if tuned.get("validation_metrics"):
+        vm = tuned["validation_metrics"]
+        search = tuned.get("tuning")
+        lines += ["", f"Validation: NDCG@10 {number(vm.get('NDCG@10'))}, "
+                  f"HR@10 {number(vm.get('HR@10'))}"
+                  + (f" after {search['trials']} trials (seed {search['seed']})."
+                     if search else ".")]
+    chosen = json.dumps(doc["baselines"]["chosen"])
+    lines += ["", f"Baselines (grid on validation): `{chosen}`.", ""]
+    return lines
+
+
+def ab_markdown(
+    a: str, b: str, dataset: str, split_kind: str, users: int,
+    comparisons: Sequence[Any], experiment: str, split: Mapping[str, int],
+    variants: Sequence[str], assigned: Mapping[str, Any],
+) -> str:
+    """The offline A/B summary (``ab.md``).
+
+    Args:
+        a, b: the two config files, as given.
+        dataset, split_kind: what was replayed.
+        users: how many test users were replayed through both.
+        comparisons: :func:`~portrait.evaluation.ab.compare`'s result (A - B).
+        experiment, split: the experiment name and weights of the online view.
+        variants: the experiment's variants; the first stands for A, the last for B.
+        assigned: :func:`~portrait.evaluation.ab.compare_assigned`'s result.
+    """
+    lines = [f"# Offline A/B: A = {a}, B = {b}", "",
+             f"{users} users of `{dataset}` ({split_kind}, test split) replayed through both "
+             "configurations; differences are A - B with paired bootstrap 95% intervals.", "",
+             "| metric | A | B | A - B | relative |", "|---|---|---|---|---|"]
+    for c in comparisons:
+        lines.append(f"| {c.metric} | {interval(c.a.to_dict())} | {interval(c.b.to_dict())} | "
+                     f"{interval(c.paired.diff.to_dict())} | "
+                     f"{relative_interval(c.paired.relative.to_dict())} |")
+    lines += ["", f"Online view (experiment `{experiment}`, split {split}): "
+              f"{assigned['users_a']} users in `{variants[0]}` (A), {assigned['users_b']} in "
+              f"`{variants[-1]}` (B)."]
+    if "NDCG@10" in assigned["metrics"]:
+        d = assigned["metrics"]["NDCG@10"]["diff"]
+        lines.append(f"Unpaired NDCG@10 difference as assigned: {interval(d)}.")
+    return "\n".join(lines) + "\n"

@@ -1,1 +1,0 @@
-"""Command-line front ends that need I/O (files, the encoder, progress bars)."""
