@@ -110,6 +110,12 @@ def main(
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from serve.settings import Settings, SettingsError
+
+    try:
+        args.settings = Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(f"portrait {args.command}: configuration error: {exc}") from None
     try:
         return COMMANDS[args.command](args, encoder=encoder, dataset=dataset)
     except (DatasetUnavailable, InvalidConfigFile) as exc:

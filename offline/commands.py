@@ -164,7 +164,7 @@ def cmd_ab(
     params_a, collab_a = portrait_params(read_tuned_config(args.a))
     params_b, collab_b = portrait_params(read_tuned_config(args.b))
     prep = prepare(args.dataset, args.data_dir, split_kind=args.split, encoder=encoder,
-                   cache_dir=args.cache_dir, dataset=dataset)
+                   cache_dir=args.cache_dir, dataset=dataset, **_from_settings(args))
     phase_a = prep.phase("test", collab_a)
     phase_b = prep.phase("test", collab_b)
     systems = [phase_a.factory.system("A", params_a), phase_b.factory.system("B", params_b)]
@@ -192,12 +192,25 @@ def cmd_ab(
     return 0
 
 
+def _from_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What :func:`prepare` takes from the ``PORTRAIT_*`` settings (read once by the CLI)."""
+    settings = getattr(args, "settings", None)
+    if settings is None:
+        return {}
+    encoder = settings.encoder
+    if encoder.dtype == "float32":
+        # The service's default; offline runs take bf16 where the CPU or GPU has it natively
+        # (auto-cpu resolves to float32 elsewhere). Vectors keep the model id either way.
+        encoder = dataclasses.replace(encoder, dtype="auto-cpu")
+    return {"datasets_dir": settings.datasets_dir, "encoder_settings": encoder}
+
+
 def _prepare(
     args: argparse.Namespace, encoder: Encoder | None, dataset: Dataset | None
 ) -> Prepared:
     """:func:`prepare` from the arguments, refusing a split without users to evaluate."""
     prep = prepare(args.dataset, args.data_dir, split_kind=args.split, encoder=encoder,
-                   cache_dir=args.cache_dir, dataset=dataset)
+                   cache_dir=args.cache_dir, dataset=dataset, **_from_settings(args))
     for phase, split in prep.splits.items():
         if not split.cases:
             raise SystemExit(

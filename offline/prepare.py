@@ -130,6 +130,8 @@ def prepare(
     encoder: Encoder | None = None,
     cache_dir: Path | None = None,
     dataset: Dataset | None = None,
+    datasets_dir: Path | None = None,
+    encoder_settings: Any = None,
 ) -> Prepared:
     """Load, encode (cached) and split a dataset.
 
@@ -140,6 +142,8 @@ def prepare(
         encoder: an encoder instead of vLLM (tests).
         cache_dir: the vector cache folder; ``None`` for no cache.
         dataset: an already loaded dataset, used instead of ``dataset_name``/``data_dir``.
+        datasets_dir: where the non-bundled data sets live (``PORTRAIT_DATASETS_DIR``).
+        encoder_settings: how to build the vLLM encoder when ``encoder`` is None.
 
     Raises:
         DatasetUnavailable: an unknown dataset name, or no folder where one is needed.
@@ -147,10 +151,10 @@ def prepare(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    ds = dataset if dataset is not None else load_dataset(dataset_name, data_dir)
+    ds = dataset if dataset is not None else load_dataset(dataset_name, data_dir, datasets_dir)
     timings["load dataset"] = time.perf_counter() - t0
     items, blanked = evaluation_items(ds)
-    provider = EncoderProvider(encoder)
+    provider = EncoderProvider(encoder, encoder_settings)
     t0 = time.perf_counter()
     text_matrix, encode_info = cached_encode(
         [item_text(i) for i in items], provider, cache_dir, ds.name, label="item texts"

@@ -8,10 +8,8 @@ items, another model) re-encodes and overwrites.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,18 +32,14 @@ class EncoderProvider:
         encoder: an encoder to use instead of starting vLLM (tests pass a deterministic one).
     """
 
-    def __init__(self, encoder: Encoder | None = None) -> None:
+    def __init__(self, encoder: Encoder | None = None, settings: Any = None) -> None:
         self._encoder = encoder
-        self._settings: Any = None
+        self._settings: Any = settings
         self.started_seconds: float | None = None
-        if encoder is None:
+        if encoder is None and settings is None:
             from serve.encoder_settings import EncoderSettings
 
-            settings = EncoderSettings.from_env()
-            if not os.environ.get("PORTRAIT_ENCODER_DTYPE"):
-                # bf16 where the CPU/GPU supports it natively; vectors keep the model id
-                settings = dataclasses.replace(settings, dtype="auto-cpu")
-            self._settings = settings
+            self._settings = EncoderSettings()
 
     @property
     def model_id(self) -> str:

@@ -31,8 +31,9 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from portrait.catalog import MAX_DESCRIPTION_LENGTH, MAX_TAG_LENGTH, MAX_TAGS, ItemRecord
 from portrait.errors import InvalidField

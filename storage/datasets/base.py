@@ -10,9 +10,9 @@ import csv
 import html
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 from portrait.catalog import ItemRecord
 from portrait.errors import InvalidField

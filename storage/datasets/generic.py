@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from portrait import catalog
@@ -110,7 +110,7 @@ def parse_timestamp(value: str) -> float:
                 f"{text!r} is neither Unix seconds nor ISO-8601 (2018-09-24T14:27:30Z)"
             ) from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         seconds = moment.timestamp()
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{text!r} must be a finite time at or after 1970-01-01")

@@ -7,10 +7,8 @@ terms), so they are found at run time, if present.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-DATASETS_DIR_ENV = "PORTRAIT_DATASETS_DIR"
 MOVIELENS_DIR_NAME = "movielens-ml-latest-small"
 AMAZON_DIR_NAME = "amazon-reviews-2018-small"
 
@@ -27,13 +25,13 @@ def bundled_movielens_dir() -> Path:
     return repo_root() / "data" / MOVIELENS_DIR_NAME
 
 
-def shared_datasets_dir() -> Path | None:
+def shared_datasets_dir(configured: Path | None = None) -> Path | None:
     """The folder holding non-bundled datasets (e.g. ``amazon-reviews-2018-small/``), if any.
 
-    ``$PORTRAIT_DATASETS_DIR`` wins when set (an explicit choice beats a convention); otherwise
-    ``../shared/datasets`` next to the repository root. Returns ``None`` when the chosen folder
-    does not exist, so callers can skip with a reason instead of failing.
+    ``configured`` (``PORTRAIT_DATASETS_DIR``, read by the settings) wins when given: an
+    explicit choice beats a convention; otherwise ``../shared/datasets`` next to the
+    repository root. Returns ``None`` when the chosen folder does not exist, so callers can
+    skip with a reason instead of failing.
     """
-    configured = os.environ.get(DATASETS_DIR_ENV)
-    candidate = Path(configured) if configured else repo_root().parent / "shared" / "datasets"
+    candidate = configured if configured else repo_root().parent / "shared" / "datasets"
     return candidate if candidate.is_dir() else None

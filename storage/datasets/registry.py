@@ -52,7 +52,7 @@ def load_dataset(
         data_dir: the dataset's own folder; ``None`` for the default location (the bundled
             MovieLens copy, the Amazon folder in ``datasets_dir``). Required for ``generic``.
         datasets_dir: the folder holding the non-bundled data sets; ``None`` for
-            :func:`shared_datasets_dir` (``$PORTRAIT_DATASETS_DIR`` or ``../shared/datasets``).
+            :func:`shared_datasets_dir` (``../shared/datasets``).
 
     Returns:
         The loaded dataset; the Amazon sets are named after their registry name.
@@ -80,7 +80,7 @@ def load_dataset(
 
 
 def _amazon_dir(name: str, datasets_dir: Path | None) -> Path:
-    shared = datasets_dir if datasets_dir is not None else shared_datasets_dir()
+    shared = shared_datasets_dir(datasets_dir)
     if shared is None:
         raise DatasetUnavailable(
             "data_dir", f"{name}: no folder given and no shared datasets folder "

@@ -38,11 +38,9 @@ def test_generic_loads_from_its_folder() -> None:
     assert dataset.items and dataset.events
 
 
-def test_amazon_without_any_datasets_folder_is_refused(monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
-    monkeypatch.setenv("PORTRAIT_DATASETS_DIR", str(tmp_path / "absent"))
+def test_amazon_without_any_datasets_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DatasetUnavailable) as err:
-        load_dataset("amazon-beauty")
+        load_dataset("amazon-beauty", None, tmp_path / "absent")
     assert err.value.field == "data_dir"
 
 

@@ -41,13 +41,9 @@ def assert_sorted_by_tie_rule(dataset: Dataset) -> None:
     assert len({e.event_id for e in dataset.events}) == len(dataset.events)
 
 
-def test_shared_datasets_dir_honours_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PORTRAIT_DATASETS_DIR", str(tmp_path))
-    assert shared_datasets_dir() == tmp_path
-    monkeypatch.setenv("PORTRAIT_DATASETS_DIR", str(tmp_path / "missing"))
-    assert shared_datasets_dir() is None
+def test_a_configured_datasets_dir_wins(tmp_path: Path) -> None:
+    assert shared_datasets_dir(tmp_path) == tmp_path
+    assert shared_datasets_dir(tmp_path / "missing") is None
 
 
 # --- MovieLens (bundled) ---------------------------------------------------------------------
