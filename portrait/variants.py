@@ -8,22 +8,27 @@ variant's (snapshots are keyed by that configuration's hash).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField
 from portrait.experiments import Experiment
 from portrait.ranking import RankingConfig
+from portrait.tuned_config import ItemVectorSettings
 
 DEFAULT_VARIANT = "default"
 
 
 @dataclass(frozen=True)
 class Variant:
+    """One configuration: how profiles fold, how they rank, and which item space they rank
+    in (``items.alpha``: the collaborative share of the blended item vectors)."""
+
     name: str
     profile: ProfileConfig
     ranking: RankingConfig
+    items: ItemVectorSettings = ItemVectorSettings()
 
 
 class VariantPolicy:
@@ -43,8 +48,19 @@ class VariantPolicy:
         self._only = next(iter(self.variants.values())) if experiment is None else None
 
     @classmethod
-    def single(cls, profile: ProfileConfig, ranking: RankingConfig | None = None) -> VariantPolicy:
-        return cls({DEFAULT_VARIANT: Variant(DEFAULT_VARIANT, profile, ranking or RankingConfig())})
+    def single(
+        cls,
+        profile: ProfileConfig,
+        ranking: RankingConfig | None = None,
+        items: ItemVectorSettings | None = None,
+    ) -> VariantPolicy:
+        variant = Variant(DEFAULT_VARIANT, profile, ranking or RankingConfig(),
+                          items or ItemVectorSettings())
+        return cls({DEFAULT_VARIANT: variant})
+
+    def alphas(self) -> tuple[float, ...]:
+        """The collaborative shares the variants rank with (0 = text only), sorted."""
+        return tuple(sorted({v.items.alpha for v in self.variants.values()}))
 
     def for_user(self, user_id: str) -> Variant:
         if self._only is not None:

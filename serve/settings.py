@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from actors.host import HostSettings
-from portrait.config import ProfileConfig
+from portrait.default_config import default_config
 from portrait.errors import PortraitError
 from portrait.experiments import Experiment
-from portrait.ranking import RankingConfig
 from portrait.tuned_config import TunedConfig
 from portrait.variants import Variant, VariantPolicy
 from serve.encoder_settings import EncoderSettings
@@ -42,7 +42,7 @@ class Settings:
         shards: number of ProfileShard actors.
         max_batch_events: largest ingest batch accepted (413 beyond).
         profile_config: a JSON file from ``portrait tune`` (profile + ranking config);
-            unset = the built-in defaults.
+            unset = the shipped default (portrait/default_config.py: tuned on MovieLens).
         experiment: a JSON file defining an A/B experiment (see :meth:`variant_policy`);
             unset = everyone gets ``profile_config``.
         snapshot_every, idle_timeout_s, memory_budget_mb: user-actor policy per shard.
@@ -120,11 +120,11 @@ class Settings:
         Without ``experiment``: everyone gets ``profile_config`` (or the defaults). With it, a
         file like ``{"name": "tuned-vs-default", "split": {"control": 50, "tuned": 50},
         "variants": {"control": null, "tuned": "tuned-movielens.json"}}``; each variant names
-        a config file (relative to the experiment file) or null for the defaults.
+        a config file (relative to the experiment file) or null for the shipped default.
         """
         if self.experiment is None:
-            profile, ranking = _load_config(self.profile_config, "PROFILE_CONFIG")
-            return VariantPolicy.single(profile, ranking)
+            config = _load_config(self.profile_config, "PROFILE_CONFIG")
+            return VariantPolicy.single(config.profile, config.ranking, config.item_vectors)
         var = f"{PREFIX}EXPERIMENT ({self.experiment})"
         try:
             doc = json.loads(self.experiment.read_text())
@@ -132,8 +132,8 @@ class Settings:
             variants = {}
             for name, path in dict(doc["variants"]).items():
                 file = None if path is None else self.experiment.parent / str(path)
-                profile, ranking = _load_config(file, "EXPERIMENT")
-                variants[name] = Variant(name, profile, ranking)
+                config = _load_config(file, "EXPERIMENT")
+                variants[name] = Variant(name, config.profile, config.ranking, config.item_vectors)
             return VariantPolicy(variants, experiment)
         except SettingsError:
             raise
@@ -148,20 +148,11 @@ class Settings:
         )
 
 
-def _load_config(path: Path | None, variable: str) -> tuple[ProfileConfig, RankingConfig]:
-    """Profile and ranking configs from a ``portrait tune`` file, or the defaults."""
+def _load_config(path: Path | None, variable: str) -> TunedConfig:
+    """A ``portrait tune`` file, or the shipped default (:mod:`portrait.default_config`)."""
     if path is None:
-        return ProfileConfig(), RankingConfig()
+        return default_config()
     try:
-        config = TunedConfig.from_document(json.loads(path.read_text()))
+        return TunedConfig.from_document(json.loads(path.read_text()))
     except (OSError, ValueError, PortraitError) as exc:
         raise SettingsError(f"{PREFIX}{variable} ({path}): {exc}") from None
-    alpha = config.item_vectors.alpha
-    if alpha:
-        # The service ranks with the catalog's text vectors only; say so rather than serve a
-        # config tuned for blended vectors as if nothing were missing.
-        _log.warning(
-            "%s: tuned with %.0f%% collaborative item vectors, which the service does not "
-            "build yet; it will rank with text vectors only", path, 100 * alpha,
-        )
-    return config.profile, config.ranking

@@ -3,9 +3,9 @@
 Pure: numpy and the standard library only, no I/O.
 
 Every ablation removes one component from the tuned configuration and re-tunes nothing, so a
-drop in its score is what that component adds given the others. ``portrait-defaults`` is the
-shipped configuration on text vectors only; the text-only and collaborative-only variants
-exist when collaborative vectors were built.
+drop in its score is what that component adds given the others. ``portrait-defaults`` is what
+the service runs with no configuration (:func:`portrait.default_config.default_config`); the
+text-only and collaborative-only variants exist when collaborative vectors were built.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from portrait.default_config import default_config
 from portrait.evaluation.baselines import no_decay
 from portrait.evaluation.runner import System
 from portrait.evaluation.tuning import BaselineChoice, PortraitFactory, PortraitParams
@@ -21,6 +22,14 @@ REFERENCE = "portrait"
 BASELINES = ("most-popular", "recent-popular", "item-knn", "item-knn-seq")
 # the baselines the issue lists; item-knn-seq is an extra, sequence-aware one
 ISSUE_BASELINES = ("most-popular", "recent-popular", "item-knn")
+
+
+def default_params(has_collab: bool) -> PortraitParams:
+    """The service's default configuration as search parameters; text only (alpha 0) when the
+    phase has no collaborative vectors, as the service before its first retrain."""
+    config = default_config()
+    alpha = config.item_vectors.alpha if has_collab else 0.0
+    return PortraitParams(config.profile, config.ranking, alpha)
 
 
 def portrait_systems(
@@ -37,7 +46,7 @@ def portrait_systems(
     r = params.ranking
     systems: list[System] = [
         factory.system(REFERENCE, params),
-        factory.system("portrait-defaults", PortraitParams(alpha=0.0)),
+        factory.system("portrait-defaults", default_params(has_collab)),
         factory.system(
             "portrait-no-decay", dataclasses.replace(params, profile=no_decay(params.profile))
         ),

@@ -8,6 +8,8 @@ this tier is where API behaviour is pinned down cheaply.
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest_asyncio
 from pydantic import BaseModel
 
 from actors.text_features import ThreadedEncoder
+from portrait.tuned_config import TunedConfig
 from serve.api import models as m
 from serve.composition import InProcessSystem, in_process
 from serve.settings import Settings
@@ -54,9 +57,19 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     yield request.getfixturevalue("embedded_pg_url")
 
 
+@pytest.fixture(scope="session")
+def plain_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Untuned profile and ranking defaults, text vectors only: the scenarios below reason
+    about content similarity, not about the shipped tuned blend."""
+    path = tmp_path_factory.mktemp("config") / "plain.json"
+    path.write_text(json.dumps(TunedConfig().to_document()))
+    return path
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def system(store_url: str) -> AsyncIterator[InProcessSystem]:
-    settings = Settings(shards=2, snapshot_every=3, max_batch_events=50)
+async def system(store_url: str, plain_config: Path) -> AsyncIterator[InProcessSystem]:
+    settings = Settings(shards=2, snapshot_every=3, max_batch_events=50,
+                        profile_config=plain_config)
     sys = in_process(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
     try:
         yield sys

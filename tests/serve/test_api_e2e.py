@@ -7,6 +7,7 @@ upserted through the API, then each test talks HTTP to it as a client would.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import socket
 import time
 from typing import Any
@@ -19,6 +20,7 @@ ray = pytest.importorskip("ray")
 from portrait.config import ProfileConfig  # noqa: E402
 from portrait.inspection import summarize  # noqa: E402
 from portrait.profile import replay  # noqa: E402
+from portrait.tuned_config import TunedConfig  # noqa: E402
 from serve.encoder_settings import EncoderSettings  # noqa: E402
 from serve.service import start_service  # noqa: E402
 from serve.settings import Settings  # noqa: E402
@@ -37,11 +39,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def service(embedded_pg):
+def service(embedded_pg, tmp_path_factory):
+    # Untuned defaults, text vectors only: these tests reason about content similarity.
+    plain = tmp_path_factory.mktemp("config") / "plain.json"
+    plain.write_text(json.dumps(TunedConfig().to_document()))
     with scratch_database(embedded_pg.url) as url:
         settings = Settings(
             port=free_port(), shards=2, snapshot_every=5, max_batch_events=200,
-            encoder=EncoderSettings(dtype="float32", num_cpus=1),
+            encoder=EncoderSettings(dtype="float32", num_cpus=1), profile_config=plain,
         )
         svc = start_service(settings, url, load_demo_catalog=False)
         try:

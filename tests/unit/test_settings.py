@@ -61,15 +61,24 @@ def test_experiment_with_a_variant_lacking_a_config_is_refused(tmp_path) -> None
     assert "PORTRAIT_EXPERIMENT" in str(err.value) and "b" in str(err.value)
 
 
-def test_the_shipped_tuned_config_loads_with_a_warning_about_collaborative_vectors(caplog) -> None:
+def test_the_shipped_tuned_config_loads_with_its_item_space() -> None:
     from storage.datasets.paths import repo_root
 
     path = repo_root() / "configs" / "tuned-movielens.json"
-    with caplog.at_level("WARNING"):
-        policy = Settings.from_env({"PORTRAIT_PROFILE_CONFIG": str(path)}).variant_policy()
+    policy = Settings.from_env({"PORTRAIT_PROFILE_CONFIG": str(path)}).variant_policy()
     shipped = json.loads(path.read_text())
-    assert policy.for_user("u").profile == ProfileConfig.from_dict(shipped["profile"])
-    assert "collaborative item vectors" in caplog.text
+    variant = policy.for_user("u")
+    assert variant.profile == ProfileConfig.from_dict(shipped["profile"])
+    assert variant.items.alpha == shipped["item_vectors"]["alpha"]
+
+
+def test_no_config_means_the_shipped_default() -> None:
+    from portrait.default_config import default_config
+
+    variant = Settings.from_env({}).variant_policy().for_user("u")
+    default = default_config()
+    assert (variant.profile, variant.ranking, variant.items) == (
+        default.profile, default.ranking, default.item_vectors)
 
 
 def test_a_config_file_without_a_version_is_refused_naming_the_variable(tmp_path) -> None:
