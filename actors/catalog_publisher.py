@@ -1,13 +1,17 @@
-"""Publishing catalog versions: the catalog store's items as a view every shard ranks with."""
+"""Publishing catalog views: the catalog store's items in the newest item space, as a view
+every shard ranks with."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from actors.catalog_view import CatalogSink, CatalogView
+from portrait.collaborative import blended_index
 from portrait.interests import TagVocabulary, tag_prompt
 from portrait.items import l2_normalise
 from portrait.ports import AsyncEncoder
@@ -17,42 +21,81 @@ from storage.catalog import ItemCatalog
 _log = logging.getLogger(__name__)
 
 
-class CatalogPublisher:
-    """Builds a :class:`CatalogView` of the current catalog and hands it to the sink."""
+class LatestItemSpace(Protocol):
+    """The part of the item-space store a publisher reads."""
 
-    def __init__(self, catalog: ItemCatalog, encoder: AsyncEncoder, sink: CatalogSink) -> None:
+    async def latest(self) -> Any: ...
+
+
+class CatalogPublisher:
+    """Builds a :class:`CatalogView` of the current catalog and item space for the sink.
+
+    Args:
+        catalog: the catalog (its store gives the version, titles and popularity counts).
+        item_spaces: where retrains store collaborative vectors; the newest is blended in.
+        encoder: encodes tag names for the tag vocabulary.
+        sink: where views go.
+        alphas: the collaborative shares the variants rank with; a blended index is built
+            once per share above 0, here, so shards on a node share it.
+    """
+
+    def __init__(
+        self,
+        catalog: ItemCatalog,
+        item_spaces: LatestItemSpace,
+        encoder: AsyncEncoder,
+        sink: CatalogSink,
+        alphas: Sequence[float] = (),
+    ) -> None:
         self._catalog = catalog
+        self._spaces = item_spaces
         self._encoder = encoder
         self._sink = sink
+        self._alphas = tuple(a for a in alphas if a > 0.0)
         self._tag_vectors: dict[str, np.ndarray] = {}  # tags rarely change: encode each once
         self._lock = asyncio.Lock()
-        self.version = -1
+        self.key = (-1, -1)
+
+    @property
+    def version(self) -> int:
+        return self.key[0]
 
     async def publish(self, *, force: bool = False) -> int:
-        """Publish the current catalog if it changed (or ``force``); returns its version."""
+        """Publish the current catalog and item space if either changed (or ``force``);
+        returns the catalog version."""
         async with self._lock:
             store = self._catalog.store
             version = await store.version()
-            if version == self.version and not force:
+            space = await self._spaces.latest()
+            key = (version, space.version if space is not None else 0)
+            if key == self.key and not force:
                 return version
             index = await self._catalog.load_index()
-            counts = await store.interaction_counts()
-            popularity = popularity_scores(
-                np.array([counts.get(i, 0) for i in index.ids], dtype=np.float64)
+            view = CatalogView(
+                version, index, await self._popularity(index.ids), await self._vocabulary(index),
+                await self._titles(index.ids), key[1],
+                {a: blended_index(index, space, a)
+                 for a in self._alphas} if space else {},
             )
-            names = sorted({t for tags in index.all_tags() for t in tags})
-            missing = [n for n in names if n not in self._tag_vectors]
-            if missing:
-                vectors = await self._encoder.encode([tag_prompt(n) for n in missing])
-                self._tag_vectors.update(zip(missing, vectors, strict=True))
-            vocabulary = (
-                TagVocabulary(tuple(names), l2_normalise(np.stack([self._tag_vectors[n] for n in names])))
-                if names else None
-            )
-            titles = await store.titles()
-            view = CatalogView(version, index, popularity, vocabulary,
-                               [titles.get(i, "") for i in index.ids])
             await self._sink.publish(view)
-            self.version = version
-        _log.info("catalog version %d published: %d items, %d tags", version, len(index), len(names))
+            self.key = key
+        _log.info("catalog %d, item space %d published: %d items", key[0], key[1], len(index))
         return version
+
+    async def _popularity(self, ids: Sequence[str]) -> np.ndarray:
+        counts = await self._catalog.store.interaction_counts()
+        return popularity_scores(np.array([counts.get(i, 0) for i in ids], dtype=np.float64))
+
+    async def _vocabulary(self, index: Any) -> TagVocabulary | None:
+        names = sorted({t for tags in index.all_tags() for t in tags})
+        missing = [n for n in names if n not in self._tag_vectors]
+        if missing:
+            vectors = await self._encoder.encode([tag_prompt(n) for n in missing])
+            self._tag_vectors.update(zip(missing, vectors, strict=True))
+        if not names:
+            return None
+        return TagVocabulary(tuple(names), l2_normalise(np.stack([self._tag_vectors[n] for n in names])))
+
+    async def _titles(self, ids: Sequence[str]) -> list[str]:
+        titles = await self._catalog.store.titles()
+        return [titles.get(i, "") for i in ids]

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from actors.catalog_view import CatalogView
+from actors.catalog_view import CatalogView, ViewKey, newer
 
 REGISTRY_NAME = "portrait-catalog"
 NAMESPACE = "portrait"
@@ -21,22 +21,23 @@ NAMESPACE = "portrait"
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class CatalogRegistry:
-    """Holds ``(version, [index_ref, extras_ref])``; refs are kept nested so Ray passes them
-    through unresolved and each reader fetches the shared object itself."""
+    """Holds ``(key, [index_ref, extras_ref, space_ref])``; refs are kept nested so Ray passes
+    them through unresolved and each reader fetches the shared object itself."""
 
     def __init__(self) -> None:
-        self._version = -1
+        self._key: ViewKey = (-1, -1)
         self._refs: list[Any] = []
 
-    def publish(self, version: int, refs: list[Any]) -> bool:
-        """Record ``version`` if it is newer than the current one. Returns whether it was."""
-        if version <= self._version:
+    def publish(self, key: ViewKey, refs: list[Any]) -> bool:
+        """Record ``key`` if it supersedes the current one. Returns whether it did."""
+        key = (int(key[0]), int(key[1]))
+        if self._refs and not newer(key, self._key):
             return False
-        self._version, self._refs = version, refs
+        self._key, self._refs = key, refs
         return True
 
-    def current(self) -> tuple[int, list[Any]]:
-        return self._version, self._refs
+    def current(self) -> tuple[ViewKey, list[Any]]:
+        return self._key, self._refs
 
 
 def get_or_create_registry() -> Any:
@@ -51,13 +52,12 @@ class RegistryChannel:
     Stateless, so it pickles into every shard."""
 
     async def publish(self, view: CatalogView) -> bool:
-        index, extras = view.to_parts()
-        refs = [ray.put(index), ray.put(extras)]
-        return bool(await get_or_create_registry().publish.remote(view.version, refs))
+        refs = [ray.put(part) for part in view.to_parts()]
+        return bool(await get_or_create_registry().publish.remote(view.key, refs))
 
-    async def latest(self, newer_than: int = -1) -> CatalogView | None:
-        version, refs = await get_or_create_registry().current.remote()
-        if not refs or version <= newer_than:
+    async def latest(self, newer_than: ViewKey = (-1, -1)) -> CatalogView | None:
+        key, refs = await get_or_create_registry().current.remote()
+        if not refs or tuple(key) == tuple(newer_than):
             return None
-        index, extras = await asyncio.gather(*refs)
-        return CatalogView.from_parts(version, index, extras)
+        index, extras, space = await asyncio.gather(*refs)
+        return CatalogView.from_parts(key[0], index, extras, space)

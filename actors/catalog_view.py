@@ -22,54 +22,82 @@ from portrait.ranking import TagTable
 # Ray's object store); see to_parts/from_parts.
 IndexParts = tuple[list[str], np.ndarray, list[list[str]], str]
 ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray, list[str]]
+SpaceParts = tuple[int, list[tuple[float, np.ndarray]]]  # (space version, [(alpha, matrix)])
+ViewKey = tuple[int, int]  # (catalog version, item-space version); both only grow
 
 
 @dataclass
 class CatalogView:
-    """One catalog version, ready to rank with."""
+    """One catalog version in one item space, ready to rank with.
+
+    ``items`` is the text-only index: the fold reads tags from it, and a variant ranking with
+    text vectors alone ranks in it. ``spaces`` holds the blended indexes (text plus the
+    collaborative vectors of item-space ``space_version``) by collaborative share, with the
+    same rows; an item the space does not cover keeps its text vector there.
+    """
 
     version: int
     items: ItemIndex
     popularity: np.ndarray | None
     vocabulary: TagVocabulary | None
     titles: list[str]  # by item row: served with recommendations without a database trip
+    space_version: int = 0
+    spaces: dict[float, ItemIndex] = field(default_factory=dict)
     tags: TagTable = field(init=False)
 
     def __post_init__(self) -> None:
         self.tags = TagTable(self.items)
 
+    @property
+    def key(self) -> ViewKey:
+        return (self.version, self.space_version)
+
+    def items_for(self, alpha: float) -> ItemIndex:
+        """The index a variant with collaborative share ``alpha`` ranks in."""
+        return self.spaces.get(alpha, self.items)
+
     def title(self, item_id: str) -> str | None:
         row = self.items.row(item_id)
         return (self.titles[row] or None) if row is not None else None
 
-    def to_parts(self) -> tuple[IndexParts, ExtraParts]:
+    def to_parts(self) -> tuple[IndexParts, ExtraParts, SpaceParts]:
         vocab = self.vocabulary
         return (
             (list(self.items.ids), self.items.matrix,
              [list(t) for t in self.items.all_tags()], self.items.model_id),
             (self.popularity, list(vocab.names) if vocab else [],
              vocab.matrix if vocab else np.zeros((0, self.items.dim), np.float32), self.titles),
+            (self.space_version, [(a, ix.matrix) for a, ix in self.spaces.items()]),
         )
 
     @classmethod
-    def from_parts(cls, version: int, index: IndexParts, extras: ExtraParts) -> CatalogView:
+    def from_parts(
+        cls, version: int, index: IndexParts, extras: ExtraParts, space: SpaceParts
+    ) -> CatalogView:
         ids, matrix, tags, model_id = index
         popularity, names, vocab_matrix, titles = extras
+        space_version, blended = space
         vocabulary = TagVocabulary(tuple(names), vocab_matrix) if names else None
-        return cls(version, ItemIndex(ids, matrix, tags, model_id=model_id), popularity,
-                   vocabulary, titles)
+        items = ItemIndex(ids, matrix, tags, model_id=model_id)
+        spaces = {
+            alpha: ItemIndex(ids, m, tags, model_id=model_id, text_dim=items.dim,
+                             space_version=space_version)
+            for alpha, m in blended
+        }
+        return cls(version, items, popularity, vocabulary, titles, space_version, spaces)
 
 
 class CatalogSink(Protocol):
     async def publish(self, view: CatalogView) -> bool:
-        """Make ``view`` current if it is newer than the current one; returns whether."""
+        """Make ``view`` current if it supersedes the current one (:func:`newer`); returns
+        whether it did."""
         ...
 
 
 class CatalogFeed(Protocol):
-    async def latest(self, newer_than: int = -1) -> CatalogView | None:
-        """The newest published view if its version is above ``newer_than``, else None
-        (so a shard that is up to date fetches nothing)."""
+    async def latest(self, newer_than: ViewKey = (-1, -1)) -> CatalogView | None:
+        """The newest published view if its key differs from ``newer_than`` (keys only
+        grow), else None: a shard that is up to date fetches nothing."""
         ...
 
 
@@ -80,13 +108,20 @@ class LocalCatalogChannel:
         self._view: CatalogView | None = None
 
     async def publish(self, view: CatalogView) -> bool:
-        if self._view is not None and view.version <= self._view.version:
+        if self._view is not None and not newer(view.key, self._view.key):
             return False
         self._view = view
         return True
 
-    async def latest(self, newer_than: int = -1) -> CatalogView | None:
+    async def latest(self, newer_than: ViewKey = (-1, -1)) -> CatalogView | None:
         view = self._view
-        return view if view is not None and view.version > newer_than else None
+        return view if view is not None and view.key != newer_than else None
+
+
+def newer(candidate: ViewKey, current: ViewKey) -> bool:
+    """Whether ``candidate`` supersedes ``current``: no part older, one part newer. Two
+    publishers (an item upsert, a retrain) each read both parts from the stores, so the one
+    that publishes last carries both newest parts."""
+    return candidate != current and all(c >= o for c, o in zip(candidate, current, strict=True))
 
 

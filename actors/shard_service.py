@@ -152,13 +152,14 @@ class ShardService:
         assert self._catalog is not None
         return self._catalog
 
-    async def refresh_catalog(self) -> int:
-        """Install the feed's newest catalog if newer than ours. Returns our version."""
-        current = self._catalog.version if self._catalog is not None else -1
+    async def refresh_catalog(self) -> tuple[int, int]:
+        """Install the feed's newest catalog view if it is not ours. Returns our view's key
+        (catalog version, item-space version)."""
+        current = self._catalog.key if self._catalog is not None else (-1, -1)
         view = await self._feed.latest(newer_than=current)
         if view is not None:
             self._catalog = view
-        return self._catalog.version if self._catalog is not None else -1
+        return self._catalog.key if self._catalog is not None else (-1, -1)
 
     # -- commands and queries --------------------------------------------------------------
 
@@ -183,7 +184,8 @@ class ShardService:
         view = self._view()
         variant = host.variants.for_user(user_id)
         ranked = recommend(
-            state, variant.profile, variant.ranking, view.items, view.tags, k,
+            state, variant.profile, variant.ranking, view.items_for(variant.items.alpha),
+            view.tags, k,
             popularity=view.popularity, exclude=exclude, tags=tags, diversity=diversity,
         )
         out = Recommendations(
@@ -203,13 +205,14 @@ class ShardService:
             state = await host.state(user_id)
         else:
             state = await host.state_at(user_id, until_seq=at_seq, until_time=at_time)
-        vocabulary = self._catalog.vocabulary if self._catalog else None
+        view = self._view()
+        variant = host.variants.for_user(user_id)
         return ProfileReport(
             summarize(
-                state, host.config(user_id), top=top, vocabulary=vocabulary,
-                items=self._view().items,
+                state, variant.profile, top=top, vocabulary=view.vocabulary,
+                items=view.items_for(variant.items.alpha),
             ),
-            host.variants.for_user(user_id).name,
+            variant.name,
         )
 
     async def changes(
@@ -221,7 +224,9 @@ class ShardService:
             await host.state(user_id) if to_seq is None
             else await host.state_at(user_id, until_seq=to_seq)
         )
-        return diff(before, after, host.config(user_id), top=top, items=self._view().items)
+        variant = host.variants.for_user(user_id)
+        items = self._view().items_for(variant.items.alpha)
+        return diff(before, after, variant.profile, top=top, items=items)
 
     async def stats(self) -> dict[str, Any]:
         host = await self._ready()

@@ -13,6 +13,7 @@ them so that the HTTP layer and the CLI map a short, documented list to response
     ├── VersionConflict                  stale expected version                -> HTTP 409
     ├── EventIdConflict                  event_id reused for a different event -> HTTP 409
     ├── MissingFeatures                  fold called without a text event's vector
+    ├── NotEnoughInteractions            too little data to train collaborative vectors
     ├── SnapshotIncompatible             a snapshot of another format; replay the log instead
     ├── EncoderUnavailable               the text encoder did not answer; retry -> 503
     ├── ShardUnavailable                 a shard process is down (Ray restarts it) -> 503
@@ -114,6 +115,11 @@ class MissingFeatures(PortraitError):
 class SnapshotIncompatible(PortraitError):
     """A stored snapshot was written in a format this code cannot read (an older profile
     state). Snapshots are only shortcuts: treat it as absent and replay the user's log."""
+
+
+class NotEnoughInteractions(PortraitError):
+    """The event log holds too few interactions to train collaborative item vectors; the
+    service keeps ranking with what it has (text vectors, or the previous item space)."""
 
 
 class EncoderUnavailable(PortraitError):

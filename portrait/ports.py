@@ -8,13 +8,16 @@ against every adapter of a port.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from portrait.errors import PortraitError
 from portrait.catalog import ItemRecord
 from portrait.events import Event, RecordedEvent
+
+if TYPE_CHECKING:  # collaborative imports the ranking, which imports these ports
+    from portrait.collaborative import ItemSpace
 
 
 @runtime_checkable
@@ -253,3 +256,14 @@ class CatalogStore(Protocol):
         """item_id -> positive interaction events in the event log (popularity's input),
         optionally only those that occurred at or after ``since`` (Unix seconds)."""
         ...
+
+
+class ItemSpaceStore(Protocol):
+    """Trained collaborative item spaces (:class:`portrait.collaborative.ItemSpace`)."""
+
+    async def save(self, space: ItemSpace) -> ItemSpace:
+        """Store ``space`` whole, in one transaction, under the next version; returns it
+        with that version. Only the newest few versions are kept."""
+        ...
+
+    async def latest(self) -> ItemSpace | None: ...

@@ -23,7 +23,7 @@ in order and written back unchanged.
 
 :class:`CollabSettings` is defined here, next to the document that records it, so that the
 service can read a tuned config without importing the evaluation package that builds
-collaborative vectors (:mod:`portrait.evaluation.collaborative`).
+collaborative vectors (:mod:`portrait.collaborative`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _TYPED_KEYS = frozenset({"version", "profile", "profile_config_hash", "ranking",
 class CollabSettings:
     """Knobs of the collaborative item vectors.
 
-    See :func:`portrait.evaluation.collaborative.sppmi_embedding`, which builds them.
+    See :func:`portrait.collaborative.sppmi_embedding`, which builds them.
 
     Attributes:
         dim: vector size.

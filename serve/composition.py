@@ -22,6 +22,8 @@ from fastapi import FastAPI
 
 from actors.catalog_view import LocalCatalogChannel
 from actors.dependencies import ConnectedEncoder
+from actors.item_space_job import ItemSpaceJob
+from actors.item_space_trainer import ItemSpaceTrainer
 from actors.shard_service import ShardService, ShardSettings
 from portrait.ports import AsyncEncoder
 from serve.api.context import ApiContext, ApiLimits
@@ -58,10 +60,19 @@ def build_app(settings: Settings, database_url: str) -> Any:
             "run in their own, so it needs postgresql://"
         )
     stores = StoreFactory(database_url)
+    connector = ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME)
     shards = spawn_shards(
-        settings.shards, stores, ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME),
-        RegistryChannel(), shard_settings(settings),
+        settings.shards, stores, connector, RegistryChannel(), shard_settings(settings),
     )
+    collab = settings.collab_settings()
+    retrainer = None
+    if collab is not None:
+        from actors.item_space_actor import spawn_item_space_actor
+
+        retrainer = spawn_item_space_actor(
+            stores, connector, RegistryChannel(), shards, settings.variant_policy().alphas(),
+            collab, settings.retrain_every_events, settings.retrain_max_age_s,
+        )
     encoder = build_encoder_app(settings.encoder)
     return PortraitIngress.options(
         autoscaling_config={
@@ -70,15 +81,18 @@ def build_app(settings: Settings, database_url: str) -> Any:
             "target_ongoing_requests": 32,
         },
         ray_actor_options={"num_cpus": 0.25},
-    ).bind(ray_ingress_context, settings, stores, encoder, shards)
+    ).bind(ray_ingress_context, settings, stores, encoder, shards, retrainer)
 
 
 def ray_ingress_context(
-    settings: Settings, stores: StoreFactory, encoder_handle: Any, shard_handles: list[Any]
+    settings: Settings, stores: StoreFactory, encoder_handle: Any, shard_handles: list[Any],
+    retrainer: Any,
 ) -> ApiContext:
     """The ingress replica's context: its own store pool, the encoder through its handle,
-    the shards through proxies, the catalog through the registry."""
+    the shards through proxies, the catalog through the registry, retraining through the
+    retrain actor."""
     from actors.catalog_registry import RegistryChannel
+    from actors.item_space_actor import RemoteRetraining
     from actors.shard import proxies
     from serve.encoder_deployment import ServeEncoderConnector
 
@@ -93,6 +107,8 @@ def ray_ingress_context(
         RegistryChannel(),
         api_limits(settings),
         encoder_stats,
+        alphas=settings.variant_policy().alphas(),
+        retraining=RemoteRetraining(retrainer) if retrainer is not None else None,
     )
 
 
@@ -114,9 +130,12 @@ class InProcessSystem:
     app: FastAPI
     context: ApiContext
     shards: list[ShardService]
+    retraining: ItemSpaceJob | None = None
 
     async def close(self) -> None:
-        """Snapshot every user and close the stores."""
+        """Stop retraining, snapshot every user and close the stores."""
+        if self.retraining is not None:
+            await self.retraining.close()
         for shard in self.shards:
             await shard.close()
         await self.context.stores.close()
@@ -132,5 +151,17 @@ def in_process(settings: Settings, url: str, encoder: AsyncEncoder) -> InProcess
         ShardService(f"shard-{i}", StoreFactory(url), connector, channel, policy)
         for i in range(settings.shards)
     ]
-    context = ApiContext(shards, open_stores(url), connector, channel, api_limits(settings))
-    return InProcessSystem(create_app(context), context, shards)
+    stores = open_stores(url)
+    context = ApiContext(shards, stores, connector, channel, api_limits(settings),
+                         alphas=policy.variants.alphas())
+    collab = settings.collab_settings()
+    job = None
+    if collab is not None:
+        trainer = ItemSpaceTrainer(
+            stores.events, stores.item_spaces, collab,
+            min_new_events=settings.retrain_every_events, max_age_s=settings.retrain_max_age_s,
+        )
+        job = context.retraining = ItemSpaceJob(
+            trainer, lambda: context.publish_catalog(force=True)
+        )
+    return InProcessSystem(create_app(context), context, shards, job)

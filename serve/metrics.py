@@ -75,9 +75,23 @@ _SHARD_METRICS = {
 }
 
 
+# retrain stats key -> (metric name, help, kind)
+_RETRAIN_METRICS = {
+    "version": ("portrait_item_space_version", "Collaborative item space in use (0 = none yet).", "gauge"),
+    "retrains": ("portrait_item_space_retrains_total", "Item spaces trained and published.", "counter"),
+    "failures": ("portrait_item_space_retrain_failures_total", "Retrains that failed (the previous space stayed).", "counter"),
+    "skipped": ("portrait_item_space_retrains_skipped_total", "Retrains skipped for too little data.", "counter"),
+    "last_seconds": ("portrait_item_space_last_retrain_seconds", "Duration of the last successful retrain.", "gauge"),
+    "new_events": ("portrait_item_space_new_events", "Events recorded since the last retrain started.", "gauge"),
+}
+
+
 class _Snapshot(Collector):
-    def __init__(self, shards: Mapping[str, Any], encoder: Mapping[str, Any] | None) -> None:
-        self._shards, self._encoder = shards, encoder
+    def __init__(
+        self, shards: Mapping[str, Any], encoder: Mapping[str, Any] | None,
+        retrain: Mapping[str, Any] | None,
+    ) -> None:
+        self._shards, self._encoder, self._retrain = shards, encoder, retrain
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("portrait_shard_up", "1 if the shard answered the scrape.", labels=["shard"])
@@ -92,6 +106,14 @@ class _Snapshot(Collector):
                 if isinstance(stats, Mapping) and key in stats:
                     family.add_metric([shard], float(stats[key]))
             yield family
+        for key, (metric, help_text, kind) in _RETRAIN_METRICS.items():
+            if self._retrain and key in self._retrain:
+                if kind == "counter":
+                    fam: Metric = CounterMetricFamily(metric[: -len("_total")], help_text)
+                else:
+                    fam = GaugeMetricFamily(metric, help_text)
+                fam.add_metric([], float(self._retrain[key]))
+                yield fam
         if self._encoder:
             calls = CounterMetricFamily("portrait_encoder_batches", "Engine calls by the batcher.")
             calls.add_metric([], float(self._encoder.get("batches", 0)))
@@ -101,8 +123,11 @@ class _Snapshot(Collector):
             yield texts
 
 
-def render(shards: Mapping[str, Any], encoder: Mapping[str, Any] | None) -> str:
+def render(
+    shards: Mapping[str, Any], encoder: Mapping[str, Any] | None,
+    retrain: Mapping[str, Any] | None = None,
+) -> str:
     """This process's metrics followed by the shards' and the encoder's, in text format."""
     scraped = CollectorRegistry()
-    scraped.register(_Snapshot(shards, encoder))
+    scraped.register(_Snapshot(shards, encoder, retrain))
     return (generate_latest(REGISTRY) + generate_latest(scraped)).decode()

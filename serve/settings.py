@@ -18,7 +18,7 @@ from actors.host import HostSettings
 from portrait.default_config import default_config
 from portrait.errors import PortraitError
 from portrait.experiments import Experiment
-from portrait.tuned_config import TunedConfig
+from portrait.tuned_config import CollabSettings, TunedConfig
 from portrait.variants import Variant, VariantPolicy
 from serve.encoder_settings import EncoderSettings
 
@@ -47,6 +47,9 @@ class Settings:
             unset = everyone gets ``profile_config``.
         snapshot_every, idle_timeout_s, memory_budget_mb: user-actor policy per shard.
         ingress_min_replicas, ingress_max_replicas: Serve autoscaling of the HTTP ingress.
+        retrain_every_events, retrain_max_age_s: the collaborative item space is retrained
+            after this many new events, or this long after the last retrain when there are
+            new events.
         log_level: Python logging level of the ``portrait`` command.
         datasets_dir: where non-bundled evaluation data sets live (default
             ``../shared/datasets`` beside the checkout).
@@ -65,6 +68,8 @@ class Settings:
     memory_budget_mb: int = 256
     ingress_min_replicas: int = 1
     ingress_max_replicas: int = 1
+    retrain_every_events: int = 10_000
+    retrain_max_age_s: float = 3600.0
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
@@ -78,6 +83,7 @@ class Settings:
             "max_batch_events": int, "profile_config": Path, "experiment": Path, "snapshot_every": int,
             "idle_timeout_s": float, "memory_budget_mb": int, "ingress_min_replicas": int,
             "ingress_max_replicas": int, "log_level": str, "datasets_dir": Path,
+            "retrain_every_events": int, "retrain_max_age_s": float,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -107,6 +113,8 @@ class Settings:
             (self.memory_budget_mb >= 1, "MEMORY_BUDGET_MB", "must be at least 1"),
             (1 <= self.ingress_min_replicas <= self.ingress_max_replicas, "INGRESS_MIN_REPLICAS",
              "must be >= 1 and <= PORTRAIT_INGRESS_MAX_REPLICAS"),
+            (self.retrain_every_events >= 1, "RETRAIN_EVERY_EVENTS", "must be at least 1"),
+            (self.retrain_max_age_s > 0, "RETRAIN_MAX_AGE_S", "must be positive"),
             (self.log_level.upper() in _LOG_LEVELS, "LOG_LEVEL", f"must be one of {_LOG_LEVELS}"),
         ]
         for ok, name, reason in checks:
@@ -139,6 +147,14 @@ class Settings:
             raise
         except (OSError, ValueError, KeyError, TypeError, PortraitError) as exc:
             raise SettingsError(f"{var}: {exc}") from None
+
+    def collab_settings(self) -> CollabSettings | None:
+        """How to train the collaborative item space; None when no variant ranks with it."""
+        policy = self.variant_policy()
+        for variant in policy.variants.values():
+            if variant.items.alpha > 0.0:
+                return variant.items.collaborative or CollabSettings()
+        return None
 
     def host_settings(self) -> HostSettings:
         return HostSettings(

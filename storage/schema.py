@@ -118,4 +118,24 @@ text_features = Table(
     PrimaryKeyConstraint("event_id", "model_id"),
 )
 
-__all__ = ["NAMING_CONVENTION", "events", "items", "metadata", "snapshots", "text_features"]
+# Trained collaborative item spaces, newest version wins; a few old ones are kept for audit.
+item_spaces = Table(
+    "item_spaces",
+    metadata,
+    Column("version", BigInteger, Identity(always=True), nullable=False),
+    Column(
+        "created_at", TIMESTAMP(timezone=True), server_default=func.now(), nullable=False
+    ),
+    Column("trained_through", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("settings", JSONB, nullable=False),
+    Column("item_ids", ARRAY(Text), nullable=False),
+    Column("vectors", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("version"),
+)
+
+__all__ = [
+    "NAMING_CONVENTION", "events", "item_spaces", "items", "metadata", "snapshots",
+    "text_features",
+]

@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from portrait.ports import AsyncEncoder, CatalogStore, EventLog, SnapshotStore, TextFeatureStore
+from portrait.ports import (
+    AsyncEncoder,
+    CatalogStore,
+    EventLog,
+    ItemSpaceStore,
+    SnapshotStore,
+    TextFeatureStore,
+)
 from storage.catalog import ItemCatalog
 
 MEMORY_SCHEME = "memory://"
@@ -19,6 +26,8 @@ MEMORY_SCHEME = "memory://"
 
 async def _nothing() -> None:
     return None
+
+
 
 
 @dataclass
@@ -30,6 +39,7 @@ class Stores:
     snapshots: SnapshotStore
     text_features: TextFeatureStore
     catalog_store: CatalogStore
+    item_spaces: ItemSpaceStore
     _close: Callable[[], Awaitable[None]] = field(default=_nothing, repr=False)
 
     def catalog(self, encoder: AsyncEncoder) -> ItemCatalog:
@@ -63,6 +73,7 @@ def forget_memory(url: str) -> None:
 
 
 def _open_memory(url: str) -> Stores:
+    from storage.item_spaces import InMemoryItemSpaceStore
     from storage.memory import InMemoryEventLog, InMemorySnapshotStore
     from storage.memory_catalog import InMemoryCatalogStore
     from storage.text_features import InMemoryTextFeatureStore
@@ -70,12 +81,13 @@ def _open_memory(url: str) -> Stores:
     events = InMemoryEventLog()
     return Stores(
         url, events, InMemorySnapshotStore(), InMemoryTextFeatureStore(),
-        InMemoryCatalogStore(events),
+        InMemoryCatalogStore(events), InMemoryItemSpaceStore(),
     )
 
 
 def _open_postgres(url: str, pool_size: int) -> Stores:
     from storage.database import create_engine
+    from storage.item_spaces import PostgresItemSpaceStore
     from storage.postgres import PostgresEventLog
     from storage.postgres_catalog import PostgresCatalogStore
     from storage.postgres_snapshots import PostgresSnapshotStore
@@ -88,6 +100,7 @@ def _open_postgres(url: str, pool_size: int) -> Stores:
         PostgresSnapshotStore(engine),
         PostgresTextFeatureStore(engine),
         PostgresCatalogStore(engine),
+        PostgresItemSpaceStore(engine),
         engine.dispose,
     )
 

@@ -45,7 +45,7 @@ _T = TypeVar("_T")
 MACHINE_PG_URL = os.environ.get(
     "PORTRAIT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
-_TRUNCATE = text("TRUNCATE events, snapshots, items, text_features RESTART IDENTITY")
+_TRUNCATE = text("TRUNCATE events, snapshots, items, text_features, item_spaces RESTART IDENTITY")
 
 
 def in_thread(call: Callable[[], _T]) -> _T:

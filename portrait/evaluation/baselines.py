@@ -15,7 +15,7 @@ Pure: numpy and the standard library only, no I/O.
   a strong, simple baseline on data with sequential structure.
 
 Portrait variants are configurations of the real system (:func:`no_decay`, and text-only item
-vectors through :func:`portrait.evaluation.collaborative.combine` with ``alpha=0``).
+vectors through :func:`portrait.collaborative.combine` with ``alpha=0``).
 """
 
 from __future__ import annotations

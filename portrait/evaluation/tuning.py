@@ -38,7 +38,7 @@ import numpy as np
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField
 from portrait.evaluation.baselines import ItemKNN, MostPopular, RecentPopular
-from portrait.evaluation.collaborative import combine
+from portrait.collaborative import combine
 from portrait.evaluation.runner import PortraitSystem, RunResult, System, run
 from portrait.evaluation.splits import Split
 from portrait.events import Event, ItemEvent, ReviewWritten, SearchPerformed

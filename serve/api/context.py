@@ -37,8 +37,17 @@ class Shard(Protocol):
     async def changes(self, user_id: str, from_seq: int, to_seq: int | None,
                       top: int) -> ProfileDiff: ...
     async def stats(self) -> dict[str, Any]: ...
-    async def refresh_catalog(self) -> int: ...
+    async def refresh_catalog(self) -> tuple[int, int]: ...
     async def ready(self) -> bool: ...
+
+
+class Retraining(Protocol):
+    """The background item-space retrain, as the API drives it (in this process, or a Ray
+    actor)."""
+
+    async def note_events(self, count: int) -> None: ...
+    async def retrain(self) -> dict[str, Any]: ...
+    async def stats(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class ApiContext:
         catalog_sink: CatalogSink,
         limits: ApiLimits = ApiLimits(),
         encoder_stats: EncoderStats = _no_encoder_stats,
+        alphas: Sequence[float] = (),
+        retraining: Retraining | None = None,
     ) -> None:
         self.shards = list(shards)
         self.names = [s.name for s in self.shards]
@@ -72,6 +83,8 @@ class ApiContext:
         self.encoder_stats = encoder_stats
         self._encoder = encoder
         self._sink = catalog_sink
+        self._alphas = tuple(alphas)
+        self.retraining = retraining
         self._catalog: ItemCatalog | None = None
         self._publisher: CatalogPublisher | None = None
         self._start: asyncio.Task[None] | None = None
@@ -101,15 +114,18 @@ class ApiContext:
     async def _started(self) -> None:
         encoder = await self._encoder.connect()
         catalog = self.stores.catalog(encoder)
-        publisher = CatalogPublisher(catalog, encoder, self._sink)
+        publisher = CatalogPublisher(
+            catalog, self.stores.item_spaces, encoder, self._sink, self._alphas
+        )
         await publisher.publish(force=True)
         await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
         await asyncio.gather(*(s.ready() for s in self.shards))
         self._catalog, self._publisher = catalog, publisher
 
-    async def publish_catalog(self) -> int:
-        """Publish the catalog if it changed and tell every shard; returns its version."""
+    async def publish_catalog(self, *, force: bool = False) -> int:
+        """Publish the catalog (and the newest item space) if either changed, and tell every
+        shard; returns the catalog version."""
         assert self._publisher is not None, "ready() first"
-        version = await self._publisher.publish()
+        version = await self._publisher.publish(force=force)
         await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
         return version

@@ -38,6 +38,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _events(app)
     _users(app)
     _items(app)
+    _item_space(app)
     _operations(app)
     return app
 
@@ -49,8 +50,12 @@ def _events(app: FastAPI) -> None:
         each user's events are appended all-or-nothing and folded into the live profile
         before the response, so the next recommendation already reflects them."""
         started = time.perf_counter()
-        results, status = await fanout.ingest(_ctx(request), body.events)
-        metrics.INGESTED.inc(sum(1 for r in results if "seq" in r))
+        ctx = _ctx(request)
+        results, status = await fanout.ingest(ctx, body.events)
+        recorded = sum(1 for r in results if "seq" in r and not r["duplicate"])
+        metrics.INGESTED.inc(recorded)
+        if recorded and ctx.retraining is not None:
+            await ctx.retraining.note_events(recorded)
         metrics.INGEST_LATENCY.observe(time.perf_counter() - started)
         return JSONResponse({"results": results}, status, headers=errors.retry_headers(status))
 
@@ -151,6 +156,28 @@ def _items(app: FastAPI) -> None:
         return JSONResponse(responses.item(record))
 
 
+def _item_space(app: FastAPI) -> None:
+    @app.get("/v1/item-space", tags=["items"])
+    async def item_space(request: Request) -> JSONResponse:
+        """The collaborative item space: its version, the last retrain, failures."""
+        ctx = _ctx(request)
+        if ctx.retraining is None:
+            return JSONResponse({"enabled": False, "reason": "no variant uses collaborative "
+                                 "item vectors (item_vectors.alpha is 0)"})
+        return JSONResponse({"enabled": True, **await ctx.retraining.stats()})
+
+    @app.post("/v1/item-space/retrain", tags=["items"])
+    async def retrain(request: Request) -> JSONResponse:
+        """Retrain the collaborative item vectors from the event log now and publish them to
+        every shard; answers when done (concurrent calls share one retrain). The service
+        also retrains by itself after enough new events or time."""
+        ctx = _ctx(request)
+        if ctx.retraining is None:
+            raise InvalidField("item_vectors.alpha", "no variant uses collaborative vectors")
+        await ctx.ready()
+        return JSONResponse({"enabled": True, **await ctx.retraining.retrain()})
+
+
 def _operations(app: FastAPI) -> None:
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -181,5 +208,12 @@ def _operations(app: FastAPI) -> None:
             encoder_stats = await ctx.encoder_stats()
         except Exception:  # the scrape still reports the shards
             encoder_stats = None
-        text = metrics.render(dict(zip(ctx.names, shard_stats, strict=True)), encoder_stats)
+        retrain = None
+        if ctx.retraining is not None:
+            try:
+                retrain = await ctx.retraining.stats()
+            except Exception:  # as above
+                retrain = None
+        text = metrics.render(dict(zip(ctx.names, shard_stats, strict=True)), encoder_stats,
+                              retrain)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

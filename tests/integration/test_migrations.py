@@ -66,8 +66,9 @@ def test_alembic_ini_serves_the_cli() -> None:
     config = Config(str(REPO / "alembic.ini"))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == REPO / "migrations"
-    assert script.get_heads() == ["0002"]  # one linear history, no branches
+    assert script.get_heads() == ["0003"]  # one linear history, no branches
     assert [Path(s.path).name for s in script.walk_revisions()] == [
+        "2026_11_28_0003_item_spaces.py",
         "2026_11_28_0002_item_id_text_features.py",
         "2026_11_28_0001_initial.py",
     ]

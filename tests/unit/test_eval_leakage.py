@@ -10,7 +10,7 @@ import pytest
 
 from portrait.config import ProfileConfig
 from portrait.evaluation.baselines import ItemKNN, MostPopular, RecentPopular
-from portrait.evaluation.collaborative import interactions
+from portrait.collaborative import interactions
 from portrait.evaluation.runner import (
     CaseContext,
     LeakageError,

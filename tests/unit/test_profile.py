@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from portrait.config import DAY_SECONDS, ProfileConfig
 from portrait.errors import InvalidField, MissingFeatures, SnapshotIncompatible
-from portrait.evaluation.collaborative import combine
+from portrait.collaborative import combine
 from portrait.events import (
     AttributesSet,
     Event,
