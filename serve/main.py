@@ -4,6 +4,7 @@
                               the bundled MovieLens catalog); Ctrl-C stops everything
     portrait import-catalog   encode and store a dataset's catalog, with a progress bar
     portrait migrate          apply the Alembic migrations to PORTRAIT_DATABASE_URL
+    portrait train-items      train the collaborative item space from the event log
     portrait evaluate|tune|ab offline evaluation (see README)
 """
 
@@ -74,6 +75,48 @@ def cmd_import_catalog(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_train_items(args: argparse.Namespace, settings: Settings) -> int:
+    """Train the collaborative item space from the event log now and store it."""
+    from tqdm import tqdm
+
+    from actors.item_space_trainer import ItemSpaceTrainer
+    from portrait.tuned_config import CollabSettings
+    from storage.migrate import upgrade
+    from storage.stores import open_stores
+
+    collab = settings.collab_settings() or CollabSettings()
+    with database(settings) as url:
+        upgrade(url)
+
+        async def run() -> int:
+            stores = open_stores(url, pool_size=2)
+            trainer = ItemSpaceTrainer(stores.events, stores.item_spaces, collab)
+            await trainer.load_latest()
+            started = time.perf_counter()
+            with tqdm(unit="block", desc="co-occurrence", file=sys.stdout) as bar:
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
+
+                try:
+                    space = await trainer.retrain(progress)
+                finally:
+                    await stores.close()
+            stats = trainer.stats
+            if space is None:
+                print(f"portrait train-items: no new item space: {stats.last_error}",
+                      file=sys.stderr)
+                return 1
+            print(f"item space {space.version}: {len(space.item_ids)} items x "
+                  f"{space.vectors.shape[1]} dims from {space.events} events in "
+                  f"{time.perf_counter() - started:.1f}s (a running service publishes it at "
+                  "its next retrain or catalog change)")
+            return 0
+
+        return asyncio.run(run())
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from storage.migrate import upgrade
 
@@ -100,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     imp.add_argument("--dataset", default="movielens")
     imp.add_argument("--data-dir", type=Path, default=None)
     sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("train-items", help="train the collaborative item space from the event log")
     for name in OFFLINE_COMMANDS:
         sub.add_parser(name, help=f"offline {name} (see `portrait {name} --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -117,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
-        handler = {"run": cmd_run, "import-catalog": cmd_import_catalog, "migrate": cmd_migrate}
+        handler = {"run": cmd_run, "import-catalog": cmd_import_catalog, "migrate": cmd_migrate,
+                   "train-items": cmd_train_items}
         return handler[args.command](args, settings)
     except (SettingsError, PortraitError) as exc:
         print(f"portrait: {exc}", file=sys.stderr)
