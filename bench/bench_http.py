@@ -4,13 +4,16 @@ Starts the whole service (embedded Postgres under --data-dir, Ray, Serve, the vL
 the MovieLens catalog: imported on the first run, reused afterwards) plus a one-line Serve
 route, then measures over HTTP on loopback:
 
-* recommendation latency p50/p99 (9,742-item catalog) vs the trivial route (target <= 2.5x);
+* recommendation latency p50/p99 (9,742-item catalog, the shipped config's blended text +
+  collaborative item space, trained first) vs the trivial route (target <= 1.7x);
 * batched ingest, durable events/s (target >= 5,000) vs trivial-route requests/s;
 * single-event ingest latency p50/p99;
 * freshness: send an event -> first recommendation that reflects it, p99 (target <= 50 ms);
 * activation of a user with 1,000 events, p99 (target <= 30 ms), from a snapshot and from the
   log alone;
-* memory per active user (shard RSS growth / users activated; target <= 16 KiB).
+* recommendation p99 while the item space retrains over everything ingested (target <= 2x
+  the p99 without);
+* memory per active user (shard RSS growth / users activated; target <= 8 KiB).
 
     ./dev bench http [--users 200] [--data-dir .portrait]
 """
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,7 +105,9 @@ def main() -> None:
     from serve.service import start_service
     from serve.settings import Settings
 
-    settings = Settings(data_dir=args.data_dir, port=8011, max_batch_events=1000)
+    # Retrains only when the bench asks (the default would also start them mid-measurement).
+    settings = Settings(data_dir=args.data_dir, port=8011, max_batch_events=1000,
+                        retrain_every_events=10**9)
     with database(settings) as db_url:
         svc = start_service(settings, db_url)
         try:
@@ -117,6 +123,9 @@ def main() -> None:
                     c.post("/v1/events", json={"events": [
                         event("rating", f"{run_id}-w{u}-{j}", f"{run_id}-w{u}", T0 + j, item_id=items[(u * 7 + j) % len(items)], rating=4.5)
                         for j in range(30)]})
+                # The shipped config ranks with collaborative vectors: train them first, so
+                # what is timed is the blended item space.
+                space = c.post("/v1/item-space/retrain", timeout=600).json()
                 recs = []
                 for k in range(args.requests):
                     began = time.perf_counter()
@@ -157,6 +166,18 @@ def main() -> None:
             ingest_rate = asyncio.run(concurrent_rate(svc.url, batches, "/v1/events", 8)) * 200
             trivial_rate = asyncio.run(concurrent_rate(svc.url, [None] * 2000, "/trivial", 8))
 
+            # Recommendations while a retrain of everything ingested so far runs.
+            with httpx.Client(base_url=svc.url, timeout=600) as c:
+                quiet = [timed_rec(c, f"{run_id}-w{k % 20}") for k in range(args.requests)]
+                box: dict[str, Any] = {}
+                job = threading.Thread(target=lambda: box.update(
+                    c.post("/v1/item-space/retrain").json()))
+                job.start()
+                during = []
+                while job.is_alive():
+                    during.append(timed_rec(c, f"{run_id}-w{len(during) % 20}"))
+                job.join()
+
             ray.get([s.passivate_all.remote() for s in shards])
             before = shard_rss(shards)
             users = args.users * 10
@@ -176,7 +197,7 @@ def main() -> None:
     print(f"  {'measure':<44}{'p50':>9}{'p99':>9}  ratio / target")
     print(f"  {'trivial route latency (ms)':<44}{t50:>9.2f}{pct(trivial, 99):>9.2f}")
     print(f"  {'recommendations k=10 (ms)':<44}{statistics.median(recs):>9.2f}{pct(recs, 99):>9.2f}"
-          f"  {statistics.median(recs) / t50:.2f}x trivial p50 (target <= 2.5x)")
+          f"  {statistics.median(recs) / t50:.2f}x trivial p50 (target <= 1.7x)")
     print(f"  {'single-event ingest (ms)':<44}{statistics.median(single):>9.2f}{pct(single, 99):>9.2f}"
           f"  {statistics.median(single) / t50:.2f}x trivial p50")
     print(f"  {'freshness: send -> reflecting recs (ms)':<44}{statistics.median(fresh):>9.2f}{pct(fresh, 99):>9.2f}"
@@ -186,8 +207,21 @@ def main() -> None:
     print(f"  {'activation, 1,000 events, log only (ms)':<44}{statistics.median(from_log):>9.2f}{pct(from_log, 99):>9.2f}")
     print(f"  {'batched ingest, 8 conns x 200 events':<44}{ingest_rate:>9,.0f} events/s durable (target >= 5,000); "
           f"trivial route {trivial_rate:,.0f} req/s")
+    print(f"  {'item space':<44}version {box.get('version')} from {box.get('last_events'):,} events, "
+          f"{box.get('last_items'):,} items, retrain {box.get('last_seconds', 0):.1f} s "
+          f"(first: version {space.get('version')}, {space.get('last_items')} items)")
+    print(f"  {'recommendations during that retrain (ms)':<44}{statistics.median(during):>9.2f}"
+          f"{pct(during, 99):>9.2f}  p99 {pct(during, 99) / pct(quiet, 99):.2f}x the p99 without "
+          f"({pct(quiet, 99):.2f} ms; target <= 2x), {len(during)} requests")
     print(f"  {'memory per active user':<44}{(after - before) / users / 1024:>9.1f} KiB RSS growth over {users} users; "
-          f"estimate {est / 1024:.1f} KiB (target <= 16)")
+          f"estimate {est / 1024:.1f} KiB (target <= 8)")
+
+
+def timed_rec(client: httpx.Client, user: str) -> float:
+    began = time.perf_counter()
+    resp = client.get(f"/v1/users/{user}/recommendations", params={"k": 10})
+    assert resp.status_code == 200, resp.text
+    return (time.perf_counter() - began) * 1e3
 
 
 def timed_profile(client: httpx.Client, users: list[str]) -> list[float]:

@@ -39,7 +39,13 @@ class RunningService:
             ray.get([s.passivate_all.remote() for s in shards], timeout=30)
         except Exception as exc:  # best effort: snapshots are an optimisation
             print(f"warning: snapshots on shutdown failed ({exc!r}); users replay from the log")
-        serve.shutdown()
+        try:
+            serve.shutdown()
+        except RuntimeError as exc:
+            # A handle made inside an asyncio.run() that has since closed (the first-run
+            # catalog import) cannot schedule its own shutdown; Ray's shutdown below stops
+            # everything it belongs to anyway.
+            print(f"note: Serve shutdown incomplete ({exc}); stopping Ray")
         ray.shutdown()
 
 
