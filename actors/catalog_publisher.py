@@ -94,7 +94,9 @@ class CatalogPublisher:
             self._tag_vectors.update(zip(missing, vectors, strict=True))
         if not names:
             return None
-        return TagVocabulary(tuple(names), l2_normalise(np.stack([self._tag_vectors[n] for n in names])))
+        return TagVocabulary(
+            tuple(names), l2_normalise(np.stack([self._tag_vectors[n] for n in names]))
+        )
 
     async def _titles(self, ids: Sequence[str]) -> list[str]:
         titles = await self._catalog.store.titles()

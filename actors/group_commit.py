@@ -81,7 +81,7 @@ class GroupCommitter:
                 raise
             return
         self.commits += 1
-        for p, outcome in zip(batch, outcomes):
+        for p, outcome in zip(batch, outcomes, strict=True):
             if p.future.done():
                 continue
             if isinstance(outcome, PortraitError):

@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from actors.active_users import ActiveUser, ActiveUsers
 from actors.group_commit import GroupCommitter
@@ -47,7 +46,7 @@ from portrait.variants import VariantPolicy
 _log = logging.getLogger(__name__)
 
 # What one user's batch came to: its per-event results, or the error that refused it.
-Outcome = Union[list[AppendResult], PortraitError]
+Outcome = list[AppendResult] | PortraitError
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ class _UserLocks:
         finally:
             for lock in held:
                 lock.release()
-            for user_id, entry in zip(ids, entries):
+            for user_id, entry in zip(ids, entries, strict=True):
                 entry.count -= 1
                 if entry.count == 0:
                     del self._entries[user_id]
@@ -297,7 +296,7 @@ class UserHost:
                  for u in todo]
             )
             stale = []
-            for user_id, outcome in zip(todo, got):
+            for user_id, outcome in zip(todo, got, strict=True):
                 if isinstance(outcome, VersionConflict) and attempt == 1:
                     stale.append(user_id)
                 elif isinstance(outcome, (list, PortraitError)):
@@ -317,7 +316,9 @@ class UserHost:
         for user_id, user in users.items():
             outcome = outcomes.get(user_id)
             if isinstance(outcome, list):
-                self._fold_acknowledged(user_id, user, batches[user_id], outcome, texts, recorded_at)
+                self._fold_acknowledged(
+                    user_id, user, batches[user_id], outcome, texts, recorded_at
+                )
         return outcomes
 
     def _fold_acknowledged(
@@ -412,8 +413,12 @@ class UserHost:
         for user_id in user_ids:
             snap, snapshot = starts.get(user_id, (None, None))
             state = replay(
-                tails[user_id], self.config(user_id), self._items(), texts,
-                user_id=user_id, snapshot=snapshot,
+                tails[user_id],
+                self.config(user_id),
+                self._items(),
+                texts,
+                user_id=user_id,
+                snapshot=snapshot,
             )
             # Without a usable snapshot, snapshot_seq 0 gets a fresh one written soon.
             users[user_id] = self._users.add(user_id, state, snap.seq if snap else 0)
@@ -429,7 +434,10 @@ class UserHost:
         except Exception as exc:  # any failure: the log can always rebuild the profile
             _log.warning(
                 "snapshot of %s at seq %d (config %s) is unreadable, replaying from the log: %r",
-                snap.user_id, snap.seq, snap.config_hash, exc,
+                snap.user_id,
+                snap.seq,
+                snap.config_hash,
+                exc,
             )
             self.stats.snapshots_unreadable += 1
             return None

@@ -171,7 +171,10 @@ class ShardService:
         """
         host = await self._ready()
         return await host.ingest_many(
-            {user: [codec.decode_stored(p) for p in payloads] for user, payloads in batches.items()},
+            {
+                user: [codec.decode_stored(p) for p in payloads]
+                for user, payloads in batches.items()
+            },
             payloads=batches,
         )
 
@@ -184,14 +187,25 @@ class ShardService:
         view = self._view()
         variant = host.variants.for_user(user_id)
         ranked = recommend(
-            state, variant.profile, variant.ranking, view.items_for(variant.items.alpha),
-            view.tags, k,
-            popularity=view.popularity, exclude=exclude, tags=tags, diversity=diversity,
+            state,
+            variant.profile,
+            variant.ranking,
+            view.items_for(variant.items.alpha),
+            view.tags,
+            k,
+            popularity=view.popularity,
+            exclude=exclude,
+            tags=tags,
+            diversity=diversity,
         )
         out = Recommendations(
-            user_id, variant.name, state.last_seq,
-            tuple(RecommendedItem(r.item_id, r.score, view.title(r.item_id), r.reasons)
-                  for r in ranked),
+            user_id,
+            variant.name,
+            state.last_seq,
+            tuple(
+                RecommendedItem(r.item_id, r.score, view.title(r.item_id), r.reasons)
+                for r in ranked
+            ),
         )
         self._rec_seconds += time.perf_counter() - started
         self._rec_count += 1
@@ -209,7 +223,10 @@ class ShardService:
         variant = host.variants.for_user(user_id)
         return ProfileReport(
             summarize(
-                state, variant.profile, top=top, vocabulary=view.vocabulary,
+                state,
+                variant.profile,
+                top=top,
+                vocabulary=view.vocabulary,
                 items=view.items_for(variant.items.alpha),
             ),
             variant.name,
@@ -221,7 +238,8 @@ class ShardService:
         host = await self._ready()
         before = await host.state_at(user_id, until_seq=from_seq)
         after = (
-            await host.state(user_id) if to_seq is None
+            await host.state(user_id)
+            if to_seq is None
             else await host.state_at(user_id, until_seq=to_seq)
         )
         variant = host.variants.for_user(user_id)

@@ -35,7 +35,7 @@ class TextFeatureSource:
         if missing:
             batch = TextFeatureBatch([texts[eid] for eid in missing])
             vectors = await self._encoder.encode(batch.inputs)
-            fresh = dict(zip(missing, batch.assemble(vectors)))
+            fresh = dict(zip(missing, batch.assemble(vectors), strict=True))
             self.encoded += len(missing)
             await self._store.put_many(fresh, model)
             found = {**found, **fresh}

@@ -20,8 +20,8 @@ warm-up call. Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import json
 import os
 import resource
@@ -108,11 +108,11 @@ def worker_serve(texts: list[str], sizes: list[int], callers: int) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throwaway local cluster
     sys.path.insert(0, str(ROOT))
     # Portrait's serve package first: it puts Serve in the service's mode before Ray loads.
-    from serve.encoder_deployment import build_encoder_app
-    from serve.encoder_settings import EncoderSettings
-
     import ray
     from ray import serve
+
+    from serve.encoder_deployment import build_encoder_app
+    from serve.encoder_settings import EncoderSettings
 
     t0 = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,

@@ -22,14 +22,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+
 from portrait.codec import decode_stored, encode  # noqa: E402
+from portrait.config import ProfileConfig  # noqa: E402
 from portrait.events import (  # noqa: E402
     Event,
     ItemRated,
@@ -37,9 +40,6 @@ from portrait.events import (  # noqa: E402
     RecordedEvent,
     SearchPerformed,
 )
-import numpy as np  # noqa: E402
-
-from portrait.config import ProfileConfig  # noqa: E402
 from portrait.items import ItemIndex, l2_normalise  # noqa: E402
 from portrait.ports import TextFeatures  # noqa: E402
 from portrait.profile import replay  # noqa: E402

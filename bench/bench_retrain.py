@@ -90,16 +90,22 @@ def main() -> None:
     args = parser.parse_args()
     from storage.datasets.movielens import load_movielens
 
-    rows = [("ml-latest-small", asyncio.run(measure("movielens", list(load_movielens().events))), 60.0)]
+    rows = [
+        ("ml-latest-small", asyncio.run(measure("movielens", list(load_movielens().events))), 60.0)
+    ]
     events = synthetic(args.synthetic_events, args.synthetic_users, args.synthetic_items)
     rows.append((f"synthetic {len(events):,}", asyncio.run(measure("synthetic", events)), 600.0))
-    print(f"\n{'log':<22}{'events':>10}{'items':>8}{'dim':>5}{'retrain s':>11}"
-          f"{'read s':>8}{'x read':>8}{'peak RSS MiB':>14}  target")
+    print(
+        f"\n{'log':<22}{'events':>10}{'items':>8}{'dim':>5}{'retrain s':>11}"
+        f"{'read s':>8}{'x read':>8}{'peak RSS MiB':>14}  target"
+    )
     for name, r, target in rows:
         ok = "met" if r["seconds"] < target else "MISSED"
-        print(f"{name:<22}{r['events']:>10,.0f}{r['items']:>8,.0f}{r['dim']:>5.0f}"
-              f"{r['seconds']:>11.1f}{r['read_s']:>8.2f}{r['seconds'] / r['read_s']:>8.0f}"
-              f"{r['peak_rss_mib']:>14,.0f}  < {target:.0f} s: {ok}")
+        print(
+            f"{name:<22}{r['events']:>10,.0f}{r['items']:>8,.0f}{r['dim']:>5.0f}"
+            f"{r['seconds']:>11.1f}{r['read_s']:>8.2f}{r['seconds'] / r['read_s']:>8.0f}"
+            f"{r['peak_rss_mib']:>14,.0f}  < {target:.0f} s: {ok}"
+        )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import numpy as np
 
 from offline.vector_cache import EncoderProvider, cached_encode, text_event_features
 from portrait.catalog import ItemRecord, item_text
-from portrait.errors import InvalidField
 from portrait.collaborative import interactions, sppmi_embedding
+from portrait.errors import InvalidField
 from portrait.evaluation.splits import Split, leave_last_out, temporal_split
 from portrait.evaluation.tuning import PortraitFactory
 from portrait.ports import Encoder, TextFeatures

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from portrait.errors import InvalidField, MissingField
 
@@ -27,7 +27,7 @@ MAX_ATTRIBUTE_KEY_LENGTH = 64
 MAX_ATTRIBUTE_STRING_LENGTH = 1_000
 TAG_SEPARATOR = "|"
 
-AttributeValue = Union[str, int, float, bool]
+AttributeValue = str | int | float | bool
 _FROM_DICT_KEYS = frozenset({"id", "item_id", "title", "description", "tags", "attributes"})
 
 

@@ -113,7 +113,8 @@ def _unchecked(cls: type[Event], fields: dict[str, Any]) -> Event:
             if name not in fields:
                 setters[name](event, value)
     if cls is AttributesSet:
-        object.__setattr__(event, "attributes", MappingProxyType(dict(fields.get("attributes", {}))))
+        attributes = MappingProxyType(dict(fields.get("attributes", {})))
+        object.__setattr__(event, "attributes", attributes)
     return event
 
 

@@ -14,23 +14,24 @@ removed), ``r_i = sum_j C[i, j]`` and ``D = sum_i r_i``::
 Size choices (numpy only, no scipy.sparse): interactions are kept as (user, item) pairs and the
 item x item co-occurrence is accumulated over chunks of users (a dense users x items block of
 at most ``CHUNK_CELLS`` cells at a time), so memory grows with the kept items, not the users;
-the item x item matrix is dense float32. A dense SPPMI of all 9,742 MovieLens items would be 380 MB, so only
-items with at least ``min_count`` training users take part (ml-latest-small: 6,278 items at
-``min_count=2``, a 160 MB matrix); the others get a zero collaborative vector and fall back to
-their text vector in :func:`combine`. ``max_items`` caps the matrix for larger catalogs (the
-most-interacted items are kept). The eigenvectors come from a seeded randomized range finder
-with power iterations (Halko et al., 2011), a few matrix products instead of a full ``eigh``.
+the item x item matrix is dense float32. A dense SPPMI of all 9,742 MovieLens items would be
+380 MB, so only items with at least ``min_count`` training users take part (ml-latest-small:
+6,278 items at ``min_count=2``, a 160 MB matrix); the others get a zero collaborative vector and
+fall back to their text vector in :func:`combine`. ``max_items`` caps the matrix for larger
+catalogs (the most-interacted items are kept). The eigenvectors come from a seeded randomized
+range finder with power iterations (Halko et al., 2011), a few matrix products instead of a
+full ``eigh``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
 from portrait.errors import NotEnoughInteractions
+from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
 from portrait.items import ItemIndex, l2_normalise
 
 # CollabSettings is defined with the tuned-config document that records it, so the service can
@@ -287,8 +288,12 @@ def train_item_space(
     emb = sppmi_embedding(pairs, settings, progress)
     covered = np.flatnonzero(np.linalg.norm(emb, axis=1) > 0)
     return ItemSpace(
-        0, tuple(item_ids[i] for i in covered), np.ascontiguousarray(emb[covered]),
-        trained_through, events, settings,
+        0,
+        tuple(item_ids[i] for i in covered),
+        np.ascontiguousarray(emb[covered]),
+        trained_through,
+        events,
+        settings,
     )
 
 
@@ -304,6 +309,10 @@ def blended_index(text: ItemIndex, space: ItemSpace, alpha: float) -> ItemIndex:
     known = rows >= 0
     collab[rows[known]] = space.vectors[known]
     return ItemIndex(
-        text.ids, combine(text.matrix, collab, alpha), text.all_tags(), text.model_id,
-        text_dim=text.dim, space_version=space.version,
+        text.ids,
+        combine(text.matrix, collab, alpha),
+        text.all_tags(),
+        text.model_id,
+        text_dim=text.dim,
+        space_version=space.version,
     )

@@ -22,7 +22,8 @@ DAY_SECONDS = 86_400.0
 
 def _default_weights() -> Mapping[str, float]:
     # view < click < cart < purchase; dismiss pushes away. Ratings and reviews are weighted by
-    # their rating (weight x (rating - rating_center) / rating_scale); a review's or search's text adds its own vector.
+    # their rating (weight x (rating - rating_center) / rating_scale); a review's or search's
+    # text adds its own vector.
     return MappingProxyType(
         {
             "view": 0.2,

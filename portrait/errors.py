@@ -26,7 +26,9 @@ them so that the HTTP layer and the CLI map a short, documented list to response
 from __future__ import annotations
 
 
-def _rebuild(cls: type[PortraitError], args: tuple[object, ...], state: dict[str, object]) -> PortraitError:
+def _rebuild(
+    cls: type[PortraitError], args: tuple[object, ...], state: dict[str, object]
+) -> PortraitError:
     err = cls.__new__(cls)
     Exception.__init__(err, *args)
     err.__dict__.update(state)
@@ -92,9 +94,7 @@ class VersionConflict(PortraitError):
     """An append's expected version is not the stream's current version."""
 
     def __init__(self, user_id: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"user {user_id!r}: expected version {expected}, stream is at {actual}"
-        )
+        super().__init__(f"user {user_id!r}: expected version {expected}, stream is at {actual}")
         self.user_id = user_id
         self.expected = expected
         self.actual = actual

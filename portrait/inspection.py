@@ -41,7 +41,9 @@ def summarize(
         "as_of": state.t_ref,
         "attributes": state.attribute_values(),
         "counts": dict(sorted(state.counts.items())),
-        "tags": [{"tag": k, "weight": round(v, 6)} for k, v in _top(state.tag_weights(config), top)],
+        "tags": [
+            {"tag": k, "weight": round(v, 6)} for k, v in _top(state.tag_weights(config), top)
+        ],
         "keywords": [
             {"keyword": k, "weight": round(v, 6)}
             for k, v in _top(state.keyword_weights(config), top)
@@ -86,7 +88,11 @@ class ProfileDiff:
 
     def to_dict(self) -> dict[str, Any]:
         change = lambda c: {  # noqa: E731
-            "kind": c.kind, "name": c.name, "before": c.before, "after": c.after, "delta": c.delta
+            "kind": c.kind,
+            "name": c.name,
+            "before": c.before,
+            "after": c.after,
+            "delta": c.delta,
         }
         return {
             "from_seq": self.from_seq,

@@ -100,7 +100,9 @@ class TextFeatureBatch:
     def assemble(self, vectors: np.ndarray) -> list[TextFeatures]:
         """Features per text, given the encoder's output for :attr:`inputs` (same order)."""
         if vectors.shape[0] != len(self.inputs):
-            raise InvalidField("vectors", f"expected {len(self.inputs)} rows, got {vectors.shape[0]}")
+            raise InvalidField(
+                "vectors", f"expected {len(self.inputs)} rows, got {vectors.shape[0]}"
+            )
         out = []
         for i, cands in enumerate(self.candidates):
             rows = [self._phrase_row[p] for p in cands]

@@ -7,13 +7,14 @@ against every adapter of a port.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from portrait.errors import PortraitError
 from portrait.catalog import ItemRecord
+from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
 
 if TYPE_CHECKING:  # collaborative imports the ranking, which imports these ports
@@ -183,7 +184,9 @@ class TextFeatureStore(Protocol):
     activation and every time-travel query.
     """
 
-    async def get_many(self, event_ids: Sequence[str], model_id: str) -> dict[str, TextFeatures]: ...
+    async def get_many(
+        self, event_ids: Sequence[str], model_id: str
+    ) -> dict[str, TextFeatures]: ...
 
     async def put_many(self, features: dict[str, TextFeatures], model_id: str) -> None: ...
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import heapq
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain
+from itertools import chain, pairwise
 from sys import intern
 
 import numpy as np
@@ -307,7 +307,7 @@ def fold(
     base = state.last_seq
     todo = [rec for rec in events if rec.seq > base]
     seqs = [rec.seq for rec in todo]
-    if any(b <= a for a, b in zip(seqs, seqs[1:])):
+    if any(b <= a for a, b in pairwise(seqs)):
         raise InvalidField("seq", "events must be in strictly increasing seq order")
     if not todo:
         return state
@@ -382,7 +382,8 @@ def fold(
         n = len(slots)
         state._reserve(n)
         w_arr = np.fromiter((item_w[i] for i in keep), dtype=np.float64, count=len(keep))
-        dt_arr = np.fromiter((item_evs[i].occurred_at for i in keep), np.float64, len(keep)) - anchor
+        times = (item_evs[i].occurred_at for i in keep)
+        dt_arr = np.fromiter(times, np.float64, len(keep)) - anchor
         iw = state.item_weights
         iw[0, :n] += np.bincount(slot_arr, weights=w_arr * np.exp2(dt_arr / long_h), minlength=n)
         iw[1, :n] += np.bincount(slot_arr, weights=w_arr * np.exp2(dt_arr / short_h), minlength=n)
@@ -434,7 +435,7 @@ def fold(
                 acc[0] += np.float64(tw * 2.0 ** (dt / long_h)) * vector
                 acc[1] += np.float64(tw * 2.0 ** (dt / short_h)) * vector
                 kw_coef.append(tw * 2.0 ** (dt / tag_h))
-        for (e, _), c in zip(weighted_texts, kw_coef):
+        for (e, _), c in zip(weighted_texts, kw_coef, strict=True):
             for word, score in texts[e.event_id].keywords:
                 keywords[word] = keywords.get(word, 0.0) + c * score
 
@@ -448,7 +449,8 @@ def fold(
     if config.recent_items and item_evs:
         # Ordered by (time, event_id), never by arrival, so replay order cannot change it.
         new = sorted(
-            (e.occurred_at, e.event_id, item_id, e.TYPE) for e, item_id in zip(item_evs, item_ids)
+            (e.occurred_at, e.event_id, item_id, e.TYPE)
+            for e, item_id in zip(item_evs, item_ids, strict=True)
         )
         if not state.recent or new[0] > state.recent[-1]:  # the live case: all newer
             state.recent = (state.recent + new)[-config.recent_items :]

@@ -82,7 +82,8 @@ class TagTable:
         self.n_items = len(items)
 
     def affinity(self, tag_weights: dict[str, float]) -> np.ndarray:
-        """Per item: the user's tag weights (scaled to [-1, 1]) summed over the item's tags / sqrt(n)."""
+        """Per item: the user's tag weights (scaled to [-1, 1]) summed over the item's tags,
+        divided by sqrt(number of tags)."""
         if not tag_weights or self.rows.size == 0:
             return np.zeros(self.n_items, dtype=np.float32)
         scale = max(abs(w) for w in tag_weights.values()) or 1.0
@@ -138,7 +139,9 @@ def score_items(
     return scores
 
 
-def _mmr(candidates: np.ndarray, scores: np.ndarray, matrix: np.ndarray, k: int, lam: float) -> list[int]:
+def _mmr(
+    candidates: np.ndarray, scores: np.ndarray, matrix: np.ndarray, k: int, lam: float
+) -> list[int]:
     """Greedy maximal marginal relevance over ``candidates`` (row indices)."""
     chosen: list[int] = []
     vecs = matrix[candidates]
@@ -186,8 +189,11 @@ def explain(
         reasons: list[Reason] = []
         if sims is not None:
             similar = sorted(
-                ((float(s), item_id) for s, item_id, r in zip(sims[i], recent_ids, recent_rows)
-                 if r != row and s > 0),
+                (
+                    (float(s), item_id)
+                    for s, item_id, r in zip(sims[i], recent_ids, recent_rows, strict=True)
+                    if r != row and s > 0
+                ),
                 reverse=True,
             )
             reasons += [Reason("similar_to", item_id, round(s, 4)) for s, item_id in similar[:2]]
@@ -246,7 +252,8 @@ def recommend(
     ]
     reasons = explain(rows, state, config, items, pops) if explain_results else [()] * len(rows)
     return [
-        Recommendation(items.ids[r], float(scores[r]), why) for r, why in zip(rows, reasons)
+        Recommendation(items.ids[r], float(scores[r]), why)
+        for r, why in zip(rows, reasons, strict=True)
     ]
 
 

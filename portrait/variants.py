@@ -34,7 +34,9 @@ class Variant:
 class VariantPolicy:
     """Maps users to variants."""
 
-    def __init__(self, variants: Mapping[str, Variant], experiment: Experiment | None = None) -> None:
+    def __init__(
+        self, variants: Mapping[str, Variant], experiment: Experiment | None = None
+    ) -> None:
         if not variants:
             raise InvalidField("variants", "at least one variant is needed")
         if experiment is None and len(variants) != 1:
@@ -54,8 +56,9 @@ class VariantPolicy:
         ranking: RankingConfig | None = None,
         items: ItemVectorSettings | None = None,
     ) -> VariantPolicy:
-        variant = Variant(DEFAULT_VARIANT, profile, ranking or RankingConfig(),
-                          items or ItemVectorSettings())
+        variant = Variant(
+            DEFAULT_VARIANT, profile, ranking or RankingConfig(), items or ItemVectorSettings()
+        )
         return cls({DEFAULT_VARIANT: variant})
 
     def alphas(self) -> tuple[float, ...]:

@@ -18,6 +18,8 @@ async def import_items(catalog: ItemCatalog, records: Sequence[ItemRecord]) -> U
         result = await catalog.upsert(records, progress=bar.update)
     stale = await catalog.stale_count()
     if stale:
-        with tqdm(total=stale, unit="item", desc="re-encode (model changed)", file=sys.stdout) as bar:
+        with tqdm(
+            total=stale, unit="item", desc="re-encode (model changed)", file=sys.stdout
+        ) as bar:
             await catalog.reencode(progress=bar.update)
     return result

@@ -16,8 +16,9 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from portrait.errors import PortraitError
 from serve.settings import Settings, SettingsError

@@ -59,17 +59,53 @@ RECOMMEND_LATENCY = Histogram(
 
 # shard stats key -> (metric name, help, kind)
 _SHARD_METRICS = {
-    "ingested": ("portrait_shard_appended_events_total", "Events durably appended and folded.", "counter"),
-    "duplicates": ("portrait_shard_duplicate_events_total", "Re-sent event_ids answered from the log.", "counter"),
-    "commits": ("portrait_shard_append_transactions_total", "Group-commit transactions.", "counter"),
-    "activations": ("portrait_user_activations_total", "Users loaded (snapshot + replay).", "counter"),
-    "replayed_events": ("portrait_replayed_events_total", "Events replayed on activation or time travel.", "counter"),
-    "activation_seconds": ("portrait_activation_seconds_total", "Time spent activating users.", "counter"),
+    "ingested": (
+        "portrait_shard_appended_events_total",
+        "Events durably appended and folded.",
+        "counter",
+    ),
+    "duplicates": (
+        "portrait_shard_duplicate_events_total",
+        "Re-sent event_ids answered from the log.",
+        "counter",
+    ),
+    "commits": (
+        "portrait_shard_append_transactions_total",
+        "Group-commit transactions.",
+        "counter",
+    ),
+    "activations": (
+        "portrait_user_activations_total",
+        "Users loaded (snapshot + replay).",
+        "counter",
+    ),
+    "replayed_events": (
+        "portrait_replayed_events_total",
+        "Events replayed on activation or time travel.",
+        "counter",
+    ),
+    "activation_seconds": (
+        "portrait_activation_seconds_total",
+        "Time spent activating users.",
+        "counter",
+    ),
     "passivations": ("portrait_user_passivations_total", "Users dropped from memory.", "counter"),
     "snapshots": ("portrait_snapshots_total", "Snapshots written.", "counter"),
-    "snapshots_unreadable": ("portrait_unreadable_snapshots_total", "Stored snapshots that did not decode (replayed from the log instead).", "counter"),
-    "recommendations": ("portrait_shard_recommendations_total", "Recommendations computed.", "counter"),
-    "recommendation_seconds": ("portrait_shard_recommendation_seconds_total", "Time spent ranking.", "counter"),
+    "snapshots_unreadable": (
+        "portrait_unreadable_snapshots_total",
+        "Stored snapshots that did not decode (replayed from the log instead).",
+        "counter",
+    ),
+    "recommendations": (
+        "portrait_shard_recommendations_total",
+        "Recommendations computed.",
+        "counter",
+    ),
+    "recommendation_seconds": (
+        "portrait_shard_recommendation_seconds_total",
+        "Time spent ranking.",
+        "counter",
+    ),
     "active_users": ("portrait_active_users", "Users held in memory.", "gauge"),
     "active_bytes": ("portrait_active_user_bytes", "Approximate memory of active users.", "gauge"),
 }
@@ -77,24 +113,52 @@ _SHARD_METRICS = {
 
 # retrain stats key -> (metric name, help, kind)
 _RETRAIN_METRICS = {
-    "version": ("portrait_item_space_version", "Collaborative item space in use (0 = none yet).", "gauge"),
-    "retrains": ("portrait_item_space_retrains_total", "Item spaces trained and published.", "counter"),
-    "failures": ("portrait_item_space_retrain_failures_total", "Retrains that failed (the previous space stayed).", "counter"),
-    "skipped": ("portrait_item_space_retrains_skipped_total", "Retrains skipped for too little data.", "counter"),
-    "last_seconds": ("portrait_item_space_last_retrain_seconds", "Duration of the last successful retrain.", "gauge"),
-    "new_events": ("portrait_item_space_new_events", "Events recorded since the last retrain started.", "gauge"),
+    "version": (
+        "portrait_item_space_version",
+        "Collaborative item space in use (0 = none yet).",
+        "gauge",
+    ),
+    "retrains": (
+        "portrait_item_space_retrains_total",
+        "Item spaces trained and published.",
+        "counter",
+    ),
+    "failures": (
+        "portrait_item_space_retrain_failures_total",
+        "Retrains that failed (the previous space stayed).",
+        "counter",
+    ),
+    "skipped": (
+        "portrait_item_space_retrains_skipped_total",
+        "Retrains skipped for too little data.",
+        "counter",
+    ),
+    "last_seconds": (
+        "portrait_item_space_last_retrain_seconds",
+        "Duration of the last successful retrain.",
+        "gauge",
+    ),
+    "new_events": (
+        "portrait_item_space_new_events",
+        "Events recorded since the last retrain started.",
+        "gauge",
+    ),
 }
 
 
 class _Snapshot(Collector):
     def __init__(
-        self, shards: Mapping[str, Any], encoder: Mapping[str, Any] | None,
+        self,
+        shards: Mapping[str, Any],
+        encoder: Mapping[str, Any] | None,
         retrain: Mapping[str, Any] | None,
     ) -> None:
         self._shards, self._encoder, self._retrain = shards, encoder, retrain
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("portrait_shard_up", "1 if the shard answered the scrape.", labels=["shard"])
+        up = GaugeMetricFamily(
+            "portrait_shard_up", "1 if the shard answered the scrape.", labels=["shard"]
+        )
         for name, stats in self._shards.items():
             up.add_metric([name], 0.0 if isinstance(stats, BaseException) else 1.0)
         yield up
@@ -124,7 +188,8 @@ class _Snapshot(Collector):
 
 
 def render(
-    shards: Mapping[str, Any], encoder: Mapping[str, Any] | None,
+    shards: Mapping[str, Any],
+    encoder: Mapping[str, Any] | None,
     retrain: Mapping[str, Any] | None = None,
 ) -> str:
     """This process's metrics followed by the shards' and the encoder's, in text format."""

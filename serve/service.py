@@ -64,7 +64,9 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> dict[str, Any]:
     raise TimeoutError(f"service not ready after {timeout_s:.0f}s: {last}")
 
 
-def start_service(settings: Settings, database_url: str, *, load_demo_catalog: bool = True) -> RunningService:
+def start_service(
+    settings: Settings, database_url: str, *, load_demo_catalog: bool = True
+) -> RunningService:
     """Migrate, start Ray (loopback only) and Serve, deploy, import the demo catalog if the
     catalog is empty, and wait until ready."""
     import ray
@@ -105,13 +107,15 @@ async def _import_if_empty(database_url: str) -> None:
     try:
         if await stores.catalog_store.version() != 0:
             return
-        print("catalog is empty: importing the bundled MovieLens movies (encoded by vLLM)",
-              flush=True)
+        print(
+            "catalog is empty: importing the bundled MovieLens movies (encoded by vLLM)", flush=True
+        )
         encoder = await ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME).connect()
         started = time.perf_counter()
         result = await import_items(stores.catalog(encoder), load_movielens().items)
-        print(f"imported {result.inserted} items in {time.perf_counter() - started:.1f}s",
-              flush=True)
+        print(
+            f"imported {result.inserted} items in {time.perf_counter() - started:.1f}s", flush=True
+        )
     finally:
         await stores.close()
 
@@ -120,13 +124,18 @@ def run_service(settings: Settings, database_url: str, *, load_demo_catalog: boo
     """``portrait run``: start, print how to call it, wait for Ctrl-C, stop cleanly."""
     service = start_service(settings, database_url, load_demo_catalog=load_demo_catalog)
     url = service.url
+    now = int(time.time())
+    demo = {"events": [
+        {"type": "rating", "event_id": "demo-1", "user_id": "demo", "occurred_at": now,
+         "item_id": "260", "rating": 5},
+        {"type": "search", "event_id": "demo-2", "user_id": "demo", "occurred_at": now,
+         "query": "space adventure with rebels"},
+    ]}
     print(f"""
 Portrait is running at {url}   (API docs: {url}/docs, metrics: {url}/metrics)
 
 Try:
-  curl -s -X POST {url}/v1/events -H 'content-type: application/json' -d '{{"events": [
-    {{"type": "rating", "event_id": "demo-1", "user_id": "demo", "occurred_at": {int(time.time())}, "item_id": "260", "rating": 5}},
-    {{"type": "search", "event_id": "demo-2", "user_id": "demo", "occurred_at": {int(time.time())}, "query": "space adventure with rebels"}}]}}'
+  curl -s -X POST {url}/v1/events -H 'content-type: application/json' -d '{json.dumps(demo)}'
   curl -s '{url}/v1/users/demo/recommendations?k=5'
 
 Press Ctrl-C to stop.""", flush=True)

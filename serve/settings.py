@@ -79,11 +79,23 @@ class Settings:
         env = os.environ if env is None else env
         kwargs: dict[str, Any] = {}
         simple = {
-            "database_url": str, "data_dir": Path, "host": str, "port": int, "shards": int,
-            "max_batch_events": int, "profile_config": Path, "experiment": Path, "snapshot_every": int,
-            "idle_timeout_s": float, "memory_budget_mb": int, "ingress_min_replicas": int,
-            "ingress_max_replicas": int, "log_level": str, "datasets_dir": Path,
-            "retrain_every_events": int, "retrain_max_age_s": float,
+            "database_url": str,
+            "data_dir": Path,
+            "host": str,
+            "port": int,
+            "shards": int,
+            "max_batch_events": int,
+            "profile_config": Path,
+            "experiment": Path,
+            "snapshot_every": int,
+            "idle_timeout_s": float,
+            "memory_budget_mb": int,
+            "ingress_min_replicas": int,
+            "ingress_max_replicas": int,
+            "log_level": str,
+            "datasets_dir": Path,
+            "retrain_every_events": int,
+            "retrain_max_age_s": float,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -111,8 +123,11 @@ class Settings:
             (self.snapshot_every >= 1, "SNAPSHOT_EVERY", "must be at least 1"),
             (self.idle_timeout_s > 0, "IDLE_TIMEOUT_S", "must be positive"),
             (self.memory_budget_mb >= 1, "MEMORY_BUDGET_MB", "must be at least 1"),
-            (1 <= self.ingress_min_replicas <= self.ingress_max_replicas, "INGRESS_MIN_REPLICAS",
-             "must be >= 1 and <= PORTRAIT_INGRESS_MAX_REPLICAS"),
+            (
+                1 <= self.ingress_min_replicas <= self.ingress_max_replicas,
+                "INGRESS_MIN_REPLICAS",
+                "must be >= 1 and <= PORTRAIT_INGRESS_MAX_REPLICAS",
+            ),
             (self.retrain_every_events >= 1, "RETRAIN_EVERY_EVENTS", "must be at least 1"),
             (self.retrain_max_age_s > 0, "RETRAIN_MAX_AGE_S", "must be positive"),
             (self.log_level.upper() in _LOG_LEVELS, "LOG_LEVEL", f"must be one of {_LOG_LEVELS}"),

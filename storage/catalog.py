@@ -34,7 +34,9 @@ class UpsertResult:
 class ItemCatalog:
     """Catalog reads and writes. ``encoder`` may be the Serve handle client or a local engine."""
 
-    def __init__(self, store: CatalogStore, encoder: AsyncEncoder, *, chunk_size: int = 256) -> None:
+    def __init__(
+        self, store: CatalogStore, encoder: AsyncEncoder, *, chunk_size: int = 256
+    ) -> None:
         self.store = store
         self._encoder = encoder
         self._chunk = chunk_size

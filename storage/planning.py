@@ -64,7 +64,9 @@ class AppendPlan:
                 continue
             unique = [
                 AppendResult(p.event.event_id, target.seq, target.position, duplicate)
-                for p, (target, duplicate) in zip(outcome.batch.unique, outcome.targets)
+                for p, (target, duplicate) in zip(
+                    outcome.batch.unique, outcome.targets, strict=True
+                )
             ]
             out.append(outcome.batch.results(unique))
         return out
@@ -152,7 +154,7 @@ def _plan_one(
             rows.append(row)
         current[batch.user_id] = version + len(new)
     accepted = _Accepted(batch)
-    for target, was_there in zip(targets, duplicate):
+    for target, was_there in zip(targets, duplicate, strict=True):
         assert target is not None  # every new event got a row above
         accepted.targets.append((target, was_there))
     return accepted

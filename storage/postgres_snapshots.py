@@ -20,7 +20,9 @@ _WANTED = (
 )
 _NEWEST = (
     select(snapshots.c.seq, snapshots.c.state)
-    .where(snapshots.c.user_id == _WANTED.c.user_id, snapshots.c.config_hash == _WANTED.c.config_hash)
+    .where(
+        snapshots.c.user_id == _WANTED.c.user_id, snapshots.c.config_hash == _WANTED.c.config_hash
+    )
     .order_by(snapshots.c.seq.desc())
     .limit(1)
     .lateral("s")
@@ -28,9 +30,7 @@ _NEWEST = (
 _LATEST_MANY = select(_WANTED.c.user_id, _NEWEST.c.seq, _NEWEST.c.state).select_from(
     _WANTED.join(_NEWEST, true())
 )
-_INSERT = insert(snapshots).on_conflict_do_nothing(
-    index_elements=["user_id", "config_hash", "seq"]
-)
+_INSERT = insert(snapshots).on_conflict_do_nothing(index_elements=["user_id", "config_hash", "seq"])
 
 
 class PostgresSnapshotStore:

@@ -8,8 +8,8 @@ processes, which is why the Ray system refuses ``memory://``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from portrait.ports import (
     AsyncEncoder,

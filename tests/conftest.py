@@ -199,7 +199,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _no_ray_outside_its_tiers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_ray_outside_its_tiers(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tiers documented as Ray-free stay Ray-free: ray.init raises there."""
     parts = Path(str(request.node.fspath)).relative_to(Path(__file__).parent).parts
     if len(parts) > 1 and parts[0] in _NO_RAY_TIERS:

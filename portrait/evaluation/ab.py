@@ -11,8 +11,9 @@ strongest possible pairing) and report per-metric differences with paired bootst
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

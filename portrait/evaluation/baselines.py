@@ -21,8 +21,8 @@ vectors through :func:`portrait.collaborative.combine` with ``alpha=0``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ NO_DECAY_HALF_LIFE_DAYS = 1e9  # ~2.7 million years: no measurable decay over an
 
 
 class _StatelessSession:
-    def __init__(self, system: "MostPopular | RecentPopular") -> None:
+    def __init__(self, system: MostPopular | RecentPopular) -> None:
         self.system = system
 
     def observe(self, events: Sequence[Event]) -> None:
@@ -71,7 +71,7 @@ class RecentPopular:
 
 
 class ItemKNNSession:
-    def __init__(self, system: "ItemKNN") -> None:
+    def __init__(self, system: ItemKNN) -> None:
         self.system = system
         self.last: dict[int, int] = {}  # row -> position of its latest interaction
         self.n = 0
@@ -138,11 +138,11 @@ class ItemKNN:
     @classmethod
     def with_neighbors(
         cls,
-        other: "ItemKNN",
+        other: ItemKNN,
         neighbors: int,
         name: str | None = None,
         recency_half_life: float | None = None,
-    ) -> "ItemKNN":
+    ) -> ItemKNN:
         """A copy keeping only the top ``neighbors`` of ``other``'s lists (for tuning)."""
         if neighbors > other.neighbors:
             raise ValueError("can only shrink the neighbourhood")

@@ -33,8 +33,8 @@ are seeded and deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -203,7 +203,7 @@ def _resample_means(columns: Sequence[np.ndarray], n_resamples: int, seed: int) 
     while done < n_resamples:
         m = min(per_chunk, n_resamples - done)
         idx = rng.integers(0, n, size=(m, n))
-        for col, out in zip(columns, outs):
+        for col, out in zip(columns, outs, strict=True):
             out[done : done + m] = col[idx].mean(axis=1)
         done += m
     return outs

@@ -26,8 +26,9 @@ and for the top-K lists; a NaN score counts as ``-inf``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class LeakageError(PortraitError):
 class CaseContext:
     """What a session may use besides its own events: the case and time-respecting popularity."""
 
-    def __init__(self, case: Case, clock: "PopularityClock") -> None:
+    def __init__(self, case: Case, clock: PopularityClock) -> None:
         self.case = case
         self._clock = clock
         self._counts: np.ndarray | None = None
@@ -148,7 +149,7 @@ class PopularityClock:
 class PortraitSession:
     """One user's profile, folded with the real :func:`portrait.profile.fold`."""
 
-    def __init__(self, system: "PortraitSystem", user_id: str) -> None:
+    def __init__(self, system: PortraitSystem, user_id: str) -> None:
         self.system = system
         self.state = ProfileState(user_id, system.items.text_dim)
         self._seq = 0
@@ -330,7 +331,7 @@ def run(
                     f"{case.user_id!r} for the test point at {case.key}"
                 )
         if new:
-            for s, sess in zip(systems, user_sessions):
+            for s, sess in zip(systems, user_sessions, strict=True):
                 t0 = time.perf_counter()
                 sess.observe(new)
                 seconds[s.name] += time.perf_counter() - t0
@@ -348,7 +349,7 @@ def run(
         outside += sum(1 for r in target_rows if r is None)
         known = [r for r in target_rows if r is not None]
         ctx = CaseContext(case, clock)
-        for s, sess in zip(systems, user_sessions):
+        for s, sess in zip(systems, user_sessions, strict=True):
             t0 = time.perf_counter()
             sc = np.asarray(sess.scores(ctx), dtype=np.float64)
             if sc.shape != (n_items,):

@@ -41,8 +41,8 @@ strictly time-respecting alternative. Popularity is always time-respecting (see 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from portrait.collaborative import combine
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField
 from portrait.evaluation.baselines import ItemKNN, MostPopular, RecentPopular
-from portrait.collaborative import combine
 from portrait.evaluation.runner import PortraitSystem, RunResult, System, run
 from portrait.evaluation.splits import Split
 from portrait.events import Event, ItemEvent, ReviewWritten, SearchPerformed

@@ -14,7 +14,9 @@ from serve.api.context import ApiContext
 from serve.api.errors import InRequest, error_body, status_of
 
 
-def encode_events(raw: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[bytes]], list[tuple[str, str]]]:
+def encode_events(
+    raw: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, list[bytes]], list[tuple[str, str]]]:
     """Each event validated and encoded once, grouped by user; plus (user, event_id) in
     request order. Raises :class:`InRequest` naming ``events[i].field`` for the first bad
     event, before anything is written."""
@@ -30,7 +32,9 @@ def encode_events(raw: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[byte
     return per_user, order
 
 
-async def ingest(ctx: ApiContext, raw: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+async def ingest(
+    ctx: ApiContext, raw: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
     """Append a request's events; returns the per-event results and the HTTP status: 200
     when all were recorded, 207 when some users' batches failed, or the failures' common
     status when all did."""
@@ -44,9 +48,7 @@ async def ingest(ctx: ApiContext, raw: Sequence[Mapping[str, Any]]) -> tuple[lis
     by_shard: dict[int, dict[str, list[bytes]]] = defaultdict(dict)
     for user_id, payloads in per_user.items():
         by_shard[ctx.shard_index(user_id)][user_id] = payloads
-    replies = await asyncio.gather(
-        *(ctx.shards[i].ingest(batch) for i, batch in by_shard.items())
-    )
+    replies = await asyncio.gather(*(ctx.shards[i].ingest(batch) for i, batch in by_shard.items()))
     outcome: dict[str, Any] = {}
     for reply in replies:
         outcome.update(reply)
@@ -59,8 +61,15 @@ async def ingest(ctx: ApiContext, raw: Sequence[Mapping[str, Any]]) -> tuple[lis
         else:
             r = got[cursor[user_id]]
             cursor[user_id] += 1
-            results.append({"user_id": user_id, "event_id": r.event_id, "seq": r.seq,
-                            "position": r.position, "duplicate": r.duplicate})
+            results.append(
+                {
+                    "user_id": user_id,
+                    "event_id": r.event_id,
+                    "seq": r.seq,
+                    "position": r.position,
+                    "duplicate": r.duplicate,
+                }
+            )
     errors = [o for o in outcome.values() if isinstance(o, PortraitError)]
     if not errors:
         return results, 200

@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from portrait.catalog import ItemRecord
@@ -61,7 +62,7 @@ class Dataset:
         if len({e.event_id for e in self.events}) != len(self.events):
             raise InvalidField("events", "event ids must be unique")
         keys = [event_sort_key(e) for e in self.events]
-        if any(a > b for a, b in zip(keys, keys[1:])):
+        if any(a > b for a, b in pairwise(keys)):
             raise InvalidField("events", "must be sorted by (occurred_at, user_id, event_id)")
 
     @classmethod
@@ -142,7 +143,7 @@ def read_csv(
                     location(path, reader.line_num, "*"),
                     f"expected {width} fields, found {len(row)}",
                 )
-            yield reader.line_num, dict(zip(header, row))
+            yield reader.line_num, dict(zip(header, row, strict=False))
 
 
 _TAG = re.compile(r"<[^>]*>")

@@ -69,7 +69,9 @@ async def test_only_users_ahead_of_their_snapshot_are_written() -> None:
     writer = snapshotter(store, saved)
     await writer.save([("same", active("same", 5, snapshot_seq=5)), ("new", active("new", 0))])
     assert store.calls == [] and saved == []
-    await writer.save([("ahead", active("ahead", 7, snapshot_seq=5)), ("same", active("same", 5, 5))])
+    await writer.save(
+        [("ahead", active("ahead", 7, snapshot_seq=5)), ("same", active("same", 5, 5))]
+    )
     assert store.calls == [["ahead"]] and saved == [1]
 
 

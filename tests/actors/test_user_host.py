@@ -105,15 +105,17 @@ def views(user: str, start: int, n: int) -> list[Event]:
 
 async def fresh_replay(stores: Stores, user: str) -> ProfileState:
     events = await stores.log.read(user)
-    texts = await TextFeatureSource(InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER)).features_for(
-        r.event for r in events
-    )
+    texts = await TextFeatureSource(
+        InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER)
+    ).features_for(r.event for r in events)
     return replay(events, CONFIG, ITEMS, texts, user_id=user)
 
 
 async def test_ingest_is_durable_folded_and_idempotent(stores: Stores) -> None:
     host = make_host(stores)
-    first = await host.ingest("u", views("u", 0, 3) + [SearchPerformed("u-s", "u", T0 + 9, "noir detective")])
+    first = await host.ingest(
+        "u", views("u", 0, 3) + [SearchPerformed("u-s", "u", T0 + 9, "noir detective")]
+    )
     assert [r.seq for r in first] == [1, 2, 3, 4] and not any(r.duplicate for r in first)
     again = await host.ingest("u", views("u", 2, 2))  # e2 is a duplicate, e3 new
     assert [(r.seq, r.duplicate) for r in again] == [(3, True), (5, False)]
@@ -186,7 +188,8 @@ async def test_cancelled_caller_does_not_lose_an_acknowledged_batch(stores: Stor
 async def test_time_travel_matches_replay_to_that_point(stores: Stores) -> None:
     host = make_host(stores, snapshot_every=5)
     events: list[Event] = [
-        ItemRated(f"e{i}", "u", T0 + i * 3600, f"i{i % 30}", rating=float(1 + i % 5)) for i in range(20)
+        ItemRated(f"e{i}", "u", T0 + i * 3600, f"i{i % 30}", rating=float(1 + i % 5))
+        for i in range(20)
     ]
     events.append(ItemPurchased("p", "u", T0 + 99 * 3600, "i3"))
     for k in range(0, 21, 7):
@@ -213,7 +216,9 @@ async def test_each_variant_folds_and_snapshots_under_its_own_config(stores: Sto
     host = make_host(stores, variants=policy, snapshot_every=1)
     for name, user in users.items():
         await host.ingest(user, views(user, 0, 3))
-        expect = replay(await stores.log.read(user), policy.variants[name].profile, ITEMS, user_id=user)
+        expect = replay(
+            await stores.log.read(user), policy.variants[name].profile, ITEMS, user_id=user
+        )
         assert_same_profile(await host.state(user), expect, policy.variants[name].profile)
     await settle(host)
     assert await stores.snapshots.latest(users["b"], fast.config_hash()) is not None
@@ -316,7 +321,9 @@ async def test_an_unreadable_snapshot_is_ignored_and_the_log_replayed(
     await writer.ingest("u", views("u", 0, 6))
     # Garbage where the newest snapshot under the user's config is looked for (a format this
     # release cannot read, or a damaged row).
-    await stores.snapshots.save_many([Snapshot("u", 4, b"\xc1 not a snapshot", CONFIG.config_hash())])
+    await stores.snapshots.save_many(
+        [Snapshot("u", 4, b"\xc1 not a snapshot", CONFIG.config_hash())]
+    )
 
     host = make_host(stores, snapshot_every=1000)
     assert_same_profile(await host.state("u"), await fresh_replay(stores, "u"))
@@ -324,7 +331,9 @@ async def test_an_unreadable_snapshot_is_ignored_and_the_log_replayed(
     assert any("unreadable" in r.getMessage() for r in host_warnings.records)
 
     at = await host.state_at("u", until_seq=5)
-    assert_same_profile(at, replay(await stores.log.read("u", until_seq=5), CONFIG, ITEMS, user_id="u"))
+    assert_same_profile(
+        at, replay(await stores.log.read("u", until_seq=5), CONFIG, ITEMS, user_id="u")
+    )
     assert host.stats.snapshots_unreadable == 2
 
     # Without a usable snapshot the user counts as never snapshotted: passivation writes a

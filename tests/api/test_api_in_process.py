@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,17 +31,42 @@ T0 = 1_700_000_000
 _names = itertools.count()
 
 ITEMS = [
-    {"id": "m1", "title": "Star Rebels", "description": "space rebels fight an empire with starships",
-     "tags": ["Sci-Fi", "Action"]},
-    {"id": "m2", "title": "Galaxy Run", "description": "a starship crew escapes across the galaxy",
-     "tags": ["Sci-Fi"]},
-    {"id": "m3", "title": "Moon Base", "description": "astronauts alone on the moon", "tags": ["Sci-Fi", "Drama"]},
-    {"id": "m4", "title": "Cooking Love", "description": "two chefs fall in love in a small kitchen",
-     "tags": ["Romance", "Comedy"]},
-    {"id": "m5", "title": "Paris Kiss", "description": "a romance in paris with a lot of kissing",
-     "tags": ["Romance"]},
-    {"id": "m6", "title": "Toy Friends", "description": "toys come alive and learn friendship",
-     "tags": ["Animation", "Comedy"]},
+    {
+        "id": "m1",
+        "title": "Star Rebels",
+        "description": "space rebels fight an empire with starships",
+        "tags": ["Sci-Fi", "Action"],
+    },
+    {
+        "id": "m2",
+        "title": "Galaxy Run",
+        "description": "a starship crew escapes across the galaxy",
+        "tags": ["Sci-Fi"],
+    },
+    {
+        "id": "m3",
+        "title": "Moon Base",
+        "description": "astronauts alone on the moon",
+        "tags": ["Sci-Fi", "Drama"],
+    },
+    {
+        "id": "m4",
+        "title": "Cooking Love",
+        "description": "two chefs fall in love in a small kitchen",
+        "tags": ["Romance", "Comedy"],
+    },
+    {
+        "id": "m5",
+        "title": "Paris Kiss",
+        "description": "a romance in paris with a lot of kissing",
+        "tags": ["Romance"],
+    },
+    {
+        "id": "m6",
+        "title": "Toy Friends",
+        "description": "toys come alive and learn friendship",
+        "tags": ["Animation", "Comedy"],
+    },
 ]
 
 
@@ -68,8 +93,9 @@ def plain_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def system(store_url: str, plain_config: Path) -> AsyncIterator[InProcessSystem]:
-    settings = Settings(shards=2, snapshot_every=3, max_batch_events=50,
-                        profile_config=plain_config)
+    settings = Settings(
+        shards=2, snapshot_every=3, max_batch_events=50, profile_config=plain_config
+    )
     sys = in_process(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
     try:
         yield sys
@@ -100,10 +126,15 @@ def check_schema(body: dict[str, Any], model: type[BaseModel]) -> None:
 async def test_ingest_changes_the_next_recommendation(http: httpx.AsyncClient) -> None:
     cold = (await http.get("/v1/users/alice/recommendations", params={"k": 6})).json()
     assert cold["as_of_seq"] == 0 and len(cold["items"]) == 6
-    resp = await http.post("/v1/events", json={"events": [
-        ev("purchase", "a1", "alice", T0, item_id="m1"),
-        ev("click", "a2", "alice", T0 + 1, item_id="m2"),
-    ]})
+    resp = await http.post(
+        "/v1/events",
+        json={
+            "events": [
+                ev("purchase", "a1", "alice", T0, item_id="m1"),
+                ev("click", "a2", "alice", T0 + 1, item_id="m2"),
+            ]
+        },
+    )
     assert resp.status_code == 200, resp.text
     check_schema(resp.json(), m.IngestResponse)
     assert [r["seq"] for r in resp.json()["results"]] == [1, 2]
@@ -114,14 +145,24 @@ async def test_ingest_changes_the_next_recommendation(http: httpx.AsyncClient) -
     assert "m1" not in ids  # purchased: excluded
     assert ids[0] in {"m2", "m3"}, ids  # the other sci-fi films lead
     assert warm["items"][0]["title"] and warm["items"][0]["reasons"]
-    only = (await http.get("/v1/users/alice/recommendations",
-                           params={"k": 3, "tags": "Romance"})).json()
+    only = (
+        await http.get("/v1/users/alice/recommendations", params={"k": 3, "tags": "Romance"})
+    ).json()
     assert {i["item_id"] for i in only["items"]} <= {"m4", "m5"}
 
 
 async def test_profile_audit_and_changes_match_their_models(http: httpx.AsyncClient) -> None:
-    events = [ev("rating", f"t{i}", "tina", T0 + 3600 * i, item_id=f"m{1 + i % 6}", rating=float(1 + i % 5))
-              for i in range(8)]
+    events = [
+        ev(
+            "rating",
+            f"t{i}",
+            "tina",
+            T0 + 3600 * i,
+            item_id=f"m{1 + i % 6}",
+            rating=float(1 + i % 5),
+        )
+        for i in range(8)
+    ]
     assert (await http.post("/v1/events", json={"events": events})).status_code == 200
     profile = (await http.get("/v1/users/tina/profile")).json()
     check_schema(profile, m.ProfileResponse)
@@ -144,26 +185,50 @@ async def test_profile_audit_and_changes_match_their_models(http: httpx.AsyncCli
 async def test_duplicates_conflicts_and_partial_failure(http: httpx.AsyncClient) -> None:
     batch = [ev("view", f"d{i}", "dora", T0 + i, item_id="m2") for i in range(3)]
     first = (await http.post("/v1/events", json={"events": batch})).json()["results"]
-    again = (await http.post("/v1/events", json={"events": [*batch, ev("view", "d3", "dora", T0 + 9, item_id="m3")]})).json()["results"]
+    again = (
+        await http.post(
+            "/v1/events", json={"events": [*batch, ev("view", "d3", "dora", T0 + 9, item_id="m3")]}
+        )
+    ).json()["results"]
     assert [r["duplicate"] for r in again] == [True, True, True, False]
     assert [r["seq"] for r in again[:3]] == [r["seq"] for r in first]
-    conflict = await http.post("/v1/events", json={"events": [ev("view", "d0", "dora", T0, item_id="m5")]})
+    conflict = await http.post(
+        "/v1/events", json={"events": [ev("view", "d0", "dora", T0, item_id="m5")]}
+    )
     assert conflict.status_code == 409
     assert conflict.json()["results"][0]["error"] == "EventIdConflict"
-    mixed = await http.post("/v1/events", json={"events": [
-        ev("view", "d1", "dora", T0, item_id="m6"),  # reused id, other content: refused
-        ev("view", "e1", "emil", T0, item_id="m6"),  # another user: recorded
-    ]})
+    mixed = await http.post(
+        "/v1/events",
+        json={
+            "events": [
+                ev("view", "d1", "dora", T0, item_id="m6"),  # reused id, other content: refused
+                ev("view", "e1", "emil", T0, item_id="m6"),  # another user: recorded
+            ]
+        },
+    )
     assert mixed.status_code == 207, mixed.text
     dora, emil = mixed.json()["results"]
     assert dora["error"] == "EventIdConflict" and emil["seq"] == 1
 
 
 async def test_text_events_go_through_the_encoder(http: httpx.AsyncClient) -> None:
-    resp = await http.post("/v1/events", json={"events": [
-        ev("search", "s1", "sam", T0, query="romance in paris"),
-        ev("review", "s2", "sam", T0 + 5, item_id="m6", text="toys and friendship, lovely", rating=5),
-    ]})
+    resp = await http.post(
+        "/v1/events",
+        json={
+            "events": [
+                ev("search", "s1", "sam", T0, query="romance in paris"),
+                ev(
+                    "review",
+                    "s2",
+                    "sam",
+                    T0 + 5,
+                    item_id="m6",
+                    text="toys and friendship, lovely",
+                    rating=5,
+                ),
+            ]
+        },
+    )
     assert resp.status_code == 200, resp.text
     profile = (await http.get("/v1/users/sam/profile")).json()
     assert profile["counts"] == {"review": 1, "search": 1} and profile["keywords"]
@@ -173,8 +238,21 @@ async def test_text_events_go_through_the_encoder(http: httpx.AsyncClient) -> No
     ("body", "status", "field"),
     [
         ({"events": [ev("rating", "x", "u", 1, item_id="1", rating=9)]}, 422, "events[0].rating"),
-        ({"events": [ev("view", "x", "u", 1, item_id="1"), {"type": "teleport", "event_id": "y", "user_id": "u", "occurred_at": 1}]}, 422, "events[1].type"),
-        ({"events": [{"type": "view", "event_id": "x", "user_id": "u", "item_id": "1"}]}, 422, "events[0].occurred_at"),
+        (
+            {
+                "events": [
+                    ev("view", "x", "u", 1, item_id="1"),
+                    {"type": "teleport", "event_id": "y", "user_id": "u", "occurred_at": 1},
+                ]
+            },
+            422,
+            "events[1].type",
+        ),
+        (
+            {"events": [{"type": "view", "event_id": "x", "user_id": "u", "item_id": "1"}]},
+            422,
+            "events[0].occurred_at",
+        ),
         ({"events": "nope"}, 422, "events"),
         ({}, 422, "events"),
         ({"events": [ev("view", f"x{i}", "u", 1, item_id="1") for i in range(51)]}, 413, "events"),
@@ -196,19 +274,33 @@ async def test_items_errors_and_unknowns(http: httpx.AsyncClient) -> None:
     assert (await http.get("/v1/items/z1")).status_code == 404  # nothing of the batch written
     assert (await http.get("/v1/users/nobody/profile")).json()["error"] == "UnknownUser"
     assert (await http.get("/v1/items/nope")).json() == {
-        "error": "UnknownItem", "message": "no item 'nope'", "field": "item_id"}
+        "error": "UnknownItem",
+        "message": "no item 'nope'",
+        "field": "item_id",
+    }
     assert (await http.get("/v1/users/x/recommendations", params={"k": 0})).json()["field"] == "k"
     changes = await http.get("/v1/users/x/profile/changes", params={"from_seq": 5, "to_seq": 2})
     assert changes.status_code == 422 and changes.json()["field"] == "to_seq"
 
 
 async def test_new_item_is_recommendable_at_once(http: httpx.AsyncClient) -> None:
-    put = await http.put("/v1/items/new-1", json={
-        "title": "Rebel Starships", "description": "space rebels fight an empire with starships",
-        "tags": ["Sci-Fi"]})
+    put = await http.put(
+        "/v1/items/new-1",
+        json={
+            "title": "Rebel Starships",
+            "description": "space rebels fight an empire with starships",
+            "tags": ["Sci-Fi"],
+        },
+    )
     assert put.status_code == 200 and put.json()["encoded"] == 1
-    await http.post("/v1/events", json={"events": [
-        ev("search", "n1", "nina", T0, query="space rebels fight an empire with starships")]})
+    await http.post(
+        "/v1/events",
+        json={
+            "events": [
+                ev("search", "n1", "nina", T0, query="space rebels fight an empire with starships")
+            ]
+        },
+    )
     recs = (await http.get("/v1/users/nina/recommendations", params={"k": 3})).json()
     assert "new-1" in [i["item_id"] for i in recs["items"]]
 
@@ -219,7 +311,11 @@ async def test_operations(http: httpx.AsyncClient) -> None:
     assert ready["status"] == "ready" and ready["shards"] == 2
     await http.post("/v1/events", json={"events": [ev("view", "o1", "olga", T0, item_id="m1")]})
     text = (await http.get("/metrics")).text
-    for name in ("portrait_ingested_events_total", "portrait_user_activations_total",
-                 "portrait_active_users", "portrait_shard_up"):
+    for name in (
+        "portrait_ingested_events_total",
+        "portrait_user_activations_total",
+        "portrait_active_users",
+        "portrait_shard_up",
+    ):
         assert name in text, name
     assert (await http.get("/openapi.json")).json()["paths"]["/v1/events"]

@@ -348,7 +348,9 @@ class EventLogContract(abc.ABC):
         assert await snapshots.latest_many({}) == {}
         # A batch with one invalid snapshot keeps none of it.
         with pytest.raises(InvalidField):
-            await snapshots.save_many([Snapshot("u3", 1, b"ok", "cfg"), Snapshot("u3", -1, b"", "cfg")])
+            await snapshots.save_many(
+                [Snapshot("u3", 1, b"ok", "cfg"), Snapshot("u3", -1, b"", "cfg")]
+            )
         assert await snapshots.latest("u3", "cfg") is None
 
 

@@ -54,7 +54,7 @@ def test_fp32_matches_sentence_transformers(fp32: VllmEncoder, reference) -> Non
     assert got.dtype == np.float32 and got.shape == expected.shape
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     cos = _cosines(got, expected)
-    assert cos.min() >= 0.999, dict(zip(sentences, cos.round(5)))
+    assert cos.min() >= 0.999, dict(zip(sentences, cos.round(5), strict=True))
 
 
 def test_order_preserved(fp32: VllmEncoder, reference) -> None:
@@ -133,7 +133,7 @@ def test_bf16_close_to_reference(reference) -> None:
     assert got.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     cos = _cosines(got, expected)
-    assert cos.min() >= 0.99, dict(zip(sentences, cos.round(4)))
+    assert cos.min() >= 0.99, dict(zip(sentences, cos.round(4), strict=True))
 
 
 def test_start_keeps_the_host_rng_state() -> None:

@@ -29,7 +29,9 @@ def write_dataset(folder: Path, n_users: int = 30, seed: int = 0) -> Path:
     for i in range(24):
         genre = GENRES[i % len(GENRES)]
         adj = ADJECTIVES[i % len(ADJECTIVES)]
-        items.append((f"it{i}", f"{adj.title()} {genre} item {i}", f"A {adj} pick for {genre} fans.", genre))
+        items.append(
+            (f"it{i}", f"{adj.title()} {genre} item {i}", f"A {adj} pick for {genre} fans.", genre)
+        )
     with open(folder / "items.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["item_id", "title", "description", "tags"])
@@ -54,7 +56,16 @@ def write_dataset(folder: Path, n_users: int = 30, seed: int = 0) -> Path:
                 if kind == "rating":
                     w.writerow([f"u{u}", item_id, t, "rating", float(rng.integers(2, 6)), ""])
                 elif kind == "review":
-                    w.writerow([f"u{u}", item_id, t, "review", 4.0, f"Great {genre} item, love the {title.lower()}"])
+                    w.writerow(
+                        [
+                            f"u{u}",
+                            item_id,
+                            t,
+                            "review",
+                            4.0,
+                            f"Great {genre} item, love the {title.lower()}",
+                        ]
+                    )
                 else:
                     w.writerow([f"u{u}", item_id, t, kind, "", ""])
     return folder
@@ -72,19 +83,43 @@ def test_evaluate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     encoder = HashingEncoder(dim=32)
     rc = cli.main(
-        ["evaluate", *COMMON, "--data-dir", str(data_dir), "--out", str(out), "--trials", "4",
-         "--cache-dir", str(tmp_path / "cache")],
+        [
+            "evaluate",
+            *COMMON,
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--trials",
+            "4",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
         encoder=encoder,
     )
     assert rc == 0
-    for name in ("report.md", "metrics.json", "metrics_by_k.png", "ndcg_by_history.png",
-                 "ablations.png", "tuned-config.json"):
+    for name in (
+        "report.md",
+        "metrics.json",
+        "metrics_by_k.png",
+        "ndcg_by_history.png",
+        "ablations.png",
+        "tuned-config.json",
+    ):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0
     doc = json.loads((out / "metrics.json").read_text())
     systems = doc["test"]["systems"]
-    for name in ("portrait", "portrait-defaults", "portrait-no-decay", "portrait-text-only",
-                 "most-popular", "recent-popular", "item-knn", "item-knn-seq"):
+    for name in (
+        "portrait",
+        "portrait-defaults",
+        "portrait-no-decay",
+        "portrait-text-only",
+        "most-popular",
+        "recent-popular",
+        "item-knn",
+        "item-knn-seq",
+    ):
         assert name in systems
         for metric in ("HR@5", "HR@10", "HR@20", "NDCG@10", "MRR"):
             m = systems[name]["metrics"][metric]
@@ -96,8 +131,19 @@ def test_evaluate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     # the cache is used on a second run: no new encoder calls for item texts or text events
     calls = len(encoder.calls)
     cli.main(
-        ["evaluate", *COMMON, "--data-dir", str(data_dir), "--out", str(tmp_path / "again"),
-         "--trials", "1", "--no-plots", "--cache-dir", str(tmp_path / "cache")],
+        [
+            "evaluate",
+            *COMMON,
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "again"),
+            "--trials",
+            "1",
+            "--no-plots",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
         encoder=encoder,
     )
     assert len(encoder.calls) == calls
@@ -106,12 +152,34 @@ def test_evaluate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
 def test_tune_then_evaluate_with_the_config_then_ab(data_dir: Path, tmp_path: Path) -> None:
     encoder = HashingEncoder(dim=32)
     config = tmp_path / "configs" / "tuned.json"
-    assert cli.main(["tune", *COMMON, "--data-dir", str(data_dir), "--trials", "3",
-                     "--out", str(config), "--cache-dir", str(tmp_path / "cache")],
-                    encoder=encoder) == 0
+    assert (
+        cli.main(
+            [
+                "tune",
+                *COMMON,
+                "--data-dir",
+                str(data_dir),
+                "--trials",
+                "3",
+                "--out",
+                str(config),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ],
+            encoder=encoder,
+        )
+        == 0
+    )
     doc = json.loads(config.read_text())
     assert doc["version"] == 1
-    assert {"created", "dataset", "profile", "ranking", "item_vectors", "validation_metrics"} <= set(doc)
+    assert {
+        "created",
+        "dataset",
+        "profile",
+        "ranking",
+        "item_vectors",
+        "validation_metrics",
+    } <= set(doc)
     assert 0.0 <= doc["item_vectors"]["alpha"] <= 1.0
     from portrait.config import ProfileConfig
     from portrait.tuned_config import TunedConfig
@@ -123,18 +191,54 @@ def test_tune_then_evaluate_with_the_config_then_ab(data_dir: Path, tmp_path: Pa
     assert tuned.to_document() == doc
 
     out = tmp_path / "eval"
-    assert cli.main(["evaluate", *COMMON, "--data-dir", str(data_dir), "--config", str(config),
-                     "--out", str(out), "--no-plots", "--cache-dir", str(tmp_path / "cache")],
-                    encoder=encoder) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                *COMMON,
+                "--data-dir",
+                str(data_dir),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--no-plots",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ],
+            encoder=encoder,
+        )
+        == 0
+    )
     evaluated = json.loads((out / "metrics.json").read_text())
     assert evaluated["portrait_config"]["params"]["profile"] == doc["profile"]
 
     defaults = tmp_path / "configs" / "defaults.json"
     defaults.write_text(json.dumps({**doc, "ranking": {}, "profile": {}}))
     ab_out = tmp_path / "ab"
-    assert cli.main(["ab", "--dataset", "generic", "--data-dir", str(data_dir), "--a", str(config),
-                     "--b", str(defaults), "--resamples", "100", "--out", str(ab_out),
-                     "--cache-dir", str(tmp_path / "cache")], encoder=encoder) == 0
+    assert (
+        cli.main(
+            [
+                "ab",
+                "--dataset",
+                "generic",
+                "--data-dir",
+                str(data_dir),
+                "--a",
+                str(config),
+                "--b",
+                str(defaults),
+                "--resamples",
+                "100",
+                "--out",
+                str(ab_out),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ],
+            encoder=encoder,
+        )
+        == 0
+    )
     ab = json.loads((ab_out / "ab.json").read_text())
     assert ab["users"] > 10
     assert ab["assigned"]["users_a"] + ab["assigned"]["users_b"] == ab["users"]

@@ -43,7 +43,9 @@ async def test_closed_port_is_unavailable_after_bounded_retries(
             lambda: log.version("u1"),
             lambda: log.append("u1", [event]),
             lambda: log.read_all(),
-            lambda: PostgresSnapshotStore(engine, retry=FAST).save_many([Snapshot("u1", 1, b"", "c")]),
+            lambda: PostgresSnapshotStore(engine, retry=FAST).save_many(
+                [Snapshot("u1", 1, b"", "c")]
+            ),
         ):
             caplog.clear()
             began = time.monotonic()
@@ -122,10 +124,12 @@ async def test_dead_pooled_connection_is_retried(
     killer = create_engine(embedded_engine.url.render_as_string(hide_password=False))
     try:
         async with killer.connect() as conn:
-            killed = await conn.scalar(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'portrait' AND pid <> pg_backend_pid()"
-            ))
+            killed = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'portrait' AND pid <> pg_backend_pid()"
+                )
+            )
     finally:
         await killer.dispose()
     assert killed >= 1
@@ -137,13 +141,16 @@ async def test_undecodable_stored_event_is_an_integrity_error(
     embedded_engine: AsyncEngine,
 ) -> None:
     async with embedded_engine.begin() as conn:
-        await conn.execute(text(
-            "INSERT INTO events (user_id, seq, event_id, event_type, schema_version, "
-            "occurred_at, payload) VALUES ('u1', 1, 'e1', 'view', 1, 1.0, '\\xc1')"
-        ))
+        await conn.execute(
+            text(
+                "INSERT INTO events (user_id, seq, event_id, event_type, schema_version, "
+                "occurred_at, payload) VALUES ('u1', 1, 'e1', 'view', 1, 1.0, '\\xc1')"
+            )
+        )
     log = PostgresEventLog(embedded_engine, retry=FAST)
     with pytest.raises(StorageIntegrityError):
         await log.read("u1")
     with pytest.raises(StorageIntegrityError):  # not the caller's InvalidInput
-        await log.append("u1", [ItemViewed(event_id="e1", user_id="u1", occurred_at=1.0,
-                                           item_id="i")])
+        await log.append(
+            "u1", [ItemViewed(event_id="e1", user_id="u1", occurred_at=1.0, item_id="i")]
+        )

@@ -71,7 +71,9 @@ def ev(kind: str, eid: str, user: str, t: float, **fields: Any) -> dict[str, Any
     return {"type": kind, "event_id": eid, "user_id": user, "occurred_at": t, **fields}
 
 
-def post_events(http: httpx.Client, events: list[dict[str, Any]], retries: int = 20) -> httpx.Response:
+def post_events(
+    http: httpx.Client, events: list[dict[str, Any]], retries: int = 20
+) -> httpx.Response:
     """POST with the client behaviour we document: retry 503s with the same event_ids."""
     for _ in range(retries):
         resp = http.post("/v1/events", json={"events": events})
@@ -115,13 +117,31 @@ def test_ingest_changes_the_next_recommendation(http: httpx.Client) -> None:
     assert warm["items"][0]["reasons"], "every recommendation says why"
     profile = http.get("/v1/users/alice/profile").json()
     assert any(t["tag"] == "Sci-Fi" for t in profile["tags"])
-    filtered = http.get("/v1/users/alice/recommendations", params={"k": 3, "tags": "Animation"}).json()
-    assert all("Animation" in http.get(f"/v1/items/{i['item_id']}").json()["tags"] for i in filtered["items"])
+    filtered = http.get(
+        "/v1/users/alice/recommendations", params={"k": 3, "tags": "Animation"}
+    ).json()
+    assert all(
+        "Animation" in http.get(f"/v1/items/{i['item_id']}").json()["tags"]
+        for i in filtered["items"]
+    )
 
 
 def test_text_events_add_keywords(http: httpx.Client) -> None:
-    resp = post_events(http, [ev("search", "s1", "sam", T0, query="haunted house ghost story"),
-                              ev("review", "s2", "sam", T0 + 5, item_id="1", text="Wonderful toys and a heartfelt friendship story", rating=5)])
+    resp = post_events(
+        http,
+        [
+            ev("search", "s1", "sam", T0, query="haunted house ghost story"),
+            ev(
+                "review",
+                "s2",
+                "sam",
+                T0 + 5,
+                item_id="1",
+                text="Wonderful toys and a heartfelt friendship story",
+                rating=5,
+            ),
+        ],
+    )
     assert resp.status_code == 200, resp.text
     profile = http.get("/v1/users/sam/profile").json()
     words = {k["keyword"] for k in profile["keywords"]}
@@ -132,7 +152,9 @@ def test_text_events_add_keywords(http: httpx.Client) -> None:
 def test_duplicates_and_idempotent_retry(http: httpx.Client) -> None:
     batch = [ev("view", f"d{i}", "dora", T0 + i, item_id="2") for i in range(3)]
     first = post_events(http, batch).json()["results"]
-    again = post_events(http, batch + [ev("view", "d3", "dora", T0 + 9, item_id="3")]).json()["results"]
+    again = post_events(http, batch + [ev("view", "d3", "dora", T0 + 9, item_id="3")]).json()[
+        "results"
+    ]
     assert [r["duplicate"] for r in again] == [True, True, True, False]
     assert [r["seq"] for r in again[:3]] == [r["seq"] for r in first]
     conflict = post_events(http, [ev("view", "d0", "dora", T0, item_id="5")])
@@ -142,20 +164,26 @@ def test_duplicates_and_idempotent_retry(http: httpx.Client) -> None:
 
 def test_profile_at_a_past_seq_equals_replaying_the_log(http: httpx.Client, service) -> None:
     scifi, other = sci_fi_and_others(http)
-    events = [ev("rating", f"t{i}", "tina", T0 + 3600 * i, item_id=m, rating=float(1 + i % 5))
-              for i, m in enumerate(scifi[:6] + other[:6])]
+    events = [
+        ev("rating", f"t{i}", "tina", T0 + 3600 * i, item_id=m, rating=float(1 + i % 5))
+        for i, m in enumerate(scifi[:6] + other[:6])
+    ]
     assert post_events(http, events).status_code == 200
     at = http.get("/v1/users/tina/profile", params={"at_seq": 7, "top": 50}).json()
     audit = http.get("/v1/users/tina/events", params={"limit": 7}).json()
     assert [e["seq"] for e in audit["events"]] == list(range(1, 8)) and audit["next_after"] == 7
     recorded = run_blocking(lambda: _recorded(service.database_url, "tina"))
     index = run_blocking(lambda: _index(service.database_url))
-    expect = summarize(replay(recorded, ProfileConfig(), index, user_id="tina", until_seq=7),
-                       ProfileConfig(), top=50, items=index)
+    expect = summarize(
+        replay(recorded, ProfileConfig(), index, user_id="tina", until_seq=7),
+        ProfileConfig(),
+        top=50,
+        items=index,
+    )
     assert at["event_count"] == expect["event_count"] == 7
     assert at["counts"] == expect["counts"]
     assert [t["tag"] for t in at["tags"]] == [t["tag"] for t in expect["tags"]]
-    for got, want in zip(at["tags"], expect["tags"]):
+    for got, want in zip(at["tags"], expect["tags"], strict=True):
         assert got["weight"] == pytest.approx(want["weight"], abs=1e-6)
     changes = http.get("/v1/users/tina/profile/changes", params={"from_seq": 6}).json()
     assert changes["events_between"] == len(events) - 6 and changes["rose"] + changes["fell"]
@@ -191,7 +219,9 @@ async def _index(url: str):
 def test_concurrent_requests_for_one_user_stay_ordered(http: httpx.Client, service) -> None:
     def send(k: int) -> httpx.Response:
         with httpx.Client(base_url=service.url, timeout=60) as c:
-            return post_events(c, [ev("click", f"c{k}-{j}", "carl", T0 + k, item_id=str(1 + j)) for j in range(5)])
+            return post_events(
+                c, [ev("click", f"c{k}-{j}", "carl", T0 + k, item_id=str(1 + j)) for j in range(5)]
+            )
 
     with cf.ThreadPoolExecutor(8) as pool:
         assert all(r.status_code == 200 for r in pool.map(send, range(16)))
@@ -212,7 +242,10 @@ def test_killing_a_shard_loses_and_duplicates_nothing(http: httpx.Client, servic
     def stream(user: str) -> None:
         with httpx.Client(base_url=service.url, timeout=60) as c:
             for b in range(10):
-                batch = [ev("view", f"{user}-{b}-{j}", user, T0 + 10 * b + j, item_id=str(1 + j)) for j in range(4)]
+                batch = [
+                    ev("view", f"{user}-{b}-{j}", user, T0 + 10 * b + j, item_id=str(1 + j))
+                    for j in range(4)
+                ]
                 resp = post_events(c, batch)
                 assert resp.status_code == 200, resp.text
                 for r in resp.json()["results"]:
@@ -228,7 +261,7 @@ def test_killing_a_shard_loses_and_duplicates_nothing(http: httpx.Client, servic
             f.result()
     assert len(acked) == 6 * 10 * 4
     for user in users:
-        recorded = run_blocking(lambda: _recorded(service.database_url, user))
+        recorded = run_blocking(lambda u=user: _recorded(service.database_url, u))
         assert [r.seq for r in recorded] == list(range(1, 41)), user
         assert {r.event.event_id for r in recorded} == {e for e, u in acked.items() if u == user}
         assert http.get(f"/v1/users/{user}/profile").json()["event_count"] == 40
@@ -237,12 +270,50 @@ def test_killing_a_shard_loses_and_duplicates_nothing(http: httpx.Client, servic
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
-        ({"events": [{"type": "rating", "event_id": "x", "user_id": "u", "occurred_at": 1, "item_id": "1", "rating": 9}]}, 422, "events[0].rating"),
-        ({"events": [{"type": "teleport", "event_id": "x", "user_id": "u", "occurred_at": 1}]}, 422, "events[0].type"),
-        ({"events": [{"type": "view", "event_id": "x", "user_id": "u", "item_id": "1"}]}, 422, "events[0].occurred_at"),
+        (
+            {
+                "events": [
+                    {
+                        "type": "rating",
+                        "event_id": "x",
+                        "user_id": "u",
+                        "occurred_at": 1,
+                        "item_id": "1",
+                        "rating": 9,
+                    }
+                ]
+            },
+            422,
+            "events[0].rating",
+        ),
+        (
+            {"events": [{"type": "teleport", "event_id": "x", "user_id": "u", "occurred_at": 1}]},
+            422,
+            "events[0].type",
+        ),
+        (
+            {"events": [{"type": "view", "event_id": "x", "user_id": "u", "item_id": "1"}]},
+            422,
+            "events[0].occurred_at",
+        ),
         ({"events": "nope"}, 422, "events"),
         ({}, 422, "events"),
-        ({"events": [{"type": "view", "event_id": f"x{i}", "user_id": "u", "occurred_at": 1, "item_id": "1"} for i in range(201)]}, 413, "events"),
+        (
+            {
+                "events": [
+                    {
+                        "type": "view",
+                        "event_id": f"x{i}",
+                        "user_id": "u",
+                        "occurred_at": 1,
+                        "item_id": "1",
+                    }
+                    for i in range(201)
+                ]
+            },
+            413,
+            "events",
+        ),
     ],
 )
 def test_malformed_requests_get_documented_errors(http: httpx.Client, body, status, field) -> None:
@@ -262,21 +333,38 @@ def test_unknowns_and_operations(http: httpx.Client) -> None:
     assert http.get("/v1/users/nobody/profile").status_code == 404
     assert http.get("/v1/items/no-such-item").status_code == 404
     assert http.get("/v1/users/x/recommendations", params={"k": 0}).json()["field"] == "k"
-    assert http.get("/v1/users/x/profile/changes", params={"from_seq": 5, "to_seq": 2}).status_code == 422
+    assert (
+        http.get("/v1/users/x/profile/changes", params={"from_seq": 5, "to_seq": 2}).status_code
+        == 422
+    )
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").status_code == 200
     assert http.get("/docs").status_code == 200
     metrics = http.get("/metrics").text
-    for name in ("portrait_ingested_events_total", "portrait_user_activations_total",
-                 "portrait_active_users", "portrait_recommendation_latency_seconds",
-                 "portrait_encoder_texts_total", "portrait_shard_append_transactions_total"):
+    for name in (
+        "portrait_ingested_events_total",
+        "portrait_user_activations_total",
+        "portrait_active_users",
+        "portrait_recommendation_latency_seconds",
+        "portrait_encoder_texts_total",
+        "portrait_shard_append_transactions_total",
+    ):
         assert name in metrics, name
 
 
 def test_new_item_is_recommendable_at_once(http: httpx.Client) -> None:
-    put = http.put("/v1/items/new-1", json={"title": "Galaxy Rebels Strike Back", "description": "Space rebels fight an empire with starships.", "tags": ["Sci-Fi", "Action"]})
+    put = http.put(
+        "/v1/items/new-1",
+        json={
+            "title": "Galaxy Rebels Strike Back",
+            "description": "Space rebels fight an empire with starships.",
+            "tags": ["Sci-Fi", "Action"],
+        },
+    )
     assert put.status_code == 200 and put.json()["encoded"] == 1
-    resp = post_events(http, [ev("search", "n1", "nina", T0, query="space rebels fight an empire with starships")])
+    resp = post_events(
+        http, [ev("search", "n1", "nina", T0, query="space rebels fight an empire with starships")]
+    )
     assert resp.status_code == 200
     recs = http.get("/v1/users/nina/recommendations", params={"k": 5}).json()
     assert "new-1" in [i["item_id"] for i in recs["items"]]

@@ -156,5 +156,7 @@ def test_stored_payloads_still_get_structural_checks_and_upcasts() -> None:
         codec.decode_stored(msgpack.packb({"type": "teleport", **BASE}))
     with pytest.raises(MissingField):
         codec.decode_stored(msgpack.packb({"type": "rating", **BASE, "item_id": "i"}))
-    v1 = msgpack.packb({"type": "review", "schema_version": 1, **BASE, "item_id": "i9", "body": "Meh.", "stars": 2})
+    v1 = msgpack.packb(
+        {"type": "review", "schema_version": 1, **BASE, "item_id": "i9", "body": "Meh.", "stars": 2}
+    )
     assert codec.decode_stored(v1) == ReviewWritten(**BASE, item_id="i9", text="Meh.", rating=2.0)

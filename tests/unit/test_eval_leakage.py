@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
+from portrait.collaborative import interactions
 from portrait.config import ProfileConfig
 from portrait.evaluation.baselines import ItemKNN, MostPopular, RecentPopular
-from portrait.collaborative import interactions
 from portrait.evaluation.runner import (
     CaseContext,
     LeakageError,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from portrait.collaborative import combine
 from portrait.config import DAY_SECONDS, ProfileConfig
 from portrait.errors import InvalidField, MissingFeatures, SnapshotIncompatible
-from portrait.collaborative import combine
 from portrait.events import (
     AttributesSet,
     Event,
@@ -282,22 +282,41 @@ def event_lists(draw) -> list[Event]:
     n = draw(st.integers(min_value=1, max_value=40))
     out: list[Event] = []
     for i in range(n):
-        kind = draw(st.sampled_from(["view", "purchase", "rating", "dismiss", "review", "search", "attr"]))
+        kinds = ["view", "purchase", "rating", "dismiss", "review", "search", "attr"]
+        kind = draw(st.sampled_from(kinds))
         eid, t = f"e{i}", draw(times)
         if kind == "view":
             out.append(ItemViewed(eid, "u", t, draw(item_ids)))
         elif kind == "purchase":
             out.append(ItemPurchased(eid, "u", t, draw(item_ids)))
         elif kind == "rating":
-            out.append(ItemRated(eid, "u", t, draw(item_ids), rating=draw(st.sampled_from([0.5, 2.0, 3.0, 4.5, 5.0]))))
+            out.append(
+                ItemRated(
+                    eid,
+                    "u",
+                    t,
+                    draw(item_ids),
+                    rating=draw(st.sampled_from([0.5, 2.0, 3.0, 4.5, 5.0])),
+                )
+            )
         elif kind == "dismiss":
             out.append(ItemDismissed(eid, "u", t, draw(item_ids)))
         elif kind == "review":
-            out.append(ReviewWritten(eid, "u", t, draw(item_ids), text=draw(st.sampled_from(["fun ride", "dull and slow", "tense horror"]))))
+            out.append(
+                ReviewWritten(
+                    eid,
+                    "u",
+                    t,
+                    draw(item_ids),
+                    text=draw(st.sampled_from(["fun ride", "dull and slow", "tense horror"])),
+                )
+            )
         elif kind == "search":
             out.append(SearchPerformed(eid, "u", t, query=draw(st.sampled_from(GENRES))))
         else:
-            out.append(AttributesSet(eid, "u", t, {"region": draw(st.sampled_from(["EU", "US", ""]))}))
+            out.append(
+                AttributesSet(eid, "u", t, {"region": draw(st.sampled_from(["EU", "US", ""]))})
+            )
     return out
 
 
@@ -359,8 +378,10 @@ def test_items_unknown_at_fold_time_count_once_the_space_has_them(
     reference = replay(log, CONFIG, later, texts, user_id="u")
     for name in ("long_vector", "short_vector"):
         np.testing.assert_allclose(
-            getattr(state, name)(CONFIG, later), getattr(reference, name)(CONFIG, later),
-            atol=1e-6, rtol=1e-6,
+            getattr(state, name)(CONFIG, later),
+            getattr(reference, name)(CONFIG, later),
+            atol=1e-6,
+            rtol=1e-6,
         )
     # Tags are the catalog's at fold time: only the new items' events folded early lack them.
     if not any(isinstance(e, ItemEvent) and e.item_id.startswith("new-") for e in events[:cut]):
@@ -385,12 +406,26 @@ def test_snapshot_round_trip_is_bit_exact(events: list[Event]) -> None:
 
 def test_snapshot_of_the_old_format_is_incompatible_and_garbage_is_invalid() -> None:
     # Format 1 held item-vector sums ("long"/"short"): they cannot become per-item weights.
-    old = msgpack.packb({
-        "format": 1, "user_id": "u", "dim": DIM, "anchor": T0, "t_ref": T0,
-        "long": np.zeros(DIM).tobytes(), "short": np.zeros(DIM).tobytes(), "tags": {},
-        "keywords": {}, "counts": {"view": 1}, "recent": [], "excluded": [],
-        "attributes": {}, "last_seq": 1, "event_count": 1,
-    }, use_bin_type=True)
+    old = msgpack.packb(
+        {
+            "format": 1,
+            "user_id": "u",
+            "dim": DIM,
+            "anchor": T0,
+            "t_ref": T0,
+            "long": np.zeros(DIM).tobytes(),
+            "short": np.zeros(DIM).tobytes(),
+            "tags": {},
+            "keywords": {},
+            "counts": {"view": 1},
+            "recent": [],
+            "excluded": [],
+            "attributes": {},
+            "last_seq": 1,
+            "event_count": 1,
+        },
+        use_bin_type=True,
+    )
     assert SNAPSHOT_FORMAT == 2
     with pytest.raises(SnapshotIncompatible, match="format 1"):
         state_from_bytes(old)

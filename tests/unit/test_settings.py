@@ -28,7 +28,10 @@ def test_defaults_bind_loopback_and_use_the_embedded_database() -> None:
         ({"PORTRAIT_SHARDS": "0"}, "PORTRAIT_SHARDS"),
         ({"PORTRAIT_PROFILE_CONFIG": "/nonexistent.json"}, "PORTRAIT_PROFILE_CONFIG"),
         ({"PORTRAIT_ENCODER_DTYPE": "float16"}, "PORTRAIT_ENCODER_DTYPE"),
-        ({"PORTRAIT_INGRESS_MIN_REPLICAS": "3", "PORTRAIT_INGRESS_MAX_REPLICAS": "2"}, "PORTRAIT_INGRESS_MIN_REPLICAS"),
+        (
+            {"PORTRAIT_INGRESS_MIN_REPLICAS": "3", "PORTRAIT_INGRESS_MAX_REPLICAS": "2"},
+            "PORTRAIT_INGRESS_MIN_REPLICAS",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -40,22 +43,35 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
 def test_experiment_file_splits_users_between_configs(tmp_path) -> None:
     tuned = TunedConfig(ProfileConfig(short_half_life_days=0.5), RankingConfig(short_mix=0.9))
     (tmp_path / "tuned.json").write_text(json.dumps(tuned.to_document()))
-    (tmp_path / "exp.json").write_text(json.dumps({
-        "name": "tuned-vs-default", "split": {"control": 50, "tuned": 50},
-        "variants": {"control": None, "tuned": "tuned.json"},
-    }))
+    (tmp_path / "exp.json").write_text(
+        json.dumps(
+            {
+                "name": "tuned-vs-default",
+                "split": {"control": 50, "tuned": 50},
+                "variants": {"control": None, "tuned": "tuned.json"},
+            }
+        )
+    )
     policy = Settings.from_env({"PORTRAIT_EXPERIMENT": str(tmp_path / "exp.json")}).variant_policy()
     seen = Counter(policy.for_user(f"user-{i}").name for i in range(2000))
     assert abs(seen["control"] - 1000) < 120 and abs(seen["tuned"] - 1000) < 120
     assert policy.for_user("user-7") is policy.for_user("user-7")
     tuned_variant = policy.variants["tuned"]
-    assert tuned_variant.profile.short_half_life_days == 0.5 and tuned_variant.ranking.short_mix == 0.9
+    assert (
+        tuned_variant.profile.short_half_life_days == 0.5 and tuned_variant.ranking.short_mix == 0.9
+    )
 
 
 def test_experiment_with_a_variant_lacking_a_config_is_refused(tmp_path) -> None:
-    (tmp_path / "exp.json").write_text(json.dumps({
-        "name": "x", "split": {"a": 1, "b": 1}, "variants": {"a": None},
-    }))
+    (tmp_path / "exp.json").write_text(
+        json.dumps(
+            {
+                "name": "x",
+                "split": {"a": 1, "b": 1},
+                "variants": {"a": None},
+            }
+        )
+    )
     with pytest.raises(SettingsError) as err:
         Settings.from_env({"PORTRAIT_EXPERIMENT": str(tmp_path / "exp.json")})
     assert "PORTRAIT_EXPERIMENT" in str(err.value) and "b" in str(err.value)
@@ -78,7 +94,10 @@ def test_no_config_means_the_shipped_default() -> None:
     variant = Settings.from_env({}).variant_policy().for_user("u")
     default = default_config()
     assert (variant.profile, variant.ranking, variant.items) == (
-        default.profile, default.ranking, default.item_vectors)
+        default.profile,
+        default.ranking,
+        default.item_vectors,
+    )
 
 
 def test_a_config_file_without_a_version_is_refused_naming_the_variable(tmp_path) -> None:
