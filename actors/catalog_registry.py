@@ -42,7 +42,7 @@ class CatalogRegistry:
 
 def get_or_create_registry() -> Any:
     """The cluster's registry actor (detached: it outlives the replica that created it)."""
-    return CatalogRegistry.options(
+    return CatalogRegistry.options(  # type: ignore[attr-defined]  # added by @ray.remote
         name=REGISTRY_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote()
 

@@ -56,7 +56,9 @@ class GroupCommitter:
             self._flusher = loop.create_task(self._flush_loop())
         if self._queued_events >= self._max_events:
             self._wakeup.set()
-        return await asyncio.gather(*(p.future for p in pending), return_exceptions=True)
+        # The futures are failed with Exceptions only (see _flush), never other BaseExceptions.
+        done = await asyncio.gather(*(p.future for p in pending), return_exceptions=True)
+        return [r if not isinstance(r, BaseException) else _as_exception(r) for r in done]
 
     async def _flush_loop(self) -> None:
         while self._queue:
@@ -88,3 +90,9 @@ class GroupCommitter:
                 p.future.set_exception(outcome)
             else:
                 p.future.set_result(outcome)
+
+
+def _as_exception(err: BaseException) -> Exception:
+    if isinstance(err, Exception):
+        return err
+    raise err  # a cancellation or exit: not an outcome to report

@@ -314,10 +314,10 @@ class UserHost:
             todo = [u for u in stale if u not in outcomes]
         recorded_at = time.time()
         for user_id, user in users.items():
-            outcome = outcomes.get(user_id)
-            if isinstance(outcome, list):
+            acked = outcomes.get(user_id)
+            if isinstance(acked, list):
                 self._fold_acknowledged(
-                    user_id, user, batches[user_id], outcome, texts, recorded_at
+                    user_id, user, batches[user_id], acked, texts, recorded_at
                 )
         return outcomes
 
@@ -411,7 +411,8 @@ class UserHost:
         texts = await self._texts.features_for(r.event for tail in tails.values() for r in tail)
         users = {}
         for user_id in user_ids:
-            snap, snapshot = starts.get(user_id, (None, None))
+            start = starts.get(user_id)
+            snapshot = start[1] if start is not None else None
             state = replay(
                 tails[user_id],
                 self.config(user_id),
@@ -421,7 +422,7 @@ class UserHost:
                 snapshot=snapshot,
             )
             # Without a usable snapshot, snapshot_seq 0 gets a fresh one written soon.
-            users[user_id] = self._users.add(user_id, state, snap.seq if snap else 0)
+            users[user_id] = self._users.add(user_id, state, start[0].seq if start else 0)
             self.stats.replayed_events += len(tails[user_id])
         self.stats.activations += len(user_ids)
         self.stats.activation_seconds += time.perf_counter() - started

@@ -167,7 +167,8 @@ def encode(event: Event, *, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
     data = msgpack.packb(to_dict(event), use_bin_type=True)
     if len(data) > limit:
         raise PayloadTooLarge("event", len(data), limit)
-    return data
+    result: bytes = data
+    return result
 
 
 def decode_stored(data: bytes) -> Event:

@@ -87,13 +87,10 @@ class ProfileDiff:
     count_changes: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
-        change = lambda c: {  # noqa: E731
-            "kind": c.kind,
-            "name": c.name,
-            "before": c.before,
-            "after": c.after,
-            "delta": c.delta,
-        }
+        def change(c: InterestChange) -> dict[str, Any]:
+            return {"kind": c.kind, "name": c.name, "before": c.before, "after": c.after,
+                    "delta": c.delta}
+
         return {
             "from_seq": self.from_seq,
             "to_seq": self.to_seq,

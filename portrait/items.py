@@ -24,7 +24,8 @@ def l2_normalise(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero), as float32."""
     m = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(m, axis=-1, keepdims=True)
-    return m / np.where(norms == 0.0, 1.0, norms)
+    result: np.ndarray = m / np.where(norms == 0.0, 1.0, norms)
+    return result
 
 
 class ItemIndex:

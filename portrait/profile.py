@@ -237,11 +237,13 @@ class ProfileState:
 
     def long_vector(self, config: ProfileConfig, items: ItemIndex) -> np.ndarray:
         """The long-term interest vector at ``t_ref`` in ``items``' space (not normalised)."""
-        return self.composed(items)[0] * self._decay(config.long_half_life_s)
+        result: np.ndarray = self.composed(items)[0] * self._decay(config.long_half_life_s)
+        return result
 
     def short_vector(self, config: ProfileConfig, items: ItemIndex) -> np.ndarray:
         """The short-term (recent session) vector at ``t_ref`` in ``items``' space."""
-        return self.composed(items)[1] * self._decay(config.short_half_life_s)
+        result: np.ndarray = self.composed(items)[1] * self._decay(config.short_half_life_s)
+        return result
 
     def item_weights_at(self, config: ProfileConfig) -> dict[str, tuple[float, float]]:
         """Decayed (long, short) weight per folded item id at ``t_ref``."""

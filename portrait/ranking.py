@@ -93,7 +93,8 @@ class TagTable:
             if col is not None:
                 user[col] = w / scale
         summed = np.bincount(self.rows, weights=user[self.cols], minlength=self.n_items)
-        return (summed / self._per_item).astype(np.float32)
+        result: np.ndarray = (summed / self._per_item).astype(np.float32)
+        return result
 
     def mask(self, tags: Collection[str]) -> np.ndarray:
         """Items carrying at least one of ``tags``."""
@@ -136,7 +137,8 @@ def score_items(
     if popularity is not None and ranking.popularity_weight:
         fade = ranking.cold_start_events / (ranking.cold_start_events + state.event_count)
         scores += ranking.popularity_weight * fade * popularity
-    return scores
+    result: np.ndarray = scores
+    return result
 
 
 def _mmr(
@@ -261,4 +263,5 @@ def popularity_scores(counts: np.ndarray) -> np.ndarray:
     """Interaction counts per item -> a prior in [0, 1] (log-scaled, max = 1)."""
     logged = np.log1p(np.maximum(np.asarray(counts, dtype=np.float64), 0.0))
     top = float(logged.max()) if logged.size else 0.0
-    return (logged / top if top > 0 else logged).astype(np.float32)
+    result: np.ndarray = (logged / top if top > 0 else logged).astype(np.float32)
+    return result

@@ -42,7 +42,8 @@ def state_to_bytes(state: ProfileState) -> bytes:
         "last_seq": state.last_seq,
         "event_count": state.event_count,
     }
-    return msgpack.packb(doc, use_bin_type=True)
+    packed: bytes = msgpack.packb(doc, use_bin_type=True)
+    return packed
 
 
 def state_from_bytes(data: bytes) -> ProfileState:
@@ -87,7 +88,9 @@ def state_from_bytes(data: bytes) -> ProfileState:
     state.counts = dict(doc["counts"])
     state.recent = [(t, eid, intern(item), intern(typ)) for t, eid, item, typ in doc["recent"]]
     state.excluded = {intern(item_id) for item_id in doc["excluded"]}
-    state.attributes = {k: tuple(v) for k, v in doc["attributes"].items()}  # type: ignore[misc]
+    state.attributes = {
+        k: (float(v[0]), str(v[1]), str(v[2])) for k, v in doc["attributes"].items()
+    }
     state.last_seq = int(doc["last_seq"])
     state.event_count = int(doc["event_count"])
     return state

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 
@@ -26,7 +26,7 @@ from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
 from actors.shard_service import ShardService, ShardSettings
 from portrait.ports import AsyncEncoder
-from serve.api.context import ApiContext, ApiLimits
+from serve.api.context import ApiContext, ApiLimits, Shard
 from serve.api.routes import create_app
 from serve.settings import Settings, SettingsError
 from storage.stores import StoreFactory, is_memory_url, open_stores
@@ -74,7 +74,7 @@ def build_app(settings: Settings, database_url: str) -> Any:
             collab, settings.retrain_every_events, settings.retrain_max_age_s,
         )
     encoder = build_encoder_app(settings.encoder)
-    return PortraitIngress.options(
+    return PortraitIngress.options(  # type: ignore[attr-defined]  # added by @serve.deployment
         autoscaling_config={
             "min_replicas": settings.ingress_min_replicas,
             "max_replicas": settings.ingress_max_replicas,
@@ -101,7 +101,7 @@ def ray_ingress_context(
         return stats
 
     return ApiContext(
-        proxies(shard_handles),
+        cast("list[Shard]", proxies(shard_handles)),  # proxies forward every Shard method
         open_stores(stores.url),
         ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME, handle=encoder_handle),
         RegistryChannel(),

@@ -111,9 +111,9 @@ class EncoderDeployment:
     def _apply_batch_config(self, cfg: Mapping[str, Any]) -> None:
         size, wait = _check_batch_config(cfg)
         if size is not None:
-            self._encode_batch.set_max_batch_size(size)
+            self._encode_batch.set_max_batch_size(size)  # type: ignore[attr-defined]
         if wait is not None:
-            self._encode_batch.set_batch_wait_timeout_s(wait)
+            self._encode_batch.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
 
     def check_health(self) -> None:
         if self._consecutive_failures >= UNHEALTHY_AFTER_FAILURES:
@@ -131,8 +131,8 @@ class EncoderDeployment:
             "texts": self._texts,
             "max_batch_size_seen": self._max_batch,
             "batch_sizes": dict(self._batch_sizes),
-            "max_batch_size": self._encode_batch._get_max_batch_size(),
-            "batch_wait_timeout_s": self._encode_batch._get_batch_wait_timeout_s(),
+            "max_batch_size": self._encode_batch._get_max_batch_size(),  # type: ignore[attr-defined]
+            "batch_wait_timeout_s": self._encode_batch._get_batch_wait_timeout_s(),  # type: ignore[attr-defined]
             "load_seconds": self._load_seconds,
             "encoder_load_seconds": getattr(self._encoder, "load_seconds", None),
             "dtype": getattr(self._encoder, "dtype", None),
@@ -156,7 +156,7 @@ class EncoderDeployment:
             # overhead in the batcher was what held Serve at ~55% of the direct engine's
             # throughput. batch_size_fn counts texts, so a batch still holds up to
             # max_batch_size texts from any number of callers.
-            size = self._encode_batch._get_max_batch_size()
+            size = self._encode_batch._get_max_batch_size()  # type: ignore[attr-defined]
             chunks = [items[i : i + size] for i in range(0, len(items), size)]
             parts = await asyncio.gather(*(self._encode_batch(c) for c in chunks))
             rows = [row for part in parts for row in part]
@@ -215,12 +215,13 @@ def build_encoder_app(
     ray_actor_options: dict[str, Any] = {"num_cpus": settings.num_cpus}
     if settings.num_gpus:
         ray_actor_options["num_gpus"] = settings.num_gpus
-    return EncoderDeployment.options(
+    app: Application = EncoderDeployment.options(  # type: ignore[attr-defined]
         num_replicas=settings.num_replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
         ray_actor_options=ray_actor_options,
         user_config=settings.batch_config(),
     ).bind(settings, encoder_factory)
+    return app
 
 
 class ServeEncoderConnector:
@@ -273,7 +274,8 @@ class EncoderClient:
         if not items:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         try:
-            return await self._handle.encode.remote(items)
+            result: np.ndarray = await self._handle.encode.remote(items)
+            return result
         except InvalidField:
             raise
         except Exception as e:

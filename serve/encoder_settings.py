@@ -131,7 +131,7 @@ class EncoderSettings:
 
     def resolved_dtype(self, cuda: bool) -> Literal["float32", "bfloat16"]:
         if self.dtype != "auto-cpu":
-            return self.dtype  # type: ignore[return-value]
+            return self.dtype
         return "bfloat16" if bf16_supported(cuda) else "float32"
 
     def resolved_enforce_eager(self, cuda: bool) -> bool:

@@ -172,8 +172,9 @@ class _Snapshot(Collector):
             yield family
         for key, (metric, help_text, kind) in _RETRAIN_METRICS.items():
             if self._retrain and key in self._retrain:
+                fam: CounterMetricFamily | GaugeMetricFamily
                 if kind == "counter":
-                    fam: Metric = CounterMetricFamily(metric[: -len("_total")], help_text)
+                    fam = CounterMetricFamily(metric[: -len("_total")], help_text)
                 else:
                     fam = GaugeMetricFamily(metric, help_text)
                 fam.add_metric([], float(self._retrain[key]))

@@ -40,7 +40,7 @@ class RunningService:
         except Exception as exc:  # best effort: snapshots are an optimisation
             print(f"warning: snapshots on shutdown failed ({exc!r}); users replay from the log")
         try:
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         except RuntimeError as exc:
             # A handle made inside an asyncio.run() that has since closed (the first-run
             # catalog import) cannot schedule its own shutdown; Ray's shutdown below stops

@@ -229,7 +229,7 @@ class PostgresEventLog:
 
         async def attempt() -> int:
             async with self._engine.connect() as conn:
-                return (await conn.execute(_VERSION, {"user_id": user_id})).scalar_one()
+                return int((await conn.execute(_VERSION, {"user_id": user_id})).scalar_one())
 
         return await self._retry.run(attempt)
 
@@ -304,8 +304,9 @@ class PostgresEventLog:
 
         async def attempt() -> list[Any]:
             async with self._engine.connect() as conn:
-                raw = (await conn.get_raw_connection()).driver_connection
-                return await raw.fetch(compiled.string, *params)
+                raw: Any = (await conn.get_raw_connection()).driver_connection
+                rows: list[Any] = await raw.fetch(compiled.string, *params)
+                return rows
 
         return await self._retry.run(attempt)
 

@@ -20,7 +20,8 @@ from storage.schema import text_features
 
 
 def _pack_keywords(features: TextFeatures) -> bytes:
-    return msgpack.packb([[k, s] for k, s in features.keywords])
+    packed: bytes = msgpack.packb([[k, s] for k, s in features.keywords])
+    return packed
 
 
 def _unpack(vector: bytes, keywords: bytes) -> TextFeatures:

@@ -193,7 +193,7 @@ class PortraitSystem:
     texts: Mapping[str, TextFeatures] = field(default_factory=dict)
     # Folded states by (user, events before, events after), for tuning runs that change only
     # the ranking blend: valid for ONE (profile config, item matrix, split) combination.
-    state_cache: dict | None = None
+    state_cache: dict[tuple[str, int, int], ProfileState] | None = None
 
     def session(self, user_id: str) -> PortraitSession:
         return PortraitSession(self, user_id)
@@ -354,8 +354,9 @@ def run(
             sc = np.asarray(sess.scores(ctx), dtype=np.float64)
             if sc.shape != (n_items,):
                 raise ValueError(f"{s.name} returned {sc.shape} scores for {n_items} items")
-            r = rank_targets(sc, allowed, known) + [UNRANKED] * (len(target_rows) - len(known))
-            ranks[s.name][i] = tuple(r)
+            ranked = rank_targets(sc, allowed, known)
+            ranked += [UNRANKED] * (len(target_rows) - len(known))
+            ranks[s.name][i] = tuple(ranked)
             tops[s.name][i] = top_rows(sc, allowed, top_k)
             seconds[s.name] += time.perf_counter() - t0
         if last_case_of[case.user_id] == pos:

@@ -236,8 +236,12 @@ def _temporal_phase(
         for ev in stream[cutoff:]:
             if end is not None and ev.occurred_at > end:
                 break
-            if _is_target(ev, target_types, min_target_rating) and ev.item_id not in history:
-                targets.setdefault(ev.item_id, None)  # type: ignore[attr-defined]
+            if (
+                isinstance(ev, ItemEvent)
+                and _is_target(ev, target_types, min_target_rating)
+                and ev.item_id not in history
+            ):
+                targets.setdefault(ev.item_id, None)
         if targets:
             cases.append(Case(user, cutoff, (cut, LAST), cut, tuple(targets)))
     return Split(name, phase, streams, tuple(cases), _dataset_order(train))

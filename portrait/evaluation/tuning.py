@@ -45,6 +45,7 @@ from portrait.evaluation.splits import Split
 from portrait.events import Event, ItemEvent, ReviewWritten, SearchPerformed
 from portrait.items import ItemIndex
 from portrait.ports import TextFeatures
+from portrait.profile import ProfileState
 from portrait.ranking import RankingConfig, TagTable
 
 DEFAULT_ALPHA = 0.5
@@ -114,7 +115,8 @@ class PortraitFactory:
         return self._tag_table
 
     def system(
-        self, name: str, params: PortraitParams, state_cache: dict | None = None
+        self, name: str, params: PortraitParams,
+        state_cache: dict[tuple[str, int, int], ProfileState] | None = None,
     ) -> PortraitSystem:
         alpha = params.alpha if self.collab_matrix is not None else 0.0
         items = self.items(alpha)
@@ -271,7 +273,7 @@ class _Evaluator:
         self.split = split
         self.factory = factory
         self.objective = objective
-        self._caches: dict[tuple[str, float], dict] = {}
+        self._caches: dict[tuple[str, float], dict[tuple[str, int, int], ProfileState]] = {}
 
     def __call__(self, params: PortraitParams) -> dict[str, float]:
         key = (params.profile.config_hash(), params.alpha)

@@ -149,12 +149,13 @@ def _review_event(
 ) -> tuple[ItemEvent, str] | None:
     """The event for a review record and its cleaned summary, or None when it is skipped."""
     user, asin = record.get("reviewerID"), record.get("asin")
-    rating, time = record.get("overall"), record.get("unixReviewTime")
+    raw_rating, raw_time = record.get("overall"), record.get("unixReviewTime")
     if not (isinstance(user, str) and user and isinstance(asin, str) and asin) or any(
-        isinstance(v, bool) or not isinstance(v, (int, float)) for v in (rating, time)
+        isinstance(v, bool) or not isinstance(v, (int, float)) for v in (raw_rating, raw_time)
     ):
         counters["skipped_missing_fields"] += 1
         return None
+    rating, time = float(raw_rating), float(raw_time)  # type: ignore[arg-type]  # checked above
     if not (math.isfinite(rating) and math.isfinite(time)):  # json.loads accepts NaN
         counters["skipped_invalid"] += 1
         return None
@@ -201,13 +202,15 @@ def _meta_item(record: dict[str, Any], counters: Counter[str]) -> ItemRecord | N
     asin = record.get("asin")
     if not isinstance(asin, str) or not asin:
         return None
-    categories = record.get("category") if isinstance(record.get("category"), list) else []
+    raw_categories = record.get("category")
+    categories: list[Any] = raw_categories if isinstance(raw_categories, list) else []
     tags: list[str] = []
     for category in categories[1:]:
         tag = _text(category)
         if tag and len(tag) <= MAX_TAG_LENGTH and tag not in tags and len(tags) < MAX_TAGS:
             tags.append(tag)
-    details = record.get("details") if isinstance(record.get("details"), dict) else {}
+    raw_details = record.get("details")
+    details: dict[str, Any] = raw_details if isinstance(raw_details, dict) else {}
     brand = _text(record.get("brand")) or _text(details.get("Publisher:"))
     parts = record.get("description")
     parts = [parts] if isinstance(parts, str) else parts if isinstance(parts, list) else []

@@ -36,6 +36,7 @@ import math
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from portrait import catalog
 from portrait.catalog import ItemRecord
@@ -168,7 +169,8 @@ def _event(path: Path, line: int, row: dict[str, str]) -> tuple[Event, bool]:
         if cls is ReviewWritten:
             return ReviewWritten(event_id, user, occurred_at, item, text, rating), explicit
         if cls is ItemRated:
-            return ItemRated(event_id, user, occurred_at, item, rating), explicit
+            # A missing rating is refused by ItemRated itself, naming the field.
+            return ItemRated(event_id, user, occurred_at, item, cast(float, rating)), explicit
         return cls(event_id, user, occurred_at, item), explicit  # type: ignore[call-arg]
     except InvalidField as exc:
         raise fail(_COLUMN_OF.get(exc.field, exc.field), exc.reason) from None
