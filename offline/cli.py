@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", type=Path, default=None,
                     help="tuned config document; default: tune on validation first")
     ev.add_argument("--trials", type=int, default=40, help="tuning budget when no --config")
+    ev.add_argument("--served", default=None, metavar="URL",
+                    help="evaluate what a running service at URL serves, next to the offline "
+                         "figure of its config (--config, default: the shipped default)")
+    ev.add_argument("--served-prefix", default="", metavar="P",
+                    help="prefix for user and event ids, so one service can take several runs")
     ev.add_argument("--no-plots", action="store_true")
     tu = sub.add_parser("tune", help="tune Portrait on the validation split, write a config file")
     _common(tu)

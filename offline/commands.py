@@ -34,6 +34,8 @@ def cmd_evaluate(
     args: argparse.Namespace, encoder: Encoder | None = None, dataset: Dataset | None = None
 ) -> int:
     """Tune (or load) Portrait and the baselines on validation, run all on test, report."""
+    if getattr(args, "served", None):
+        return cmd_evaluate_served(args, encoder, dataset)
     t_all = time.perf_counter()
     out = Path(args.out or f"out/eval-{_dt.date.today().isoformat()}")
     out.mkdir(parents=True, exist_ok=True)
@@ -259,3 +261,38 @@ def _print_summary(summary: Mapping[str, Any], timings: Mapping[str, float], out
                   f"{'MET' if goal['met'] else 'NOT MET'}")
     print(f"total {timings['total']:.1f}s (without Portrait tuning "
           f"{timings['total without Portrait tuning']:.1f}s); report: {out / 'report.md'}")
+
+
+def cmd_evaluate_served(
+    args: argparse.Namespace, encoder: Encoder | None = None, dataset: Dataset | None = None
+) -> int:
+    """``evaluate --served URL``: see :mod:`offline.served`."""
+    import asyncio
+
+    import httpx
+
+    from offline.served import evaluate_served, offline_reference, served_report
+    from portrait.default_config import default_config
+
+    config = read_tuned_config(args.config) if args.config else default_config()
+    params, collab = portrait_params(config)
+    prep = _prepare(args, encoder, dataset)
+
+    async def serve_run() -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=args.served.rstrip("/"), timeout=600) as client:
+            return await evaluate_served(prep, client, prefix=args.served_prefix)
+
+    served = asyncio.run(serve_run())
+    offline = offline_reference(prep, params, collab if params.alpha > 0 else None)
+    table = served_report(served, offline)
+    print(f"{prep.name}, {prep.split_kind}, {served['cases']} test users, "
+          f"{served['events']} events replayed over HTTP; item space "
+          f"{served['item_space'].get('version', '-')}\n{table}")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in served["seconds"].items()))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "served.md").write_text(table + "\n")
+        write_json(out / "served.json", {"served": served, "offline": offline,
+                                         "dataset": prep.name, "split": prep.split_kind})
+    return 0
