@@ -16,7 +16,6 @@ from portrait.evaluation.tuning import PortraitParams
 from portrait.tuned_config import TunedConfig
 from serve.composition import in_process
 from serve.settings import Settings
-from storage.datasets import load_dataset
 from storage.stores import forget_memory
 from tests.fakes import HashingEncoder
 from tests.integration.test_evaluate_small import write_dataset
