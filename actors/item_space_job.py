@@ -37,8 +37,9 @@ class ItemSpaceJob:
         if self._timer is None:  # the age trigger needs a clock ticking without traffic
             self._timer = asyncio.get_running_loop().create_task(self._tick())
 
-    async def retrain(self) -> dict[str, Any]:
-        space = await self._trainer.retrain()
+    async def retrain(self, *, fresh: bool = True) -> dict[str, Any]:
+        """Retrain (see :meth:`ItemSpaceTrainer.retrain` for ``fresh``) and publish."""
+        space = await self._trainer.retrain(fresh=fresh)
         if space is not None:
             await self._publish()
         return await self.stats()
@@ -57,7 +58,7 @@ class ItemSpaceJob:
 
     async def _retrain_logged(self) -> None:
         try:
-            await self.retrain()
+            await self.retrain(fresh=False)
         except Exception:  # publishing failed; the next trigger retries
             _log.exception("publishing a retrained item space failed")
 

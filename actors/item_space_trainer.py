@@ -73,6 +73,7 @@ class ItemSpaceTrainer:
         self._clock = clock
         self._last_run = clock()
         self._current: asyncio.Future[ItemSpace | None] | None = None
+        self._follow_up: asyncio.Future[ItemSpace | None] | None = None
         self.stats = RetrainStats()
 
     def note_events(self, count: int) -> None:
@@ -91,12 +92,32 @@ class ItemSpaceTrainer:
             self.stats.trained_through = space.trained_through
         return space
 
-    async def retrain(self, progress: Progress | None = None) -> ItemSpace | None:
+    async def retrain(
+        self, progress: Progress | None = None, *, fresh: bool = True
+    ) -> ItemSpace | None:
         """Train and save a new space; None if skipped or failed (the previous one stays).
-        A call while a retrain runs waits for that one and returns its result."""
-        if self._current is None or self._current.done():
+
+        While a retrain runs, a ``fresh`` call (an operator's, a served evaluation's: it
+        wants every event recorded so far) waits for it and then for one follow-up run that
+        all such callers share; a call with ``fresh=False`` (the background trigger) just
+        shares the running one.
+        """
+        running = self._current is not None and not self._current.done()
+        if not running:
             self._current = asyncio.ensure_future(self._run(progress))
-        return await asyncio.shield(self._current)
+            return await asyncio.shield(self._current)
+        if not fresh:
+            assert self._current is not None
+            return await asyncio.shield(self._current)
+        if self._follow_up is None or self._follow_up.done():
+            self._follow_up = asyncio.ensure_future(self._after_current(progress))
+        return await asyncio.shield(self._follow_up)
+
+    async def _after_current(self, progress: Progress | None) -> ItemSpace | None:
+        assert self._current is not None
+        await asyncio.gather(self._current, return_exceptions=True)
+        self._current = asyncio.ensure_future(self._run(progress))
+        return await self._current
 
     async def _run(self, progress: Progress | None) -> ItemSpace | None:
         started = time.perf_counter()

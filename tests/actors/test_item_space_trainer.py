@@ -87,7 +87,9 @@ async def test_a_failure_keeps_the_previous_space_and_is_counted() -> None:
 async def test_concurrent_retrains_coalesce() -> None:
     spaces = InMemoryItemSpaceStore()
     trainer = ItemSpaceTrainer(await filled_log(), spaces, SETTINGS)
-    a, b, c = await asyncio.gather(trainer.retrain(), trainer.retrain(), trainer.retrain())
+    a, b, c = await asyncio.gather(
+        trainer.retrain(fresh=False), trainer.retrain(fresh=False), trainer.retrain(fresh=False)
+    )
     assert a is b is c and a.version == 1 and trainer.stats.retrains == 1
 
 
@@ -121,3 +123,33 @@ async def test_the_job_publishes_after_a_due_retrain() -> None:
         await asyncio.sleep(0.05)
     assert published and (await job.stats())["version"] == 1
     await job.close()
+
+
+class HeldStore(InMemoryItemSpaceStore):
+    """Holds the first save until released, so a test can act during a retrain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.saving = asyncio.Event()
+
+    async def save(self, space):  # type: ignore[no-untyped-def]
+        self.saving.set()
+        await self.release.wait()
+        return await super().save(space)
+
+
+async def test_a_fresh_retrain_during_a_run_includes_what_arrived_meanwhile() -> None:
+    log = await filled_log(12, 8)
+    spaces = HeldStore()
+    trainer = ItemSpaceTrainer(log, spaces, SETTINGS)
+    first = asyncio.ensure_future(trainer.retrain(fresh=False))
+    await spaces.saving.wait()
+    await log.append("late", [ItemViewed(f"late-{k}", "late", 9.0, f"i{k}") for k in range(3)])
+    background = asyncio.ensure_future(trainer.retrain(fresh=False))
+    a = asyncio.ensure_future(trainer.retrain())
+    b = asyncio.ensure_future(trainer.retrain())
+    spaces.release.set()
+    got_first, got_background, got_a, got_b = await asyncio.gather(first, background, a, b)
+    assert got_background is got_first and got_first.events == 36
+    assert got_a is got_b and got_a.version == 2 and got_a.events == 39
