@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from portrait.ports import AsyncEncoder, EventLog, SnapshotStore, TextFeatureStore
+from portrait.ports import (
+    AsyncEncoder,
+    EventLog,
+    ItemSpaceStore,
+    SnapshotStore,
+    TextFeatureStore,
+)
+from storage.catalog import ItemCatalog
 
 
 class HostStores(Protocol):
@@ -25,6 +32,20 @@ class StoreOpener(Protocol):
     """Opens the stores in the calling process (e.g. :class:`storage.stores.StoreFactory`)."""
 
     async def open(self) -> HostStores: ...
+
+
+class PublisherStores(HostStores, Protocol):
+    """What the retrain job needs besides the host's stores: item spaces and the catalog."""
+
+    item_spaces: ItemSpaceStore
+
+    def catalog(self, encoder: AsyncEncoder) -> ItemCatalog: ...
+
+
+class StoresOpener(Protocol):
+    """Opens the retrain job's stores in its own process."""
+
+    async def open(self) -> PublisherStores: ...
 
 
 class EncoderConnector(Protocol):

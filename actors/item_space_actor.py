@@ -10,33 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import ray
 
 from actors.catalog_publisher import CatalogPublisher
 from actors.catalog_registry import NAMESPACE
 from actors.catalog_view import CatalogSink
-from actors.dependencies import EncoderConnector
+from actors.dependencies import EncoderConnector, StoresOpener
 from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
 from actors.shard import proxies
-from portrait.ports import AsyncEncoder, EventLog, ItemSpaceStore
 from portrait.tuned_config import CollabSettings
-from storage.catalog import ItemCatalog
 
 ACTOR_NAME = "portrait-item-space"
-
-
-class PublisherStores(Protocol):
-    events: EventLog
-    item_spaces: ItemSpaceStore
-
-    def catalog(self, encoder: AsyncEncoder) -> ItemCatalog: ...
-
-
-class StoresOpener(Protocol):
-    async def open(self) -> PublisherStores: ...
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)

@@ -78,7 +78,7 @@ from torch import nn
 from portrait.evaluation.metrics import UNRANKED, per_user_metrics
 from portrait.evaluation.runner import CaseContext, PopularityClock, rank_targets
 from portrait.evaluation.splits import Split
-from portrait.events import Event, ItemEvent
+from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
 
 OBJECTIVE = "NDCG@10"
 # (done, total, value, best): evaluated epochs so far, the epoch budget still possible, the
@@ -132,7 +132,7 @@ GRID: Mapping[str, Sequence[Any]] = {
 
 
 def _is_interaction(ev: Event) -> bool:
-    return isinstance(ev, ItemEvent) and ev.TYPE != "dismiss"
+    return isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES
 
 
 def _append(seq: list[int], ev: Event, row_of: Mapping[str, int]) -> None:
