@@ -8,8 +8,8 @@ collaborative vectors learnt from the phase's training events only, and the Port
 
 from __future__ import annotations
 
-import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,30 +22,44 @@ from portrait.collaborative import interactions, sppmi_embedding
 from portrait.errors import InvalidField
 from portrait.evaluation.splits import Split, leave_last_out, temporal_split
 from portrait.evaluation.tuning import PortraitFactory
+from portrait.events import Event, ItemEvent
 from portrait.ports import Encoder, TextFeatures
 from portrait.tuned_config import CollabSettings
 from storage.datasets import Dataset, load_dataset
+from storage.datasets.amazon import review_item
 
 SPLITS = ("leave-last-out", "temporal")
 
 
-def evaluation_items(dataset: Dataset) -> tuple[list[ItemRecord], int]:
-    """The catalog for evaluation, and how many item descriptions were blanked.
+def phase_items(dataset: Dataset, train_events: Sequence[Event]) -> tuple[list[ItemRecord], int]:
+    """The catalog one phase ranks, and how many descriptions were rebuilt for it.
 
-    The Amazon loader describes items that lack metadata with their *review summaries*; an
-    evaluation holding reviews out would see held-out text in the catalog, so those
-    descriptions are dropped here (title ``"Item <asin>"`` only).
+    The Amazon loader describes items that lack metadata by their reviews' headlines, as the
+    service's catalog import does with the reviews it is given. Built from all reviews, those
+    descriptions would show the evaluation held-out text, so here they are rebuilt from the
+    reviews among ``train_events`` (stream order) alone, by the loader's own rule
+    (:func:`~storage.datasets.amazon.review_description`); an item without a training review
+    keeps its title only. Other datasets' items are returned as they are.
     """
-    if not dataset.counters.get("items_from_reviews"):
+    summaries = dataset.review_summaries
+    if not summaries:
         return list(dataset.items), 0
-    out, blanked = [], 0
+    from_reviews = {
+        e.item_id for e in dataset.events if isinstance(e, ItemEvent) and e.event_id in summaries
+    }
+    seen: dict[str, list[str]] = {}
+    for ev in train_events:
+        summary = summaries.get(ev.event_id)
+        if summary is not None and isinstance(ev, ItemEvent):
+            seen.setdefault(ev.item_id, []).append(summary)
+    out, rebuilt = [], 0
     for item in dataset.items:
-        if item.title == f"Item {item.item_id}" and not item.tags and not item.attributes:
-            out.append(dataclasses.replace(item, description=""))
-            blanked += 1
+        if item.item_id in from_reviews:
+            out.append(review_item(item.item_id, seen.get(item.item_id, ())))
+            rebuilt += 1
         else:
             out.append(item)
-    return out, blanked
+    return out, rebuilt
 
 
 @dataclass
@@ -73,16 +87,16 @@ class Prepared:
 
     dataset: Dataset
     name: str
-    items: list[ItemRecord]
+    items: list[ItemRecord]  # the test phase's catalog (see phase_items)
     item_ids: list[str]
-    text_matrix: np.ndarray
+    text_matrices: dict[str, np.ndarray]  # per phase: the item text vectors of its catalog
     texts: dict[str, TextFeatures]
     provider: EncoderProvider
     encode_info: dict[str, Any]
     text_info: dict[str, Any]
     split_kind: str
     splits: dict[str, Split]
-    blanked_descriptions: int
+    rebuilt_descriptions: int
     timings: dict[str, float]
     phases: dict[tuple[str, CollabSettings | None], Phase] = field(default_factory=dict)
 
@@ -96,7 +110,7 @@ class Prepared:
             emb = sppmi_embedding(inc, collab) if collab is not None else None
             factory = PortraitFactory(
                 self.item_ids,
-                self.text_matrix,
+                self.text_matrices[name],
                 emb,
                 [i.tags for i in self.items],
                 self.texts,
@@ -110,14 +124,14 @@ class Prepared:
         return self.phases[key]
 
     def dataset_stats(self) -> dict[str, Any]:
-        """The dataset's sizes for the report (items counted after :func:`evaluation_items`)."""
+        """The dataset's sizes for the report (items: the test phase's catalog)."""
         stats = self.dataset.stats()
         return {
             "name": self.name,
             "users": stats["users"],
             "items": len(self.items),
             "events": stats["events"],
-            "blanked_descriptions": self.blanked_descriptions,
+            "rebuilt_descriptions": self.rebuilt_descriptions,
             "stats": stats,
         }
 
@@ -153,13 +167,7 @@ def prepare(
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(dataset_name, data_dir, datasets_dir)
     timings["load dataset"] = time.perf_counter() - t0
-    items, blanked = evaluation_items(ds)
     provider = EncoderProvider(encoder, encoder_settings)
-    t0 = time.perf_counter()
-    text_matrix, encode_info = cached_encode(
-        [item_text(i) for i in items], provider, cache_dir, ds.name, label="item texts"
-    )
-    timings["item text vectors"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     texts, text_info = text_event_features(ds.events, provider, cache_dir, f"{ds.name}-text-events")
     timings["text event features"] = time.perf_counter() - t0
@@ -171,18 +179,33 @@ def prepare(
     else:
         raise InvalidField("split", f"unknown split {split_kind!r}; use one of {', '.join(SPLITS)}")
     timings["split"] = time.perf_counter() - t0
+    splits = {"validation": val, "test": test}
+    t0 = time.perf_counter()
+    catalogs = {name: phase_items(ds, split.train_events) for name, split in splits.items()}
+    matrices: dict[str, np.ndarray] = {}
+    for name, (items, rebuilt) in catalogs.items():
+        # One catalog for both phases unless descriptions were rebuilt per phase.
+        stem = f"{ds.name}-{name}" if rebuilt else ds.name
+        if rebuilt or not matrices:
+            matrix, encode_info = cached_encode(
+                [item_text(i) for i in items], provider, cache_dir, stem,
+                label=f"item texts ({name})" if rebuilt else "item texts",
+            )
+        matrices[name] = matrix
+    timings["item text vectors"] = time.perf_counter() - t0
+    items, rebuilt = catalogs["test"]
     return Prepared(
         dataset=ds,
         name=ds.name,
         items=items,
         item_ids=[i.item_id for i in items],
-        text_matrix=text_matrix,
+        text_matrices=matrices,
         texts=texts,
         provider=provider,
         encode_info=encode_info,
         text_info=text_info,
         split_kind=split_kind,
-        splits={"validation": val, "test": test},
-        blanked_descriptions=blanked,
+        splits=splits,
+        rebuilt_descriptions=rebuilt,
         timings=timings,
     )

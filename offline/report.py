@@ -94,13 +94,14 @@ def _setup(doc: Mapping[str, Any]) -> list[str]:
     ds = doc["dataset"]
     sp = doc["split"]
     enc = doc["encoder"]
-    blanked = ds.get("blanked_descriptions")
+    rebuilt = ds.get("rebuilt_descriptions")
     return [
         "## Setup",
         "",
         f"* Dataset: `{ds['name']}`: {ds['users']} users, {ds['items']} items, "
         f"{ds['events']} events"
-        + (f"; {blanked} review-derived item descriptions blanked" if blanked else "")
+        + (f"; {rebuilt} item descriptions built from each phase's training reviews only"
+           if rebuilt else "")
         + ".",
         f"* Split: **{sp['kind']}**; validation {sp['validation']['cases']} users, test "
         f"{sp['test']['cases']} users ({s['targets']} targets, {s['targets_outside_catalog']} "

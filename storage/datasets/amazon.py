@@ -13,9 +13,11 @@ records that agree on all of these are one fact, dropped as ``duplicate_records`
 
 Items: from the metadata file when given (``title`` when usable, else a fallback; see
 :func:`_meta_item`); reviewed items that have no metadata record, or all items when no metadata
-file is given, are built from reviews: ``title`` ``"Item {asin}"`` and as description up to 3
-distinct review summaries. **That leaks review text into the item** (an evaluation that holds
-reviews out would see them in the catalog); it is acceptable for catalog building only.
+file is given, are built from reviews (:func:`review_item`): ``title`` ``"Item {asin}"`` and as
+description up to 3 distinct review summaries. Built from *all* reviews, such a description
+would leak held-out reviews into an evaluation's catalog, so the dataset also carries each
+review's summary (``review_summaries``) and the evaluation rebuilds those descriptions from its
+training reviews only (:func:`offline.prepare.phase_items`).
 
 File hygiene (see the dataset's README): exact duplicate lines are dropped before anything
 else (``duplicate_lines``, ``meta_duplicate_lines``); records missing a required field are
@@ -31,7 +33,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +82,10 @@ def load_amazon(
         events[event.event_id] = event
         headline[event.event_id] = summary
     ordered = sorted(events.values(), key=event_sort_key)
-    # Summaries are picked in event order, so the choice does not depend on file order.
+    # Summaries are taken in event order, so the description does not depend on file order.
     summaries: dict[str, list[str]] = {}
     for event in ordered:
-        seen = summaries.setdefault(event.item_id, [])
-        summary = headline[event.event_id]
-        if summary and not _STAR_SUMMARY.match(summary):
-            if summary.casefold() not in {s.casefold() for s in seen}:
-                seen.append(summary)
+        summaries.setdefault(event.item_id, []).append(headline[event.event_id])
 
     items: dict[str, ItemRecord] = {}
     if meta_path is not None:
@@ -99,14 +97,36 @@ def load_amazon(
                 counters["meta_duplicate_asins"] += 1  # same asin, different line: first wins
             else:
                 items[item.item_id] = item
-    for asin in sorted(summaries.keys() - items.keys()):
+    from_reviews = sorted(summaries.keys() - items.keys())
+    for asin in from_reviews:
         counters["items_from_reviews"] += 1
-        description = truncate(
-            _join_sentences(summaries[asin][:MAX_SUMMARIES]), MAX_DESCRIPTION_LENGTH
-        )
-        items[asin] = ItemRecord(asin, f"Item {asin}", description)
+        items[asin] = review_item(asin, summaries[asin])
     stem = reviews_path.name.split(".")[0]
-    return Dataset(name or f"amazon-{stem}", list(items.values()), list(ordered), dict(counters))
+    described = frozenset(from_reviews)
+    return Dataset(
+        name or f"amazon-{stem}", list(items.values()), list(ordered), dict(counters),
+        review_summaries={
+            e.event_id: headline[e.event_id] for e in ordered if e.item_id in described
+        },
+    )
+
+
+def review_description(summaries: Iterable[str]) -> str:
+    """An item's description from its reviews' headlines (in event order): the first
+    :data:`MAX_SUMMARIES` distinct ones (case-insensitively), star-count headlines skipped."""
+    kept: list[str] = []
+    for summary in summaries:
+        if summary and not _STAR_SUMMARY.match(summary):
+            if summary.casefold() not in {k.casefold() for k in kept}:
+                kept.append(summary)
+                if len(kept) == MAX_SUMMARIES:
+                    break
+    return truncate(_join_sentences(kept), MAX_DESCRIPTION_LENGTH)
+
+
+def review_item(asin: str, summaries: Iterable[str]) -> ItemRecord:
+    """The catalog record of an item known only from reviews."""
+    return ItemRecord(asin, f"Item {asin}", review_description(summaries))
 
 
 def _unique_records(path: Path, counters: Counter[str], key: str) -> Iterator[dict[str, Any]]:

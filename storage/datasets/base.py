@@ -43,6 +43,10 @@ class Dataset:
             event ids are unique and derived from the source data, so a reload yields the
             same ids (appending them again is an idempotent no-op).
         counters: loader-specific counts (skipped rows, dropped duplicates...), see ``stats()``.
+        review_summaries: event id -> the headline of that review, for loaders that describe
+            items without metadata by their reviews (:func:`~storage.datasets.amazon.
+            review_description`); an evaluation rebuilds those descriptions from the reviews
+            of its training events only.
 
     Use :meth:`build` to construct one from unsorted events; the constructor only checks.
 
@@ -54,6 +58,7 @@ class Dataset:
     items: list[ItemRecord]
     events: list[Event]
     counters: Mapping[str, int] = field(default_factory=dict)
+    review_summaries: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         item_ids = {item.item_id for item in self.items}

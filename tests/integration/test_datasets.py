@@ -302,3 +302,39 @@ def test_readme_shows_the_generic_example_the_tests_load() -> None:
     for name in ("interactions.csv", "items.csv"):
         body = (repo_root() / "tests/data/generic" / name).read_text().replace("\r\n", "\n")
         assert f"```csv\n{body}```" in readme, name
+
+
+def test_evaluation_describes_review_items_by_training_reviews_only(tmp_path: Path) -> None:
+    """An evaluation must not see held-out reviews in the catalog, yet items known only from
+    reviews need text: each phase rebuilds their descriptions from its training reviews."""
+    from offline.prepare import phase_items
+    from portrait.evaluation.splits import leave_last_out
+
+    def review(user: str, asin: str, t: int, summary: str) -> str:
+        return json.dumps({"reviewerID": user, "asin": asin, "overall": 5,
+                           "unixReviewTime": t, "summary": summary, "reviewText": "ok"})
+
+    lines = [review("u1", "a1", 1, "Soft"), review("u1", "a2", 2, "Bright"),
+             review("u1", "a3", 3, "Held out headline"),
+             review("u2", "a1", 4, "Gentle"), review("u2", "a2", 5, "Vivid"),
+             review("u2", "a3", 6, "Second held out")]
+    path = tmp_path / "reviews.json"
+    path.write_text("\n".join(lines) + "\n")
+    dataset = load_amazon(path)
+    # The catalog for the service keeps every review's headline ...
+    assert {i.item_id: i.description for i in dataset.items}["a3"] == (
+        "Held out headline. Second held out")
+    validation, test = leave_last_out(dataset.events)
+    items, rebuilt = phase_items(dataset, test.train_events)
+    described = {i.item_id: i.description for i in items}
+    # ... the test phase sees only the reviews it trains on: a3 is every user's last item.
+    assert rebuilt == 3
+    assert described == {"a1": "Soft. Gentle", "a2": "Bright. Vivid", "a3": ""}
+    assert [i.title for i in items] == ["Item a1", "Item a2", "Item a3"]
+    val_items, _ = phase_items(dataset, validation.train_events)
+    assert {i.item_id: i.description for i in val_items} == {"a1": "Soft. Gentle", "a2": "",
+                                                             "a3": ""}
+    # Datasets whose items carry their own text are returned unchanged.
+    from storage.datasets import load_movielens
+    movielens = load_movielens()
+    assert phase_items(movielens, movielens.events[:10]) == (list(movielens.items), 0)

@@ -1,7 +1,8 @@
-"""SASRec (offline/sasrec.py) against the baselines, and optionally Portrait, on ml-latest-small.
+"""SASRec (offline/sasrec.py) against the baselines, and optionally Portrait, on one data set.
 
-The evaluation's default split (leave-last-out over the bundled MovieLens), the same runner,
-full-catalog ranking with the history excluded:
+The evaluation's default split (leave-last-out) of ``--dataset`` (any name of the data-set
+registry: the bundled MovieLens, the Amazon sets), the same runner, full-catalog ranking with
+the history excluded:
 
 1. the baselines' grid on VALIDATION (``tune_baselines``), refit on the test phase's events;
 2. SASRec tuned on VALIDATION (``tune_sasrec``: successive halving over ``GRID``, early
@@ -13,9 +14,9 @@ full-catalog ranking with the history excluded:
 4. one runner pass on TEST with every system; NDCG@10, HR@10, MRR and paired bootstrap
    intervals of SASRec against each other system.
 
-    .venv/bin/python bench/bench_sasrec_movielens.py [--threads 2] [--budget 8]
+    .venv/bin/python bench/bench_sasrec.py [--dataset movielens] [--threads 2] [--budget 8]
         [--portrait-config configs/tuned-movielens.json] [--out out/sasrec-movielens.json]
-    ./dev bench sasrec_movielens ...
+    ./dev bench sasrec ...
 """
 
 from __future__ import annotations
@@ -36,13 +37,15 @@ from portrait.evaluation.metrics import paired_bootstrap  # noqa: E402
 from portrait.evaluation.runner import run  # noqa: E402
 from portrait.evaluation.splits import leave_last_out  # noqa: E402
 from portrait.evaluation.tuning import baseline_systems, tune_baselines  # noqa: E402
-from storage.datasets import load_movielens  # noqa: E402
+from storage.datasets import DATASET_NAMES, load_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=[n for n in DATASET_NAMES if n != "generic"],
+                    default="movielens")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--budget", type=int, default=8, help="SASRec configurations raced")
     ap.add_argument("--min-epochs", type=int, default=4)
@@ -57,7 +60,7 @@ def main() -> int:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    ds = load_movielens()
+    ds = load_dataset(args.dataset)
     val, test = leave_last_out(ds.events)
     item_ids = [i.item_id for i in ds.items]
     timings["load + split"] = time.perf_counter() - t0
@@ -118,7 +121,7 @@ def main() -> int:
         try:
             config = read_tuned_config(args.portrait_config)
             params, collab = portrait_params(config)
-            prep = prepare("movielens", None, cache_dir=args.cache_dir, dataset=ds)
+            prep = prepare(args.dataset, None, cache_dir=args.cache_dir, dataset=ds)
             assert prep.item_ids == item_ids
             phase = prep.phase("test", collab)
             systems.append(portrait_systems(phase.factory, params, collab is not None)[0])
