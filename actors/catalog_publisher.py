@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from actors.catalog_view import CatalogSink, CatalogView
+from actors.catalog_view import CatalogSink, CatalogView, ViewKey
 from portrait.collaborative import blended_index
 from portrait.interests import TagVocabulary, tag_prompt
 from portrait.items import l2_normalise
@@ -25,6 +25,7 @@ class LatestItemSpace(Protocol):
     """The part of the item-space store a publisher reads."""
 
     async def latest(self) -> Any: ...
+    async def latest_version(self) -> int: ...
 
 
 class CatalogPublisher:
@@ -54,36 +55,59 @@ class CatalogPublisher:
         self._alphas = tuple(a for a in alphas if a > 0.0)
         self._tag_vectors: dict[str, np.ndarray] = {}  # tags rarely change: encode each once
         self._lock = asyncio.Lock()
-        self.key = (-1, -1)
+        self.key: ViewKey = (-1, -1, -1)
+        self._view: CatalogView | None = None
+        # Popularity is counted incrementally: the log's positive events up to _counted_through.
+        self._counts: dict[str, int] = {}
+        self._counted_through = 0
 
     @property
     def version(self) -> int:
         return self.key[0]
 
     async def publish(self, *, force: bool = False) -> int:
-        """Publish the current catalog and item space if either changed (or ``force``);
-        returns the catalog version."""
+        """Publish the current catalog, item space and popularity if any of them changed
+        (or ``force``); returns the catalog version.
+
+        A change of popularity alone (new interactions in the log) republishes the previous
+        view's indexes with the new prior, so nothing is rebuilt or re-encoded for it.
+        """
         async with self._lock:
-            store = self._catalog.store
-            version = await store.version()
-            space = await self._spaces.latest()
-            key = (version, space.version if space is not None else 0)
+            version = await self._catalog.store.version()
+            space_version = await self._spaces.latest_version()
+            through = await self._count_new_interactions()
+            key = (version, space_version, through)
             if key == self.key and not force:
                 return version
-            index = await self._catalog.load_index()
-            view = CatalogView(
-                version, index, await self._popularity(index.ids), await self._vocabulary(index),
-                await self._titles(index.ids), key[1],
-                {a: blended_index(index, space, a)
-                 for a in self._alphas} if space else {},
-            )
+            last = self._view
+            ids = last.items.ids if last is not None else ()
+            if last is not None and not force and key[:2] == last.key[:2]:
+                view = last.with_popularity(self._popularity(ids), through)
+            else:
+                index = await self._catalog.load_index()
+                space = await self._spaces.latest()
+                view = CatalogView(
+                    version, index, self._popularity(index.ids), await self._vocabulary(index),
+                    await self._titles(index.ids), space.version if space is not None else 0,
+                    {a: blended_index(index, space, a)
+                     for a in self._alphas} if space else {},
+                    popularity_through=through,
+                )
             await self._sink.publish(view)
-            self.key = key
-        _log.info("catalog %d, item space %d published: %d items", key[0], key[1], len(index))
+            self._view, self.key = view, view.key
+        _log.info("catalog %d, item space %d, popularity through %d published: %d items",
+                  *view.key, len(view.items))
         return version
 
-    async def _popularity(self, ids: Sequence[str]) -> np.ndarray:
-        counts = await self._catalog.store.interaction_counts()
+    async def _count_new_interactions(self) -> int:
+        new, through = await self._catalog.store.interaction_counts(self._counted_through)
+        for item_id, n in new.items():
+            self._counts[item_id] = self._counts.get(item_id, 0) + n
+        self._counted_through = through
+        return through
+
+    def _popularity(self, ids: Sequence[str]) -> np.ndarray:
+        counts = self._counts
         return popularity_scores(np.array([counts.get(i, 0) for i in ids], dtype=np.float64))
 
     async def _vocabulary(self, index: Any) -> TagVocabulary | None:

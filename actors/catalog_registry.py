@@ -25,12 +25,12 @@ class CatalogRegistry:
     them through unresolved and each reader fetches the shared object itself."""
 
     def __init__(self) -> None:
-        self._key: ViewKey = (-1, -1)
+        self._key: ViewKey = (-1, -1, -1)
         self._refs: list[Any] = []
 
     def publish(self, key: ViewKey, refs: list[Any]) -> bool:
         """Record ``key`` if it supersedes the current one. Returns whether it did."""
-        key = (int(key[0]), int(key[1]))
+        key = (int(key[0]), int(key[1]), int(key[2]))
         if self._refs and not newer(key, self._key):
             return False
         self._key, self._refs = key, refs
@@ -49,15 +49,30 @@ def get_or_create_registry() -> Any:
 
 class RegistryChannel:
     """:class:`~actors.catalog_view.CatalogSink` and ``CatalogFeed`` over the registry actor.
-    Stateless, so it pickles into every shard."""
+
+    A publisher's channel remembers what it last put into the object store, so a view that
+    differs only in popularity shares the index and item-space objects instead of copying
+    the matrices again; it pickles (into every shard) without that memory."""
+
+    def __init__(self) -> None:
+        self._put: tuple[tuple[int, int], list[Any]] | None = None
+
+    def __reduce__(self) -> tuple[type[RegistryChannel], tuple[()]]:
+        return (RegistryChannel, ())
 
     async def publish(self, view: CatalogView) -> bool:
-        refs = [ray.put(part) for part in view.to_parts()]
+        index, extras, space = view.to_parts()
+        last = self._put
+        if last is not None and last[0] == view.key[:2]:
+            refs = [last[1][0], ray.put(extras), last[1][2]]
+        else:
+            refs = [ray.put(index), ray.put(extras), ray.put(space)]
+        self._put = (view.key[:2], refs)
         return bool(await get_or_create_registry().publish.remote(view.key, refs))
 
-    async def latest(self, newer_than: ViewKey = (-1, -1)) -> CatalogView | None:
+    async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
         key, refs = await get_or_create_registry().current.remote()
         if not refs or tuple(key) == tuple(newer_than):
             return None
         index, extras, space = await asyncio.gather(*refs)
-        return CatalogView.from_parts(key[0], index, extras, space)
+        return CatalogView.from_parts(tuple(key), index, extras, space)

@@ -9,6 +9,7 @@ object store (:mod:`actors.catalog_registry`).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,7 +24,9 @@ from portrait.ranking import TagTable
 IndexParts = tuple[list[str], np.ndarray, list[list[str]], str]
 ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray, list[str]]
 SpaceParts = tuple[int, list[tuple[float, np.ndarray]]]  # (space version, [(alpha, matrix)])
-ViewKey = tuple[int, int]  # (catalog version, item-space version); both only grow
+# (catalog version, item-space version, event-log position popularity is counted through);
+# each part only grows.
+ViewKey = tuple[int, int, int]
 
 
 @dataclass
@@ -43,6 +46,7 @@ class CatalogView:
     titles: list[str]  # by item row: served with recommendations without a database trip
     space_version: int = 0
     spaces: dict[float, ItemIndex] = field(default_factory=dict)
+    popularity_through: int = 0
     tags: TagTable = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,7 +54,14 @@ class CatalogView:
 
     @property
     def key(self) -> ViewKey:
-        return (self.version, self.space_version)
+        return (self.version, self.space_version, self.popularity_through)
+
+    def with_popularity(self, popularity: np.ndarray | None, through: int) -> CatalogView:
+        """This view with a newer popularity prior: the indexes (and the column-major copies
+        a ranking process built of them) and the tag table are shared, not rebuilt."""
+        view = copy.copy(self)
+        view.popularity, view.popularity_through = popularity, through
+        return view
 
     def items_for(self, alpha: float) -> ItemIndex:
         """The index a variant with collaborative share ``alpha`` ranks in."""
@@ -72,7 +83,7 @@ class CatalogView:
 
     @classmethod
     def from_parts(
-        cls, version: int, index: IndexParts, extras: ExtraParts, space: SpaceParts
+        cls, key: ViewKey, index: IndexParts, extras: ExtraParts, space: SpaceParts
     ) -> CatalogView:
         ids, matrix, tags, model_id = index
         popularity, names, vocab_matrix, titles = extras
@@ -84,7 +95,7 @@ class CatalogView:
                              space_version=space_version)
             for alpha, m in blended
         }
-        return cls(version, items, popularity, vocabulary, titles, space_version, spaces)
+        return cls(key[0], items, popularity, vocabulary, titles, space_version, spaces, key[2])
 
 
 class CatalogSink(Protocol):
@@ -95,7 +106,7 @@ class CatalogSink(Protocol):
 
 
 class CatalogFeed(Protocol):
-    async def latest(self, newer_than: ViewKey = (-1, -1)) -> CatalogView | None:
+    async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
         """The newest published view if its key differs from ``newer_than`` (keys only
         grow), else None: a shard that is up to date fetches nothing."""
         ...
@@ -113,7 +124,7 @@ class LocalCatalogChannel:
         self._view = view
         return True
 
-    async def latest(self, newer_than: ViewKey = (-1, -1)) -> CatalogView | None:
+    async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
         view = self._view
         return view if view is not None and view.key != newer_than else None
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from actors.catalog_view import CatalogFeed, CatalogView
+from actors.catalog_view import CatalogFeed, CatalogView, ViewKey
 from actors.dependencies import EncoderConnector, HostStores, StoreOpener
 from actors.host import HostSettings, UserHost
 from actors.text_features import TextFeatureSource
@@ -152,14 +152,17 @@ class ShardService:
         assert self._catalog is not None
         return self._catalog
 
-    async def refresh_catalog(self) -> tuple[int, int]:
+    async def refresh_catalog(self) -> ViewKey:
         """Install the feed's newest catalog view if it is not ours. Returns our view's key
-        (catalog version, item-space version)."""
-        current = self._catalog.key if self._catalog is not None else (-1, -1)
-        view = await self._feed.latest(newer_than=current)
+        (catalog version, item-space version, popularity position)."""
+        mine = self._catalog
+        view = await self._feed.latest(newer_than=mine.key if mine else (-1, -1, -1))
         if view is not None:
+            if mine is not None and view.key[:2] == mine.key[:2]:
+                # Only popularity moved: keep our indexes and the copies ranking built of them.
+                view = mine.with_popularity(view.popularity, view.popularity_through)
             self._catalog = view
-        return self._catalog.key if self._catalog is not None else (-1, -1)
+        return self._catalog.key if self._catalog is not None else (-1, -1, -1)
 
     # -- commands and queries --------------------------------------------------------------
 

@@ -255,9 +255,11 @@ class CatalogStore(Protocol):
 
     async def titles(self) -> dict[str, str]: ...
 
-    async def interaction_counts(self, since: float | None = None) -> dict[str, int]:
-        """item_id -> positive interaction events in the event log (popularity's input),
-        optionally only those that occurred at or after ``since`` (Unix seconds)."""
+    async def interaction_counts(self, after_position: int = 0) -> tuple[dict[str, int], int]:
+        """Popularity's input: item_id -> positive interaction events in the event log at
+        global positions above ``after_position``, and the highest position they cover
+        (``after_position`` when there are none). Positions are assigned in commit order, so
+        adding the counts after the returned position later misses and repeats nothing."""
         ...
 
 
@@ -270,3 +272,7 @@ class ItemSpaceStore(Protocol):
         ...
 
     async def latest(self) -> ItemSpace | None: ...
+
+    async def latest_version(self) -> int:
+        """The newest space's version without its vectors; 0 when there is none."""
+        ...

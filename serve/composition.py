@@ -40,7 +40,10 @@ def shard_settings(settings: Settings) -> ShardSettings:
 
 
 def api_limits(settings: Settings) -> ApiLimits:
-    return ApiLimits(max_batch_events=settings.max_batch_events)
+    return ApiLimits(
+        max_batch_events=settings.max_batch_events,
+        popularity_refresh_s=settings.popularity_refresh_s,
+    )
 
 
 # -- the Ray system -----------------------------------------------------------------------

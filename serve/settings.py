@@ -50,6 +50,8 @@ class Settings:
         retrain_every_events, retrain_max_age_s: the collaborative item space is retrained
             after this many new events, or this long after the last retrain when there are
             new events.
+        popularity_refresh_s: while events arrive, the popularity prior is recounted and
+            republished at most this often (a retrain or catalog change republishes it too).
         log_level: Python logging level of the ``portrait`` command.
         datasets_dir: where non-bundled evaluation data sets live (default
             ``../shared/datasets`` beside the checkout).
@@ -70,6 +72,7 @@ class Settings:
     ingress_max_replicas: int = 1
     retrain_every_events: int = 10_000
     retrain_max_age_s: float = 3600.0
+    popularity_refresh_s: float = 30.0
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
@@ -96,6 +99,7 @@ class Settings:
             "datasets_dir": Path,
             "retrain_every_events": int,
             "retrain_max_age_s": float,
+            "popularity_refresh_s": float,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -130,6 +134,7 @@ class Settings:
             ),
             (self.retrain_every_events >= 1, "RETRAIN_EVERY_EVENTS", "must be at least 1"),
             (self.retrain_max_age_s > 0, "RETRAIN_MAX_AGE_S", "must be positive"),
+            (self.popularity_refresh_s > 0, "POPULARITY_REFRESH_S", "must be positive"),
             (self.log_level.upper() in _LOG_LEVELS, "LOG_LEVEL", f"must be one of {_LOG_LEVELS}"),
         ]
         for ok, name, reason in checks:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 
 import numpy as np
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portrait.collaborative import ItemSpace
@@ -37,6 +37,9 @@ class InMemoryItemSpaceStore:
 
     async def latest(self) -> ItemSpace | None:
         return self._spaces[-1] if self._spaces else None
+
+    async def latest_version(self) -> int:
+        return self._spaces[-1].version if self._spaces else 0
 
 
 class PostgresItemSpaceStore:
@@ -81,5 +84,14 @@ class PostgresItemSpaceStore:
                 int(r.version), tuple(r.item_ids), vectors, int(r.trained_through),
                 int(r.events), CollabSettings(**settings),
             )
+
+        return await self._retry.run(run)
+
+    async def latest_version(self) -> int:
+        query = select(func.max(table.c.version))
+
+        async def run() -> int:
+            async with self._engine.connect() as conn:
+                return int((await conn.execute(query)).scalar() or 0)
 
         return await self._retry.run(run)

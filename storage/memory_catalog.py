@@ -61,17 +61,14 @@ class InMemoryCatalogStore:
     async def titles(self) -> dict[str, str]:
         return {i: s.record.title for i, s in self._items.items()}
 
-    async def interaction_counts(self, since: float | None = None) -> dict[str, int]:
+    async def interaction_counts(self, after_position: int = 0) -> tuple[dict[str, int], int]:
         counts: dict[str, int] = {}
-        after = 0
+        after = through = after_position
         while page := await self._events.read_all(after_position=after, limit=_PAGE):
             for rec in page:
                 e = rec.event
-                if (
-                    isinstance(e, ItemEvent)
-                    and e.TYPE in POSITIVE_ITEM_TYPES
-                    and (since is None or e.occurred_at >= since)
-                ):
+                if isinstance(e, ItemEvent) and e.TYPE in POSITIVE_ITEM_TYPES:
                     counts[e.item_id] = counts.get(e.item_id, 0) + 1
+                    through = rec.position
             after = page[-1].position
-        return counts
+        return counts, through

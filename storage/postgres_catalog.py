@@ -115,16 +115,18 @@ class PostgresCatalogStore:
         rows = await self._all(select(items_table.c.id, items_table.c.title))
         return {r.id: r.title for r in rows}
 
-    async def interaction_counts(self, since: float | None = None) -> dict[str, int]:
-        """item_id -> positive interaction events (optionally since a Unix time)."""
+    async def interaction_counts(self, after_position: int = 0) -> tuple[dict[str, int], int]:
+        """See :class:`~portrait.ports.CatalogStore`; one statement, so the counts and the
+        position they cover agree."""
         query = (
-            select(events_table.c.item_id, func.count())
+            select(events_table.c.item_id, func.count(), func.max(events_table.c.position))
             .where(
+                events_table.c.position > after_position,
                 events_table.c.item_id.is_not(None),
                 events_table.c.event_type.in_(sorted(POSITIVE_ITEM_TYPES)),
             )
             .group_by(events_table.c.item_id)
         )
-        if since is not None:
-            query = query.where(events_table.c.occurred_at >= since)
-        return {row[0]: int(row[1]) for row in await self._all(query)}
+        rows = await self._all(query)
+        through = max((int(r[2]) for r in rows), default=after_position)
+        return {r[0]: int(r[1]) for r in rows}, through

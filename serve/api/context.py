@@ -10,12 +10,14 @@ refused connection.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.catalog_publisher import CatalogPublisher
-from actors.catalog_view import CatalogSink
+from actors.catalog_view import CatalogSink, ViewKey
 from actors.dependencies import EncoderConnector
 from actors.shard_service import ProfileReport, Recommendations, UserOutcome
 from portrait.inspection import ProfileDiff
@@ -37,7 +39,7 @@ class Shard(Protocol):
     async def changes(self, user_id: str, from_seq: int, to_seq: int | None,
                       top: int) -> ProfileDiff: ...
     async def stats(self) -> dict[str, Any]: ...
-    async def refresh_catalog(self) -> tuple[int, int]: ...
+    async def refresh_catalog(self) -> ViewKey: ...
     async def ready(self) -> bool: ...
 
 
@@ -53,6 +55,15 @@ class Retraining(Protocol):
 @dataclass(frozen=True)
 class ApiLimits:
     max_batch_events: int = 1000
+    popularity_refresh_s: float = 30.0
+
+
+_log = logging.getLogger(__name__)
+
+
+def _log_failure(done: asyncio.Future[int]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        _log.warning("popularity refresh failed (the previous prior stays): %r", done.exception())
 
 
 EncoderStats = Callable[[], Awaitable[Mapping[str, Any] | None]]
@@ -88,6 +99,8 @@ class ApiContext:
         self._catalog: ItemCatalog | None = None
         self._publisher: CatalogPublisher | None = None
         self._start: asyncio.Task[None] | None = None
+        self._published_at = 0.0  # time.monotonic() of the last publication
+        self._refresh: asyncio.Future[int] | None = None
 
     def shard_for(self, user_id: str) -> Shard:
         return self.shards[owner_index(user_id, self.names)]
@@ -126,6 +139,18 @@ class ApiContext:
         """Publish the catalog (and the newest item space) if either changed, and tell every
         shard; returns the catalog version."""
         assert self._publisher is not None, "ready() first"
+        self._published_at = time.monotonic()
         version = await self._publisher.publish(force=force)
         await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
         return version
+
+    def events_recorded(self) -> None:
+        """New events are in the log: republish (popularity moved) in the background, at most
+        once per ``limits.popularity_refresh_s`` and one publication at a time, so a new user's
+        prior follows what is popular now rather than at the last retrain."""
+        if self._publisher is None or (self._refresh is not None and not self._refresh.done()):
+            return
+        if time.monotonic() - self._published_at < self.limits.popularity_refresh_s:
+            return
+        self._refresh = asyncio.ensure_future(self.publish_catalog())
+        self._refresh.add_done_callback(_log_failure)

@@ -28,6 +28,7 @@ def space(seed: int, n: int = 4, dim: int = 3) -> ItemSpace:
 
 async def test_empty_store_has_no_space(store) -> None:
     assert await store.latest() is None
+    assert await store.latest_version() == 0
 
 
 async def test_saved_spaces_get_growing_versions_and_round_trip(store) -> None:
@@ -36,6 +37,7 @@ async def test_saved_spaces_get_growing_versions_and_round_trip(store) -> None:
     assert 0 < first.version < second.version
     got = await store.latest()
     assert got is not None and got.version == second.version
+    assert await store.latest_version() == second.version  # without loading the vectors
     assert got.item_ids == second.item_ids and got.settings == second.settings
     assert (got.trained_through, got.events) == (102, 52)
     assert np.array_equal(got.vectors, second.vectors)

@@ -106,5 +106,11 @@ async def test_popularity_counts_positive_item_events(backend) -> None:
     log, store = backend
     await log.append("u1", [ItemViewed("a", "u1", 1.0, "1"), ItemViewed("b", "u1", 2.0, "2")])
     await log.append("u2", [ItemViewed("c", "u2", 3.0, "1"), ItemDismissed("d", "u2", 4.0, "2")])
-    assert await store.interaction_counts() == {"1": 2, "2": 1}
-    assert await store.interaction_counts(since=2.5) == {"1": 1}
+    # positions 1..4; the dismissal (4) is not an interaction, so the counts cover through 3
+    assert await store.interaction_counts() == ({"1": 2, "2": 1}, 3)
+    # Counting on from a position adds exactly the later events: popularity is kept
+    # incrementally by the publisher.
+    assert await store.interaction_counts(after_position=2) == ({"1": 1}, 3)
+    assert await store.interaction_counts(after_position=3) == ({}, 3)
+    await log.append("u3", [ItemViewed("e", "u3", 5.0, "2")])
+    assert await store.interaction_counts(after_position=3) == ({"2": 1}, 5)
