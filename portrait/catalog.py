@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from portrait.errors import InvalidField, MissingField
+from portrait.validation import check_id, check_text
 
 MAX_ITEM_ID_LENGTH = 128
 MAX_TITLE_LENGTH = 500
@@ -31,22 +32,13 @@ AttributeValue = str | int | float | bool
 _FROM_DICT_KEYS = frozenset({"id", "item_id", "title", "description", "tags", "attributes"})
 
 
-def _check_str(name: str, value: object, max_length: int, *, required: bool) -> None:
-    if not isinstance(value, str):
-        raise InvalidField(name, f"must be a string, got {type(value).__name__}")
-    if required and not value.strip():
-        raise InvalidField(name, "must not be empty")
-    if len(value) > max_length:
-        raise InvalidField(name, f"must be at most {max_length} characters")
-
-
 def _check_attribute(key: object, value: object) -> None:
     if not isinstance(key, str) or not 0 < len(key) <= MAX_ATTRIBUTE_KEY_LENGTH:
         raise InvalidField("attributes", f"keys must be 1 to {MAX_ATTRIBUTE_KEY_LENGTH} characters")
+    check_id("attributes", key, MAX_ATTRIBUTE_KEY_LENGTH)
     name = f"attributes.{key}"
     if isinstance(value, str):
-        if len(value) > MAX_ATTRIBUTE_STRING_LENGTH:
-            raise InvalidField(name, f"must be at most {MAX_ATTRIBUTE_STRING_LENGTH} characters")
+        check_text(name, value, MAX_ATTRIBUTE_STRING_LENGTH, required=False)
     elif isinstance(value, float):
         # NaN and infinities have no JSON spelling; refusing them keeps items JSON-round-trippable.
         if not math.isfinite(value):
@@ -79,15 +71,15 @@ class ItemRecord:
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_str("item_id", self.item_id, MAX_ITEM_ID_LENGTH, required=True)
-        _check_str("title", self.title, MAX_TITLE_LENGTH, required=True)
-        _check_str("description", self.description, MAX_DESCRIPTION_LENGTH, required=False)
+        check_id("item_id", self.item_id, MAX_ITEM_ID_LENGTH)
+        check_text("title", self.title, MAX_TITLE_LENGTH, required=True)
+        check_text("description", self.description, MAX_DESCRIPTION_LENGTH, required=False)
         if isinstance(self.tags, str) or not isinstance(self.tags, (tuple, list)):
             raise InvalidField("tags", "must be a list of strings")
         if len(self.tags) > MAX_TAGS:
             raise InvalidField("tags", f"at most {MAX_TAGS} tags")
         for i, tag in enumerate(self.tags):
-            _check_str(f"tags[{i}]", tag, MAX_TAG_LENGTH, required=True)
+            check_text(f"tags[{i}]", tag, MAX_TAG_LENGTH, required=True)
         if not isinstance(self.attributes, Mapping):
             raise InvalidField("attributes", "must be an object")
         for key, value in self.attributes.items():

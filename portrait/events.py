@@ -10,13 +10,13 @@ versions to the current class (see :mod:`portrait.codec`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar
 
 from portrait.errors import InvalidField
+from portrait.validation import check_id, check_text, check_unix_time
 
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 8_000
@@ -28,26 +28,15 @@ MAX_ATTRIBUTE_LENGTH = 64
 
 
 def _check_id(name: str, value: object) -> None:
-    if not isinstance(value, str):
-        raise InvalidField(name, f"must be a string, got {type(value).__name__}")
-    if not 0 < len(value) <= MAX_ID_LENGTH:
-        raise InvalidField(name, f"must be 1 to {MAX_ID_LENGTH} characters")
+    check_id(name, value, MAX_ID_LENGTH)
 
 
 def _check_time(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidField(name, f"must be Unix seconds (a number), got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise InvalidField(name, "must be a finite, non-negative number of Unix seconds")
+    check_unix_time(name, value)
 
 
 def _check_text(name: str, value: object) -> None:
-    if not isinstance(value, str):
-        raise InvalidField(name, f"must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidField(name, "must not be empty")
-    if len(value) > MAX_TEXT_LENGTH:
-        raise InvalidField(name, f"must be at most {MAX_TEXT_LENGTH} characters")
+    check_text(name, value, MAX_TEXT_LENGTH, required=True)
 
 
 def _check_rating(name: str, value: object) -> None:
@@ -188,10 +177,11 @@ class AttributesSet(Event):
                 raise InvalidField(
                     f"attributes.{key}", f"unknown attribute; allowed: {sorted(ATTRIBUTE_KEYS)}"
                 )
-            if not isinstance(value, str) or len(value) > MAX_ATTRIBUTE_LENGTH:
+            if not isinstance(value, str):
                 raise InvalidField(
                     f"attributes.{key}", f"must be a string of at most {MAX_ATTRIBUTE_LENGTH}"
                 )
+            check_text(f"attributes.{key}", value, MAX_ATTRIBUTE_LENGTH, required=False)
         # Frozen means frozen: callers cannot mutate the mapping after validation.
         object.__setattr__(self, "attributes", MappingProxyType(dict(self.attributes)))
 

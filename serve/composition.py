@@ -43,6 +43,7 @@ def api_limits(settings: Settings) -> ApiLimits:
     return ApiLimits(
         max_batch_events=settings.max_batch_events,
         popularity_refresh_s=settings.popularity_refresh_s,
+        max_future_skew_s=settings.max_future_skew_s,
     )
 
 

@@ -56,6 +56,7 @@ class Retraining(Protocol):
 class ApiLimits:
     max_batch_events: int = 1000
     popularity_refresh_s: float = 30.0
+    max_future_skew_s: float = 86_400.0
 
 
 _log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ Every error body is ``{"error", "message", "field"}``: ``error`` is the error's 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +27,7 @@ from portrait.errors import (
 )
 
 RETRY_AFTER_S = "2"
+_log = logging.getLogger(__name__)
 
 # Most specific first: the first matching class decides.
 STATUS: tuple[tuple[type[PortraitError], int], ...] = (
@@ -44,7 +46,20 @@ STATUS: tuple[tuple[type[PortraitError], int], ...] = (
 _PUBLIC_MESSAGE = {
     StorageUnavailable: "the event store is unreachable; retry later",
     EncoderUnavailable: "the text encoder is unavailable; retry later",
+    ShardUnavailable: "the shard serving this user is restarting; retry later",
 }
+
+
+def public_reason(exc: BaseException) -> str:
+    """What a client may be told about a failure that is not its fault: our own message for
+    Portrait's errors, a fixed phrase otherwise; driver text (SQL, parameters, hosts) stays in
+    the server's log."""
+    if isinstance(exc, PortraitError):
+        return str(error_body(exc)["message"])
+    if isinstance(exc, TimeoutError):
+        return "still starting (timed out waiting for the store, catalog or shards)"
+    _log.warning("not ready: %s", type(exc).__name__, exc_info=exc)
+    return f"internal error ({type(exc).__name__}); see the server log"
 
 
 def status_of(exc: PortraitError) -> int:

@@ -4,27 +4,39 @@ shards concurrently, and put the per-event results back in request order."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from portrait import codec
-from portrait.errors import BatchTooLarge, PortraitError
+from portrait.errors import BatchTooLarge, InvalidField, PortraitError
 from serve.api.context import ApiContext
 from serve.api.errors import InRequest, error_body, status_of
 
 
 def encode_events(
-    raw: Sequence[Mapping[str, Any]],
+    raw: Sequence[Mapping[str, Any]], latest: float
 ) -> tuple[dict[str, list[bytes]], list[tuple[str, str]]]:
     """Each event validated and encoded once, grouped by user; plus (user, event_id) in
     request order. Raises :class:`InRequest` naming ``events[i].field`` for the first bad
-    event, before anything is written."""
+    event, before anything is written.
+
+    ``latest`` is the latest ``occurred_at`` accepted (now plus the allowed clock skew): the
+    fold's time decay is anchored at a user's newest event, so one event from a client whose
+    clock is years ahead would decay every real event of that user to nothing, for good.
+    """
     per_user: dict[str, list[bytes]] = defaultdict(list)
     order: list[tuple[str, str]] = []
     for i, item in enumerate(raw):
         try:
             event = codec.from_dict(item)
+            if event.occurred_at > latest:
+                raise InvalidField(
+                    "occurred_at",
+                    f"is {event.occurred_at - latest:.0f} s beyond the allowed clock skew "
+                    "into the future; send the time the behaviour happened (Unix seconds, UTC)",
+                )
             per_user[event.user_id].append(codec.encode(event))
         except PortraitError as exc:
             raise InRequest(exc, f"events[{i}].") from None
@@ -43,7 +55,7 @@ async def ingest(
         raise BatchTooLarge("events", len(raw), limit)
     if not raw:
         return [], 200
-    per_user, order = encode_events(raw)
+    per_user, order = encode_events(raw, time.time() + ctx.limits.max_future_skew_s)
     await ctx.ready()
     by_shard: dict[int, dict[str, list[bytes]]] = defaultdict(dict)
     for user_id, payloads in per_user.items():

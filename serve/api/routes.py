@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from portrait.catalog import MAX_ITEM_ID_LENGTH
 from portrait.catalog import from_dict as item_from_dict
 from portrait.errors import BatchTooLarge, InvalidField, PortraitError, UnknownItem, UnknownUser
+from portrait.events import MAX_ID_LENGTH
+from portrait.validation import MAX_UNIX_TIME, check_id
 from serve import metrics
 from serve.api import errors, fanout, responses
 from serve.api import models as m
@@ -20,6 +23,25 @@ from serve.api.context import ApiContext
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": m.ErrorBody} for status in (404, 409, 413, 422, 503)
 }
+
+
+# Sequence numbers and positions are Postgres bigints: a larger query value is a 422 here,
+# not an overflow in the driver.
+INT64_MAX = 2**63 - 1
+
+
+def _user_id(user_id: str = Path(..., description="The user's id.")) -> str:
+    check_id("user_id", user_id, MAX_ID_LENGTH)
+    return user_id
+
+
+def _item_id(item_id: str = Path(..., description="The item's id.")) -> str:
+    check_id("item_id", item_id, MAX_ITEM_ID_LENGTH)
+    return item_id
+
+
+UserId = Annotated[str, Depends(_user_id)]
+ItemId = Annotated[str, Depends(_item_id)]
 
 
 def _ctx(request: Request) -> ApiContext:
@@ -62,7 +84,7 @@ def _events(app: FastAPI) -> None:
         return JSONResponse({"results": results}, status, headers=errors.retry_headers(status))
 
     @app.get("/v1/users/{user_id}/events", response_model=m.AuditPage, tags=["audit"])
-    async def audit(user_id: str, request: Request, after: int = Query(0, ge=0),
+    async def audit(user_id: UserId, request: Request, after: int = Query(0, ge=0, le=INT64_MAX),
                     limit: int = Query(100, ge=1, le=1000)) -> JSONResponse:
         """The user's event log in seq order, a page at a time: the audit trail."""
         ctx = _ctx(request)
@@ -76,7 +98,7 @@ def _users(app: FastAPI) -> None:
     @app.get("/v1/users/{user_id}/recommendations", response_model=m.RecommendationsResponse,
              tags=["recommendations"])
     async def recommendations(
-        user_id: str, request: Request, k: int = Query(10, ge=1, le=200),
+        user_id: UserId, request: Request, k: int = Query(10, ge=1, le=200),
         diversity: float = Query(0.0, ge=0.0, le=1.0),
         tags: list[str] = Query([], description="Only items carrying one of these tags."),
         exclude: list[str] = Query([], description="Item ids not to recommend."),
@@ -94,8 +116,10 @@ def _users(app: FastAPI) -> None:
 
     @app.get("/v1/users/{user_id}/profile", response_model=m.ProfileResponse, tags=["profiles"])
     async def profile(
-        user_id: str, request: Request, at_seq: int | None = Query(None, ge=0),
-        at_time: float | None = Query(None, ge=0, description="Unix seconds (event time)."),
+        user_id: UserId, request: Request,
+        at_seq: int | None = Query(None, ge=0, le=INT64_MAX),
+        at_time: float | None = Query(None, ge=0, le=MAX_UNIX_TIME,
+                                      description="Unix seconds (event time)."),
         top: int = Query(20, ge=1, le=200),
     ) -> JSONResponse:
         """The profile now, or rebuilt as of a past seq or event time (time travel)."""
@@ -109,8 +133,8 @@ def _users(app: FastAPI) -> None:
     @app.get("/v1/users/{user_id}/profile/changes", response_model=m.ChangesResponse,
              tags=["profiles"])
     async def changes(
-        user_id: str, request: Request, from_seq: int = Query(..., ge=0),
-        to_seq: int | None = Query(None, ge=0), top: int = Query(10, ge=1, le=100),
+        user_id: UserId, request: Request, from_seq: int = Query(..., ge=0, le=INT64_MAX),
+        to_seq: int | None = Query(None, ge=0, le=INT64_MAX), top: int = Query(10, ge=1, le=100),
     ) -> JSONResponse:
         """Which interests rose or fell between two points of the user's history."""
         if to_seq is not None and to_seq < from_seq:
@@ -144,12 +168,12 @@ def _items(app: FastAPI) -> None:
         return await upsert(_ctx(request), body.items, "items[{i}].")
 
     @app.put("/v1/items/{item_id}", response_model=m.UpsertResponse, tags=["items"])
-    async def put_item(item_id: str, body: m.ItemBody, request: Request) -> JSONResponse:
+    async def put_item(item_id: ItemId, body: m.ItemBody, request: Request) -> JSONResponse:
         """Insert or update one item."""
         return await upsert(_ctx(request), [{"id": item_id, **body.model_dump()}], "")
 
     @app.get("/v1/items/{item_id}", response_model=m.ItemResponse, tags=["items"])
-    async def get_item(item_id: str, request: Request) -> JSONResponse:
+    async def get_item(item_id: ItemId, request: Request) -> JSONResponse:
         ctx = _ctx(request)
         await ctx.ready()
         record = await ctx.catalog.get(item_id)
@@ -195,8 +219,8 @@ def _operations(app: FastAPI) -> None:
             await ctx.stores.catalog_store.version()
             await asyncio.wait_for(asyncio.gather(*(s.ready() for s in ctx.shards)), timeout=10)
         except Exception as exc:  # readiness reports, it does not raise
-            return JSONResponse({"status": "unavailable", "reason": repr(exc)[:300]}, 503,
-                                headers=errors.retry_headers(503))
+            return JSONResponse({"status": "unavailable", "reason": errors.public_reason(exc)},
+                                503, headers=errors.retry_headers(503))
         return JSONResponse({"status": "ready", "shards": len(ctx.shards),
                              "catalog_version": ctx.catalog_version})
 

@@ -319,3 +319,55 @@ async def test_operations(http: httpx.AsyncClient) -> None:
     ):
         assert name in text, name
     assert (await http.get("/openapi.json")).json()["paths"]["/v1/events"]
+
+
+async def test_hostile_input_is_a_422_and_never_harms_another_request(
+    http: httpx.AsyncClient,
+) -> None:
+    """Each of these was a 500 or worse on main (see the faults issue)."""
+    import asyncio
+    import time
+
+    async def status(events: list[dict[str, Any]]) -> tuple[int, str | None]:
+        resp = await http.post("/v1/events", json={"events": events})
+        return resp.status_code, resp.json().get("field")
+
+    now = time.time()
+    # A clock years ahead would pin the user's decay anchor there for good.
+    assert await status([ev("view", "h1", "hank", now + 3 * 86400, item_id="m1")]) == (
+        422, "events[0].occurred_at")
+    assert (await status([ev("view", "h2", "hank", now + 3600, item_id="m1")]))[0] == 200
+    # Integers a float cannot hold, sent as raw JSON.
+    for raw in ('18446744073709551616', '1' + '0' * 400):
+        body = ('{"events": [{"type": "view", "event_id": "h3", "user_id": "hank", '
+                f'"occurred_at": {raw}, "item_id": "m1"}}]}}')
+        resp = await http.post("/v1/events", content=body,
+                               headers={"content-type": "application/json"})
+        assert resp.status_code == 422 and resp.json()["field"] == "events[0].occurred_at"
+    # A NUL id used to fail every request sharing its Postgres transaction and to echo their
+    # parameters; it is refused before anything is written, and the good request next to it
+    # is recorded.
+    bad, good = await asyncio.gather(
+        status([ev("view", "n1", "nul\x00user", T0, item_id="m1")]),
+        status([ev("view", "n2", "neighbour", T0, item_id="m1")]),
+    )
+    assert bad == (422, "events[0].user_id") and good[0] == 200
+    lone = '{"events": [{"type": "search", "event_id": "s1", "user_id": "hank", ' \
+           '"occurred_at": 1700000000, "query": "shoes \\ud800"}]}'
+    resp = await http.post("/v1/events", content=lone, headers={"content-type": "application/json"})
+    assert resp.status_code == 422 and resp.json()["field"] == "events[0].query"
+    # Query integers beyond Postgres bigint, and ids in the path that no store can hold.
+    for path, params, field in (
+        ("/v1/users/hank/events", {"after": 2**63}, "after"),
+        ("/v1/users/hank/profile", {"at_seq": 2**64}, "at_seq"),
+        ("/v1/users/hank/profile/changes", {"from_seq": 0, "to_seq": 2**63}, "to_seq"),
+        ("/v1/users/hank/profile", {"at_time": "inf"}, "at_time"),
+        ("/v1/users/a%00b/events", {}, "user_id"),
+        ("/v1/users/a%00b/recommendations", {}, "user_id"),
+        ("/v1/items/x%01y", {}, "item_id"),
+    ):
+        resp = await http.get(path, params=params)
+        assert resp.status_code == 422, (path, resp.status_code, resp.text)
+        assert resp.json()["field"] == field, (path, resp.json())
+    audit = (await http.get("/v1/users/hank/events")).json()
+    assert [e["event"]["event_id"] for e in audit["events"]] == ["h2"]  # nothing half-written
