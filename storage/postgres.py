@@ -33,7 +33,7 @@ from portrait.events import Event, RecordedEvent
 from portrait.ports import AppendRequest, AppendResult
 from storage.planning import Recorded, event_ids, plan_appends, users_with_new_events
 from storage.postgres_snapshots import PostgresSnapshotStore
-from storage.retry import DEFAULT_RETRY, RetryPolicy
+from storage.retry import DEFAULT_RETRY, RetryPolicy, is_disconnect
 from storage.schema import events as events_table
 from storage.validation import (
     PreparedBatch,
@@ -305,7 +305,18 @@ class PostgresEventLog:
         async def attempt() -> list[Any]:
             async with self._engine.connect() as conn:
                 raw: Any = (await conn.get_raw_connection()).driver_connection
-                rows: list[Any] = await raw.fetch(compiled.string, *params)
+                try:
+                    rows: list[Any] = await raw.fetch(compiled.string, *params)
+                except Exception as exc:
+                    # SQLAlchemy did not run this statement, so it cannot see the connection
+                    # die: without this, a dead connection (a Postgres restart kills them
+                    # all) went back to the pool and every retry and later read got one.
+                    # Like SQLAlchemy on a disconnect it sees, drop the whole pool: after a
+                    # restart every pooled connection is dead, and the retry needs a live one.
+                    if is_disconnect(exc):
+                        await conn.invalidate()
+                        await self._engine.dispose(close=False)
+                    raise
                 return rows
 
         return await self._retry.run(attempt)

@@ -103,6 +103,24 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+_SHUTDOWN_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection itself is gone (closed, reset, server shut down),
+    so it must not be used again. A timeout is not: the connection survives it."""
+    for link in _chain(exc):
+        if isinstance(link, TimeoutError):
+            continue
+        if isinstance(link, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                             asyncpg.CannotConnectNowError)):
+            return True
+        state = _sqlstate(link)
+        if state is not None and (state.startswith("08") or state in _SHUTDOWN_SQLSTATES):
+            return True
+    return False
+
+
 def is_integrity(exc: BaseException) -> bool:
     """Whether ``exc`` is a constraint violation (SQLSTATE class 23)."""
     for link in _chain(exc):

@@ -154,3 +154,41 @@ async def test_undecodable_stored_event_is_an_integrity_error(
         await log.append(
             "u1", [ItemViewed(event_id="e1", user_id="u1", occurred_at=1.0, item_id="i")]
         )
+
+
+async def test_reads_recover_when_the_server_drops_every_connection(
+    embedded_engine: AsyncEngine, embedded_pg_url: str
+) -> None:
+    """What a Postgres restart does to a warm pool: every pooled connection dies. Writes
+    recovered; the raw read path kept handing out its dead connections (503 for good)."""
+    engine = create_engine(embedded_pg_url, pool_size=3, max_overflow=0)
+    log = PostgresEventLog(engine, retry=FAST)
+    try:
+        await log.append("u1", [ItemViewed("e1", "u1", 1.0, "i1")])
+        # Warm the whole pool: three concurrent reads hold three connections.
+        import asyncio
+
+        await asyncio.gather(*(log.read("u1") for _ in range(3)))
+        async with embedded_engine.connect() as admin:
+            killed = (await admin.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'portrait' AND pid <> pg_backend_pid() "
+                "AND datname = current_database()"
+            ))).scalar()
+        assert killed and killed >= 3
+        for _ in range(6):  # more reads than pooled connections: none may stay dead
+            assert [r.seq for r in await log.read("u1")] == [1]
+        assert [r.seq for r in await log.read_all()] == [1]
+    finally:
+        await engine.dispose()
+
+
+def test_only_a_lost_connection_counts_as_a_disconnect() -> None:
+    import asyncpg
+
+    from storage.retry import is_disconnect
+
+    assert is_disconnect(asyncpg.InterfaceError("connection is closed"))
+    assert is_disconnect(ConnectionResetError("reset by peer"))
+    assert not is_disconnect(TimeoutError())  # a statement timeout leaves the connection usable
+    assert not is_disconnect(asyncpg.SerializationError("could not serialize"))
