@@ -183,7 +183,7 @@ async def test_reads_recover_when_the_server_drops_every_connection(
         await engine.dispose()
 
 
-def test_only_a_lost_connection_counts_as_a_disconnect() -> None:
+async def test_only_a_lost_connection_counts_as_a_disconnect() -> None:
     import asyncpg
 
     from storage.retry import is_disconnect
