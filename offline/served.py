@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 
 from offline.prepare import Prepared
-from portrait import codec
+from portrait import catalog, codec
 from portrait.evaluation.baselines import ItemKNN, MostPopular
 from portrait.evaluation.metrics import per_user_metrics
 from portrait.evaluation.runner import System, run
@@ -74,8 +74,7 @@ async def evaluate_served(
     seconds: dict[str, float] = {}
     split = prep.splits[phase]
     t0 = time.perf_counter()
-    items = [{"id": i.item_id, "title": i.title, "description": i.description,
-              "tags": list(i.tags)} for i in prep.items]
+    items = [catalog.to_dict(i) for i in prep.items]
     for start in range(0, len(items), ITEM_BATCH):
         await _post(client, "/v1/items", {"items": items[start : start + ITEM_BATCH]})
     seconds["catalog upsert"] = time.perf_counter() - t0

@@ -141,6 +141,12 @@ def parse_tags(value: object, field_name: str = "tags") -> tuple[str, ...]:
     raise InvalidField(field_name, "must be a list of strings or a '|'-separated string")
 
 
+def to_dict(item: ItemRecord) -> dict[str, Any]:
+    """The API/JSON mapping of ``item``; :func:`from_dict` of it gives an equal record."""
+    return {"id": item.item_id, "title": item.title, "description": item.description,
+            "tags": list(item.tags), "attributes": dict(item.attributes)}
+
+
 def from_dict(data: Mapping[str, Any]) -> ItemRecord:
     """Build an item from an API/CSV mapping.
 

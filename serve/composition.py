@@ -42,7 +42,7 @@ def shard_settings(settings: Settings) -> ShardSettings:
 def api_limits(settings: Settings) -> ApiLimits:
     return ApiLimits(
         max_batch_events=settings.max_batch_events,
-        popularity_refresh_s=settings.popularity_refresh_s,
+        catalog_refresh_s=settings.catalog_refresh_s,
         max_future_skew_s=settings.max_future_skew_s,
     )
 
@@ -138,6 +138,7 @@ class InProcessSystem:
 
     async def close(self) -> None:
         """Stop retraining, snapshot every user and close the stores."""
+        await self.context.close()
         if self.retraining is not None:
             await self.retraining.close()
         for shard in self.shards:

@@ -111,8 +111,8 @@ def cmd_train_items(args: argparse.Namespace, settings: Settings) -> int:
                 return 1
             print(f"item space {space.version}: {len(space.item_ids)} items x "
                   f"{space.vectors.shape[1]} dims from {space.events} events in "
-                  f"{time.perf_counter() - started:.1f}s (a running service publishes it at "
-                  "its next retrain or catalog change)")
+                  f"{time.perf_counter() - started:.1f}s (a running service publishes it within "
+                  "PORTRAIT_CATALOG_REFRESH_S)")
             return 0
 
         return asyncio.run(run())

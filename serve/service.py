@@ -6,7 +6,6 @@ the same start-up path.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from serve.composition import APP_NAME, ENCODER_DEPLOYMENT, build_app
+from serve.composition import APP_NAME, build_app
 from serve.settings import Settings
 
 
@@ -39,13 +38,7 @@ class RunningService:
             ray.get([s.passivate_all.remote() for s in shards], timeout=30)
         except Exception as exc:  # best effort: snapshots are an optimisation
             print(f"warning: snapshots on shutdown failed ({exc!r}); users replay from the log")
-        try:
-            serve.shutdown()  # type: ignore[no-untyped-call]
-        except RuntimeError as exc:
-            # A handle made inside an asyncio.run() that has since closed (the first-run
-            # catalog import) cannot schedule its own shutdown; Ray's shutdown below stops
-            # everything it belongs to anyway.
-            print(f"note: Serve shutdown incomplete ({exc}); stopping Ray")
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
 
 
@@ -90,34 +83,35 @@ def start_service(
         )
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings, database_url), name=APP_NAME, route_prefix="/", blocking=False)
-    if load_demo_catalog:
-        asyncio.run(_import_if_empty(database_url))
     url = f"http://{settings.host}:{settings.port}"
-    wait_ready(url)
+    ready = wait_ready(url)
+    if load_demo_catalog and ready.get("catalog_version") == 0:
+        _import_demo_catalog(url, settings.max_batch_events)
     return RunningService(url, settings, database_url)
 
 
-async def _import_if_empty(database_url: str) -> None:
-    from serve.catalog_import import import_items
-    from serve.encoder_deployment import ServeEncoderConnector
+def _import_demo_catalog(url: str, batch: int) -> None:
+    """The bundled MovieLens movies, through the service's own ``POST /v1/items``: encoded by
+    its encoder and published to every shard as each batch lands. (A side channel into the
+    catalog store left the shards on an empty catalog when a request came first, and a Serve
+    handle made here outlived its event loop.)"""
+    from portrait.catalog import to_dict
     from storage.datasets.movielens import load_movielens
-    from storage.stores import open_stores
 
-    stores = open_stores(database_url, pool_size=2)
-    try:
-        if await stores.catalog_store.version() != 0:
-            return
-        print(
-            "catalog is empty: importing the bundled MovieLens movies (encoded by vLLM)", flush=True
+    items = [to_dict(i) for i in load_movielens().items]
+    print(f"catalog is empty: importing the bundled MovieLens movies ({len(items)}, encoded "
+          "by vLLM)", flush=True)
+    started = time.perf_counter()
+    inserted = 0
+    for start in range(0, len(items), batch):
+        body = json.dumps({"items": items[start : start + batch]}).encode()
+        request = urllib.request.Request(
+            f"{url}/v1/items", data=body, headers={"content-type": "application/json"}
         )
-        encoder = await ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME).connect()
-        started = time.perf_counter()
-        result = await import_items(stores.catalog(encoder), load_movielens().items)
-        print(
-            f"imported {result.inserted} items in {time.perf_counter() - started:.1f}s", flush=True
-        )
-    finally:
-        await stores.close()
+        with urllib.request.urlopen(request, timeout=600) as resp:
+            inserted += int(json.loads(resp.read())["inserted"])
+        print(f"  {min(start + batch, len(items))}/{len(items)} items", flush=True)
+    print(f"imported {inserted} items in {time.perf_counter() - started:.1f}s", flush=True)
 
 
 def run_service(settings: Settings, database_url: str, *, load_demo_catalog: bool = True) -> int:

@@ -50,8 +50,9 @@ class Settings:
         retrain_every_events, retrain_max_age_s: the collaborative item space is retrained
             after this many new events, or this long after the last retrain when there are
             new events.
-        popularity_refresh_s: while events arrive, the popularity prior is recounted and
-            republished at most this often (a retrain or catalog change republishes it too).
+        catalog_refresh_s: how often the ingress looks for a newer catalog, item space or
+            popularity in the stores (written by another process, or new interactions) and
+            republishes.
         max_future_skew_s: how far in the future an event's ``occurred_at`` may lie (client
             clocks drift); later ones are refused with 422.
         log_level: Python logging level of the ``portrait`` command.
@@ -74,7 +75,7 @@ class Settings:
     ingress_max_replicas: int = 1
     retrain_every_events: int = 10_000
     retrain_max_age_s: float = 3600.0
-    popularity_refresh_s: float = 30.0
+    catalog_refresh_s: float = 10.0
     max_future_skew_s: float = 86_400.0
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
@@ -102,7 +103,7 @@ class Settings:
             "datasets_dir": Path,
             "retrain_every_events": int,
             "retrain_max_age_s": float,
-            "popularity_refresh_s": float,
+            "catalog_refresh_s": float,
             "max_future_skew_s": float,
         }
         for name, kind in simple.items():
@@ -138,7 +139,7 @@ class Settings:
             ),
             (self.retrain_every_events >= 1, "RETRAIN_EVERY_EVENTS", "must be at least 1"),
             (self.retrain_max_age_s > 0, "RETRAIN_MAX_AGE_S", "must be positive"),
-            (self.popularity_refresh_s > 0, "POPULARITY_REFRESH_S", "must be positive"),
+            (self.catalog_refresh_s > 0, "CATALOG_REFRESH_S", "must be positive"),
             (0 <= self.max_future_skew_s < 10 * 365 * 86_400, "MAX_FUTURE_SKEW_S",
              "must be between 0 and ten years of seconds"),
             (self.log_level.upper() in _LOG_LEVELS, "LOG_LEVEL", f"must be one of {_LOG_LEVELS}"),

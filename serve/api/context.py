@@ -10,8 +10,8 @@ refused connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,16 +55,11 @@ class Retraining(Protocol):
 @dataclass(frozen=True)
 class ApiLimits:
     max_batch_events: int = 1000
-    popularity_refresh_s: float = 30.0
+    catalog_refresh_s: float = 10.0
     max_future_skew_s: float = 86_400.0
 
 
 _log = logging.getLogger(__name__)
-
-
-def _log_failure(done: asyncio.Future[int]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        _log.warning("popularity refresh failed (the previous prior stays): %r", done.exception())
 
 
 EncoderStats = Callable[[], Awaitable[Mapping[str, Any] | None]]
@@ -100,8 +95,7 @@ class ApiContext:
         self._catalog: ItemCatalog | None = None
         self._publisher: CatalogPublisher | None = None
         self._start: asyncio.Task[None] | None = None
-        self._published_at = 0.0  # time.monotonic() of the last publication
-        self._refresh: asyncio.Future[int] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     def shard_for(self, user_id: str) -> Shard:
         return self.shards[owner_index(user_id, self.names)]
@@ -135,23 +129,38 @@ class ApiContext:
         await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
         await asyncio.gather(*(s.ready() for s in self.shards))
         self._catalog, self._publisher = catalog, publisher
+        self._watcher = asyncio.ensure_future(self._watch(self.limits.catalog_refresh_s))
+
+    async def _watch(self, every_s: float) -> None:
+        """Republish whenever the stores hold something newer than the last view: items
+        written by another process (the first run's catalog import, ``portrait
+        import-catalog``, another ingress replica), an item space trained elsewhere
+        (``portrait train-items``), new interactions for the popularity prior. Without it, a
+        shard that started during the first run's import kept an empty catalog for good."""
+        assert self._publisher is not None
+        while True:
+            await asyncio.sleep(every_s)
+            before = self._publisher.key
+            try:
+                await self._publisher.publish()
+                if self._publisher.key != before:
+                    await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
+            except Exception as exc:  # the previous view stays; the next round tries again
+                _log.warning("catalog refresh failed (the current view stays): %s",
+                             type(exc).__name__, exc_info=exc)
+
+    async def close(self) -> None:
+        """Stop the catalog watcher."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
 
     async def publish_catalog(self, *, force: bool = False) -> int:
         """Publish the catalog (and the newest item space) if either changed, and tell every
         shard; returns the catalog version."""
         assert self._publisher is not None, "ready() first"
-        self._published_at = time.monotonic()
         version = await self._publisher.publish(force=force)
         await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
         return version
-
-    def events_recorded(self) -> None:
-        """New events are in the log: republish (popularity moved) in the background, at most
-        once per ``limits.popularity_refresh_s`` and one publication at a time, so a new user's
-        prior follows what is popular now rather than at the last retrain."""
-        if self._publisher is None or (self._refresh is not None and not self._refresh.done()):
-            return
-        if time.monotonic() - self._published_at < self.limits.popularity_refresh_s:
-            return
-        self._refresh = asyncio.ensure_future(self.publish_catalog())
-        self._refresh.add_done_callback(_log_failure)

@@ -76,8 +76,6 @@ def _events(app: FastAPI) -> None:
         results, status = await fanout.ingest(ctx, body.events)
         recorded = sum(1 for r in results if "seq" in r and not r["duplicate"])
         metrics.INGESTED.inc(recorded)
-        if recorded:
-            ctx.events_recorded()
         if recorded and ctx.retraining is not None:
             await ctx.retraining.note_events(recorded)
         metrics.INGEST_LATENCY.observe(time.perf_counter() - started)

@@ -143,3 +143,11 @@ def test_from_dict_errors_name_the_key(
 def test_parse_tags_drops_blanks() -> None:
     assert parse_tags(" a | |b ") == ("a", "b")
     assert parse_tags(None) == ()
+
+
+def test_to_dict_round_trips_through_from_dict() -> None:
+    from portrait.catalog import ItemRecord, from_dict, to_dict
+
+    item = ItemRecord("m1", "Alien", "In space no one can hear you scream.", ("Horror", "Sci-Fi"),
+                      {"year": 1979, "rated": "R"})
+    assert from_dict(to_dict(item)) == item
