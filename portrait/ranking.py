@@ -160,6 +160,25 @@ def _mmr(
     return chosen
 
 
+def _most_similar(
+    rows: np.ndarray, recent_ids: list[str], recent_rows: np.ndarray, items: ItemIndex, n: int = 2
+) -> list[list[tuple[float, str]]]:
+    """Per result row: its ``n`` most similar recent items other than itself with a positive
+    similarity, as (similarity, item id), highest first (ties: the larger id first). One
+    matrix product and one sort for all rows, not a Python loop over every pair."""
+    if not recent_ids or rows.size == 0:
+        return [[] for _ in range(rows.size)]
+    sims = items.matrix[rows] @ items.matrix[recent_rows].T
+    masked = np.where((recent_rows[None, :] != rows[:, None]) & (sims > 0), sims, -np.inf)
+    id_rank = np.argsort(np.argsort(np.asarray(recent_ids, dtype=object)))  # string order
+    order = np.lexsort((np.broadcast_to(id_rank, masked.shape), masked), axis=-1)
+    best = order[:, ::-1][:, :n]
+    return [
+        [(float(masked[i, j]), recent_ids[j]) for j in best[i] if np.isfinite(masked[i, j])]
+        for i in range(rows.size)
+    ]
+
+
 def explain(
     rows: Sequence[int],
     state: ProfileState,
@@ -184,21 +203,13 @@ def explain(
             recent[item_id] = r
     recent_ids = list(recent)
     recent_rows = np.fromiter(recent.values(), dtype=np.int64, count=len(recent))
-    sims = items.matrix[list(rows)] @ items.matrix[recent_rows].T if recent else None
+    top_similar = _most_similar(np.asarray(rows, dtype=np.int64), recent_ids, recent_rows, items)
     tag_w = state.tag_weights(config)
     out = []
     for i, row in enumerate(rows):
-        reasons: list[Reason] = []
-        if sims is not None:
-            similar = sorted(
-                (
-                    (float(s), item_id)
-                    for s, item_id, r in zip(sims[i], recent_ids, recent_rows, strict=True)
-                    if r != row and s > 0
-                ),
-                reverse=True,
-            )
-            reasons += [Reason("similar_to", item_id, round(s, 4)) for s, item_id in similar[:2]]
+        reasons: list[Reason] = [
+            Reason("similar_to", item_id, round(s, 4)) for s, item_id in top_similar[i]
+        ]
         liked = sorted(
             ((tag_w[t], t) for t in items.tags(row) if tag_w.get(t, 0.0) > 0), reverse=True
         )

@@ -114,3 +114,28 @@ def test_a_profile_ranks_in_a_retrained_item_space_without_refolding() -> None:
     assert all(i.startswith("a") for i in before)
     assert all(i.startswith("b") for i in after)
     assert retrained.space_version == "collab-1" and ITEMS.space_version == "text"
+
+
+def test_most_similar_matches_the_pairwise_definition() -> None:
+    """The vectorised reason picker equals the plain definition: per row, the two recent
+    items (not the row itself) with the highest positive similarity, ties to the larger id."""
+    from portrait.items import ItemIndex
+    from portrait.ranking import _most_similar
+
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((6, 4)).astype(np.float32)
+    matrix = np.vstack([base, base[:3]])  # rows 6..8 duplicate 0..2: exact similarity ties
+    ids = [f"i{k}" for k in range(len(matrix))]
+    items = ItemIndex(ids, matrix)
+    for trial in range(50):
+        recent_rows = rng.choice(len(ids), size=rng.integers(1, len(ids)), replace=False)
+        recent_ids = [ids[r] for r in recent_rows]
+        rows = rng.choice(len(ids), size=4, replace=False)
+        got = _most_similar(rows, recent_ids, recent_rows, items)
+        all_sims = items.matrix[rows] @ items.matrix[recent_rows].T  # as explain computes them
+        for i, row in enumerate(rows):
+            sims = all_sims[i]
+            pairs = zip(sims, recent_ids, recent_rows, strict=True)
+            want = sorted(((float(s), rid) for s, rid, r in pairs if r != row and s > 0),
+                          reverse=True)[:2]
+            assert got[i] == want, (trial, row)
