@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -25,21 +26,33 @@ class TextFeatureSource:
         return self._encoder.model_id
 
     async def features_for(self, events: Iterable[Event]) -> Mapping[str, TextFeatures]:
-        """Features keyed by event_id for every text event in ``events``."""
+        """Features keyed by event_id for every text event in ``events``.
+
+        The cache holds them under the event id *and* a digest of the text: features are
+        encoded before the append, so those of an event the log then refused stay cached, and
+        keyed by the id alone a later, different event reusing that id would inherit them.
+        """
         texts = {e.event_id: t for e in events if (t := event_text(e)) is not None}
         if not texts:
             return {}
+        keys = {eid: cache_key(eid, text) for eid, text in texts.items()}
         model = self._encoder.model_id
-        found = await self._store.get_many(list(texts), model)
+        cached = await self._store.get_many(list(keys.values()), model)
+        found = {eid: cached[key] for eid, key in keys.items() if key in cached}
         missing = [eid for eid in texts if eid not in found]
         if missing:
             batch = TextFeatureBatch([texts[eid] for eid in missing])
             vectors = await self._encoder.encode(batch.inputs)
             fresh = dict(zip(missing, batch.assemble(vectors), strict=True))
             self.encoded += len(missing)
-            await self._store.put_many(fresh, model)
+            await self._store.put_many({keys[eid]: f for eid, f in fresh.items()}, model)
             found = {**found, **fresh}
         return found
+
+
+def cache_key(event_id: str, text: str) -> str:
+    """Where a text event's features are cached: its id plus a digest of its text."""
+    return f"{event_id}#{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 class ThreadedEncoder:

@@ -392,3 +392,24 @@ async def test_route_dependencies_run_inline_not_in_a_thread_pool(system: InProc
                 assert inspect.iscoroutinefunction(call), (route.path, call)
                 checked += 1
     assert checked >= 6  # the user and item id checks of every route that takes one
+
+
+async def test_a_refused_batch_leaves_no_text_features_for_a_later_event(
+    http: httpx.AsyncClient,
+) -> None:
+    """Features are encoded before the append; when the append is refused, a later event that
+    reuses the refused id with another text must be folded with its own text."""
+    first = await http.post("/v1/events", json={"events": [
+        ev("view", "p-v1", "pia", T0, item_id="m1")]})
+    assert first.status_code == 200
+    refused = await http.post("/v1/events", json={"events": [
+        ev("search", "p-s1", "pia", T0 + 1, query="starships empire rebels galaxy"),
+        ev("view", "p-v1", "pia", T0, item_id="m2"),  # the same id, other content: 409
+    ]})
+    assert refused.status_code == 409, refused.text
+    again = await http.post("/v1/events", json={"events": [
+        ev("search", "p-s1", "pia", T0 + 2, query="kitchen chefs cooking love")]})
+    assert again.status_code == 200, again.text
+    keywords = {k["keyword"] for k in (await http.get("/v1/users/pia/profile")).json()["keywords"]}
+    assert keywords & {"kitchen", "chefs", "cooking", "love"}, keywords
+    assert not keywords & {"starships", "empire", "rebels", "galaxy"}, keywords
