@@ -35,6 +35,9 @@ def create_engine(
     pool_size: int = 5,
     max_overflow: int = 10,
     connect_timeout: float = 5.0,
+    statement_timeout_s: float = 60.0,
+    lock_timeout_s: float = 10.0,
+    idle_in_transaction_timeout_s: float = 60.0,
     **kwargs: Any,
 ) -> AsyncEngine:
     """An :class:`AsyncEngine` on the asyncpg driver.
@@ -47,6 +50,12 @@ def create_engine(
         max_overflow: extra connections opened under bursts and closed when returned.
         connect_timeout: seconds before a connection attempt counts as failed (and, through
             :mod:`storage.retry`, as transient).
+        statement_timeout_s, lock_timeout_s, idle_in_transaction_timeout_s: the session's
+            Postgres limits (0 = none). Every writer takes one advisory lock, so without them
+            one stuck statement or abandoned transaction stalls all ingest: a lock wait past
+            ``lock_timeout_s`` fails (SQLSTATE 55P03, retried, then 503) instead of queueing
+            for ever, and a session idle inside a transaction is ended, releasing the lock.
+            The longest statements (a page of 10,000 events, popularity counts) take seconds.
         **kwargs: passed to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
     """
     connect_args: dict[str, Any] = {
@@ -56,6 +65,9 @@ def create_engine(
             # The queries are short OLTP statements; JIT compilation of a large replay scan
             # costs tens of milliseconds and never pays back.
             "jit": "off",
+            "statement_timeout": _ms(statement_timeout_s),
+            "lock_timeout": _ms(lock_timeout_s),
+            "idle_in_transaction_session_timeout": _ms(idle_in_transaction_timeout_s),
         },
     }
     connect_args.update(kwargs.pop("connect_args", {}))
@@ -73,3 +85,10 @@ def create_engine(
 
 
 __all__ = ["async_url", "create_engine"]
+
+
+def _ms(seconds: float) -> str:
+    """A Postgres duration setting in milliseconds (``"0"`` disables it)."""
+    if seconds < 0:
+        raise ValueError("timeouts must be >= 0")
+    return str(int(round(seconds * 1000)))

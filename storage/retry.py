@@ -12,7 +12,7 @@ SQLAlchemy raise onto :mod:`portrait.errors`, looking along the exception's ``or
   - asyncpg ``InterfaceError`` (connection closed), ``ConnectionDoesNotExistError`` and all
     of SQLSTATE class 08, ``CannotConnectNowError`` and the other shutdowns (57P01-57P03),
     too many connections (53300), serialization failure (40001), deadlock (40P01), lock
-    timeout (55P03).
+    timeout (55P03), statement timeout (57014; the server is overloaded, a 503 to the client).
 
 * ``StorageIntegrityError`` - SQLAlchemy ``IntegrityError`` / SQLSTATE class 23 that the
   adapter did not anticipate (it checks event_ids and versions itself, under a lock), and
@@ -52,7 +52,9 @@ _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "55P03", "57P01", "57P02", "57P03"})
+_TRANSIENT_SQLSTATES = frozenset(
+    {"40001", "40P01", "53300", "55P03", "57014", "57P01", "57P02", "57P03"}
+)
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,

@@ -192,3 +192,41 @@ async def test_only_a_lost_connection_counts_as_a_disconnect() -> None:
     assert is_disconnect(ConnectionResetError("reset by peer"))
     assert not is_disconnect(TimeoutError())  # a statement timeout leaves the connection usable
     assert not is_disconnect(asyncpg.SerializationError("could not serialize"))
+
+
+async def test_a_stuck_writer_cannot_stall_ingest_for_ever(
+    embedded_engine: AsyncEngine, embedded_pg_url: str
+) -> None:
+    """Every append takes one advisory lock. A session that holds it (a stuck statement, an
+    abandoned transaction) used to make every other writer wait without limit; with the
+    session's lock_timeout the append fails as unavailable (503, retry) in bounded time and
+    succeeds once the lock is free."""
+    from storage.postgres import WRITE_LOCK_KEY
+
+    engine = create_engine(embedded_pg_url, lock_timeout_s=0.3)
+    log = PostgresEventLog(engine, retry=FAST)
+    event = ItemViewed("stuck-1", "stuck-user", 1.0, "i1")
+    try:
+        async with embedded_engine.connect() as holder:
+            await holder.execute(text(f"SELECT pg_advisory_lock({WRITE_LOCK_KEY})"))
+            began = time.monotonic()
+            with pytest.raises(StorageUnavailable):
+                await log.append("stuck-user", [event])
+            assert time.monotonic() - began < 5.0  # three attempts of 0.3 s plus backoff
+            await holder.execute(text(f"SELECT pg_advisory_unlock({WRITE_LOCK_KEY})"))
+        (result,) = await log.append("stuck-user", [event])
+        assert result.seq == 1 and not result.duplicate  # nothing was half-written before
+    finally:
+        await engine.dispose()
+
+
+async def test_session_timeouts_are_set_on_every_connection(embedded_pg_url: str) -> None:
+    engine = create_engine(embedded_pg_url, statement_timeout_s=2, lock_timeout_s=0.5,
+                           idle_in_transaction_timeout_s=30)
+    try:
+        async with engine.connect() as conn:
+            got = [(await conn.execute(text(f"SHOW {name}"))).scalar() for name in (
+                "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")]
+        assert got == ["2s", "500ms", "30s"]
+    finally:
+        await engine.dispose()
