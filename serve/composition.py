@@ -44,6 +44,7 @@ def api_limits(settings: Settings) -> ApiLimits:
         max_batch_events=settings.max_batch_events,
         catalog_refresh_s=settings.catalog_refresh_s,
         max_future_skew_s=settings.max_future_skew_s,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 

@@ -53,6 +53,7 @@ class Settings:
         catalog_refresh_s: how often the ingress looks for a newer catalog, item space or
             popularity in the stores (written by another process, or new interactions) and
             republishes.
+        max_body_bytes: largest request body accepted (413 beyond), checked before it is read.
         max_future_skew_s: how far in the future an event's ``occurred_at`` may lie (client
             clocks drift); later ones are refused with 422.
         log_level: Python logging level of the ``portrait`` command.
@@ -77,6 +78,7 @@ class Settings:
     retrain_max_age_s: float = 3600.0
     catalog_refresh_s: float = 10.0
     max_future_skew_s: float = 86_400.0
+    max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
@@ -105,6 +107,7 @@ class Settings:
             "retrain_max_age_s": float,
             "catalog_refresh_s": float,
             "max_future_skew_s": float,
+            "max_body_bytes": int,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -129,6 +132,7 @@ class Settings:
             (1 <= self.port <= 65535, "PORT", "must be a TCP port"),
             (1 <= self.shards <= 1024, "SHARDS", "must be between 1 and 1024"),
             (1 <= self.max_batch_events <= 100_000, "MAX_BATCH_EVENTS", "must be 1..100000"),
+            (1024 <= self.max_body_bytes <= 1 << 30, "MAX_BODY_BYTES", "must be 1 KiB..1 GiB"),
             (self.snapshot_every >= 1, "SNAPSHOT_EVERY", "must be at least 1"),
             (self.idle_timeout_s > 0, "IDLE_TIMEOUT_S", "must be positive"),
             (self.memory_budget_mb >= 1, "MEMORY_BUDGET_MB", "must be at least 1"),

@@ -57,6 +57,7 @@ class ApiLimits:
     max_batch_events: int = 1000
     catalog_refresh_s: float = 10.0
     max_future_skew_s: float = 86_400.0
+    max_body_bytes: int = 32 * 1024 * 1024
 
 
 _log = logging.getLogger(__name__)

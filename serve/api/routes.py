@@ -18,6 +18,7 @@ from portrait.validation import MAX_UNIX_TIME, check_id
 from serve import metrics
 from serve.api import errors, fanout, responses
 from serve.api import models as m
+from serve.api.body_limit import BodyLimit
 from serve.api.context import ApiContext
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -58,6 +59,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses=_ERRORS,
     )
     app.state.portrait = ctx
+    app.add_middleware(BodyLimit, max_bytes=ctx.limits.max_body_bytes)
     errors.install(app)
     _events(app)
     _users(app)

@@ -7,6 +7,7 @@ this tier is where API behaviour is pinned down cheaply.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from actors.text_features import ThreadedEncoder
 from portrait.tuned_config import TunedConfig
 from serve.api import models as m
+from serve.api.routes import create_app
 from serve.composition import InProcessSystem, in_process
 from serve.settings import Settings
 from storage.stores import forget_memory
@@ -413,3 +415,32 @@ async def test_a_refused_batch_leaves_no_text_features_for_a_later_event(
     keywords = {k["keyword"] for k in (await http.get("/v1/users/pia/profile")).json()["keywords"]}
     assert keywords & {"kitchen", "chefs", "cooking", "love"}, keywords
     assert not keywords & {"starships", "empire", "rebels", "galaxy"}, keywords
+
+
+async def test_oversized_bodies_are_refused_before_they_are_read(store_url: str) -> None:
+    settings = Settings(shards=1)
+    sys_ = in_process(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    sys_.context.limits = dataclasses.replace(sys_.context.limits, max_body_bytes=4096)
+    app = create_app(sys_.context)  # built after the limit changed
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as client:
+            big = {"events": [ev("search", f"q{i}", "big", T0 + i, query="x" * 100)
+                              for i in range(40)]}
+            resp = await client.post("/v1/events", json=big)
+            assert resp.status_code == 413 and resp.json()["field"] == "body", resp.text
+
+            async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked
+                for _ in range(10):
+                    yield b" " * 1000
+
+            resp = await client.post("/v1/events", content=chunks(),
+                                     headers={"content-type": "application/json"})
+            assert resp.status_code == 413 and resp.json()["error"] == "PayloadTooLarge"
+            small = await client.post("/v1/events", json={"events": [
+                ev("view", "ok1", "small", T0, item_id="m1")]})
+            assert small.status_code == 200, small.text  # under the cap: read as usual
+            audit = await client.get("/v1/users/big/events")
+            assert audit.status_code == 404  # nothing of the refused bodies was written
+    finally:
+        await sys_.close()
