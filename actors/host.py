@@ -178,9 +178,20 @@ class UserHost:
         return self.variants.for_user(user_id).profile
 
     async def state(self, user_id: str) -> ProfileState:
-        """The user's current profile (activating them if needed). Do not mutate it."""
+        """The user's current profile (activating them if needed). Do not mutate it.
+
+        Reads hold memory to the same budget as writes: a user activated here may push the
+        host over it, and then the least recently used are passivated. A user with nothing
+        recorded is answered without being kept (reads of random ids cost no memory).
+        """
         async with self._locks.hold([user_id]):
-            return (await self._active(user_id)).state
+            user = self._users.get(user_id)
+            if user is not None:
+                self._users.touch(user_id)
+                return user.state
+            state = (await self._activate([user_id], keep_empty=False))[user_id].state
+        await self._enforce_budget()
+        return state
 
     async def state_at(
         self, user_id: str, *, until_seq: int | None = None, until_time: float | None = None
@@ -393,11 +404,14 @@ class UserHost:
                 outcomes.update(dict.fromkeys(missing, exc))
         return users
 
-    async def _activate(self, user_ids: Sequence[str]) -> dict[str, ActiveUser]:
+    async def _activate(
+        self, user_ids: Sequence[str], *, keep_empty: bool = True
+    ) -> dict[str, ActiveUser]:
         """Load users (not active, locks held): their latest snapshots in one query, the
         log's tails after them in another, their texts' features in one call, then replay.
         A shard that restarts re-activates users in bulk, so this is one round trip per
-        step, not per user."""
+        step, not per user. With ``keep_empty=False`` a user without any event is returned
+        but not kept active."""
         started = time.perf_counter()
         snaps = await self._snapshots.latest_many({u: self._hash(u) for u in user_ids})
         starts: dict[str, tuple[Snapshot, ProfileState]] = {}
@@ -421,6 +435,9 @@ class UserHost:
                 user_id=user_id,
                 snapshot=snapshot,
             )
+            if not keep_empty and state.last_seq == 0:
+                users[user_id] = ActiveUser(state, 0, 0.0)  # answered, never kept
+                continue
             # Without a usable snapshot, snapshot_seq 0 gets a fresh one written soon.
             users[user_id] = self._users.add(user_id, state, start[0].seq if start else 0)
             self.stats.replayed_events += len(tails[user_id])

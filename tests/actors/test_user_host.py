@@ -342,3 +342,20 @@ async def test_an_unreadable_snapshot_is_ignored_and_the_log_replayed(
     again = make_host(stores)
     assert (await again.state("u")).event_count == 6
     assert again.stats.snapshots_unreadable == 0 and again.stats.replayed_events == 0
+
+
+async def test_reads_keep_memory_within_the_budget(stores: Stores) -> None:
+    """Reads used to keep every user they touched: a GET per random id grew the host
+    without bound, and the budget was only enforced after writes."""
+    writer = make_host(stores)
+    for k in range(6):
+        await writer.ingest(f"r{k}", views(f"r{k}", 0, 5))
+    one_user = (await writer.state("r0")).event_count and writer.active_bytes / 6
+    host = make_host(stores, memory_budget_bytes=int(one_user * 2.5))
+    for k in range(200):  # unknown users: answered with an empty profile, never kept
+        assert (await host.state(f"nobody-{k}")).event_count == 0
+    assert host.active_users == 0
+    for k in range(6):  # known users: activated by reads, evicted beyond the budget
+        assert (await host.state(f"r{k}")).event_count == 5
+    assert host.active_users <= 3 and host.stats.passivations >= 3
+    assert host.active_bytes <= one_user * 2.5 + one_user
