@@ -35,7 +35,10 @@ STATUS: tuple[tuple[type[PortraitError], int], ...] = (
     (BatchTooLarge, 413),
     (InvalidInput, 422),
     (NotFound, 404),
-    (VersionConflict, 409),
+    # Clients never send expected versions: a version conflict means another writer had the
+    # user's stream (a shard hand-off) even after the host reloaded it once. Nothing was
+    # written; retrying is right, so it is a 503, not the 409 that says "do not retry".
+    (VersionConflict, 503),
     (EventIdConflict, 409),
     (StorageUnavailable, 503),
     (EncoderUnavailable, 503),
@@ -47,6 +50,7 @@ _PUBLIC_MESSAGE = {
     StorageUnavailable: "the event store is unreachable; retry later",
     EncoderUnavailable: "the text encoder is unavailable; retry later",
     ShardUnavailable: "the shard serving this user is restarting; retry later",
+    VersionConflict: "the user's events are being written elsewhere; retry later",
 }
 
 

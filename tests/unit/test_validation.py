@@ -90,3 +90,13 @@ def test_readiness_and_error_bodies_never_echo_driver_text() -> None:
         "the event store is unreachable; retry later")
     assert "restarting" in public_reason(ShardUnavailable("actor 8f3a died"))
     assert public_reason(TimeoutError()).startswith("still starting")
+
+
+def test_an_internal_version_conflict_is_retryable_for_clients() -> None:
+    from portrait.errors import EventIdConflict, VersionConflict
+    from serve.api.errors import error_body, retry_headers, status_of
+
+    conflict = VersionConflict("u1", 3, 4)
+    assert status_of(conflict) == 503 and retry_headers(503) == {"Retry-After": "2"}
+    assert "u1" not in error_body(conflict)["message"]
+    assert status_of(EventIdConflict("e1", "other content")) == 409  # the client's own mistake: do not retry
