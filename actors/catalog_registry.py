@@ -22,19 +22,34 @@ NAMESPACE = "portrait"
 @ray.remote(num_cpus=0, max_restarts=-1)
 class CatalogRegistry:
     """Holds ``(key, [index_ref, extras_ref, space_ref])``; refs are kept nested so Ray passes
-    them through unresolved and each reader fetches the shared object itself."""
+    them through unresolved and each reader fetches the shared object itself.
+
+    The registry puts the parts into the object store itself, so it owns them: they live as
+    long as it does, not as long as the ingress replica that published them (a shard restarted
+    after that replica died could not load its catalog). If the registry itself restarts it
+    comes back empty, and the next publication (the ingress checks, see
+    :meth:`RegistryChannel.current_key`) fills it again.
+    """
 
     def __init__(self) -> None:
         self._key: ViewKey = (-1, -1, -1)
         self._refs: list[Any] = []
 
-    def publish(self, key: ViewKey, refs: list[Any]) -> bool:
-        """Record ``key`` if it supersedes the current one. Returns whether it did."""
+    def publish(self, key: ViewKey, parts: list[Any]) -> str:
+        """Make ``key`` current if it supersedes ours. A part given as None is the current
+        view's (index and item space are unchanged when only popularity moved).
+
+        Returns ``"published"``, ``"stale"`` (ours is as new or newer) or ``"need-parts"``
+        (a part was left out that we do not hold: send them all).
+        """
         key = (int(key[0]), int(key[1]), int(key[2]))
         if self._refs and not newer(key, self._key):
-            return False
-        self._key, self._refs = key, refs
-        return True
+            return "stale"
+        if any(p is None for p in parts) and (not self._refs or self._key[:2] != key[:2]):
+            return "need-parts"
+        self._refs = [self._refs[i] if p is None else ray.put(p) for i, p in enumerate(parts)]
+        self._key = key
+        return "published"
 
     def current(self) -> tuple[ViewKey, list[Any]]:
         return self._key, self._refs
@@ -50,25 +65,33 @@ def get_or_create_registry() -> Any:
 class RegistryChannel:
     """:class:`~actors.catalog_view.CatalogSink` and ``CatalogFeed`` over the registry actor.
 
-    A publisher's channel remembers what it last put into the object store, so a view that
-    differs only in popularity shares the index and item-space objects instead of copying
-    the matrices again; it pickles (into every shard) without that memory."""
+    A view that differs from the last one this channel sent only in popularity is sent without
+    its index and item-space parts (the registry keeps its own); stateless otherwise, so it
+    pickles into every shard without that memory.
+    """
 
     def __init__(self) -> None:
-        self._put: tuple[tuple[int, int], list[Any]] | None = None
+        self._sent: tuple[int, int] | None = None
 
     def __reduce__(self) -> tuple[type[RegistryChannel], tuple[()]]:
         return (RegistryChannel, ())
 
     async def publish(self, view: CatalogView) -> bool:
+        registry = get_or_create_registry()
         index, extras, space = view.to_parts()
-        last = self._put
-        if last is not None and last[0] == view.key[:2]:
-            refs = [last[1][0], ray.put(extras), last[1][2]]
-        else:
-            refs = [ray.put(index), ray.put(extras), ray.put(space)]
-        self._put = (view.key[:2], refs)
-        return bool(await get_or_create_registry().publish.remote(view.key, refs))
+        parts: list[Any] = [index, extras, space]
+        if self._sent == view.key[:2]:
+            parts = [None, extras, None]
+        status = await registry.publish.remote(view.key, parts)
+        if status == "need-parts":
+            status = await registry.publish.remote(view.key, [index, extras, space])
+        if status == "published":
+            self._sent = view.key[:2]
+        return bool(status == "published")
+
+    async def current_key(self) -> ViewKey:
+        key, _ = await get_or_create_registry().current.remote()
+        return (int(key[0]), int(key[1]), int(key[2]))
 
     async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
         key, refs = await get_or_create_registry().current.remote()

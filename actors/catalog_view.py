@@ -104,6 +104,11 @@ class CatalogSink(Protocol):
         whether it did."""
         ...
 
+    async def current_key(self) -> ViewKey:
+        """The key of the view readers get now; ``(-1, -1, -1)`` when there is none (also
+        after the registry lost its state)."""
+        ...
+
 
 class CatalogFeed(Protocol):
     async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
@@ -123,6 +128,9 @@ class LocalCatalogChannel:
             return False
         self._view = view
         return True
+
+    async def current_key(self) -> ViewKey:
+        return self._view.key if self._view is not None else (-1, -1, -1)
 
     async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
         view = self._view

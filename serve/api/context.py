@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.catalog_publisher import CatalogPublisher
-from actors.catalog_view import CatalogSink, ViewKey
+from actors.catalog_view import CatalogSink, ViewKey, newer
 from actors.dependencies import EncoderConnector
 from actors.shard_service import ProfileReport, Recommendations, UserOutcome
 from portrait.inspection import ProfileDiff
@@ -143,8 +143,10 @@ class ApiContext:
             await asyncio.sleep(every_s)
             before = self._publisher.key
             try:
-                await self._publisher.publish()
-                if self._publisher.key != before:
+                # A registry that restarted has lost what it held: publish ours again.
+                lost = newer(before, await self._sink.current_key())
+                await self._publisher.publish(force=lost)
+                if lost or self._publisher.key != before:
                     await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
             except Exception as exc:  # the previous view stays; the next round tries again
                 _log.warning("catalog refresh failed (the current view stays): %s",

@@ -99,4 +99,5 @@ def test_an_internal_version_conflict_is_retryable_for_clients() -> None:
     conflict = VersionConflict("u1", 3, 4)
     assert status_of(conflict) == 503 and retry_headers(503) == {"Retry-After": "2"}
     assert "u1" not in error_body(conflict)["message"]
-    assert status_of(EventIdConflict("e1", "other content")) == 409  # the client's own mistake: do not retry
+    # The client's own mistake: do not retry.
+    assert status_of(EventIdConflict("e1", "other content")) == 409
