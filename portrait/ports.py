@@ -191,11 +191,17 @@ class TextFeatureStore(Protocol):
     async def put_many(self, features: dict[str, TextFeatures], model_id: str) -> None: ...
 
 
+# Snapshots kept per user and config hash: the newest few. Activation reads only the newest;
+# older ones only shorten time-travel replays, which the log serves on its own.
+KEEP_SNAPSHOTS = 3
+
+
 class SnapshotStore(Protocol):
     """Latest-state snapshots that shorten replay. Always safe to lose."""
 
     async def save_many(self, snapshots: Sequence[Snapshot]) -> None:
-        """Keep every snapshot (all or none); one already saved for the same key wins."""
+        """Keep every snapshot (all or none); one already saved for the same key wins. Of
+        each (user, config hash) saved to, only the newest :data:`KEEP_SNAPSHOTS` remain."""
         ...
 
     async def latest(

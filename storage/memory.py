@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from portrait.codec import MAX_PAYLOAD_BYTES
 from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
-from portrait.ports import AppendRequest, AppendResult, Snapshot
+from portrait.ports import KEEP_SNAPSHOTS, AppendRequest, AppendResult, Snapshot
 from storage.planning import Recorded, event_ids, plan_appends, users_with_new_events
 from storage.validation import (
     PreparedBatch,
@@ -145,7 +145,10 @@ class InMemorySnapshotStore:
             check_snapshot(snapshot)
         for snapshot in batch:
             key = (snapshot.user_id, snapshot.config_hash)
-            self._snapshots.setdefault(key, {}).setdefault(snapshot.seq, snapshot)
+            by_seq = self._snapshots.setdefault(key, {})
+            by_seq.setdefault(snapshot.seq, snapshot)
+            for old in sorted(by_seq)[:-KEEP_SNAPSHOTS]:
+                del by_seq[old]
 
     async def latest(
         self, user_id: str, config_hash: str, max_seq: int | None = None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Text, bindparam, func, select, true
+from sqlalchemy import Text, bindparam, func, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portrait.ports import Snapshot
+from portrait.ports import KEEP_SNAPSHOTS, Snapshot
 from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.schema import snapshots
 from storage.validation import check_count, check_snapshot
@@ -31,6 +31,19 @@ _LATEST_MANY = select(_WANTED.c.user_id, _NEWEST.c.seq, _NEWEST.c.state).select_
     _WANTED.join(_NEWEST, true())
 )
 _INSERT = insert(snapshots).on_conflict_do_nothing(index_elements=["user_id", "config_hash", "seq"])
+# Of each (user, config hash) just saved to, delete all but the newest KEEP_SNAPSHOTS: a step
+# back along the primary key finds the oldest seq to keep.
+_PRUNE = text(
+    """
+    DELETE FROM snapshots s
+    USING (SELECT DISTINCT * FROM unnest(CAST(:users AS text[]), CAST(:hashes AS text[]))
+           AS w(user_id, config_hash)) w
+    WHERE s.user_id = w.user_id AND s.config_hash = w.config_hash
+      AND s.seq < (SELECT k.seq FROM snapshots k
+                   WHERE k.user_id = w.user_id AND k.config_hash = w.config_hash
+                   ORDER BY k.seq DESC OFFSET :keep - 1 LIMIT 1)
+    """
+)
 
 
 class PostgresSnapshotStore:
@@ -57,9 +70,14 @@ class PostgresSnapshotStore:
             for s in batch
         ]
 
+        pruned = sorted({(s.user_id, s.config_hash) for s in batch})
+        prune = {"users": [u for u, _ in pruned], "hashes": [h for _, h in pruned],
+                 "keep": KEEP_SNAPSHOTS}
+
         async def attempt() -> None:
             async with self._engine.begin() as conn:
                 await conn.execute(_INSERT, rows)
+                await conn.execute(_PRUNE, prune)
 
         await self._retry.run(attempt)
 

@@ -25,7 +25,14 @@ from portrait.events import (
     ReviewWritten,
     SearchPerformed,
 )
-from portrait.ports import AppendRequest, AppendResult, EventLog, Snapshot, SnapshotStore
+from portrait.ports import (
+    KEEP_SNAPSHOTS,
+    AppendRequest,
+    AppendResult,
+    EventLog,
+    Snapshot,
+    SnapshotStore,
+)
 from storage.memory import InMemoryEventLog, InMemorySnapshotStore
 from storage.postgres import PostgresEventLog, PostgresSnapshotStore
 
@@ -346,6 +353,15 @@ class EventLogContract(abc.ABC):
             "u1": Snapshot("u1", 30, b"other", "cfg2")
         }
         assert await snapshots.latest_many({}) == {}
+        # Only the newest KEEP_SNAPSHOTS of each (user, config) remain: they used to pile up
+        # for ever (one every snapshot_every events).
+        await snapshots.save_many([Snapshot("p", seq, b"p", "cfg") for seq in range(1, 8)])
+        await snapshots.save_many([Snapshot("p", 8, b"p8", "cfg"), Snapshot("p", 9, b"p", "old")])
+        kept = [seq for seq in range(1, 9) if await snapshots.latest("p", "cfg", seq) is not None
+                and (await snapshots.latest("p", "cfg", seq)).seq == seq]  # type: ignore[union-attr]
+        assert kept == list(range(9 - KEEP_SNAPSHOTS, 9))
+        assert await snapshots.latest("p", "old") == Snapshot("p", 9, b"p", "old")
+        assert (await snapshots.latest("u1", "cfg")).seq == 20  # type: ignore[union-attr]
         # A batch with one invalid snapshot keeps none of it.
         with pytest.raises(InvalidField):
             await snapshots.save_many(

@@ -368,3 +368,33 @@ def test_new_item_is_recommendable_at_once(http: httpx.Client) -> None:
     assert resp.status_code == 200
     recs = http.get("/v1/users/nina/recommendations", params={"k": 5}).json()
     assert "new-1" in [i["item_id"] for i in recs["items"]]
+
+
+def test_shards_restarted_after_the_ingress_died_still_load_the_catalog(
+    http: httpx.Client, service
+) -> None:
+    """The catalog's objects used to be owned by the ingress replica that published them: once
+    it died, a restarted shard could not load them (and the new replica's publication of the
+    same version was refused), so every request to that shard failed. Runs last: it kills the
+    ingress."""
+    from actors.catalog_registry import NAMESPACE
+
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "PortraitIngress" in a["name"]]
+    assert replicas, ray.util.list_named_actors(all_namespaces=True)
+    for r in replicas:
+        ray.kill(ray.get_actor(r["name"], namespace=r["namespace"]), no_restart=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # Serve starts a new replica
+        try:
+            if http.get("/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    for i in range(2):
+        ray.kill(ray.get_actor(f"portrait-shard-{i}", namespace=NAMESPACE), no_restart=False)
+    for user in (f"after-restart-{u}" for u in range(8)):  # users of both shards
+        resp = get_retrying(http, f"/v1/users/{user}/recommendations?k=5", retries=240)
+        assert resp.status_code == 200, resp.text
+        assert len(resp.json()["items"]) == 5
