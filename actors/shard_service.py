@@ -108,7 +108,6 @@ class ShardService:
 
     async def _start(self) -> None:
         stores = await self._store_opener.open()
-        encoder = await self._encoder_connector.connect()
         await self.refresh_catalog()
         if self._catalog is None:
             raise RuntimeError("no catalog has been published yet")
@@ -116,7 +115,7 @@ class ShardService:
         self._host = UserHost(
             stores.events,
             stores.snapshots,
-            TextFeatureSource(stores.text_features, encoder),
+            TextFeatureSource(stores.text_features, self._encoder_connector),
             lambda: self._view().items,
             self._settings.variants,
             self._settings.host,

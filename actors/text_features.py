@@ -8,22 +8,36 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from actors.dependencies import EncoderConnector
+from portrait.errors import EncoderUnavailable, PortraitError
 from portrait.events import Event, event_text
 from portrait.keywords import TextFeatureBatch
 from portrait.ports import AsyncEncoder, Encoder, TextFeatures, TextFeatureStore
 
 
 class TextFeatureSource:
-    """Supplies :class:`TextFeatures` for the fold, encoding only what the cache lacks."""
+    """Supplies :class:`TextFeatures` for the fold, encoding only what the cache lacks.
 
-    def __init__(self, store: TextFeatureStore, encoder: AsyncEncoder) -> None:
+    The encoder is connected when a text event first needs features (and again after a failed
+    attempt), not before: a shard starts, and serves every user without text, while the
+    encoder is down.
+    """
+
+    def __init__(self, store: TextFeatureStore, connector: EncoderConnector) -> None:
         self._store = store
-        self._encoder = encoder
+        self._connector = connector
+        self._encoder: AsyncEncoder | None = None
         self.encoded = 0  # texts sent to the encoder, for metrics
 
-    @property
-    def model_id(self) -> str:
-        return self._encoder.model_id
+    async def _connected(self) -> AsyncEncoder:
+        if self._encoder is None:
+            try:
+                self._encoder = await self._connector.connect()
+            except PortraitError:
+                raise
+            except Exception as exc:  # the deployment is missing or not answering
+                raise EncoderUnavailable(f"cannot reach the text encoder: {exc!r}") from exc
+        return self._encoder
 
     async def features_for(self, events: Iterable[Event]) -> Mapping[str, TextFeatures]:
         """Features keyed by event_id for every text event in ``events``.
@@ -36,13 +50,14 @@ class TextFeatureSource:
         if not texts:
             return {}
         keys = {eid: cache_key(eid, text) for eid, text in texts.items()}
-        model = self._encoder.model_id
+        encoder = await self._connected()
+        model = encoder.model_id
         cached = await self._store.get_many(list(keys.values()), model)
         found = {eid: cached[key] for eid, key in keys.items() if key in cached}
         missing = [eid for eid in texts if eid not in found]
         if missing:
             batch = TextFeatureBatch([texts[eid] for eid in missing])
-            vectors = await self._encoder.encode(batch.inputs)
+            vectors = await encoder.encode(batch.inputs)
             fresh = dict(zip(missing, batch.assemble(vectors), strict=True))
             self.encoded += len(missing)
             await self._store.put_many({keys[eid]: f for eid, f in fresh.items()}, model)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors.dependencies import ConnectedEncoder
 from actors.host import HostSettings, UserHost
 from actors.text_features import TextFeatureSource, ThreadedEncoder
 from portrait.config import ProfileConfig
@@ -55,7 +56,8 @@ class Stores:
     text_cache: TextFeatureStore
 
     def texts(self, encoder: AsyncEncoder | None = None) -> TextFeatureSource:
-        return TextFeatureSource(self.text_cache, encoder or ThreadedEncoder(ENCODER))
+        connector = ConnectedEncoder(encoder or ThreadedEncoder(ENCODER))
+        return TextFeatureSource(self.text_cache, connector)
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -106,7 +108,7 @@ def views(user: str, start: int, n: int) -> list[Event]:
 async def fresh_replay(stores: Stores, user: str) -> ProfileState:
     events = await stores.log.read(user)
     texts = await TextFeatureSource(
-        InMemoryTextFeatureStore(), ThreadedEncoder(ENCODER)
+        InMemoryTextFeatureStore(), ConnectedEncoder(ThreadedEncoder(ENCODER))
     ).features_for(r.event for r in events)
     return replay(events, CONFIG, ITEMS, texts, user_id=user)
 
@@ -262,6 +264,35 @@ async def test_encoder_outage_refuses_only_users_with_text(stores: Stores) -> No
     out = await host.ingest_many({"t": search, "v": views("v", 0, 2)})
     assert isinstance(out["t"], EncoderUnavailable) and await stores.log.version("t") == 0
     assert len(out["v"]) == 2 and (await host.state("v")).event_count == 2
+
+
+async def test_an_unreachable_encoder_is_connected_when_text_first_needs_it(
+    stores: Stores,
+) -> None:
+    """Shards used to connect to the encoder when they started, so with the encoder down no
+    user could be served at all. Now the connection is made on the first text event, refused
+    as unavailable (503) while it fails, and retried on the next."""
+
+    class Connector:
+        attempts = 0
+        up = False
+
+        async def connect(self) -> Any:
+            self.attempts += 1
+            if not self.up:
+                raise ConnectionError("no encoder deployment")
+            return ThreadedEncoder(ENCODER)
+
+    connector = Connector()
+    host = make_host(stores, texts=TextFeatureSource(stores.text_cache, connector))
+    out = await host.ingest_many({"v": views("v", 0, 2)})
+    assert len(out["v"]) == 2 and connector.attempts == 0  # no text: no encoder needed
+    search: list[Event] = [SearchPerformed("t-s", "t", T0, "space opera")]
+    out = await host.ingest_many({"t": search})
+    assert isinstance(out["t"], EncoderUnavailable) and await stores.log.version("t") == 0
+    connector.up = True
+    out = await host.ingest_many({"t": search})
+    assert [r.seq for r in out["t"]] == [1] and connector.attempts == 2  # type: ignore[union-attr]
 
 
 async def test_overlapping_multi_user_calls_neither_deadlock_nor_reorder(stores: Stores) -> None:
