@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -327,7 +328,7 @@ class UserHost:
         for user_id, user in users.items():
             acked = outcomes.get(user_id)
             if isinstance(acked, list):
-                self._fold_acknowledged(
+                outcomes[user_id] = self._fold_acknowledged(
                     user_id, user, batches[user_id], acked, texts, recorded_at
                 )
         return outcomes
@@ -340,13 +341,26 @@ class UserHost:
         results: list[AppendResult],
         texts: Mapping[str, TextFeatures],
         recorded_at: float,
-    ) -> None:
+    ) -> list[AppendResult]:
+        """Fold the events this call recorded and return the results as the client sees them.
+
+        "Recorded by this call" is decided by seq, not by the store's ``duplicate`` flag: when
+        a commit succeeded but its acknowledgement was lost, the store's retry finds the events
+        recorded and calls them duplicates, yet they are past our state and were never folded
+        (nor acknowledged to anyone before).
+        """
         by_id = {e.event_id: e for e in events}
-        fresh = [
-            RecordedEvent(r.seq, r.position, recorded_at, by_id[r.event_id])
-            for r in results
-            if not r.duplicate
-        ]
+        before = user.state.last_seq
+        fresh: list[RecordedEvent] = []
+        seen: set[int] = set()
+        shown = []
+        for r in results:
+            if r.seq > before and r.seq not in seen:  # the first sight of a seq this call wrote
+                seen.add(r.seq)
+                fresh.append(RecordedEvent(r.seq, r.position, recorded_at, by_id[r.event_id]))
+                r = dataclasses.replace(r, duplicate=False) if r.duplicate else r
+            shown.append(r)
+        results = shown
         try:
             fold(user.state, fresh, self.config(user_id), self._items(), texts)
         except Exception:
@@ -354,13 +368,14 @@ class UserHost:
             # Forget it so the next use rebuilds the profile from the log.
             _log.exception("folding acknowledged events of %s failed; dropping it", user_id)
             self._users.drop(user_id)
-            return
+            return results
         self.stats.ingested += len(fresh)
         self.stats.duplicates += len(results) - len(fresh)
         self._users.touch(user_id)
         self._users.resize(user_id)
         if user.state.last_seq - user.snapshot_seq >= self._settings.snapshot_every:
             self._snapshotter.schedule(user_id, user)
+        return results
 
     async def _enforce_budget(self) -> None:
         # Re-checked after each round: users may have grown or arrived while we passivated.

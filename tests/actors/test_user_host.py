@@ -7,6 +7,7 @@ embedded Postgres, so the host is held to the same behaviour on both.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -390,3 +391,35 @@ async def test_reads_keep_memory_within_the_budget(stores: Stores) -> None:
         assert (await host.state(f"r{k}")).event_count == 5
     assert host.active_users <= 3 and host.stats.passivations >= 3
     assert host.active_bytes <= one_user * 2.5 + one_user
+
+
+async def test_a_lost_commit_acknowledgement_still_folds_and_is_not_a_duplicate(
+    stores: Stores,
+) -> None:
+    """A commit that succeeded but whose acknowledgement was lost is retried by the store,
+    which then finds the events recorded and calls them duplicates. They used to be left out
+    of the live profile (and reported as duplicates of a send nobody had acknowledged)."""
+
+    class LostAck:
+        def __init__(self, log: EventLog) -> None:
+            self._log = log
+            self.lose_next = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._log, name)
+
+        async def append_many(self, requests: Any) -> Any:
+            got = await self._log.append_many(requests)
+            if self.lose_next:  # what the store's retry of a committed transaction reports
+                self.lose_next = False
+                return [[dataclasses.replace(r, duplicate=True) for r in out]
+                        if isinstance(out, list) else out for out in got]
+            return got
+
+    host = make_host(stores, log=LostAck(stores.log))
+    results = await host.ingest("u", views("u", 0, 3))
+    assert [(r.seq, r.duplicate) for r in results] == [(1, False), (2, False), (3, False)]
+    assert (await host.state("u")).event_count == 3
+    assert_same_profile(await host.state("u"), await fresh_replay(stores, "u"))
+    again = await host.ingest("u", views("u", 0, 3) + views("u", 0, 1))  # a real resend
+    assert all(r.duplicate for r in again) and (await host.state("u")).event_count == 3
