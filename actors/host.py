@@ -69,6 +69,7 @@ class HostStats:
     passivations: int = 0
     snapshots: int = 0
     snapshots_unreadable: int = 0
+    events_unfoldable: int = 0
     ingested: int = 0
     duplicates: int = 0
     activation_seconds: float = 0.0
@@ -442,14 +443,7 @@ class UserHost:
         for user_id in user_ids:
             start = starts.get(user_id)
             snapshot = start[1] if start is not None else None
-            state = replay(
-                tails[user_id],
-                self.config(user_id),
-                self._items(),
-                texts,
-                user_id=user_id,
-                snapshot=snapshot,
-            )
+            state = self._replay_tolerant(tails[user_id], user_id, snapshot, texts)
             if not keep_empty and state.last_seq == 0:
                 users[user_id] = ActiveUser(state, 0, 0.0)  # answered, never kept
                 continue
@@ -459,6 +453,37 @@ class UserHost:
         self.stats.activations += len(user_ids)
         self.stats.activation_seconds += time.perf_counter() - started
         return users
+
+    def _replay_tolerant(
+        self,
+        tail: Sequence[RecordedEvent],
+        user_id: str,
+        snapshot: ProfileState | None,
+        texts: Mapping[str, TextFeatures],
+    ) -> ProfileState:
+        """:func:`replay`, except that an event that cannot be folded (a deterministic
+        failure: stored features of another width after an encoder change, a bug) is skipped,
+        logged and counted, instead of making the user unloadable for good and failing every
+        user activated with them. Replays skip the same events, so profiles stay reproducible."""
+        config, items = self.config(user_id), self._items()
+        try:
+            return replay(tail, config, items, texts, user_id=user_id, snapshot=snapshot)
+        except Exception:
+            _log.exception("replay of %s failed; folding its events one by one", user_id)
+        state = snapshot.copy() if snapshot is not None else ProfileState(user_id)
+        for rec in tail:
+            trial = state.copy()
+            try:
+                fold(trial, [rec], config, items, texts)
+            except Exception as exc:
+                self.stats.events_unfoldable += 1
+                _log.error("event seq %d of %s cannot be folded, skipped: %r",
+                           rec.seq, user_id, exc)
+                # Past it all the same: the next append expects the log's version.
+                state.last_seq = rec.seq
+                continue
+            state = trial
+        return state
 
     def _decode(self, snap: Snapshot) -> ProfileState | None:
         """The snapshot's state, or None (replay from the log) if it cannot be decoded."""

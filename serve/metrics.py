@@ -96,6 +96,11 @@ _SHARD_METRICS = {
         "Stored snapshots that did not decode (replayed from the log instead).",
         "counter",
     ),
+    "events_unfoldable": (
+        "portrait_unfoldable_events_total",
+        "Logged events skipped on replay because they could not be folded (see the log).",
+        "counter",
+    ),
     "recommendations": (
         "portrait_shard_recommendations_total",
         "Recommendations computed.",

@@ -423,3 +423,32 @@ async def test_a_lost_commit_acknowledgement_still_folds_and_is_not_a_duplicate(
     assert_same_profile(await host.state("u"), await fresh_replay(stores, "u"))
     again = await host.ingest("u", views("u", 0, 3) + views("u", 0, 1))  # a real resend
     assert all(r.duplicate for r in again) and (await host.state("u")).event_count == 3
+
+
+async def test_an_event_that_cannot_be_folded_is_skipped_not_fatal(stores: Stores) -> None:
+    """A deterministic fold failure (here: cached features of another width, as after an
+    encoder change) made the user unloadable for good and failed every user activated in the
+    same bulk read. Now that event is skipped, counted and logged; the user and the others
+    load, and the user can still write."""
+    import numpy as np
+
+    from actors.text_features import cache_key
+    from portrait.ports import TextFeatures
+
+    writer = make_host(stores, snapshot_every=1000)
+    await writer.ingest("w", [SearchPerformed("w-s1", "w", T0, "space opera"),
+                              SearchPerformed("w-s2", "w", T0 + 1, "noir detective")])
+    await writer.ingest("ok", views("ok", 0, 3))
+    cache = InMemoryTextFeatureStore()  # the new process's cache holds a bad row
+    await cache.put_many(
+        {cache_key("w-s2", "noir detective"): TextFeatures(np.ones(7, np.float32))},
+        ENCODER.model_id,
+    )
+    connector = ConnectedEncoder(ThreadedEncoder(ENCODER))
+    host = make_host(stores, texts=TextFeatureSource(cache, connector))
+    outcomes = await host.ingest_many({"w": views("w", 0, 1), "ok": views("ok", 3, 1)})
+    assert [r.seq for r in outcomes["ok"]] == [4]  # type: ignore[union-attr]
+    assert [r.seq for r in outcomes["w"]] == [3]  # type: ignore[union-attr]
+    state = await host.state("w")
+    assert state.last_seq == 3 and state.counts.get("search") == 1
+    assert host.stats.events_unfoldable == 1
