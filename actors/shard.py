@@ -13,6 +13,7 @@ methods, the same :class:`~portrait.errors.PortraitError`s, and a dead shard is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -58,18 +59,29 @@ def existing_shards(count: int) -> list[Any]:
 
 
 class ShardProxy:
-    """A shard actor called like a local :class:`ShardService`."""
+    """A shard actor called like a local :class:`ShardService`.
 
-    def __init__(self, handle: Any, name: str) -> None:
+    Every call has a deadline: a shard that does not answer in ``timeout_s`` (stuck on a
+    database lock, overloaded) is :class:`ShardUnavailable` (503, retry) for the caller rather
+    than a request that waits for ever. The call itself may still complete; an ingest retried
+    with the same event ids is then answered as duplicates, so nothing is lost or doubled.
+    """
+
+    def __init__(self, handle: Any, name: str, timeout_s: float = 60.0) -> None:
         self._handle = handle
         self.name = name
+        self._timeout_s = timeout_s
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         remote = getattr(self._handle, method)
 
         async def call(*args: Any) -> Any:
             try:
-                return await remote.remote(*args)
+                return await asyncio.wait_for(_awaited(remote.remote(*args)), self._timeout_s)
+            except TimeoutError:
+                raise ShardUnavailable(
+                    f"shard {self.name} did not answer {method} within {self._timeout_s:g} s"
+                ) from None
             except RayTaskError as exc:
                 # Ray wraps what the actor raised; callers map Portrait's own errors.
                 if isinstance(exc.cause, PortraitError):
@@ -83,5 +95,12 @@ class ShardProxy:
         return call
 
 
-def proxies(handles: Sequence[Any]) -> list[ShardProxy]:
-    return [ShardProxy(h, n) for h, n in zip(handles, shard_names(len(handles)), strict=True)]
+def proxies(handles: Sequence[Any], timeout_s: float = 60.0) -> list[ShardProxy]:
+    return [
+        ShardProxy(h, n, timeout_s)
+        for h, n in zip(handles, shard_names(len(handles)), strict=True)
+    ]
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref

@@ -85,6 +85,9 @@ def build_app(settings: Settings, database_url: str) -> Any:
             "max_replicas": settings.ingress_max_replicas,
             "target_ongoing_requests": 32,
         },
+        # Beyond this many waiting requests per caller, Serve answers 503 at once instead of
+        # queueing without bound.
+        max_queued_requests=settings.max_queued_requests,
         ray_actor_options={"num_cpus": 0.25},
     ).bind(ray_ingress_context, settings, stores, encoder, shards, retrainer)
 
@@ -106,7 +109,8 @@ def ray_ingress_context(
         return stats
 
     return ApiContext(
-        cast("list[Shard]", proxies(shard_handles)),  # proxies forward every Shard method
+        # proxies forward every Shard method
+        cast("list[Shard]", proxies(shard_handles, settings.shard_call_timeout_s)),
         open_stores(stores.url),
         ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME, handle=encoder_handle),
         RegistryChannel(),

@@ -53,6 +53,9 @@ class Settings:
         catalog_refresh_s: how often the ingress looks for a newer catalog, item space or
             popularity in the stores (written by another process, or new interactions) and
             republishes.
+        shard_call_timeout_s: deadline of every ingress -> shard call (503 beyond).
+        max_queued_requests: requests waiting for an ingress replica before Serve sheds load
+            with 503.
         max_body_bytes: largest request body accepted (413 beyond), checked before it is read.
         max_future_skew_s: how far in the future an event's ``occurred_at`` may lie (client
             clocks drift); later ones are refused with 422.
@@ -79,6 +82,8 @@ class Settings:
     catalog_refresh_s: float = 10.0
     max_future_skew_s: float = 86_400.0
     max_body_bytes: int = 32 * 1024 * 1024
+    shard_call_timeout_s: float = 60.0
+    max_queued_requests: int = 1000
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
@@ -108,6 +113,8 @@ class Settings:
             "catalog_refresh_s": float,
             "max_future_skew_s": float,
             "max_body_bytes": int,
+            "shard_call_timeout_s": float,
+            "max_queued_requests": int,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -133,6 +140,8 @@ class Settings:
             (1 <= self.shards <= 1024, "SHARDS", "must be between 1 and 1024"),
             (1 <= self.max_batch_events <= 100_000, "MAX_BATCH_EVENTS", "must be 1..100000"),
             (1024 <= self.max_body_bytes <= 1 << 30, "MAX_BODY_BYTES", "must be 1 KiB..1 GiB"),
+            (self.shard_call_timeout_s > 0, "SHARD_CALL_TIMEOUT_S", "must be positive"),
+            (self.max_queued_requests >= 1, "MAX_QUEUED_REQUESTS", "must be at least 1"),
             (self.snapshot_every >= 1, "SNAPSHOT_EVERY", "must be at least 1"),
             (self.idle_timeout_s > 0, "IDLE_TIMEOUT_S", "must be positive"),
             (self.memory_budget_mb >= 1, "MEMORY_BUDGET_MB", "must be at least 1"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -452,3 +453,22 @@ async def test_an_event_that_cannot_be_folded_is_skipped_not_fatal(stores: Store
     state = await host.state("w")
     assert state.last_seq == 3 and state.counts.get("search") == 1
     assert host.stats.events_unfoldable == 1
+
+
+async def test_a_shard_call_past_its_deadline_is_unavailable_not_a_hang() -> None:
+    """Ingress -> shard calls had no deadline: a stuck shard held every request for ever."""
+    from actors.shard import ShardProxy
+    from portrait.errors import ShardUnavailable
+
+    class Method:
+        def remote(self, *args: Any) -> Any:
+            return asyncio.get_running_loop().create_future()  # never answered
+
+    class StuckHandle:
+        recommend = Method()
+
+    proxy = ShardProxy(StuckHandle(), "portrait-shard-0", timeout_s=0.2)
+    began = time.monotonic()
+    with pytest.raises(ShardUnavailable) as caught:
+        await proxy.recommend("u", 10, 0.0, [], [])
+    assert time.monotonic() - began < 2 and "within 0.2 s" in str(caught.value)
