@@ -50,6 +50,12 @@ INGEST_LATENCY = Histogram(
     "POST /v1/events: validation, durable append and fold, per request.",
     buckets=_LATENCY_BUCKETS,
 )
+ERRORS = Counter(
+    "portrait_api_errors",  # exported as portrait_api_errors_total
+    "Error answers of the HTTP API (whole requests, and refused users' batches inside a "
+    "POST /v1/events), by status and error type.",
+    ["status", "error"],
+)
 RECOMMEND_LATENCY = Histogram(
     "portrait_recommendation_latency_seconds",
     "GET recommendations, per request, by A/B variant ('default' without an experiment).",

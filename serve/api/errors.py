@@ -25,6 +25,7 @@ from portrait.errors import (
     StorageUnavailable,
     VersionConflict,
 )
+from serve import metrics
 
 RETRY_AFTER_S = "2"
 _log = logging.getLogger(__name__)
@@ -104,7 +105,16 @@ class InRequest(Exception):
 
 def error_response(exc: PortraitError, prefix: str = "") -> JSONResponse:
     status = status_of(exc)
+    count(status, type(exc).__name__)
     return JSONResponse(error_body(exc, prefix), status, headers=retry_headers(status))
+
+
+def count(status: int, error: str) -> None:
+    """One error answer in ``portrait_api_errors_total``; a server-side failure (5xx) is also
+    logged, once, without request data."""
+    metrics.ERRORS.labels(status=str(status), error=error).inc()
+    if status >= 500:
+        _log.warning("answered %d: %s", status, error)
 
 
 def install(app: FastAPI) -> None:
@@ -124,5 +134,6 @@ def install(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
         field = ".".join(loc) or "body"
+        count(422, "InvalidField")
         return JSONResponse({"error": "InvalidField", "message": f"{field}: {first.get('msg')}",
                              "field": field}, 422)

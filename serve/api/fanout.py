@@ -12,7 +12,7 @@ from typing import Any
 from portrait import codec
 from portrait.errors import BatchTooLarge, InvalidField, PortraitError
 from serve.api.context import ApiContext
-from serve.api.errors import InRequest, error_body, status_of
+from serve.api.errors import InRequest, count, error_body, status_of
 
 
 def encode_events(
@@ -83,6 +83,8 @@ async def ingest(
                 }
             )
     errors = [o for o in outcome.values() if isinstance(o, PortraitError)]
+    for error in errors:
+        count(status_of(error), type(error).__name__)
     if not errors:
         return results, 200
     if len(errors) < len(outcome):

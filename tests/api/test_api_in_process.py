@@ -444,3 +444,21 @@ async def test_oversized_bodies_are_refused_before_they_are_read(store_url: str)
             assert audit.status_code == 404  # nothing of the refused bodies was written
     finally:
         await sys_.close()
+
+
+async def test_error_answers_are_counted_by_status_and_type(http: httpx.AsyncClient) -> None:
+    def counted(status: str, error: str) -> float:
+        for line in text.splitlines():
+            if line.startswith("portrait_api_errors_total{") and f'status="{status}"' in line \
+                    and f'error="{error}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    text = (await http.get("/metrics")).text
+    before = counted("422", "InvalidField"), counted("404", "UnknownUser")
+    await http.post("/v1/events", json={"events": [ev("rating", "x", "u", 1, item_id="1",
+                                                      rating=9)]})
+    await http.get("/v1/users/nobody-at-all/profile")
+    text = (await http.get("/metrics")).text
+    assert (counted("422", "InvalidField"), counted("404", "UnknownUser")) == (
+        before[0] + 1, before[1] + 1)
