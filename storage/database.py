@@ -79,6 +79,9 @@ def create_engine(
         # connection surfaces as a disconnect that storage.retry retries on a fresh one.
         pool_pre_ping=False,
         pool_recycle=1800,
+        # Driver errors quote the statement; without this they also quote its parameters
+        # (other users' ids and payloads) into logs and exception messages.
+        hide_parameters=True,
         connect_args=connect_args,
         **kwargs,
     )

@@ -22,6 +22,7 @@ from portrait.errors import (
     PayloadTooLarge,
     PortraitError,
     ShardUnavailable,
+    StorageError,
     StorageUnavailable,
     VersionConflict,
 )
@@ -49,6 +50,7 @@ STATUS: tuple[tuple[type[PortraitError], int], ...] = (
 # What a client is told for errors whose own message is about our internals.
 _PUBLIC_MESSAGE = {
     StorageUnavailable: "the event store is unreachable; retry later",
+    StorageError: "the event store failed; the server log has the details",
     EncoderUnavailable: "the text encoder is unavailable; retry later",
     ShardUnavailable: "the shard serving this user is restarting; retry later",
     VersionConflict: "the user's events are being written elsewhere; retry later",
@@ -105,16 +107,17 @@ class InRequest(Exception):
 
 def error_response(exc: PortraitError, prefix: str = "") -> JSONResponse:
     status = status_of(exc)
-    count(status, type(exc).__name__)
+    count(status, type(exc).__name__, exc)
     return JSONResponse(error_body(exc, prefix), status, headers=retry_headers(status))
 
 
-def count(status: int, error: str) -> None:
+def count(status: int, error: str, exc: BaseException | None = None) -> None:
     """One error answer in ``portrait_api_errors_total``; a server-side failure (5xx) is also
-    logged, once, without request data."""
+    logged, once, with the error's own text (the engines hide SQL parameters, so no
+    request data) but never to the client."""
     metrics.ERRORS.labels(status=str(status), error=error).inc()
     if status >= 500:
-        _log.warning("answered %d: %s", status, error)
+        _log.warning("answered %d: %s: %s", status, error, exc if exc is not None else "")
 
 
 def install(app: FastAPI) -> None:

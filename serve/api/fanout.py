@@ -84,7 +84,7 @@ async def ingest(
             )
     errors = [o for o in outcome.values() if isinstance(o, PortraitError)]
     for error in errors:
-        count(status_of(error), type(error).__name__)
+        count(status_of(error), type(error).__name__, error)
     if not errors:
         return results, 200
     if len(errors) < len(outcome):

@@ -230,3 +230,17 @@ async def test_session_timeouts_are_set_on_every_connection(embedded_pg_url: str
         assert got == ["2s", "500ms", "30s"]
     finally:
         await engine.dispose()
+
+
+async def test_driver_errors_never_quote_sql_parameters(embedded_engine: AsyncEngine,
+                                                        embedded_pg_url: str) -> None:
+    """Error text travels into logs (and, before, into 500 bodies): it must not carry another
+    request's ids or payloads."""
+    engine = create_engine(embedded_pg_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(Exception) as caught:
+                await conn.execute(text("SELECT 1 / 0, CAST(:v AS text)"), {"v": "secret-user-id"})
+        assert "secret-user-id" not in str(caught.value)
+    finally:
+        await engine.dispose()

@@ -101,3 +101,11 @@ def test_an_internal_version_conflict_is_retryable_for_clients() -> None:
     assert "u1" not in error_body(conflict)["message"]
     # The client's own mistake: do not retry.
     assert status_of(EventIdConflict("e1", "other content")) == 409
+
+
+def test_a_storage_failure_body_does_not_echo_the_driver() -> None:
+    from portrait.errors import StorageError
+    from serve.api.errors import error_body, status_of
+
+    exc = StorageError("value out of int64 range [SQL: SELECT ... LIMIT $4::INTEGER]")
+    assert status_of(exc) == 500 and "SQL" not in error_body(exc)["message"]
