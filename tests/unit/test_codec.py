@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from portrait import codec
 from portrait.errors import (
     InvalidField,
+    InvalidInput,
     MissingField,
     PayloadTooLarge,
     UnknownEventType,
@@ -160,3 +163,63 @@ def test_stored_payloads_still_get_structural_checks_and_upcasts() -> None:
         {"type": "review", "schema_version": 1, **BASE, "item_id": "i9", "body": "Meh.", "stars": 2}
     )
     assert codec.decode_stored(v1) == ReviewWritten(**BASE, item_id="i9", text="Meh.", rating=2.0)
+
+
+# -- properties over hostile values ------------------------------------------------------------
+
+_extreme_numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.integers(min_value=10**300, max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, -0.0, 2**63, 2**64, 253_402_300_799, 253_402_300_800, 1e308, 5e-324]),
+)
+_any_text = st.text(st.characters(), max_size=200)  # NUL, controls and lone surrogates included
+_values = st.one_of(_extreme_numbers, _any_text, st.none(), st.booleans(),
+                    st.lists(_any_text, max_size=3), st.dictionaries(_any_text, _any_text,
+                                                                      max_size=3))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    kind=st.sampled_from(["view", "click", "add_to_cart", "purchase", "dismiss", "rating",
+                          "review", "search", "attributes_set", "nope"]),
+    fields=st.dictionaries(
+        st.sampled_from(["event_id", "user_id", "occurred_at", "item_id", "rating", "text",
+                         "query", "attributes"]),
+        _values, max_size=3),
+)
+def test_any_json_event_is_accepted_and_round_trips_or_refused_by_field(
+    kind: str, fields: dict[str, object]
+) -> None:
+    """The codec's contract under hostile values: an event either decodes, encodes and
+    decodes back equal (and its stored text is valid UTF-8 without NUL), or is refused with an
+    InvalidInput naming a field; nothing else ever escapes."""
+    valid = {"event_id": "e1", "user_id": "u1", "occurred_at": 1_700_000_000, "item_id": "i1",
+             "rating": 4, "text": "fine", "query": "shoes", "attributes": {"region": "eu"}}
+    try:
+        event = codec.from_dict({"type": kind, **_fields_of(kind, valid), **fields})
+    except InvalidInput as exc:
+        assert exc.field
+        return
+    payload = codec.encode(event)
+    assert codec.decode(payload) == event
+    for value in vars_of(event):
+        if isinstance(value, str):
+            value.encode("utf-8")
+            assert "\x00" not in value
+
+
+def vars_of(event: object) -> list[object]:
+    return [getattr(event, name) for name in getattr(event, "__slots__", ())
+            if hasattr(event, name)] + [getattr(event, n) for n in
+                                         ("event_id", "user_id", "occurred_at")]
+
+
+def _fields_of(kind: str, valid: dict[str, object]) -> dict[str, object]:
+    """The valid fields an event of ``kind`` takes, so that the hostile ones meet a well-formed
+    event (they would otherwise mostly hit a missing field first)."""
+    common = ["event_id", "user_id", "occurred_at"]
+    extra = {"rating": ["item_id", "rating"], "review": ["item_id", "text"],
+             "search": ["query"], "attributes_set": ["attributes"], "nope": []}
+    names = common + extra.get(kind, ["item_id"])
+    return {n: valid[n] for n in names}
