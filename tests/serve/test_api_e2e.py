@@ -370,6 +370,49 @@ def test_new_item_is_recommendable_at_once(http: httpx.Client) -> None:
     assert "new-1" in [i["item_id"] for i in recs["items"]]
 
 
+def test_killing_the_encoder_under_text_writes_loses_nothing(
+    http: httpx.Client, service
+) -> None:
+    """Writers whose batches carry searches (the encoder must embed them) keep going while the
+    encoder replica is killed: they see 503s and retry with the same ids; afterwards every
+    acknowledged event is in the log once and each profile counts all of them."""
+    users = [f"enc{u}" for u in range(3)]
+    acked: dict[str, str] = {}
+    statuses: set[int] = set()
+
+    def stream(user: str) -> None:
+        with httpx.Client(base_url=service.url, timeout=120) as c:
+            for b in range(8):
+                batch = [ev("search", f"{user}-{b}-s", user, T0 + 10 * b,
+                            query=f"space adventure number {b}"),
+                         ev("view", f"{user}-{b}-v", user, T0 + 10 * b + 1, item_id=str(1 + b))]
+                resp = post_events(c, batch, retries=400)
+                statuses.add(resp.status_code)
+                assert resp.status_code == 200, resp.text
+                for r in resp.json()["results"]:
+                    acked[r["event_id"]] = user
+                time.sleep(0.1)
+
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "EncoderDeployment" in a["name"]]
+    assert replicas
+    with cf.ThreadPoolExecutor(len(users)) as pool:
+        futures = [pool.submit(stream, u) for u in users]
+        time.sleep(0.5)
+        assert not any(f.done() for f in futures), "the kill must land mid-stream"
+        for r in replicas:
+            ray.kill(ray.get_actor(r["name"], namespace=r["namespace"]), no_restart=False)
+        for f in futures:
+            f.result()
+    assert len(acked) == len(users) * 8 * 2
+    for user in users:
+        recorded = run_blocking(lambda u=user: _recorded(service.database_url, u))
+        assert [r.seq for r in recorded] == list(range(1, 17)), user
+        assert {r.event.event_id for r in recorded} == {e for e, u in acked.items() if u == user}
+        profile = get_retrying(http, f"/v1/users/{user}/profile").json()
+        assert profile["counts"] == {"search": 8, "view": 8}, profile
+
+
 def test_shards_restarted_after_the_ingress_died_still_load_the_catalog(
     http: httpx.Client, service
 ) -> None:
