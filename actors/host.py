@@ -187,11 +187,7 @@ class UserHost:
         recorded is answered without being kept (reads of random ids cost no memory).
         """
         async with self._locks.hold([user_id]):
-            user = self._users.get(user_id)
-            if user is not None:
-                self._users.touch(user_id)
-                return user.state
-            state = (await self._activate([user_id], keep_empty=False))[user_id].state
+            state = (await self._active(user_id, keep_empty=False)).state
         await self._enforce_budget()
         return state
 
@@ -392,13 +388,13 @@ class UserHost:
     def _count_snapshots(self, count: int) -> None:
         self.stats.snapshots += count
 
-    async def _active(self, user_id: str) -> ActiveUser:
-        """The user, active (their lock held)."""
+    async def _active(self, user_id: str, *, keep_empty: bool = True) -> ActiveUser:
+        """The user, active (their lock held); see :meth:`_activate` for ``keep_empty``."""
         user = self._users.get(user_id)
         if user is not None:
             self._users.touch(user_id)
             return user
-        return (await self._activate([user_id]))[user_id]
+        return (await self._activate([user_id], keep_empty=keep_empty))[user_id]
 
     async def _activate_many(
         self, user_ids: Sequence[str], outcomes: dict[str, Outcome]
