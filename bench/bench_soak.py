@@ -49,12 +49,13 @@ def sample_rss() -> dict[str, int]:
     import psutil
 
     out: dict[str, int] = defaultdict(int)
-    for proc in psutil.process_iter(["cmdline", "memory_info"]):
+    # Only this run's cluster: ray.init started GCS and raylet as our children, and the
+    # workers are the raylet's. (Another Ray on the machine must not count.)
+    for proc in psutil.Process().children(recursive=True):
         try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-            kind = kind_of(cmd)
-            if kind is not None and proc.info["memory_info"] is not None:
-                out[kind] += proc.info["memory_info"].rss
+            kind = kind_of(" ".join(proc.cmdline()))
+            if kind is not None:
+                out[kind] += proc.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return dict(out)
