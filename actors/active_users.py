@@ -145,13 +145,17 @@ class ActiveUsers:
         """The least recently used users whose removal brings the total within
         ``budget_bytes``, least recent first; empty when already within it.
 
-        The most recently used user is never among them, even if alone over the budget:
-        a host that evicts the profile it has just loaded would thrash.
+        The most recently used user stays while the others can make room (a host that evicts
+        the profile it has just loaded would thrash), unless that user alone is larger than
+        the whole budget: then they go too, and pay a reload on each use, so that one
+        oversized profile cannot hold a host above its budget for good.
         """
         excess = self._bytes - budget_bytes
         victims: list[str] = []
         for user_id, user in self._users.items():
-            if excess <= 0 or len(victims) == len(self._users) - 1:
+            if excess <= 0:
+                break
+            if len(victims) == len(self._users) - 1 and user.size <= budget_bytes:
                 break
             victims.append(user_id)
             excess -= user.size

@@ -69,10 +69,23 @@ def test_evictions_take_the_least_recently_used_until_within_budget() -> None:
     assert users.evictions(4 * size) == []
     assert users.evictions(4 * size - 1) == ["b"]
     assert users.evictions(2 * size) == ["b", "c"]
-    # However small the budget, the most recently used user stays.
-    assert users.evictions(0) == ["b", "c", "d"]
-    assert users.evictions(0) == ["b", "c", "d"]  # a query: nothing was dropped
+    # The most recently used user stays while it fits the budget on its own.
+    assert users.evictions(size) == ["b", "c", "d"]
+    assert users.evictions(size) == ["b", "c", "d"]  # a query: nothing was dropped
     assert len(users) == 4
+
+
+def test_a_user_larger_than_the_whole_budget_is_evicted_even_when_last_used() -> None:
+    """It used to stay forever as the most recently used: one oversized profile held the
+    host above its budget."""
+    users = ActiveUsers(Clock())
+    users.add("small", profile("small"), 0)
+    users.add("huge", profile("huge", tags=500), 0)
+    budget = state_bytes(profile("huge", tags=100))
+    assert users.evictions(budget) == ["small", "huge"]
+    users.drop("small")
+    assert users.evictions(budget) == ["huge"]
+    assert users.evictions(state_bytes(profile("huge", tags=500))) == []
 
 
 def test_a_large_user_frees_more_than_its_share() -> None:

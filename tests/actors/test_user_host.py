@@ -174,7 +174,9 @@ async def test_idle_and_budget_passivation_keep_state(stores: Stores) -> None:
     tiny = make_host(stores, memory_budget_bytes=1)
     await tiny.state("a")
     await tiny.ingest("b", views("b", 3, 1))
-    assert tiny.active_users == 1 and tiny.stats.passivations >= 1
+    # Both are larger than a 1-byte budget on their own: neither is kept.
+    assert tiny.active_users == 0 and tiny.stats.passivations >= 2
+    assert (await tiny.state("b")).event_count == 4
 
 
 async def test_cancelled_caller_does_not_lose_an_acknowledged_batch(stores: Stores) -> None:
@@ -392,6 +394,20 @@ async def test_reads_keep_memory_within_the_budget(stores: Stores) -> None:
         assert (await host.state(f"r{k}")).event_count == 5
     assert host.active_users <= 3 and host.stats.passivations >= 3
     assert host.active_bytes <= one_user * 2.5 + one_user
+
+
+async def test_a_user_larger_than_the_budget_is_not_kept_and_still_answers(
+    stores: Stores,
+) -> None:
+    """The most recently used user used to stay whatever its size: one oversized profile
+    held the host above its budget for good."""
+    host = make_host(stores, memory_budget_bytes=1)
+    await host.ingest("big", views("big", 0, 30))
+    assert host.active_users == 0 and host.active_bytes == 0
+    assert (await host.state("big")).event_count == 30  # reloaded from snapshot + log
+    assert host.active_users == 0
+    await host.ingest("big", views("big", 30, 5))
+    assert (await host.state("big")).event_count == 35
 
 
 async def test_a_lost_commit_acknowledgement_still_folds_and_is_not_a_duplicate(
