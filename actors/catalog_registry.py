@@ -19,7 +19,7 @@ REGISTRY_NAME = "portrait-catalog"
 NAMESPACE = "portrait"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, enable_task_events=False)  # as ProfileShard
+@ray.remote(num_cpus=0, max_restarts=-1, enable_task_events=False)  # type: ignore[call-overload]  # see ProfileShard
 class CatalogRegistry:
     """Holds ``(key, [index_ref, extras_ref, space_ref])``; refs are kept nested so Ray passes
     them through unresolved and each reader fetches the shared object itself.

@@ -31,7 +31,7 @@ from portrait.errors import PortraitError, ShardUnavailable
 # reports each task's state changes to the GCS, which keeps up to 100,000 of them (measured:
 # GCS RSS 125 -> 317 MiB over a 30-minute soak). Nobody reads them for these actors; Serve
 # turns them off for its replicas for the same reason.
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False)
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False)  # type: ignore[call-overload]  # option missing from the stub
 class ProfileShard(ShardService):
     """A ShardService as a Ray actor (async: its methods share one event loop)."""
 

@@ -52,6 +52,9 @@ class ProfileConfig:
         rating_scale: distance from the centre that counts as full weight.
         recent_items: how many recently touched items the profile keeps.
         exclude_types: event types whose items are excluded from recommendations.
+        max_keywords: keywords a profile keeps: once it holds twice as many, the weakest are
+            dropped down to this many. Text brings words without limit, and keywords only
+            describe a profile (inspection), so they must not grow with a user's history.
     """
 
     long_half_life_days: float = 90.0
@@ -65,6 +68,7 @@ class ProfileConfig:
     rating_scale: float = 2.0
     recent_items: int = 20
     exclude_types: frozenset[str] = frozenset({"purchase", "dismiss", "rating", "review"})
+    max_keywords: int = 100
 
     def __post_init__(self) -> None:
         for name in ("long_half_life_days", "short_half_life_days", "tag_half_life_days"):
@@ -83,6 +87,9 @@ class ProfileConfig:
             raise InvalidField("rating_scale", "must be positive")
         if not isinstance(self.recent_items, int) or self.recent_items < 0:
             raise InvalidField("recent_items", "must be a non-negative integer")
+        if isinstance(self.max_keywords, bool) or not isinstance(self.max_keywords, int) \
+                or self.max_keywords < 1:
+            raise InvalidField("max_keywords", "must be a positive integer")
         for key in self.exclude_types:
             if key not in EVENT_TYPES:
                 raise InvalidField(f"exclude_types.{key}", "unknown event type")

@@ -271,6 +271,13 @@ _EMPTY_WEIGHTS = np.zeros((2, 0), dtype=np.float64)
 _EMPTY_WEIGHTS.setflags(write=False)
 
 
+def _strongest(weights: dict[str, float], keep: int) -> dict[str, float]:
+    """The ``keep`` largest weights (ties by key, so the choice is deterministic). All share
+    the profile's anchor, so stored values compare as decayed ones would."""
+    top = heapq.nlargest(keep, weights.items(), key=lambda kv: (kv[1], kv[0]))
+    return dict(top)
+
+
 def _rebase(state: ProfileState, new_anchor: float, config: ProfileConfig) -> None:
     """Move the anchor forward to ``new_anchor``, rescaling every anchored sum."""
     assert state.anchor is not None
@@ -437,9 +444,14 @@ def fold(
                 acc[0] += np.float64(tw * 2.0 ** (dt / long_h)) * vector
                 acc[1] += np.float64(tw * 2.0 ** (dt / short_h)) * vector
                 kw_coef.append(tw * 2.0 ** (dt / tag_h))
+        cap = config.max_keywords
         for (e, _), c in zip(weighted_texts, kw_coef, strict=True):
             for word, score in texts[e.event_id].keywords:
                 keywords[word] = keywords.get(word, 0.0) + c * score
+            # Checked after every event, not every batch: the log's order alone decides
+            # what is dropped, so a live profile still equals a replay of its log.
+            if len(keywords) > 2 * cap:
+                keywords = state.keywords = _strongest(keywords, cap)
 
     for e in evs:
         if isinstance(e, AttributesSet):

@@ -339,6 +339,40 @@ def test_snapshot_plus_tail_equals_full_replay(events: list[Event], data) -> Non
     assert_same_profile(from_snapshot, replay(log, CONFIG, ITEMS, texts, user_id="u"))
 
 
+def test_keywords_are_capped_at_the_strongest() -> None:
+    """Every search and review added its words for good: a long-lived user's keyword set
+    grew with all the text they ever wrote."""
+    config = ProfileConfig(max_keywords=3)
+    words = [f"w{k:02d}" for k in range(40)]
+    # "strong" is in every query, so it must survive every pruning.
+    searches = [SearchPerformed(f"e{k}", "u", T0 + k, query=f"strong {words[k]}")
+                for k in range(40)]
+    texts = {e.event_id: text_features(e.query) for e in searches}
+    state = replay(recorded(searches), config, ITEMS, texts, user_id="u")
+    assert 3 <= len(state.keywords) <= 6
+    assert "strong" in state.keywords
+    assert max(state.keyword_weights(config), key=state.keyword_weights(config).get) == "strong"
+    with pytest.raises(InvalidField, match="max_keywords"):
+        ProfileConfig(max_keywords=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=event_lists(), data=st.data())
+def test_a_capped_profile_still_equals_its_replay_however_it_was_batched(
+    events: list[Event], data
+) -> None:
+    config = ProfileConfig(max_keywords=1)  # pruned all the time
+    log, texts = recorded(events), texts_for(events)
+    cut = data.draw(st.integers(min_value=0, max_value=len(events)))
+    state = replay(log[:cut], config, ITEMS, texts, user_id="u")
+    state = state_from_bytes(state_to_bytes(state))
+    for rec in log[cut:]:
+        fold(state, [rec], config, ITEMS, texts)
+    full = replay(log, config, ITEMS, texts, user_id="u")
+    assert_same_profile(state, full)
+    assert len(full.keywords) <= 2
+
+
 @settings(max_examples=100, deadline=None)
 @given(events=event_lists())
 def test_one_at_a_time_equals_batch(events: list[Event]) -> None:
