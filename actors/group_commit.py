@@ -39,9 +39,15 @@ class GroupCommitter:
         self._max_events = max_events
         self._queue: list[_Pending] = []
         self._queued_events = 0
+        self._flushing_events = 0
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0  # transactions issued, for metrics and tests
+
+    @property
+    def pending_events(self) -> int:
+        """Events submitted and not yet acknowledged: queued, or in the running transaction."""
+        return self._queued_events + self._flushing_events
 
     async def submit_many(
         self, requests: Sequence[AppendRequest]
@@ -69,8 +75,12 @@ class GroupCommitter:
             else:
                 await asyncio.sleep(0)  # let callers scheduled in this loop turn join in
             self._wakeup.clear()
+            self._flushing_events = self._queued_events
             batch, self._queue, self._queued_events = self._queue, [], 0
-            await self._flush(batch)
+            try:
+                await self._flush(batch)
+            finally:
+                self._flushing_events = 0
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:

@@ -72,6 +72,7 @@ class HostStats:
     events_unfoldable: int = 0
     ingested: int = 0
     duplicates: int = 0
+    conflicts: int = 0
     activation_seconds: float = 0.0
 
 
@@ -169,6 +170,11 @@ class UserHost:
     def active_bytes(self) -> int:
         """The estimated memory of the users in memory."""
         return self._users.nbytes
+
+    @property
+    def pending_events(self) -> int:
+        """Events waiting for their group commit (queued or being written)."""
+        return self._committer.pending_events
 
     @property
     def commits(self) -> int:
@@ -306,6 +312,8 @@ class UserHost:
             )
             stale = []
             for user_id, outcome in zip(todo, got, strict=True):
+                if isinstance(outcome, VersionConflict):
+                    self.stats.conflicts += 1
                 if isinstance(outcome, VersionConflict) and attempt == 1:
                     stale.append(user_id)
                 elif isinstance(outcome, (list, PortraitError)):

@@ -12,11 +12,13 @@ shard in a fresh process, the first call re-opens its stores and re-reads the ca
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from actors.catalog_view import CatalogFeed, CatalogView, ViewKey
 from actors.dependencies import EncoderConnector, HostStores, StoreOpener
@@ -29,8 +31,27 @@ from portrait.inspection import ProfileDiff, diff, summarize
 from portrait.ports import AppendResult
 from portrait.ranking import Reason, recommend
 from portrait.variants import VariantPolicy
+from storage import retry
 
 _log = logging.getLogger(__name__)
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def _counted(method: _Method) -> _Method:
+    """Count the call in ``calls_in_flight`` while it runs (the shard's queue depth: calls
+    waiting for a user's lock, the group commit or the encoder are all in flight)."""
+
+    @functools.wraps(method)
+    async def counted(self: ShardService, *args: Any, **kwargs: Any) -> Any:
+        self._calls_in_flight += 1
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._calls_in_flight -= 1
+
+    return cast(_Method, counted)
+
 
 # What one user's batch came to: its per-event results, or the error that refused it.
 UserOutcome = list[AppendResult] | PortraitError
@@ -94,6 +115,7 @@ class ShardService:
         self._janitor: asyncio.Task[None] | None = None
         self._rec_seconds = 0.0
         self._rec_count = 0
+        self._calls_in_flight = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -165,6 +187,7 @@ class ShardService:
 
     # -- commands and queries --------------------------------------------------------------
 
+    @_counted
     async def ingest(self, batches: dict[str, list[bytes]]) -> dict[str, UserOutcome]:
         """Append and fold each user's batch; per user, its results or the error refusing it.
 
@@ -180,6 +203,7 @@ class ShardService:
             payloads=batches,
         )
 
+    @_counted
     async def recommend(
         self, user_id: str, k: int, diversity: float, tags: list[str], exclude: list[str]
     ) -> Recommendations:
@@ -213,6 +237,7 @@ class ShardService:
         self._rec_count += 1
         return out
 
+    @_counted
     async def profile(
         self, user_id: str, at_seq: int | None, at_time: float | None, top: int
     ) -> ProfileReport:
@@ -234,6 +259,7 @@ class ShardService:
             variant.name,
         )
 
+    @_counted
     async def changes(
         self, user_id: str, from_seq: int, to_seq: int | None, top: int
     ) -> ProfileDiff:
@@ -255,6 +281,9 @@ class ShardService:
             "active_users": host.active_users,
             "active_bytes": host.active_bytes,
             "commits": host.commits,
+            "pending_events": host.pending_events,
+            "calls_in_flight": self._calls_in_flight,
+            **{f"storage_{k}": v for k, v in asdict(retry.COUNTS).items()},
             "recommendations": self._rec_count,
             "recommendation_seconds": self._rec_seconds,
         }

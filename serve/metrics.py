@@ -80,6 +80,36 @@ _SHARD_METRICS = {
         "Group-commit transactions.",
         "counter",
     ),
+    "conflicts": (
+        "portrait_shard_version_conflicts_total",
+        "Appends refused because another writer had moved the user's stream (re-read, retried).",
+        "counter",
+    ),
+    "storage_retries": (
+        "portrait_storage_retries_total",
+        "Transient storage failures retried (connection lost, timeout, serialization).",
+        "counter",
+    ),
+    "storage_unavailable": (
+        "portrait_storage_unavailable_total",
+        "Storage operations that failed on every attempt (answered 503).",
+        "counter",
+    ),
+    "storage_failures": (
+        "portrait_storage_failures_total",
+        "Non-transient storage failures (a bug or a broken schema; logged once each).",
+        "counter",
+    ),
+    "pending_events": (
+        "portrait_shard_pending_events",
+        "Events waiting for their group commit (queued or being written).",
+        "gauge",
+    ),
+    "calls_in_flight": (
+        "portrait_shard_calls_in_flight",
+        "Calls the shard has accepted and not answered (its queue depth).",
+        "gauge",
+    ),
     "activations": (
         "portrait_user_activations_total",
         "Users loaded (snapshot + replay).",

@@ -145,6 +145,24 @@ def translate(exc: Exception) -> Exception:
     return exc
 
 
+@dataclass(slots=True)
+class RetryCounts:
+    """What the retry policies of this process saw (exported by the shard as metrics).
+
+    Attributes:
+        retries: transient failures that were retried.
+        unavailable: operations that failed transiently on every attempt (StorageUnavailable).
+        failures: non-transient driver failures (StorageError, StorageIntegrityError).
+    """
+
+    retries: int = 0
+    unavailable: int = 0
+    failures: int = 0
+
+
+COUNTS = RetryCounts()
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Bounded exponential backoff for transient storage failures.
@@ -191,11 +209,14 @@ class RetryPolicy:
                     translated = translate(exc)
                     if translated is exc:
                         raise
+                    COUNTS.failures += 1
                     raise translated from exc
                 if attempt == self.attempts:
+                    COUNTS.unavailable += 1
                     raise StorageUnavailable(
                         f"the store is unavailable after {attempt} attempts: {exc}"
                     ) from exc
+                COUNTS.retries += 1
                 wait = self.delay(attempt)
                 _log.warning("transient storage error (try %d, retry in %.3fs): %r",
                              attempt, wait, exc)
@@ -205,4 +226,7 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 
-__all__ = ["DEFAULT_RETRY", "RetryPolicy", "is_integrity", "is_transient", "translate"]
+__all__ = [
+    "COUNTS", "DEFAULT_RETRY", "RetryCounts", "RetryPolicy", "is_integrity", "is_transient",
+    "translate",
+]

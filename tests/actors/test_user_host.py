@@ -396,6 +396,23 @@ async def test_reads_keep_memory_within_the_budget(stores: Stores) -> None:
     assert host.active_bytes <= one_user * 2.5 + one_user
 
 
+async def test_a_second_writer_is_a_counted_conflict_and_pending_events_show_the_queue(
+    stores: Stores,
+) -> None:
+    """Conflicts and the group-commit queue were invisible to operators."""
+    first, second = make_host(stores), make_host(stores, group_commit_window_s=0.2)
+    await first.ingest("u", views("u", 0, 2))
+    await second.ingest("u", views("u", 2, 2))  # second now holds "u" at seq 4
+    await first.ingest("u", views("u", 4, 1))  # first's state is stale: conflict, re-read
+    assert first.stats.conflicts == 1 and (await first.state("u")).event_count == 5
+    assert second.pending_events == 0
+    task = asyncio.create_task(second.ingest("v", views("v", 0, 3)))
+    await asyncio.sleep(0.05)  # inside the 0.2 s commit window
+    assert second.pending_events == 3
+    await task
+    assert second.pending_events == 0
+
+
 async def test_a_user_larger_than_the_budget_is_not_kept_and_still_answers(
     stores: Stores,
 ) -> None:

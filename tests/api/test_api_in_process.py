@@ -318,6 +318,11 @@ async def test_operations(http: httpx.AsyncClient) -> None:
         "portrait_user_activations_total",
         "portrait_active_users",
         "portrait_shard_up",
+        "portrait_shard_calls_in_flight",
+        "portrait_shard_pending_events",
+        "portrait_shard_version_conflicts_total",
+        "portrait_storage_retries_total",
+        "portrait_storage_unavailable_total",
     ):
         assert name in text, name
     assert (await http.get("/openapi.json")).json()["paths"]["/v1/events"]

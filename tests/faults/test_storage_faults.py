@@ -192,6 +192,11 @@ async def test_writers_survive_drops_stalls_and_a_restart(world: dict[str, Any])
         assert (await http.get("/v1/users/late/recommendations")).status_code == 200
         live = {f"w{u}": (await http.get(f"/v1/users/w{u}/profile")).json()
                 for u in range(WRITERS)}
+        # The operator saw it: the shards' retries are in the metrics.
+        scrape = (await http.get("/metrics")).text
+        retried = sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                      if line.startswith("portrait_storage_retries_total{"))
+        assert retried > 0, "portrait_storage_retries_total stayed 0 through the faults"
 
     assert set(statuses) <= {200, 503}, statuses
     expected = {view(f"w{u}", k)["event_id"] for u in range(WRITERS)
@@ -221,7 +226,7 @@ async def test_writers_survive_drops_stalls_and_a_restart(world: dict[str, Any])
         await replayed_system.close()
     print(f"\nfaults: {sum(statuses.values())} requests, {statuses[503]} answered 503 and "
           f"retried, acknowledged {len(acked)}, lost 0, duplicated 0; restart took "
-          f"{restart_s:.1f} s")
+          f"{restart_s:.1f} s; storage retries in the metrics: {retried:.0f}")
 
 
 def assert_same_json(a: Any, b: Any, where: str) -> None:

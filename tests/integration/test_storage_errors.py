@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import NoReturn
@@ -20,7 +21,7 @@ from portrait.events import ItemViewed
 from portrait.ports import Snapshot
 from storage.database import create_engine
 from storage.postgres import PostgresEventLog, PostgresSnapshotStore
-from storage.retry import RetryPolicy
+from storage.retry import COUNTS, RetryPolicy
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -68,9 +69,13 @@ async def test_retry_policy_bounds_and_passthrough() -> None:
         calls += 1
         raise ConnectionResetError("reset by peer")
 
+    before = dataclasses.replace(COUNTS)
     with pytest.raises(StorageUnavailable):
         await RetryPolicy(attempts=3, base_delay=0.001).run(flaky)
     assert calls == 3
+    # Counted for portrait_storage_retries_total / _unavailable_total.
+    assert COUNTS.retries == before.retries + 2
+    assert COUNTS.unavailable == before.unavailable + 1
 
     calls = 0
 
@@ -109,9 +114,11 @@ async def test_missing_table_is_a_storage_error(embedded_engine: AsyncEngine) ->
         async with embedded_engine.connect() as conn:
             await conn.execute(text("SELECT * FROM no_such_table"))
 
+    failures = COUNTS.failures
     with pytest.raises(StorageError) as caught:
         await FAST.run(query)
     assert type(caught.value) is StorageError
+    assert COUNTS.failures == failures + 1  # portrait_storage_failures_total
 
 
 async def test_dead_pooled_connection_is_retried(
