@@ -18,6 +18,7 @@ from actors.catalog_publisher import CatalogPublisher
 from actors.catalog_registry import NAMESPACE
 from actors.catalog_view import CatalogSink
 from actors.dependencies import EncoderConnector, StoresOpener
+from actors.generations import detached_actor
 from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
 from actors.shard import proxies
@@ -40,7 +41,10 @@ class ItemSpaceActor:
         settings: CollabSettings,
         min_new_events: int,
         max_age_s: float,
+        *,
+        generation: str = "",
     ) -> None:
+        self._generation = generation
         self._args = (stores, encoder, sink, list(shards), tuple(alphas), settings,
                       min_new_events, max_age_s)
         self._job: ItemSpaceJob | None = None
@@ -76,12 +80,27 @@ class ItemSpaceActor:
     async def stats(self) -> dict[str, Any]:
         return await (await self._ready()).stats()
 
+    async def generation(self) -> str:
+        return self._generation
 
-def spawn_item_space_actor(*args: Any) -> Any:
-    """The cluster's retrain actor, created if missing (see :class:`ItemSpaceActor`)."""
-    return ItemSpaceActor.options(  # type: ignore[attr-defined]
-        name=ACTOR_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
-    ).remote(*args)
+
+def spawn_item_space_actor(
+    stores: StoresOpener,
+    encoder: EncoderConnector,
+    sink: CatalogSink,
+    shards: Sequence[Any],
+    alphas: Sequence[float],
+    settings: CollabSettings,
+    min_new_events: int,
+    max_age_s: float,
+) -> Any:
+    """The cluster's retrain actor, created if missing or of another generation (see
+    :class:`ItemSpaceActor`, :mod:`actors.generations`). The shard handles are part of its
+    identity: replaced shards mean a new retrain actor that notifies them."""
+    arguments = (stores, encoder, sink, list(shards), tuple(alphas), settings,
+                 min_new_events, max_age_s)
+    identity = (stores, list(shards), tuple(alphas), settings, min_new_events, max_age_s)
+    return detached_actor(ItemSpaceActor, ACTOR_NAME, NAMESPACE, arguments, identity)
 
 
 class RemoteRetraining:

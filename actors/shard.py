@@ -23,6 +23,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors.catalog_registry import NAMESPACE
 from actors.catalog_view import CatalogFeed
 from actors.dependencies import EncoderConnector, StoreOpener
+from actors.generations import detached_actor
 from actors.shard_service import ShardService, ShardSettings
 from portrait.errors import PortraitError, ShardUnavailable
 
@@ -48,11 +49,14 @@ def spawn_shards(
     settings: ShardSettings,
 ) -> list[Any]:
     """The cluster's shard actors, created if missing. Named and detached: every ingress
-    replica finds the same shards, and a replica restart does not take them down."""
+    replica finds the same shards, and a replica restart does not take them down. Shards of
+    another generation (settings or code of an earlier deployment) are retired and replaced
+    (:mod:`actors.generations`)."""
     return [
-        ProfileShard.options(  # type: ignore[attr-defined]
-            name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
-        ).remote(name, stores, encoder, catalog, settings)
+        detached_actor(
+            ProfileShard, name, NAMESPACE,
+            (name, stores, encoder, catalog, settings), (name, stores, settings),
+        )
         for name in shard_names(count)
     ]
 
@@ -95,6 +99,13 @@ class ShardProxy:
                 raise ShardUnavailable(
                     f"shard {self.name} is restarting ({type(exc).__name__})"
                 ) from exc
+            except asyncio.CancelledError:
+                # Ray surfaces a task cancelled on the shard's side as a cancellation of
+                # ours; only our own (the caller went away) may unwind as one.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                raise ShardUnavailable(f"shard {self.name} cancelled {method}") from None
 
         return call
 

@@ -102,12 +102,15 @@ class ShardService:
         encoder: EncoderConnector,
         catalog: CatalogFeed,
         settings: ShardSettings = ShardSettings(),
+        *,
+        generation: str = "",
     ) -> None:
         self.name = name
         self._store_opener = stores
         self._encoder_connector = encoder
         self._feed = catalog
         self._settings = settings
+        self._generation = generation
         self._stores: HostStores | None = None
         self._host: UserHost | None = None
         self._catalog: CatalogView | None = None
@@ -287,6 +290,10 @@ class ShardService:
             "recommendations": self._rec_count,
             "recommendation_seconds": self._rec_seconds,
         }
+
+    async def generation(self) -> str:
+        """The deployment generation this shard was created for (see actors.generations)."""
+        return self._generation
 
     async def pid(self) -> int:
         """This shard's OS process (benchmarks read its memory)."""

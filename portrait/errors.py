@@ -132,6 +132,11 @@ class ShardUnavailable(PortraitError):
     Nothing of the call was acknowledged; safe to retry."""
 
 
+class NotReady(PortraitError):
+    """The service has not finished starting (or its start-up failed and will be tried again
+    by the next request). Safe to retry."""
+
+
 class NotFound(PortraitError):
     """Nothing is recorded under an id. ``field`` names the id's parameter."""
 

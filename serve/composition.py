@@ -102,10 +102,10 @@ def ray_ingress_context(
     from actors.catalog_registry import RegistryChannel
     from actors.item_space_actor import RemoteRetraining
     from actors.shard import proxies
-    from serve.encoder_deployment import ServeEncoderConnector
+    from serve.encoder_deployment import ServeEncoderConnector, not_cancelled
 
     async def encoder_stats() -> Mapping[str, Any] | None:
-        stats: Mapping[str, Any] = await encoder_handle.stats.remote()
+        stats: Mapping[str, Any] = await not_cancelled(encoder_handle.stats.remote())
         return stats
 
     return ApiContext(

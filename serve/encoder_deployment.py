@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from ray import serve
@@ -23,6 +23,8 @@ from portrait.ports import Encoder
 from serve import metrics
 from serve.encoder_settings import EncoderSettings
 from serve.vllm_encoder import validate_texts
+
+T = TypeVar("T")
 
 EncoderFactory = Callable[[EncoderSettings], Encoder]
 
@@ -253,7 +255,12 @@ class EncoderClient:
         self._dim: int | None = None
 
     async def connect(self) -> EncoderClient:
-        info = await self._handle.info.remote()
+        try:
+            info = await not_cancelled(self._handle.info.remote())
+        except EncoderUnavailable:
+            raise
+        except Exception as e:
+            raise EncoderUnavailable(f"the encoder is not reachable: {type(e).__name__}") from e
         self._model_id, self._dim = str(info["model_id"]), int(info["dim"])
         return self
 
@@ -274,7 +281,7 @@ class EncoderClient:
         if not items:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         try:
-            result: np.ndarray = await self._handle.encode.remote(items)
+            result: np.ndarray = await not_cancelled(self._handle.encode.remote(items))
             return result
         except InvalidField:
             raise
@@ -284,3 +291,21 @@ class EncoderClient:
                 raise InvalidField(cause.field, cause.reason) from None
             # A dead or overloaded replica, a lost connection: the caller can retry later.
             raise EncoderUnavailable(f"the encoder failed: {type(e).__name__}: {e}"[:300]) from e
+
+
+async def not_cancelled(response: Awaitable[T]) -> T:
+    """Await a Serve handle call; a cancellation that is not ours is the callee's failure.
+
+    Serve turns a task cancelled on the replica's side (the replica was killed mid-call)
+    into ``asyncio.CancelledError`` in the caller. Let through, it unwound our callers as if
+    *they* had been cancelled: the ingress answered a bare 500, and a start-up it hit never
+    ran again (every later request 500, measured after an encoder and an ingress kill).
+    """
+    try:
+        return await response
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we were cancelled: propagate
+        raise EncoderUnavailable("the encoder replica went away during the call") from None
+

@@ -20,6 +20,7 @@ from actors.catalog_publisher import CatalogPublisher
 from actors.catalog_view import CatalogSink, ViewKey, newer
 from actors.dependencies import EncoderConnector
 from actors.shard_service import ProfileReport, Recommendations, UserOutcome
+from portrait.errors import NotReady
 from portrait.inspection import ProfileDiff
 from portrait.routing import owner_index
 from storage.catalog import ItemCatalog
@@ -115,10 +116,19 @@ class ApiContext:
 
     async def ready(self) -> None:
         """Start once; concurrent callers share the attempt, and a failed attempt is
-        retried by the next caller."""
-        if self._start is None or (self._start.done() and self._start.exception()):
-            self._start = asyncio.ensure_future(self._started())
-        await asyncio.shield(self._start)
+        retried by the next caller. An attempt that was cancelled counts as failed: it used
+        to stay done-and-cancelled, and every later request raised CancelledError (a bare
+        500) for the life of the replica."""
+        start = self._start
+        if start is None or (start.done() and (start.cancelled() or start.exception())):
+            start = self._start = asyncio.ensure_future(self._started())
+        try:
+            await asyncio.shield(start)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller was cancelled, not the start
+            raise NotReady("the start-up was cancelled; the next request starts again") from None
 
     async def _started(self) -> None:
         encoder = await self._encoder.connect()

@@ -19,6 +19,7 @@ from portrait.errors import (
     EventIdConflict,
     InvalidInput,
     NotFound,
+    NotReady,
     PayloadTooLarge,
     PortraitError,
     ShardUnavailable,
@@ -45,6 +46,7 @@ STATUS: tuple[tuple[type[PortraitError], int], ...] = (
     (StorageUnavailable, 503),
     (EncoderUnavailable, 503),
     (ShardUnavailable, 503),
+    (NotReady, 503),
 )
 
 # What a client is told for errors whose own message is about our internals.
@@ -53,6 +55,7 @@ _PUBLIC_MESSAGE = {
     StorageError: "the event store failed; the server log has the details",
     EncoderUnavailable: "the text encoder is unavailable; retry later",
     ShardUnavailable: "the shard serving this user is restarting; retry later",
+    NotReady: "the service is still starting; retry later",
     VersionConflict: "the user's events are being written elsewhere; retry later",
 }
 

@@ -11,7 +11,6 @@ event ids, as the README says to. Every loop is bounded in count and time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 import time
 from collections import Counter
@@ -23,7 +22,6 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from actors.text_features import ThreadedEncoder
 from serve.composition import InProcessSystem, in_process
@@ -34,67 +32,11 @@ from storage.migrate import upgrade
 from storage.postgres import PostgresEventLog
 from tests.conftest import in_thread
 from tests.fakes import HashingEncoder
+from tests.faults.proxy import FaultProxy, proxied_url, socket_path
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T0 = 1_700_000_000
 WRITERS, BATCHES, BATCH = 6, 60, 8
-
-
-class FaultProxy:
-    """TCP on 127.0.0.1 -> the server's unix socket, with faults on demand."""
-
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._open: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self.drop_all()
-        if self._server is not None:
-            self._server.close()
-
-    def drop_all(self) -> None:
-        """What a crash or a network cut does: every open connection ends now."""
-        for writer in list(self._open):
-            writer.transport.abort()
-        self._open.clear()
-
-    def stall(self) -> None:
-        self._flowing.clear()
-
-    def resume(self) -> None:
-        self._flowing.set()
-
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            server_r, server_w = await asyncio.open_unix_connection(self.socket_path)
-        except OSError:
-            client_w.transport.abort()
-            return
-        self._open |= {client_w, server_w}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await src.read(65536):
-                    await self._flowing.wait()
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
-        self._open -= {client_w, server_w}
-
-
-def socket_path(url: str) -> str:
-    query = make_url(url).query
-    return f"{query['host']}/.s.PGSQL.{query['port']}"
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -105,8 +47,7 @@ async def world() -> AsyncIterator[dict[str, Any]]:
     in_thread(lambda: upgrade(direct))
     proxy = FaultProxy(socket_path(direct))
     await proxy.start()
-    parsed = make_url(direct)
-    via_proxy = f"postgresql://{parsed.username}@127.0.0.1:{proxy.port}/{parsed.database}"
+    via_proxy = proxied_url(direct, proxy.port)
     settings = Settings(shards=2, snapshot_every=4, max_batch_events=100)
     encoder = ThreadedEncoder(HashingEncoder(dim=32))
     system = in_process(settings, via_proxy, encoder)

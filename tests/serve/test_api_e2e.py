@@ -413,6 +413,34 @@ def test_killing_the_encoder_under_text_writes_loses_nothing(
         assert profile["counts"] == {"search": 8, "view": 8}, profile
 
 
+def test_a_redeploy_retires_detached_actors_of_another_generation(service) -> None:
+    """Named detached shards were found by name and kept: after a redeploy with new settings
+    (or code) the old shards went on serving the old ones."""
+    from actors.catalog_registry import NAMESPACE, RegistryChannel
+    from actors.generations import detached_actor
+    from actors.shard import ProfileShard
+    from actors.shard_service import ShardSettings
+    from serve.encoder_deployment import ServeEncoderConnector
+    from storage.stores import StoreFactory
+
+    stores, name = StoreFactory(service.database_url), "generation-test-shard"
+    connector = ServeEncoderConnector("unused", "unused")
+
+    def deploy(settings: ShardSettings):
+        arguments = (name, stores, connector, RegistryChannel(), settings)
+        return detached_actor(ProfileShard, name, NAMESPACE, arguments, (name, stores, settings))
+
+    first = deploy(ShardSettings(passivation_interval_s=30.0))
+    same = deploy(ShardSettings(passivation_interval_s=30.0))
+    assert same._actor_id == first._actor_id  # same generation: kept
+    changed = deploy(ShardSettings(passivation_interval_s=31.0))
+    assert changed._actor_id != first._actor_id
+    with pytest.raises(ray.exceptions.RayActorError):  # the old one was retired
+        ray.get(first.generation.remote(), timeout=30)
+    assert ray.get_actor(name, namespace=NAMESPACE)._actor_id == changed._actor_id
+    ray.kill(changed, no_restart=True)
+
+
 def test_shards_restarted_after_the_ingress_died_still_load_the_catalog(
     http: httpx.Client, service
 ) -> None:

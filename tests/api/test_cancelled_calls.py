@@ -1,0 +1,73 @@
+"""A Serve call whose task is cancelled on the callee's side (the replica was killed
+mid-call) raises ``asyncio.CancelledError`` in the caller. Measured with ``./dev bench
+faults``: after an encoder kill and an ingress kill, every request of the new ingress replica
+answered a bare 500 for good, because its start-up had ended "cancelled" and was never tried
+again, and text writes got 500 instead of 503."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from actors.text_features import ThreadedEncoder
+from portrait.errors import EncoderUnavailable
+from serve.composition import in_process
+from serve.encoder_deployment import not_cancelled
+from serve.settings import Settings
+from storage.stores import forget_memory
+from tests.fakes import HashingEncoder
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_a_callee_side_cancellation_is_encoder_unavailable() -> None:
+    async def cancelled_by_the_callee() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(EncoderUnavailable):
+        await not_cancelled(cancelled_by_the_callee())
+
+
+async def test_our_own_cancellation_still_propagates() -> None:
+    never = asyncio.Event()
+    task = asyncio.ensure_future(not_cancelled(never.wait()))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class CancelledOnce:
+    """An encoder connector whose first connect ends as a killed replica's call does."""
+
+    def __init__(self, connector: Any) -> None:
+        self._connector = connector
+        self.calls = 0
+
+    async def connect(self) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise asyncio.CancelledError
+        return await self._connector.connect()
+
+
+async def test_a_start_up_cancelled_by_a_callee_is_tried_again_by_the_next_request() -> None:
+    url = "memory://cancelled-start"
+    system = in_process(Settings(shards=1), url, ThreadedEncoder(HashingEncoder(dim=32)))
+    # The context's connector is the composition root's; wrap it to fail the first start.
+    flaky = system.context._encoder = CancelledOnce(system.context._encoder)
+    try:
+        transport = httpx.ASGITransport(app=system.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as http:
+            first = await http.get("/readyz")
+            assert first.status_code == 503 and first.headers["retry-after"]
+            assert "starting" in first.json()["reason"]
+            second = await http.get("/readyz")
+            assert second.status_code == 200, second.text
+            assert flaky.calls == 2
+    finally:
+        await system.close()
+        forget_memory(url)
