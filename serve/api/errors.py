@@ -143,3 +143,14 @@ def install(app: FastAPI) -> None:
         count(422, "InvalidField")
         return JSONResponse({"error": "InvalidField", "message": f"{field}: {first.get('msg')}",
                              "field": field}, 422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug or an unmapped failure of a dependency. Logged with its traceback (the
+        # message of a driver error may hold data, so only the type goes to the client), and
+        # answered in the API's error shape instead of Starlette's bare text.
+        _log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        count(500, type(exc).__name__)
+        return JSONResponse({"error": "InternalError",
+                             "message": f"internal error ({type(exc).__name__}); "
+                                        "see the server log"}, 500)
