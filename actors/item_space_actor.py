@@ -27,7 +27,7 @@ from portrait.tuned_config import CollabSettings
 ACTOR_NAME = "portrait-item-space"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, enable_task_events=False)  # type: ignore[call-overload]  # see ProfileShard: every ingest notes its events here
 class ItemSpaceActor:
     """Hosts the :class:`ItemSpaceJob` of the cluster."""
 

@@ -50,8 +50,8 @@ def event(user: str, k: int) -> dict[str, Any]:
 class Load:
     """The writers, and what they saw."""
 
-    def __init__(self, url: str, writers: int, max_batches: int) -> None:
-        self.url, self.max_batches = url, max_batches
+    def __init__(self, url: str, headers: dict[str, str], writers: int, max_batches: int) -> None:
+        self.url, self.headers, self.max_batches = url, headers, max_batches
         self.statuses: Counter[str] = Counter()
         self.acked: dict[str, set[str]] = {f"w{u}": set() for u in range(writers)}
         self.sent: Counter[str] = Counter()  # events in batches sent
@@ -89,7 +89,7 @@ class Load:
 
     async def writer(self, user: str) -> None:
         """Batches until the faults are over (or --max-batches)."""
-        async with httpx.AsyncClient(base_url=self.url, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=self.url, timeout=120, headers=self.headers) as http:
             for b in range(self.max_batches):
                 if self.stop.is_set():
                     return
@@ -102,9 +102,9 @@ class Load:
                 await asyncio.sleep(0.05)
 
 
-async def recovered_after(url: str, label: str, since: float) -> float:
+async def recovered_after(url: str, headers: dict[str, str], label: str, since: float) -> float:
     """Seconds from ``since`` until a probe write is acknowledged (bounded: 5 minutes)."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
         k = 0
         while time.monotonic() - since < 300:
             k += 1
@@ -134,8 +134,8 @@ def kill_named(fragment: str) -> int:
     return len(found)
 
 
-async def faults(url: str, proxy: Any, pg: Any, rounds: int, load_done: asyncio.Future[Any],
-                 recovery: dict[str, list[float]]) -> None:
+async def faults(url: str, headers: dict[str, str], proxy: Any, pg: Any, rounds: int,
+                 load_done: asyncio.Future[Any], recovery: dict[str, list[float]]) -> None:
     from tests.faults.proxy import socket_path
 
     async def restart_postgres() -> None:
@@ -170,7 +170,8 @@ async def faults(url: str, proxy: Any, pg: Any, rounds: int, load_done: asyncio.
                 return
             began = time.monotonic()
             await inject()
-            took = await recovered_after(url, f"{r}-{len(recovery.get(label, []))}", began)
+            took = await recovered_after(url, headers, f"{r}-{len(recovery.get(label, []))}",
+                                         began)
             recovery.setdefault(label, []).append(took)
             print(f"  round {r + 1}: {label:<30} writes acknowledged again after {took:.1f} s",
                   flush=True)
@@ -197,8 +198,8 @@ async def check_log(direct_url: str, load: Load) -> tuple[int, int]:
     return lost, dup
 
 
-async def profiles(url: str, users: list[str]) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+async def profiles(url: str, headers: dict[str, str], users: list[str]) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as http:
         out = {}
         for user in users:
             for _ in range(600):
@@ -220,13 +221,14 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-async def replay_matches(url: str, direct_url: str, shards: int, users: list[str]) -> int:
+async def replay_matches(url: str, headers: dict[str, str], direct_url: str, shards: int,
+                         users: list[str]) -> int:
     """How many users' live profiles differ from a fresh replay of their logs."""
     from sqlalchemy import text
 
     from storage.database import create_engine
 
-    live = await profiles(url, users)
+    live = await profiles(url, headers, users)
     engine = create_engine(direct_url)
     try:
         async with engine.begin() as conn:
@@ -235,7 +237,7 @@ async def replay_matches(url: str, direct_url: str, shards: int, users: list[str
         await engine.dispose()
     for i in range(shards):  # restarted shards replay every user from the log alone
         await asyncio.to_thread(kill_named, f"portrait-shard-{i}")
-    replayed = await profiles(url, users)
+    replayed = await profiles(url, headers, users)
     return sum(1 for u in users if not same(live.get(u), replayed.get(u)))
 
 
@@ -262,20 +264,20 @@ async def run(args: argparse.Namespace) -> int:
         movies = load_movielens().items[:60]
         body = {"items": [{"id": m.item_id, "title": m.title, "description": m.description,
                            "tags": list(m.tags)} for m in movies]}
-        async with httpx.AsyncClient(base_url=svc.url, timeout=600) as http:
+        async with httpx.AsyncClient(base_url=svc.url, timeout=600, headers=svc.headers()) as http:
             assert (await http.post("/v1/items", json=body)).status_code == 200
-        load = Load(svc.url, args.writers, args.max_batches)
+        load = Load(svc.url, svc.headers(), args.writers, args.max_batches)
         started = time.monotonic()
         writers = asyncio.gather(*(load.writer(u) for u in load.acked))
         recovery: dict[str, list[float]] = {}
         await asyncio.sleep(2.0)
-        await faults(svc.url, proxy, pg, args.rounds, writers, recovery)
+        await faults(svc.url, svc.headers(), proxy, pg, args.rounds, writers, recovery)
         load.stop.set()
         await writers
         elapsed = time.monotonic() - started
         lost, dup = await check_log(direct, load)
         users = sorted(load.acked)
-        differing = await replay_matches(svc.url, direct, settings.shards, users)
+        differing = await replay_matches(svc.url, svc.headers(), direct, settings.shards, users)
     finally:
         if svc is not None:
             await asyncio.to_thread(svc.stop)

@@ -68,12 +68,13 @@ def event(kind: str, eid: str, user: str, t: float, **fields: Any) -> dict[str, 
 
 
 async def concurrent_rate(
-    url: str, bodies: list[dict[str, Any] | None], path: str, conc: int
+    url: str, bodies: list[dict[str, Any] | None], path: str, conc: int,
+    headers: dict[str, str] | None = None,
 ) -> float:
     """Requests (POST with body, or GET) per second at ``conc`` connections."""
     queue = list(bodies)
     async with httpx.AsyncClient(
-        base_url=url, timeout=120, limits=httpx.Limits(max_connections=conc)
+        base_url=url, timeout=120, limits=httpx.Limits(max_connections=conc), headers=headers
     ) as client:
 
         async def worker() -> None:
@@ -124,7 +125,7 @@ def main() -> None:
                 for i in range(settings.shards)
             ]
             run_id = str(int(time.time()))
-            with httpx.Client(base_url=svc.url, timeout=60) as c:
+            with httpx.Client(base_url=svc.url, timeout=60, headers=svc.headers()) as c:
                 items = [
                     i["item_id"]
                     for i in c.get("/v1/users/cold/recommendations", params={"k": 200}).json()[
@@ -231,11 +232,12 @@ def main() -> None:
                 }
                 for b in range(100)
             ]
-            ingest_rate = asyncio.run(concurrent_rate(svc.url, batches, "/v1/events", 8)) * 200
+            ingest_rate = asyncio.run(concurrent_rate(svc.url, batches, "/v1/events", 8,
+                                                        svc.headers())) * 200
             trivial_rate = asyncio.run(concurrent_rate(svc.url, [None] * 2000, "/trivial", 8))
 
             # Recommendations while a retrain of everything ingested so far runs.
-            with httpx.Client(base_url=svc.url, timeout=600) as c:
+            with httpx.Client(base_url=svc.url, timeout=600, headers=svc.headers()) as c:
                 quiet = [timed_rec(c, f"{run_id}-w{k % 20}") for k in range(args.requests)]
                 box: dict[str, Any] = {}
                 job = threading.Thread(
@@ -250,7 +252,7 @@ def main() -> None:
             ray.get([s.passivate_all.remote() for s in shards])
             before = shard_rss(shards)
             users = args.users * 10
-            with httpx.Client(base_url=svc.url, timeout=60) as c:
+            with httpx.Client(base_url=svc.url, timeout=60, headers=svc.headers()) as c:
                 for b in range(0, users, 100):
                     c.post(
                         "/v1/events",

@@ -62,10 +62,10 @@ def sample_rss() -> dict[str, int]:
 
 
 async def traffic(url: str, items: list[str], deadline: float, users: int, seed: int,
-                  statuses: Counter[str]) -> None:
+                  statuses: Counter[str], headers: dict[str, str]) -> None:
     rng = random.Random(seed)
     sent: dict[str, int] = defaultdict(int)
-    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as http:
         while time.monotonic() < deadline:
             roll = rng.random()
             user = f"soak-{seed}-{rng.randrange(users)}"
@@ -128,7 +128,8 @@ def main() -> int:
             movies = load_movielens().items[: args.items]
             body = {"items": [{"id": m.item_id, "title": m.title, "description": m.description,
                                "tags": list(m.tags)} for m in movies]}
-            assert httpx.post(f"{svc.url}/v1/items", json=body, timeout=600).status_code == 200
+            assert httpx.post(f"{svc.url}/v1/items", json=body, timeout=600,
+                              headers=svc.headers()).status_code == 200
             items = [m.item_id for m in movies]
             shards = [ray.get_actor(f"portrait-shard-{i}", namespace=NAMESPACE)
                       for i in range(settings.shards)]
@@ -139,7 +140,7 @@ def main() -> int:
 
             async def run() -> None:
                 clients = asyncio.gather(*(
-                    traffic(svc.url, items, deadline, args.users, seed, statuses)
+                    traffic(svc.url, items, deadline, args.users, seed, statuses, svc.headers())
                     for seed in range(args.concurrency)
                 ))
                 while not clients.done():

@@ -20,6 +20,7 @@ The evaluation logic itself is the pure package :mod:`portrait.evaluation`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--served", default=None, metavar="URL",
                     help="evaluate what a running service at URL serves, next to the offline "
                          "figure of its config (--config, default: the shipped default)")
+    ev.add_argument("--token", default=os.environ.get("PORTRAIT_TOKEN"), metavar="TOKEN",
+                    help="API token for --served (scopes events:write, recommendations:read; "
+                         "default $PORTRAIT_TOKEN)")
     ev.add_argument("--served-prefix", default="", metavar="P",
                     help="prefix for user and event ids, so one service can take several runs")
     ev.add_argument("--no-plots", action="store_true")

@@ -279,7 +279,9 @@ def cmd_evaluate_served(
     prep = _prepare(args, encoder, dataset)
 
     async def serve_run() -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=args.served.rstrip("/"), timeout=600) as client:
+        headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
+        async with httpx.AsyncClient(base_url=args.served.rstrip("/"), timeout=600,
+                                     headers=headers) as client:
             return await evaluate_served(prep, client, prefix=args.served_prefix)
 
     served = asyncio.run(serve_run())

@@ -132,6 +132,22 @@ class ShardUnavailable(PortraitError):
     Nothing of the call was acknowledged; safe to retry."""
 
 
+class Unauthenticated(PortraitError):
+    """No token, a malformed one, or one that is unknown or revoked (401)."""
+
+
+class Forbidden(PortraitError):
+    """A valid token without the scope the call needs (403)."""
+
+
+class RateLimited(PortraitError):
+    """The token sent more than its allowance (429, with ``retry_after_s``)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class NotReady(PortraitError):
     """The service has not finished starting (or its start-up failed and will be tried again
     by the next request). Safe to retry."""

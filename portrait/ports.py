@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from portrait.access import TokenRecord
 from portrait.catalog import ItemRecord
 from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
@@ -281,4 +282,22 @@ class ItemSpaceStore(Protocol):
 
     async def latest_version(self) -> int:
         """The newest space's version without its vectors; 0 when there is none."""
+        ...
+
+
+class TokenStore(Protocol):
+    """API token records (:mod:`portrait.access`): each with the digest of its secret."""
+
+    async def create(self, record: TokenRecord, digest: bytes) -> None:
+        """Store a new token. Raises InvalidField("name") if the name is taken."""
+        ...
+
+    async def find(self, token_id: str) -> tuple[TokenRecord, bytes] | None: ...
+
+    async def list(self) -> list[TokenRecord]:
+        """Every token, revoked ones included, oldest first."""
+        ...
+
+    async def revoke(self, name: str, now: float) -> TokenRecord | None:
+        """Revoke the token called ``name`` (by name or id); the record, or None if none."""
         ...

@@ -26,10 +26,12 @@ from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
 from actors.shard_service import ShardService, ShardSettings
 from portrait.ports import AsyncEncoder
+from serve.api.auth import Authenticator
 from serve.api.context import ApiContext, ApiLimits, Shard
 from serve.api.routes import create_app
+from serve.secret_key import load_secret_key
 from serve.settings import Settings, SettingsError
-from storage.stores import StoreFactory, is_memory_url, open_stores
+from storage.stores import StoreFactory, Stores, is_memory_url, open_stores
 
 APP_NAME = "portrait"
 ENCODER_DEPLOYMENT = "EncoderDeployment"
@@ -108,17 +110,30 @@ def ray_ingress_context(
         stats: Mapping[str, Any] = await not_cancelled(encoder_handle.stats.remote())
         return stats
 
+    api_stores = open_stores(stores.url)
     return ApiContext(
         # proxies forward every Shard method
         cast("list[Shard]", proxies(shard_handles, settings.shard_call_timeout_s)),
-        open_stores(stores.url),
+        api_stores,
         ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME, handle=encoder_handle),
         RegistryChannel(),
         api_limits(settings),
         encoder_stats,
         alphas=settings.variant_policy().alphas(),
         retraining=RemoteRetraining(retrainer) if retrainer is not None else None,
+        # The key is read here, in the replica's process (environment or key file).
+        auth=authenticator(settings, api_stores),
     )
+
+
+def authenticator(
+    settings: Settings, stores: Stores, secret_key: bytes | None = None
+) -> Authenticator | None:
+    """The token checks of an ingress, or None with ``PORTRAIT_AUTH=off``."""
+    if not settings.auth:
+        return None
+    key = secret_key if secret_key is not None else load_secret_key(settings)
+    return Authenticator(stores.tokens, key, cache_s=settings.token_cache_s)
 
 
 def app_from_env(args: dict[str, Any] | None = None) -> Any:
@@ -151,9 +166,12 @@ class InProcessSystem:
         await self.context.stores.close()
 
 
-def in_process(settings: Settings, url: str, encoder: AsyncEncoder) -> InProcessSystem:
+def in_process(
+    settings: Settings, url: str, encoder: AsyncEncoder, *, secret_key: bytes | None = None
+) -> InProcessSystem:
     """The system without Ray: the real routes, error mapping and shard logic over stores
-    opened from ``url`` (``memory://…`` or a migrated ``postgresql://…``)."""
+    opened from ``url`` (``memory://…`` or a migrated ``postgresql://…``). Tokens are checked
+    unless ``settings.auth`` is off, with ``secret_key`` or else the configured one."""
     channel = LocalCatalogChannel()
     connector = ConnectedEncoder(encoder)
     policy = shard_settings(settings)
@@ -163,7 +181,8 @@ def in_process(settings: Settings, url: str, encoder: AsyncEncoder) -> InProcess
     ]
     stores = open_stores(url)
     context = ApiContext(shards, stores, connector, channel, api_limits(settings),
-                         alphas=policy.variants.alphas())
+                         alphas=policy.variants.alphas(),
+                         auth=authenticator(settings, stores, secret_key))
     collab = settings.collab_settings()
     job = None
     if collab is not None:

@@ -5,6 +5,7 @@
     portrait import-catalog   encode and store a dataset's catalog, with a progress bar
     portrait migrate          apply the Alembic migrations to PORTRAIT_DATABASE_URL
     portrait train-items      train the collaborative item space from the event log
+    portrait token            create, list and revoke API tokens
     portrait evaluate|tune|ab offline evaluation (see README)
 """
 
@@ -127,6 +128,51 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    """``portrait token create|list|revoke``: the API tokens in the configured database."""
+    from serve.secret_key import load_secret_key
+    from serve.token_admin import create_token
+    from storage.migrate import upgrade
+    from storage.stores import open_stores
+
+    # Creating needs the key the service checks with (made on first use, like `run` does).
+    key = load_secret_key(settings, create=True) if args.action == "create" else b""
+    with database(settings) as url:
+        upgrade(url)
+
+        async def run() -> int:
+            stores = open_stores(url, pool_size=1)
+            try:
+                if args.action == "create":
+                    token = await create_token(stores.tokens, key, args.name, args.scope or [])
+                    print(f"token {token.record.name!r} ({', '.join(sorted(token.record.scopes))})"
+                          f"; shown once, store it now:\n{token.text}")
+                elif args.action == "list":
+                    for r in await stores.tokens.list():
+                        state = ("revoked " + _when(r.revoked_at)) if r.revoked_at else "valid"
+                        print(f"{r.name:<32} {r.token_id}  created {_when(r.created_at)}  "
+                              f"{state:<28} {' '.join(sorted(r.scopes))}")
+                else:
+                    record = await stores.tokens.revoke(args.name, time.time())
+                    if record is None:
+                        print(f"portrait token revoke: no token called {args.name!r}",
+                              file=sys.stderr)
+                        return 2
+                    print(f"revoked {record.name!r} (running services stop accepting it within "
+                          f"PORTRAIT_TOKEN_CACHE_S = {settings.token_cache_s:g} s)")
+                return 0
+            finally:
+                await stores.close()
+
+        return asyncio.run(run())
+
+
+def _when(ts: float | None) -> str:
+    from datetime import UTC, datetime
+
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from serve.service import run_service
 
@@ -145,6 +191,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     imp.add_argument("--data-dir", type=Path, default=None)
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("train-items", help="train the collaborative item space from the event log")
+    from portrait.access import SCOPES
+
+    token = sub.add_parser("token", help="create, list and revoke API tokens")
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="a new token, printed once")
+    create.add_argument("--name", required=True, help="who or what uses it (unique)")
+    create.add_argument("--scope", action="append", choices=SCOPES, required=True,
+                        help="repeat for several; admin grants every scope")
+    actions.add_parser("list", help="every token: name, id, dates, scopes (never secrets)")
+    revoke = actions.add_parser("revoke", help="revoke a token by name or id")
+    revoke.add_argument("name")
     for name in OFFLINE_COMMANDS:
         sub.add_parser(name, help=f"offline {name} (see `portrait {name} --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -163,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
         handler = {"run": cmd_run, "import-catalog": cmd_import_catalog, "migrate": cmd_migrate,
-                   "train-items": cmd_train_items}
+                   "train-items": cmd_train_items, "token": cmd_token}
         return handler[args.command](args, settings)
     except (SettingsError, PortraitError) as exc:
         print(f"portrait: {exc}", file=sys.stderr)

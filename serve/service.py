@@ -6,6 +6,8 @@ the same start-up path.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve.composition import APP_NAME, build_app
+from serve.secret_key import key_file, load_secret_key
 from serve.settings import Settings
 
 
@@ -25,6 +28,11 @@ class RunningService:
     url: str
     settings: Settings
     database_url: str
+    token: str | None = None  # the local admin token (None with PORTRAIT_AUTH=off)
+
+    def headers(self) -> dict[str, str]:
+        """What a local client sends: the admin token, if tokens are checked."""
+        return {"authorization": f"Bearer {self.token}"} if self.token else {}
 
     def stop(self) -> None:
         """Passivate users (writing their snapshots), then stop Serve and Ray."""
@@ -68,6 +76,11 @@ def start_service(
     from storage.migrate import upgrade
 
     upgrade(database_url)
+    token = None
+    if settings.auth:
+        # The replicas read the key themselves; give them an absolute path to it.
+        settings = dataclasses.replace(settings, secret_key_file=key_file(settings).resolve())
+        token = asyncio.run(_dev_token(settings, database_url))
     # The ingress replica serves HTTP itself (throughput mode) and, on shutdown, keeps
     # serving for a draining period (30 s by default) so that a load balancer can stop
     # sending it traffic. A local run has no load balancer: drain for one second, or Ctrl-C
@@ -85,12 +98,25 @@ def start_service(
     serve.run(build_app(settings, database_url), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{settings.host}:{settings.port}"
     ready = wait_ready(url)
+    service = RunningService(url, settings, database_url, token)
     if load_demo_catalog and ready.get("catalog_version") == 0:
-        _import_demo_catalog(url, settings.max_batch_events)
-    return RunningService(url, settings, database_url)
+        _import_demo_catalog(url, settings.max_batch_events, service.headers())
+    return service
 
 
-def _import_demo_catalog(url: str, batch: int) -> None:
+async def _dev_token(settings: Settings, database_url: str) -> str:
+    from serve.token_admin import dev_token
+    from storage.stores import open_stores
+
+    key = load_secret_key(settings, create=True)
+    stores = open_stores(database_url, pool_size=1)
+    try:
+        return await dev_token(stores.tokens, key, settings.data_dir / "dev-token")
+    finally:
+        await stores.close()
+
+
+def _import_demo_catalog(url: str, batch: int, headers: dict[str, str]) -> None:
     """The bundled MovieLens movies, through the service's own ``POST /v1/items``: encoded by
     its encoder and published to every shard as each batch lands. (A side channel into the
     catalog store left the shards on an empty catalog when a request came first, and a Serve
@@ -106,7 +132,7 @@ def _import_demo_catalog(url: str, batch: int) -> None:
     for start in range(0, len(items), batch):
         body = json.dumps({"items": items[start : start + batch]}).encode()
         request = urllib.request.Request(
-            f"{url}/v1/items", data=body, headers={"content-type": "application/json"}
+            f"{url}/v1/items", data=body, headers={"content-type": "application/json", **headers}
         )
         with urllib.request.urlopen(request, timeout=600) as resp:
             inserted += int(json.loads(resp.read())["inserted"])
@@ -125,12 +151,20 @@ def run_service(settings: Settings, database_url: str, *, load_demo_catalog: boo
         {"type": "search", "event_id": "demo-2", "user_id": "demo", "occurred_at": now,
          "query": "space adventure with rebels"},
     ]}
+    auth = ""
+    if service.token:
+        auth = " -H \"authorization: Bearer $PORTRAIT_TOKEN\""
+        print(f"""
+Your local admin token (kept in {settings.data_dir / 'dev-token'}; make others with
+`portrait token create`):
+
+  export PORTRAIT_TOKEN={service.token}""", flush=True)
     print(f"""
 Portrait is running at {url}   (API docs: {url}/docs, metrics: {url}/metrics)
 
 Try:
-  curl -s -X POST {url}/v1/events -H 'content-type: application/json' -d '{json.dumps(demo)}'
-  curl -s '{url}/v1/users/demo/recommendations?k=5'
+  curl -s -X POST {url}/v1/events{auth} -H 'content-type: application/json' -d '{json.dumps(demo)}'
+  curl -s{auth} '{url}/v1/users/demo/recommendations?k=5'
 
 Press Ctrl-C to stop.""", flush=True)
     stop = threading.Event()

@@ -59,6 +59,13 @@ class Settings:
         max_body_bytes: largest request body accepted (413 beyond), checked before it is read.
         max_future_skew_s: how far in the future an event's ``occurred_at`` may lie (client
             clocks drift); later ones are refused with 422.
+        auth: whether every route but /healthz and /readyz needs a token (``off`` only
+            behind a gateway that authenticates for us).
+        secret_key_file: the key token digests are made with; default
+            ``<data_dir>/secret.key``. ``PORTRAIT_SECRET_KEY`` (read from the environment by
+            each process that needs it, never passed along) takes precedence.
+        token_cache_s: how long the ingress trusts what it read about a token (a revocation
+            takes effect within this).
         log_level: Python logging level of the ``portrait`` command.
         datasets_dir: where non-bundled evaluation data sets live (default
             ``../shared/datasets`` beside the checkout).
@@ -84,6 +91,9 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     shard_call_timeout_s: float = 60.0
     max_queued_requests: int = 1000
+    auth: bool = True
+    secret_key_file: Path | None = None
+    token_cache_s: float = 5.0
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
@@ -115,6 +125,8 @@ class Settings:
             "max_body_bytes": int,
             "shard_call_timeout_s": float,
             "max_queued_requests": int,
+            "secret_key_file": Path,
+            "token_cache_s": float,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -126,6 +138,11 @@ class Settings:
                 raise SettingsError(
                     f"{PREFIX}{name.upper()}: {raw!r} is not a valid {kind.__name__}"
                 ) from None
+        auth = env.get(PREFIX + "AUTH", "").strip().lower()
+        if auth:
+            if auth not in ("on", "off"):
+                raise SettingsError(f"{PREFIX}AUTH: {auth!r} is not 'on' or 'off'")
+            kwargs["auth"] = auth == "on"
         try:
             kwargs["encoder"] = EncoderSettings.from_env(env)
         except ValueError as exc:
@@ -153,6 +170,7 @@ class Settings:
             (self.retrain_every_events >= 1, "RETRAIN_EVERY_EVENTS", "must be at least 1"),
             (self.retrain_max_age_s > 0, "RETRAIN_MAX_AGE_S", "must be positive"),
             (self.catalog_refresh_s > 0, "CATALOG_REFRESH_S", "must be positive"),
+            (0 <= self.token_cache_s <= 300, "TOKEN_CACHE_S", "must be 0..300 seconds"),
             (0 <= self.max_future_skew_s < 10 * 365 * 86_400, "MAX_FUTURE_SKEW_S",
              "must be between 0 and ten years of seconds"),
             (self.log_level.upper() in _LOG_LEVELS, "LOG_LEVEL", f"must be one of {_LOG_LEVELS}"),

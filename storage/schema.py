@@ -13,6 +13,7 @@ Tables:
 * ``snapshots``: serialised profile states, keyed by the config hash that built them.
 * ``items``: the item catalog (:mod:`storage.catalog`).
 * ``text_features``: cached encodings of text events per model (derived, safe to lose).
+* ``api_tokens``: API tokens (:mod:`portrait.access`), by id, with a keyed digest of the secret.
 """
 
 from __future__ import annotations
@@ -135,7 +136,21 @@ item_spaces = Table(
     PrimaryKeyConstraint("version"),
 )
 
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("scopes", ARRAY(Text), nullable=False),
+    # HMAC-SHA256 of the token's secret under the deployment's key; never the secret.
+    Column("digest", LargeBinary, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double, nullable=True),
+    PrimaryKeyConstraint("token_id"),
+    UniqueConstraint("name"),
+)
+
 __all__ = [
-    "NAMING_CONVENTION", "events", "item_spaces", "items", "metadata", "snapshots",
-    "text_features",
+    "NAMING_CONVENTION", "api_tokens", "events", "item_spaces", "items", "metadata",
+    "snapshots", "text_features",
 ]

@@ -18,6 +18,7 @@ from portrait.ports import (
     ItemSpaceStore,
     SnapshotStore,
     TextFeatureStore,
+    TokenStore,
 )
 from storage.catalog import ItemCatalog
 
@@ -40,6 +41,7 @@ class Stores:
     text_features: TextFeatureStore
     catalog_store: CatalogStore
     item_spaces: ItemSpaceStore
+    tokens: TokenStore
     _close: Callable[[], Awaitable[None]] = field(default=_nothing, repr=False)
 
     def catalog(self, encoder: AsyncEncoder) -> ItemCatalog:
@@ -77,11 +79,12 @@ def _open_memory(url: str) -> Stores:
     from storage.memory import InMemoryEventLog, InMemorySnapshotStore
     from storage.memory_catalog import InMemoryCatalogStore
     from storage.text_features import InMemoryTextFeatureStore
+    from storage.tokens import InMemoryTokenStore
 
     events = InMemoryEventLog()
     return Stores(
         url, events, InMemorySnapshotStore(), InMemoryTextFeatureStore(),
-        InMemoryCatalogStore(events), InMemoryItemSpaceStore(),
+        InMemoryCatalogStore(events), InMemoryItemSpaceStore(), InMemoryTokenStore(),
     )
 
 
@@ -92,6 +95,7 @@ def _open_postgres(url: str, pool_size: int) -> Stores:
     from storage.postgres_catalog import PostgresCatalogStore
     from storage.postgres_snapshots import PostgresSnapshotStore
     from storage.text_features import PostgresTextFeatureStore
+    from storage.tokens import PostgresTokenStore
 
     engine = create_engine(url, pool_size=pool_size)
     return Stores(
@@ -101,6 +105,7 @@ def _open_postgres(url: str, pool_size: int) -> Stores:
         PostgresTextFeatureStore(engine),
         PostgresCatalogStore(engine),
         PostgresItemSpaceStore(engine),
+        PostgresTokenStore(engine),
         engine.dispose,
     )
 

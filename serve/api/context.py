@@ -23,6 +23,7 @@ from actors.shard_service import ProfileReport, Recommendations, UserOutcome
 from portrait.errors import NotReady
 from portrait.inspection import ProfileDiff
 from portrait.routing import owner_index
+from serve.api.auth import Authenticator
 from storage.catalog import ItemCatalog
 from storage.stores import Stores
 
@@ -84,8 +85,10 @@ class ApiContext:
         encoder_stats: EncoderStats = _no_encoder_stats,
         alphas: Sequence[float] = (),
         retraining: Retraining | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         self.shards = list(shards)
+        self.auth = auth  # None: PORTRAIT_AUTH=off
         self.names = [s.name for s in self.shards]
         self.stores = stores
         self.limits = limits

@@ -7,6 +7,7 @@ Every error body is ``{"error", "message", "field"}``: ``error`` is the error's 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,14 +18,17 @@ from portrait.errors import (
     BatchTooLarge,
     EncoderUnavailable,
     EventIdConflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     NotReady,
     PayloadTooLarge,
     PortraitError,
+    RateLimited,
     ShardUnavailable,
     StorageError,
     StorageUnavailable,
+    Unauthenticated,
     VersionConflict,
 )
 from serve import metrics
@@ -34,6 +38,9 @@ _log = logging.getLogger(__name__)
 
 # Most specific first: the first matching class decides.
 STATUS: tuple[tuple[type[PortraitError], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (RateLimited, 429),
     (PayloadTooLarge, 413),
     (BatchTooLarge, 413),
     (InvalidInput, 422),
@@ -95,8 +102,14 @@ def error_body(exc: PortraitError, prefix: str = "") -> dict[str, Any]:
             **({"field": field} if field else {})}
 
 
-def retry_headers(status: int) -> dict[str, str] | None:
-    return {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+def retry_headers(status: int, exc: PortraitError | None = None) -> dict[str, str] | None:
+    if status == 503:
+        return {"Retry-After": RETRY_AFTER_S}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    if status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="portrait"'}
+    return None
 
 
 class InRequest(Exception):
@@ -111,7 +124,7 @@ class InRequest(Exception):
 def error_response(exc: PortraitError, prefix: str = "") -> JSONResponse:
     status = status_of(exc)
     count(status, type(exc).__name__, exc)
-    return JSONResponse(error_body(exc, prefix), status, headers=retry_headers(status))
+    return JSONResponse(error_body(exc, prefix), status, headers=retry_headers(status, exc))
 
 
 def count(status: int, error: str, exc: BaseException | None = None) -> None:

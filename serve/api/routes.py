@@ -18,6 +18,7 @@ from portrait.validation import MAX_UNIX_TIME, check_id
 from serve import metrics
 from serve.api import errors, fanout, responses
 from serve.api import models as m
+from serve.api.auth import requires
 from serve.api.body_limit import BodyLimit
 from serve.api.context import ApiContext
 
@@ -70,7 +71,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
 
 def _events(app: FastAPI) -> None:
-    @app.post("/v1/events", response_model=m.IngestResponse, tags=["events"])
+    @app.post("/v1/events", response_model=m.IngestResponse, tags=["events"],
+             dependencies=[requires("events:write")])
     async def ingest(body: m.IngestRequest, request: Request) -> JSONResponse:
         """Append a batch of events. All events are validated before anything is written;
         each user's events are appended all-or-nothing and folded into the live profile
@@ -85,7 +87,8 @@ def _events(app: FastAPI) -> None:
         metrics.INGEST_LATENCY.observe(time.perf_counter() - started)
         return JSONResponse({"results": results}, status, headers=errors.retry_headers(status))
 
-    @app.get("/v1/users/{user_id}/events", response_model=m.AuditPage, tags=["audit"])
+    @app.get("/v1/users/{user_id}/events", response_model=m.AuditPage, tags=["audit"],
+             dependencies=[requires("profiles:read")])
     async def audit(user_id: UserId, request: Request, after: int = Query(0, ge=0, le=INT64_MAX),
                     limit: int = Query(100, ge=1, le=1000)) -> JSONResponse:
         """The user's event log in seq order, a page at a time: the audit trail."""
@@ -98,7 +101,7 @@ def _events(app: FastAPI) -> None:
 
 def _users(app: FastAPI) -> None:
     @app.get("/v1/users/{user_id}/recommendations", response_model=m.RecommendationsResponse,
-             tags=["recommendations"])
+             tags=["recommendations"], dependencies=[requires("recommendations:read")])
     async def recommendations(
         user_id: UserId, request: Request, k: int = Query(10, ge=1, le=200),
         diversity: float = Query(0.0, ge=0.0, le=1.0),
@@ -116,7 +119,8 @@ def _users(app: FastAPI) -> None:
         )
         return JSONResponse(responses.recommendations(out))
 
-    @app.get("/v1/users/{user_id}/profile", response_model=m.ProfileResponse, tags=["profiles"])
+    @app.get("/v1/users/{user_id}/profile", response_model=m.ProfileResponse, tags=["profiles"],
+             dependencies=[requires("profiles:read")])
     async def profile(
         user_id: UserId, request: Request,
         at_seq: int | None = Query(None, ge=0, le=INT64_MAX),
@@ -133,7 +137,7 @@ def _users(app: FastAPI) -> None:
         return JSONResponse(responses.profile(report))
 
     @app.get("/v1/users/{user_id}/profile/changes", response_model=m.ChangesResponse,
-             tags=["profiles"])
+             tags=["profiles"], dependencies=[requires("profiles:read")])
     async def changes(
         user_id: UserId, request: Request, from_seq: int = Query(..., ge=0, le=INT64_MAX),
         to_seq: int | None = Query(None, ge=0, le=INT64_MAX), top: int = Query(10, ge=1, le=100),
@@ -163,18 +167,21 @@ def _items(app: FastAPI) -> None:
         version = await ctx.publish_catalog()
         return JSONResponse(responses.upserted(result, version))
 
-    @app.post("/v1/items", response_model=m.UpsertResponse, tags=["items"])
+    @app.post("/v1/items", response_model=m.UpsertResponse, tags=["items"],
+             dependencies=[requires("items:write")])
     async def upsert_items(body: m.ItemsRequest, request: Request) -> JSONResponse:
         """Insert or update items; only items whose text changed are re-encoded. New items
         are recommendable as soon as this returns."""
         return await upsert(_ctx(request), body.items, "items[{i}].")
 
-    @app.put("/v1/items/{item_id}", response_model=m.UpsertResponse, tags=["items"])
+    @app.put("/v1/items/{item_id}", response_model=m.UpsertResponse, tags=["items"],
+             dependencies=[requires("items:write")])
     async def put_item(item_id: ItemId, body: m.ItemBody, request: Request) -> JSONResponse:
         """Insert or update one item."""
         return await upsert(_ctx(request), [{"id": item_id, **body.model_dump()}], "")
 
-    @app.get("/v1/items/{item_id}", response_model=m.ItemResponse, tags=["items"])
+    @app.get("/v1/items/{item_id}", response_model=m.ItemResponse, tags=["items"],
+             dependencies=[requires("recommendations:read")])
     async def get_item(item_id: ItemId, request: Request) -> JSONResponse:
         ctx = _ctx(request)
         await ctx.ready()
@@ -185,7 +192,7 @@ def _items(app: FastAPI) -> None:
 
 
 def _item_space(app: FastAPI) -> None:
-    @app.get("/v1/item-space", tags=["items"])
+    @app.get("/v1/item-space", tags=["items"], dependencies=[requires("recommendations:read")])
     async def item_space(request: Request) -> JSONResponse:
         """The collaborative item space: its version, the last retrain, failures."""
         ctx = _ctx(request)
@@ -194,7 +201,7 @@ def _item_space(app: FastAPI) -> None:
                                  "item vectors (item_vectors.alpha is 0)"})
         return JSONResponse({"enabled": True, **await ctx.retraining.stats()})
 
-    @app.post("/v1/item-space/retrain", tags=["items"])
+    @app.post("/v1/item-space/retrain", tags=["items"], dependencies=[requires("admin")])
     async def retrain(request: Request) -> JSONResponse:
         """Retrain the collaborative item vectors from the event log now and publish them to
         every shard; answers when done (concurrent calls share one retrain). The service
@@ -226,7 +233,8 @@ def _operations(app: FastAPI) -> None:
         return JSONResponse({"status": "ready", "shards": len(ctx.shards),
                              "catalog_version": ctx.catalog_version})
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
+             dependencies=[requires("metrics:read")])
     async def metrics_endpoint(request: Request) -> PlainTextResponse:
         """Prometheus metrics: this process's, plus every shard's and the encoder's."""
         ctx = _ctx(request)

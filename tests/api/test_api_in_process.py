@@ -23,9 +23,10 @@ from actors.text_features import ThreadedEncoder
 from portrait.tuned_config import TunedConfig
 from serve.api import models as m
 from serve.api.routes import create_app
-from serve.composition import InProcessSystem, in_process
+from serve.composition import InProcessSystem
 from serve.settings import Settings
 from storage.stores import forget_memory
+from tests import auth
 from tests.fakes import HashingEncoder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -98,7 +99,7 @@ async def system(store_url: str, plain_config: Path) -> AsyncIterator[InProcessS
     settings = Settings(
         shards=2, snapshot_every=3, max_batch_events=50, profile_config=plain_config
     )
-    sys = in_process(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    sys = auth.system(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
     try:
         yield sys
     finally:
@@ -108,7 +109,8 @@ async def system(store_url: str, plain_config: Path) -> AsyncIterator[InProcessS
 @pytest_asyncio.fixture(loop_scope="session")
 async def http(system: InProcessSystem) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=system.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                 headers=await auth.headers(system)) as client:
         resp = await client.post("/v1/items", json={"items": ITEMS})
         assert resp.status_code == 200, resp.text
         check_schema(resp.json(), m.UpsertResponse)
@@ -396,7 +398,10 @@ async def test_route_dependencies_run_inline_not_in_a_thread_pool(system: InProc
     for route in system.app.routes:
         if isinstance(route, APIRoute):
             for call in calls(route.dependant):
-                assert inspect.iscoroutinefunction(call), (route.path, call)
+                # A function, or an object with an async __call__ (fastapi.security's)
+                inline = inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+                    type(call).__call__)
+                assert inline, (route.path, call)
                 checked += 1
     assert checked >= 6  # the user and item id checks of every route that takes one
 
@@ -424,12 +429,13 @@ async def test_a_refused_batch_leaves_no_text_features_for_a_later_event(
 
 async def test_oversized_bodies_are_refused_before_they_are_read(store_url: str) -> None:
     settings = Settings(shards=1)
-    sys_ = in_process(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    sys_ = auth.system(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
     sys_.context.limits = dataclasses.replace(sys_.context.limits, max_body_bytes=4096)
     app = create_app(sys_.context)  # built after the limit changed
     try:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                     headers=await auth.headers(sys_)) as client:
             big = {"events": [ev("search", f"q{i}", "big", T0 + i, query="x" * 100)
                               for i in range(40)]}
             resp = await client.post("/v1/events", json=big)

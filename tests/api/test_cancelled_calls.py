@@ -14,10 +14,10 @@ import pytest
 
 from actors.text_features import ThreadedEncoder
 from portrait.errors import EncoderUnavailable
-from serve.composition import in_process
 from serve.encoder_deployment import not_cancelled
 from serve.settings import Settings
 from storage.stores import forget_memory
+from tests import auth
 from tests.fakes import HashingEncoder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -56,12 +56,13 @@ class CancelledOnce:
 
 async def test_a_start_up_cancelled_by_a_callee_is_tried_again_by_the_next_request() -> None:
     url = "memory://cancelled-start"
-    system = in_process(Settings(shards=1), url, ThreadedEncoder(HashingEncoder(dim=32)))
+    system = auth.system(Settings(shards=1), url, ThreadedEncoder(HashingEncoder(dim=32)))
     # The context's connector is the composition root's; wrap it to fail the first start.
     flaky = system.context._encoder = CancelledOnce(system.context._encoder)
     try:
         transport = httpx.ASGITransport(app=system.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                 headers=await auth.headers(system)) as http:
             first = await http.get("/readyz")
             assert first.status_code == 503 and first.headers["retry-after"]
             assert "starting" in first.json()["reason"]

@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 
 from actors.text_features import ThreadedEncoder
-from serve.composition import in_process
 from serve.settings import Settings
 from storage.stores import forget_memory
+from tests import auth
 from tests.fakes import HashingEncoder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -30,9 +30,10 @@ async def http() -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     url = "memory://popularity-refresh"
     # No retrain is due in this test (10,000 events); the stores are checked every 0.2 s.
     settings = Settings(shards=2, retrain_every_events=10_000, catalog_refresh_s=0.2)
-    system = in_process(settings, url, ThreadedEncoder(HashingEncoder(dim=32)))
+    system = auth.system(settings, url, ThreadedEncoder(HashingEncoder(dim=32)))
     transport = httpx.ASGITransport(app=system.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                 headers=await auth.headers(system)) as client:
         assert (await client.post("/v1/items", json={"items": ITEMS})).status_code == 200
         yield client, system
     await system.close()

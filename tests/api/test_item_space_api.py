@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 
 from actors.text_features import ThreadedEncoder
-from serve.composition import in_process
 from serve.settings import Settings
 from storage.stores import forget_memory
+from tests import auth
 from tests.fakes import HashingEncoder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -27,10 +27,11 @@ ITEMS = [{"id": i, "title": f"{i} {word}", "description": word, "tags": []}
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     url = "memory://item-space-api"
     # The shipped default config: it ranks with 93% collaborative vectors once they exist.
-    system = in_process(Settings(shards=2, retrain_every_events=10_000), url,
+    system = auth.system(Settings(shards=2, retrain_every_events=10_000), url,
                         ThreadedEncoder(HashingEncoder(dim=32)))
     transport = httpx.ASGITransport(app=system.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                 headers=await auth.headers(system)) as client:
         assert (await client.post("/v1/items", json={"items": ITEMS})).status_code == 200
         yield client
     await system.close()

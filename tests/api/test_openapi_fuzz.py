@@ -22,9 +22,9 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 
 from actors.text_features import ThreadedEncoder
-from serve.composition import in_process
 from serve.settings import Settings
 from storage.stores import forget_memory
+from tests import auth
 from tests.fakes import HashingEncoder
 
 CASES_PER_OPERATION = 150
@@ -45,14 +45,16 @@ def base_url(request: pytest.FixtureRequest) -> Iterator[str]:
     else:
         request.getfixturevalue("embedded_engine")
         url = request.getfixturevalue("embedded_pg_url")
-    system = in_process(Settings(shards=2, max_batch_events=50), url,
-                        ThreadedEncoder(HashingEncoder(dim=32)))
+    system = auth.system(Settings(shards=2, max_batch_events=50), url,
+                         ThreadedEncoder(HashingEncoder(dim=32)))
+    headers: dict[str, str] = {}
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(system.app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
 
     def serve() -> None:  # one loop for the app's whole life: its stores are bound to it
         loop = asyncio.new_event_loop()
+        headers.update(loop.run_until_complete(auth.headers(system)))  # an admin token
         loop.run_until_complete(server.serve())
         loop.run_until_complete(system.close())
         loop.close()
@@ -69,9 +71,10 @@ def base_url(request: pytest.FixtureRequest) -> Iterator[str]:
             time.sleep(0.1)
     items = [{"id": f"m{k}", "title": f"Film {k}", "description": "a film", "tags": ["Drama"]}
              for k in range(5)]
-    assert httpx.post(f"{base}/v1/items", json={"items": items}, timeout=30).status_code == 200
+    assert httpx.post(f"{base}/v1/items", json={"items": items}, timeout=30,
+                      headers=headers).status_code == 200
     try:
-        yield base
+        yield base, headers
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -79,22 +82,26 @@ def base_url(request: pytest.FixtureRequest) -> Iterator[str]:
             forget_memory(url)
 
 
-def test_no_generated_request_breaks_the_api(base_url: str) -> None:
-    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+def test_no_generated_request_breaks_the_api(base_url: tuple[str, dict[str, str]]) -> None:
+    base, headers = base_url
+    schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
     seen: dict[str, int] = {}
     for result in schema.get_all_operations():
         operation = result.ok()
-        _fuzz(operation, f"{operation.method.upper()} {operation.path}", base_url, seen)
+        _fuzz(operation, f"{operation.method.upper()} {operation.path}", base, headers, seen)
     # Routes without parameters are generated once each; the others CASES_PER_OPERATION times.
     assert len(seen) >= 12 and sum(seen.values()) >= 1000, seen
 
 
-def _fuzz(operation: Any, key: str, base_url: str, seen: dict[str, int]) -> None:
+def _fuzz(
+    operation: Any, key: str, base_url: str, headers: dict[str, str], seen: dict[str, int]
+) -> None:
     @given(case=operation.as_strategy())
     @settings(max_examples=CASES_PER_OPERATION, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck), database=None)
     def check(case: Any) -> None:
-        response = case.call(base_url=base_url, timeout=30)
+        # With an admin token, so that cases reach the routes (401s are tested elsewhere).
+        response = case.call(base_url=base_url, timeout=30, headers=headers)
         seen[key] = seen.get(key, 0) + 1
         assert response.status_code < 500 or response.status_code == 503, (
             case.as_curl_command(), response.status_code, response.text[:500])

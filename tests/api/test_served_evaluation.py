@@ -14,9 +14,9 @@ from offline.prepare import prepare
 from offline.served import evaluate_served, offline_reference, replayed_events
 from portrait.evaluation.tuning import PortraitParams
 from portrait.tuned_config import TunedConfig
-from serve.composition import in_process
 from serve.settings import Settings
 from storage.stores import forget_memory
+from tests import auth
 from tests.fakes import HashingEncoder
 from tests.integration.test_evaluate_small import write_dataset
 
@@ -37,10 +37,11 @@ async def test_served_metrics_equal_the_offline_ones(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config.to_document()))
     url = "memory://served-eval"
-    system = in_process(Settings(shards=2, profile_config=path), url, ThreadedEncoder(encoder))
+    system = auth.system(Settings(shards=2, profile_config=path), url, ThreadedEncoder(encoder))
     try:
         transport = httpx.ASGITransport(app=system.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                 headers=await auth.headers(system)) as client:
             served = await evaluate_served(prep, client, prefix="run1-")
     finally:
         await system.close()

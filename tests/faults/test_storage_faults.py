@@ -24,12 +24,13 @@ import pytest_asyncio
 from sqlalchemy import text
 
 from actors.text_features import ThreadedEncoder
-from serve.composition import InProcessSystem, in_process
+from serve.composition import InProcessSystem
 from serve.settings import Settings
 from storage.database import create_engine
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import upgrade
 from storage.postgres import PostgresEventLog
+from tests import auth
 from tests.conftest import in_thread
 from tests.fakes import HashingEncoder
 from tests.faults.proxy import FaultProxy, proxied_url, socket_path
@@ -50,7 +51,7 @@ async def world() -> AsyncIterator[dict[str, Any]]:
     via_proxy = proxied_url(direct, proxy.port)
     settings = Settings(shards=2, snapshot_every=4, max_batch_events=100)
     encoder = ThreadedEncoder(HashingEncoder(dim=32))
-    system = in_process(settings, via_proxy, encoder)
+    system = auth.system(settings, via_proxy, encoder)
     try:
         yield {"pg": pg, "proxy": proxy, "system": system, "url": via_proxy,
                "settings": settings, "encoder": encoder}
@@ -73,6 +74,7 @@ async def test_writers_survive_drops_stalls_and_a_restart(world: dict[str, Any])
     acked: set[str] = set()
     transport = httpx.ASGITransport(app=system.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                 headers=await auth.headers(system),
                                  timeout=120) as http:
         items = [{"id": f"m{k}", "title": f"Film {k}", "description": "a film", "tags": []}
                  for k in range(5)]
@@ -156,10 +158,11 @@ async def test_writers_survive_drops_stalls_and_a_restart(world: dict[str, Any])
             await conn.execute(text("DELETE FROM snapshots"))
     finally:
         await engine.dispose()
-    replayed_system = in_process(world["settings"], world["url"], world["encoder"])
+    replayed_system = auth.system(world["settings"], world["url"], world["encoder"])
     try:
         transport = httpx.ASGITransport(app=replayed_system.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://portrait") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                     headers=await auth.headers(replayed_system)) as http:
             for user, profile in live.items():
                 replayed = (await http.get(f"/v1/users/{user}/profile")).json()
                 assert_same_json(replayed, profile, user)

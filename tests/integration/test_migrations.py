@@ -16,7 +16,7 @@ from storage.migrate import downgrade_async, upgrade_async
 from storage.schema import metadata
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = {"events", "snapshots", "items"}
+TABLES = {"events", "snapshots", "items", "text_features", "item_spaces", "api_tokens"}
 # Constraint names are part of the schema: later migrations refer to them.
 CONSTRAINTS = {
     "pk_events", "uq_events_event_id", "ck_events_seq_positive", "pk_snapshots", "pk_items",
@@ -66,8 +66,9 @@ def test_alembic_ini_serves_the_cli() -> None:
     config = Config(str(REPO / "alembic.ini"))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == REPO / "migrations"
-    assert script.get_heads() == ["0003"]  # one linear history, no branches
+    assert script.get_heads() == ["0004"]  # one linear history, no branches
     assert [Path(s.path).name for s in script.walk_revisions()] == [
+        "2026_11_29_0004_api_tokens.py",
         "2026_11_28_0003_item_spaces.py",
         "2026_11_28_0002_item_id_text_features.py",
         "2026_11_28_0001_initial.py",

@@ -45,6 +45,7 @@ def service(embedded_pg, tmp_path_factory):
     plain.write_text(json.dumps(TunedConfig().to_document()))
     with scratch_database(embedded_pg.url) as url:
         settings = Settings(
+            data_dir=tmp_path_factory.mktemp("data"),  # its secret key and local token
             port=free_port(), shards=2, snapshot_every=5, max_batch_events=200,
             encoder=EncoderSettings(dtype="float32", num_cpus=1), profile_config=plain,
         )
@@ -53,7 +54,8 @@ def service(embedded_pg, tmp_path_factory):
             items = load_movielens().items[:N_ITEMS]
             body = {"items": [{"id": i.item_id, "title": i.title, "description": i.description,
                                "tags": list(i.tags)} for i in items]}
-            resp = httpx.post(f"{svc.url}/v1/items", json=body, timeout=300)
+            resp = httpx.post(f"{svc.url}/v1/items", json=body, timeout=300,
+                              headers=svc.headers())
             assert resp.status_code == 200, resp.text
             assert resp.json()["inserted"] == N_ITEMS
             yield svc
@@ -63,7 +65,7 @@ def service(embedded_pg, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def http(service) -> httpx.Client:
-    with httpx.Client(base_url=service.url, timeout=60) as client:
+    with httpx.Client(base_url=service.url, timeout=60, headers=service.headers()) as client:
         yield client
 
 
@@ -218,7 +220,7 @@ async def _index(url: str):
 
 def test_concurrent_requests_for_one_user_stay_ordered(http: httpx.Client, service) -> None:
     def send(k: int) -> httpx.Response:
-        with httpx.Client(base_url=service.url, timeout=60) as c:
+        with httpx.Client(base_url=service.url, timeout=60, headers=service.headers()) as c:
             return post_events(
                 c, [ev("click", f"c{k}-{j}", "carl", T0 + k, item_id=str(1 + j)) for j in range(5)]
             )
@@ -240,7 +242,7 @@ def test_killing_a_shard_loses_and_duplicates_nothing(http: httpx.Client, servic
     acked: dict[str, str] = {}
 
     def stream(user: str) -> None:
-        with httpx.Client(base_url=service.url, timeout=60) as c:
+        with httpx.Client(base_url=service.url, timeout=60, headers=service.headers()) as c:
             for b in range(10):
                 batch = [
                     ev("view", f"{user}-{b}-{j}", user, T0 + 10 * b + j, item_id=str(1 + j))
@@ -329,6 +331,16 @@ def test_one_bad_event_writes_nothing(http: httpx.Client) -> None:
     assert http.get("/v1/users/olga/events").status_code == 404
 
 
+def test_the_service_checks_tokens(service) -> None:
+    """The Ray ingress reads the secret key in its own process and checks every route."""
+    with httpx.Client(base_url=service.url, timeout=60) as anonymous:
+        resp = anonymous.get("/v1/users/anyone/recommendations")
+        assert resp.status_code == 401 and resp.json()["error"] == "Unauthenticated"
+        assert anonymous.get("/readyz").status_code == 200
+        forged = {"authorization": f"Bearer {service.token[:-4]}AAAA"}
+        assert anonymous.get("/metrics", headers=forged).status_code == 401
+
+
 def test_unknowns_and_operations(http: httpx.Client) -> None:
     assert http.get("/v1/users/nobody/profile").status_code == 404
     assert http.get("/v1/items/no-such-item").status_code == 404
@@ -381,7 +393,7 @@ def test_killing_the_encoder_under_text_writes_loses_nothing(
     statuses: set[int] = set()
 
     def stream(user: str) -> None:
-        with httpx.Client(base_url=service.url, timeout=120) as c:
+        with httpx.Client(base_url=service.url, timeout=120, headers=service.headers()) as c:
             for b in range(8):
                 batch = [ev("search", f"{user}-{b}-s", user, T0 + 10 * b,
                             query=f"space adventure number {b}"),
