@@ -149,7 +149,33 @@ def authorize(
     return record
 
 
+
+
+class TokenBucket:
+    """A rate limit: ``rate`` units per second with bursts up to ``burst``. Pure: the caller
+    passes the time (monotonic seconds)."""
+
+    __slots__ = ("rate", "burst", "_level", "_at")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise InvalidField("rate_limit", "rate must be positive and burst at least 1")
+        self.rate, self.burst = rate, burst
+        self._level, self._at = burst, now
+
+    def take(self, amount: float, now: float) -> float:
+        """Take ``amount`` units if the bucket holds them (or is full): returns 0.0. Else
+        takes nothing and returns the seconds until it will. A batch larger than the burst
+        goes through from a full bucket and leaves it in debt, so the average holds."""
+        self._level = min(self.burst, self._level + (now - self._at) * self.rate)
+        self._at = now
+        need = min(amount, self.burst)
+        if self._level < need:
+            return (need - self._level) / self.rate
+        self._level -= amount
+        return 0.0
+
 __all__ = [
-    "ADMIN", "SCOPES", "NewToken", "TokenRecord", "authorize", "check_key", "check_name",
-    "check_scopes", "digest", "new_token", "parse_authorization",
+    "ADMIN", "SCOPES", "NewToken", "TokenBucket", "TokenRecord", "authorize", "check_key",
+    "check_name", "check_scopes", "digest", "new_token", "parse_authorization",
 ]

@@ -133,7 +133,9 @@ def authenticator(
     if not settings.auth:
         return None
     key = secret_key if secret_key is not None else load_secret_key(settings)
-    return Authenticator(stores.tokens, key, cache_s=settings.token_cache_s)
+    return Authenticator(stores.tokens, key, cache_s=settings.token_cache_s,
+                         requests_per_s=settings.rate_limit_rps,
+                         events_per_s=settings.rate_limit_events_per_s)
 
 
 def app_from_env(args: dict[str, Any] | None = None) -> Any:

@@ -66,6 +66,8 @@ class Settings:
             each process that needs it, never passed along) takes precedence.
         token_cache_s: how long the ingress trusts what it read about a token (a revocation
             takes effect within this).
+        rate_limit_rps, rate_limit_events_per_s: per token and ingress replica, requests and
+            ingested events per second beyond which calls get 429 (0: no limit).
         log_level: Python logging level of the ``portrait`` command.
         datasets_dir: where non-bundled evaluation data sets live (default
             ``../shared/datasets`` beside the checkout).
@@ -94,6 +96,8 @@ class Settings:
     auth: bool = True
     secret_key_file: Path | None = None
     token_cache_s: float = 5.0
+    rate_limit_rps: float = 0.0
+    rate_limit_events_per_s: float = 0.0
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
@@ -127,6 +131,8 @@ class Settings:
             "max_queued_requests": int,
             "secret_key_file": Path,
             "token_cache_s": float,
+            "rate_limit_rps": float,
+            "rate_limit_events_per_s": float,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -171,6 +177,9 @@ class Settings:
             (self.retrain_max_age_s > 0, "RETRAIN_MAX_AGE_S", "must be positive"),
             (self.catalog_refresh_s > 0, "CATALOG_REFRESH_S", "must be positive"),
             (0 <= self.token_cache_s <= 300, "TOKEN_CACHE_S", "must be 0..300 seconds"),
+            (self.rate_limit_rps >= 0, "RATE_LIMIT_RPS", "must be >= 0 (0: no limit)"),
+            (self.rate_limit_events_per_s >= 0, "RATE_LIMIT_EVENTS_PER_S",
+             "must be >= 0 (0: no limit)"),
             (0 <= self.max_future_skew_s < 10 * 365 * 86_400, "MAX_FUTURE_SKEW_S",
              "must be between 0 and ten years of seconds"),
             (self.log_level.upper() in _LOG_LEVELS, "LOG_LEVEL", f"must be one of {_LOG_LEVELS}"),

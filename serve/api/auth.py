@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from portrait.access import TokenRecord, authorize, parse_authorization
+from portrait.access import TokenBucket, TokenRecord, authorize, parse_authorization
+from portrait.errors import RateLimited
 from portrait.ports import TokenStore
 
 MAX_CACHED = 10_000
@@ -34,6 +35,8 @@ class Authenticator:
         key: bytes,
         *,
         cache_s: float = 5.0,
+        requests_per_s: float = 0.0,
+        events_per_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tokens = tokens
@@ -41,6 +44,9 @@ class Authenticator:
         self._cache_s = cache_s
         self._clock = clock
         self._cache: dict[str, tuple[float, tuple[TokenRecord, bytes] | None]] = {}
+        # Per token and per replica (N ingress replicas allow N times as much). 0: no limit.
+        self._limits = {"requests": requests_per_s, "events": events_per_s}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     async def check(self, authorization: str | None, scope: str | None) -> TokenRecord:
         """The caller's token record if it may do ``scope`` (None: any valid token).
@@ -58,7 +64,32 @@ class Authenticator:
             self._cache[token_id] = (now + self._cache_s, found)
         else:
             found = cached[1]
-        return authorize(self._key, secret, found, scope)
+        record = authorize(self._key, secret, found, scope)
+        self.charge(record, "requests", 1, now)
+        return record
+
+    def charge(self, record: TokenRecord, what: str, amount: float, now: float | None = None,
+               ) -> None:
+        """Take ``amount`` of the token's allowance of ``what`` ("requests", "events").
+
+        Raises:
+            RateLimited: 429, with the seconds until the allowance is there again.
+        """
+        rate = self._limits[what]
+        if rate <= 0:
+            return
+        now = self._clock() if now is None else now
+        bucket = self._buckets.get((record.token_id, what))
+        if bucket is None:
+            if len(self._buckets) >= MAX_CACHED:
+                self._buckets.clear()
+            # Two seconds' worth of burst: a client may catch up after a pause.
+            bucket = self._buckets[(record.token_id, what)] = TokenBucket(
+                rate, max(1.0, 2 * rate), now)
+        wait = bucket.take(amount, now)
+        if wait > 0:
+            raise RateLimited(f"token {record.name!r} is over its {what} per second "
+                              f"({rate:g}); retry in {wait:.1f} s", wait)
 
 
 def requires(scope: str | None) -> Any:
@@ -71,7 +102,7 @@ def requires(scope: str | None) -> Any:
     ) -> None:
         auth: Authenticator | None = request.app.state.portrait.auth
         if auth is not None:
-            await auth.check(request.headers.get("authorization"), scope)
+            request.state.token = await auth.check(request.headers.get("authorization"), scope)
 
     return Depends(dependency)
 

@@ -79,6 +79,8 @@ def _events(app: FastAPI) -> None:
         before the response, so the next recommendation already reflects them."""
         started = time.perf_counter()
         ctx = _ctx(request)
+        if ctx.auth is not None:  # the token's events-per-second allowance, before any work
+            ctx.auth.charge(request.state.token, "events", len(body.events))
         results, status = await fanout.ingest(ctx, body.events)
         recorded = sum(1 for r in results if "seq" in r and not r["duplicate"])
         metrics.INGESTED.inc(recorded)

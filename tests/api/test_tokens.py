@@ -131,3 +131,25 @@ async def test_the_check_costs_little(system: InProcessSystem) -> None:
     for _ in range(2000):
         await checker.check(header, "profiles:read")
     assert (time.perf_counter() - began) / 2000 < 0.001  # generous: shared CI machines
+
+
+async def test_rate_limits_answer_429_per_token(store_url: str) -> None:
+    sys_ = auth.system(Settings(shards=1, rate_limit_rps=2, rate_limit_events_per_s=5),
+                       store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    try:
+        busy, calm = await auth.headers(sys_), await auth.headers(sys_)
+        statuses = [(await call(sys_, "GET", "/v1/item-space", None, busy)).status_code
+                    for _ in range(6)]
+        assert statuses[:4] == [200] * 4 and statuses[4] == 429  # a burst of 2 s' worth
+        limited = await call(sys_, "GET", "/v1/item-space", None, busy)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["error"] == "RateLimited"
+        # Another token has its own allowance.
+        assert (await call(sys_, "GET", "/v1/item-space", None, calm)).status_code == 200
+        events = [dict(EVENT, event_id=f"r{k}", user_id="rita") for k in range(11)]
+        first = await call(sys_, "POST", "/v1/events", {"events": events}, calm)
+        assert first.status_code == 200, first.text  # 11 > burst 10: through, in debt
+        again = await call(sys_, "POST", "/v1/events", {"events": events[:1]}, calm)
+        assert again.status_code == 429 and "events" in again.json()["message"]
+    finally:
+        await sys_.close()
