@@ -331,6 +331,21 @@ def test_one_bad_event_writes_nothing(http: httpx.Client) -> None:
     assert http.get("/v1/users/olga/events").status_code == 404
 
 
+def test_the_python_client_over_http(service) -> None:
+    from portrait_client import Client, InvalidRequest, event
+
+    with Client(service.url, token=service.token) as portrait:
+        summary = portrait.send_events(
+            [event("view", "client-user", item_id=str(1 + k), occurred_at=T0 + k)
+             for k in range(5)], batch_size=2)
+        assert (summary.recorded, summary.batches) == (5, 3)
+        assert portrait.profile("client-user")["event_count"] == 5
+        assert len(portrait.recommendations("client-user", k=3)["items"]) == 3
+        with pytest.raises(InvalidRequest) as bad:
+            portrait.recommendations("client-user", k=0)
+        assert bad.value.field == "k"
+
+
 def test_the_service_checks_tokens(service) -> None:
     """The Ray ingress reads the secret key in its own process and checks every route."""
     with httpx.Client(base_url=service.url, timeout=60) as anonymous:

@@ -19,6 +19,8 @@ FORBIDDEN = {
     "actors": {"serve", "offline"},
     "serve": {"offline"},
     "offline": set(),
+    # The client is for our users' programs: it stands alone (httpx only).
+    "portrait_client": {"portrait", "storage", "actors", "serve", "offline", "migrations"},
 }
 # The `portrait` command is the one module above both applications: it dispatches the
 # offline subcommands (evaluate, tune, ab) to offline.cli.
