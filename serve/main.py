@@ -6,6 +6,7 @@
     portrait migrate          apply the Alembic migrations to PORTRAIT_DATABASE_URL
     portrait train-items      train the collaborative item space from the event log
     portrait token            create, list and revoke API tokens
+    portrait import-events    load history (CSV or a data set) into the running service
     portrait evaluate|tune|ab offline evaluation (see README)
 """
 
@@ -167,6 +168,55 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run())
 
 
+def cmd_import_events(args: argparse.Namespace, settings: Settings) -> int:
+    """``portrait import-events``: a file or data set through the running service's API."""
+    from tqdm import tqdm
+
+    from portrait_client import Client
+    from portrait_client import PortraitError as ApiError
+    from serve.event_import import import_events
+    from storage.datasets.generic import read_interactions
+    from storage.datasets.registry import load_dataset
+
+    if (args.file is None) == (args.dataset is None):
+        print("portrait import-events: give a FILE (generic interactions CSV) or --dataset",
+              file=sys.stderr)
+        return 2
+    if args.file is not None:
+        if not args.file.is_file():
+            print(f"portrait import-events: no such file: {args.file}", file=sys.stderr)
+            return 2
+        name = args.file.name
+        rows: Any = ((f"{name}:{line}", item) for line, item in read_interactions(args.file))
+        total = None
+    else:
+        events = load_dataset(args.dataset, args.data_dir, settings.datasets_dir).events
+        rows = ((f"event {i + 1}", e) for i, e in enumerate(events))
+        total = len(events)
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    with Client(url, token=args.token) as client, \
+            tqdm(total=total, unit="ev", desc="import", file=sys.stdout) as bar:
+        try:
+            report = import_events(client, rows, batch_size=args.batch, progress=bar.update)
+        except ApiError as exc:
+            bar.close()
+            hint = " (set PORTRAIT_TOKEN or --token)" if exc.status in (401, 403) else ""
+            print(f"portrait import-events: {url}: {exc}{hint}", file=sys.stderr)
+            return 2
+        except UnicodeDecodeError as exc:
+            bar.close()
+            print(f"portrait import-events: {args.file}: not UTF-8 ({exc.reason} at byte "
+                  f"{exc.start}); save the file as UTF-8", file=sys.stderr)
+            return 2
+    print(f"{report.read:,} rows: {report.recorded:,} recorded, {report.duplicates:,} already "
+          f"there, {len(report.rejected):,} rejected; {report.events_per_s:,.0f} events/s")
+    for r in report.rejected[: args.show_rejected]:
+        print(f"  rejected {r.where} {r.field}: {r.reason}")
+    if len(report.rejected) > args.show_rejected:
+        print(f"  ... and {len(report.rejected) - args.show_rejected:,} more")
+    return 1 if report.rejected else 0
+
+
 def _when(ts: float | None) -> str:
     from datetime import UTC, datetime
 
@@ -202,6 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     actions.add_parser("list", help="every token: name, id, dates, scopes (never secrets)")
     revoke = actions.add_parser("revoke", help="revoke a token by name or id")
     revoke.add_argument("name")
+    ie = sub.add_parser("import-events", help="load history into the running service")
+    ie.add_argument("file", nargs="?", type=Path, default=None,
+                    help="an interactions CSV in the generic format (see README)")
+    ie.add_argument("--dataset", default=None, help="or a data set: movielens, amazon-...")
+    ie.add_argument("--data-dir", type=Path, default=None)
+    ie.add_argument("--url", default=None, help="the service (default PORTRAIT_HOST:PORT)")
+    ie.add_argument("--token", default=None, help="events:write token (default $PORTRAIT_TOKEN)")
+    ie.add_argument("--batch", type=int, default=500)
+    ie.add_argument("--show-rejected", type=int, default=20, metavar="N")
     for name in OFFLINE_COMMANDS:
         sub.add_parser(name, help=f"offline {name} (see `portrait {name} --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -220,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
         handler = {"run": cmd_run, "import-catalog": cmd_import_catalog, "migrate": cmd_migrate,
-                   "train-items": cmd_train_items, "token": cmd_token}
+                   "train-items": cmd_train_items, "token": cmd_token,
+                   "import-events": cmd_import_events}
         return handler[args.command](args, settings)
     except (SettingsError, PortraitError) as exc:
         print(f"portrait: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ import csv
 import html
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -112,6 +112,7 @@ def read_csv(
     path: Path,
     required: Sequence[str],
     optional: Sequence[str] = (),
+    on_bad_row: Callable[[InvalidField], None] | None = None,
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows of a UTF-8 CSV file with a header, as ``(line number, {column: value})``.
 
@@ -120,7 +121,8 @@ def read_csv(
 
     Raises:
         InvalidField: ``"<file>:1:<column>"`` for a missing or unknown header column,
-            ``"<file>:<line>:*"`` for a row with the wrong number of fields.
+            ``"<file>:<line>:*"`` for a row with the wrong number of fields (passed to
+            ``on_bad_row`` instead, when given).
     """
     # newline="" lets the csv module handle CRLF and newlines inside quoted fields.
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -144,10 +146,14 @@ def read_csv(
             if not row:  # blank line, e.g. a trailing newline
                 continue
             if len(row) != width:
-                raise InvalidField(
+                bad = InvalidField(
                     location(path, reader.line_num, "*"),
                     f"expected {width} fields, found {len(row)}",
                 )
+                if on_bad_row is None:
+                    raise bad
+                on_bad_row(bad)  # reported, and the file goes on
+                continue
             yield reader.line_num, dict(zip(header, row, strict=False))
 
 

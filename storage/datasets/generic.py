@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -88,6 +89,28 @@ def load_generic(
         lines[event.event_id] = line
     label = name or f"generic-{interactions_csv.resolve().parent.name}"
     return Dataset.build(label, items, events.values(), counters)
+
+
+def read_interactions(path: Path | str) -> Iterator[tuple[int, Event | InvalidField]]:
+    """Every row of an interactions file as ``(line, event)``, or ``(line, the error)`` for a
+    row that is not a valid event: for imports, which report bad rows and go on. A bad
+    header still raises (nothing of the file can be read)."""
+    path = Path(path)
+    errors: list[InvalidField] = []
+    for line, row in read_csv(path, INTERACTION_COLUMNS, OPTIONAL_INTERACTION_COLUMNS,
+                              on_bad_row=errors.append):
+        while errors:
+            yield _line_of(errors[0]), errors.pop(0)
+        try:
+            yield line, _event(path, line, row)[0]
+        except InvalidField as exc:
+            yield line, exc
+    for error in errors:
+        yield _line_of(error), error
+
+
+def _line_of(error: InvalidField) -> int:
+    return int(error.field.split(":")[-2])
 
 
 def parse_timestamp(value: str) -> float:

@@ -8,17 +8,12 @@ budget gives well over 1,000 cases in all.
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 
 from actors.text_features import ThreadedEncoder
@@ -26,18 +21,13 @@ from serve.settings import Settings
 from storage.stores import forget_memory
 from tests import auth
 from tests.fakes import HashingEncoder
+from tests.live_server import serving
 
 CASES_PER_OPERATION = 150
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(params=["memory", "postgres"])
-def base_url(request: pytest.FixtureRequest) -> Iterator[str]:
+def base_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]]]:
     """The real app on loopback, over the memory store or the embedded Postgres (emptied):
     some inputs only break on a real database (a NUL, an integer beyond bigint)."""
     if request.param == "memory":
@@ -47,39 +37,14 @@ def base_url(request: pytest.FixtureRequest) -> Iterator[str]:
         url = request.getfixturevalue("embedded_pg_url")
     system = auth.system(Settings(shards=2, max_batch_events=50), url,
                          ThreadedEncoder(HashingEncoder(dim=32)))
-    headers: dict[str, str] = {}
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(system.app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-
-    def serve() -> None:  # one loop for the app's whole life: its stores are bound to it
-        loop = asyncio.new_event_loop()
-        headers.update(loop.run_until_complete(auth.headers(system)))  # an admin token
-        loop.run_until_complete(server.serve())
-        loop.run_until_complete(system.close())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    items = [{"id": f"m{k}", "title": f"Film {k}", "description": "a film", "tags": ["Drama"]}
-             for k in range(5)]
-    assert httpx.post(f"{base}/v1/items", json={"items": items}, timeout=30,
-                      headers=headers).status_code == 200
-    try:
+    with serving(system) as (base, headers):
+        items = [{"id": f"m{k}", "title": f"Film {k}", "description": "a film",
+                  "tags": ["Drama"]} for k in range(5)]
+        assert httpx.post(f"{base}/v1/items", json={"items": items}, timeout=30,
+                          headers=headers).status_code == 200
         yield base, headers
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        if request.param == "memory":
-            forget_memory(url)
+    if request.param == "memory":
+        forget_memory(url)
 
 
 def test_no_generated_request_breaks_the_api(base_url: tuple[str, dict[str, str]]) -> None:
