@@ -8,7 +8,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from portrait.catalog import MAX_ITEM_ID_LENGTH
 from portrait.catalog import from_dict as item_from_dict
@@ -58,6 +58,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         title="Portrait", version="1",
         description="Live, LLM-encoded, event-sourced user profiles and recommendations.",
         responses=_ERRORS,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: blank where our users run
+        # without internet. /docs is served from the swagger-ui-bundle package instead.
+        docs_url=None, redoc_url=None,
     )
     app.state.portrait = ctx
     app.add_middleware(BodyLimit, max_bytes=ctx.limits.max_body_bytes)
@@ -67,6 +70,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _items(app)
     _item_space(app)
     _operations(app)
+    _docs(app)
     return app
 
 
@@ -213,6 +217,23 @@ def _item_space(app: FastAPI) -> None:
             raise InvalidField("item_vectors.alpha", "no variant uses collaborative vectors")
         await ctx.ready()
         return JSONResponse({"enabled": True, **await ctx.retraining.retrain()})
+
+
+def _docs(app: FastAPI) -> None:
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Portrait API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
 
 def _operations(app: FastAPI) -> None:

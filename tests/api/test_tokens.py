@@ -91,6 +91,12 @@ async def test_every_route_checks_its_scope(system: InProcessSystem) -> None:
 async def test_probes_and_docs_need_no_token(system: InProcessSystem) -> None:
     for path in ("/healthz", "/readyz", "/openapi.json"):
         assert (await call(system, "GET", path, None, {})).status_code == 200, path
+    # The docs page and its assets come from the service itself, not a CDN.
+    page = (await call(system, "GET", "/docs", None, {})).text
+    assert "cdn" not in page.lower() and "/docs/assets/swagger-ui-bundle.js" in page
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        got = await call(system, "GET", f"/docs/assets/{asset}", None, {})
+        assert got.status_code == 200 and len(got.content) > 10_000, asset
     spec = (await call(system, "GET", "/openapi.json", None, {})).json()
     assert spec["components"]["securitySchemes"]  # clients see how to authenticate
 
