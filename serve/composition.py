@@ -14,6 +14,7 @@ Every adapter is constructed here and passed in through constructors.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -91,7 +92,10 @@ def build_app(settings: Settings, database_url: str) -> Any:
         # queueing without bound.
         max_queued_requests=settings.max_queued_requests,
         ray_actor_options={"num_cpus": 0.25},
-    ).bind(ray_ingress_context, settings, stores, encoder, shards, retrainer)
+        # No database URL in the deployment's arguments (Ray keeps them in its GCS): the
+        # replica opens its stores from ``stores``, whose password comes from its environment.
+    ).bind(ray_ingress_context, dataclasses.replace(settings, database_url=None), stores,
+           encoder, shards, retrainer)
 
 
 def ray_ingress_context(
@@ -110,7 +114,7 @@ def ray_ingress_context(
         stats: Mapping[str, Any] = await not_cancelled(encoder_handle.stats.remote())
         return stats
 
-    api_stores = open_stores(stores.url)
+    api_stores = open_stores(stores.connect_url())
     return ApiContext(
         # proxies forward every Shard method
         cast("list[Shard]", proxies(shard_handles, settings.shard_call_timeout_s)),

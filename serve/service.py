@@ -21,6 +21,7 @@ from typing import Any
 from serve.composition import APP_NAME, build_app
 from serve.secret_key import key_file, load_secret_key
 from serve.settings import Settings
+from storage.stores import PASSWORD_ENV, password_of
 
 
 @dataclass
@@ -76,6 +77,11 @@ def start_service(
     from storage.migrate import upgrade
 
     upgrade(database_url)
+    # Ray's processes get no database password in their arguments (StoreFactory drops it);
+    # they read it from the environment they inherit from this process.
+    password = password_of(database_url)
+    if password is not None and not os.environ.get(PASSWORD_ENV):
+        os.environ[PASSWORD_ENV] = password
     token = None
     if settings.auth:
         # The replicas read the key themselves; give them an absolute path to it.

@@ -8,8 +8,11 @@ processes, which is why the Ray system refuses ``memory://``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from sqlalchemy.engine import make_url
 
 from portrait.ports import (
     AsyncEncoder,
@@ -110,13 +113,53 @@ def _open_postgres(url: str, pool_size: int) -> Stores:
     )
 
 
+PASSWORD_ENV = "PORTRAIT_DATABASE_PASSWORD"
+URL_ENV = "PORTRAIT_DATABASE_URL"
+
+
 @dataclass(frozen=True)
 class StoreFactory:
     """What a process is given to open its own stores: plain data, so Ray can ship it to a
-    shard, which opens them in its own process (a connection pool cannot cross processes)."""
+    shard, which opens them in its own process (a connection pool cannot cross processes).
+
+    It never carries the database password: Ray keeps actor and deployment arguments in its
+    GCS and shows them in its tools. The password is removed here, and each process that
+    opens the stores takes it from its own environment (:meth:`connect_url`).
+    """
 
     url: str
     pool_size: int = 4
 
+    def __post_init__(self) -> None:
+        if not is_memory_url(self.url):
+            parsed = make_url(self.url)
+            if parsed.password is not None:
+                # URL.set(password=None) keeps the password; the named tuple's _replace drops it.
+                bare = parsed._replace(password=None).render_as_string(hide_password=False)
+                object.__setattr__(self, "url", bare)
+
+    def connect_url(self) -> str:
+        """The URL with the password from this process's environment: ``PORTRAIT_DATABASE_
+        PASSWORD``, or the password of ``PORTRAIT_DATABASE_URL`` when it names the same
+        user, host and database. Without either, the URL as is (trust or peer auth, a
+        ``.pgpass`` file, the embedded server)."""
+        if is_memory_url(self.url):
+            return self.url
+        mine = make_url(self.url)
+        password = os.environ.get(PASSWORD_ENV)
+        if password is None and os.environ.get(URL_ENV):
+            env = make_url(os.environ[URL_ENV])
+            same = (env.username, env.host, env.port, env.database)
+            if same == (mine.username, mine.host, mine.port, mine.database):
+                password = env.password
+        if password is None:
+            return self.url
+        return mine.set(password=password).render_as_string(hide_password=False)
+
     async def open(self) -> Stores:
-        return open_stores(self.url, pool_size=self.pool_size)
+        return open_stores(self.connect_url(), pool_size=self.pool_size)
+
+
+def password_of(url: str) -> str | None:
+    """The password in a database URL, if any (memory URLs have none)."""
+    return None if is_memory_url(url) else make_url(url).password
