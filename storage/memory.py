@@ -17,7 +17,7 @@ from portrait.codec import MAX_PAYLOAD_BYTES
 from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
 from portrait.ports import KEEP_SNAPSHOTS, AppendRequest, AppendResult, Snapshot
-from storage.planning import Recorded, event_ids, plan_appends, users_with_new_events
+from storage.planning import EventKey, Recorded, event_keys, plan_appends, users_with_new_events
 from storage.validation import (
     PreparedBatch,
     check_count,
@@ -47,7 +47,7 @@ class InMemoryEventLog:
         self._streams: dict[str, list[RecordedEvent]] = {}
         # Position order; an event's position is its index + 1.
         self._log: list[RecordedEvent] = []
-        self._by_id: dict[str, RecordedEvent] = {}
+        self._by_id: dict[EventKey, RecordedEvent] = {}
         # Appends have no await inside their critical section today, so the lock is not
         # needed for correctness yet; it keeps them safe if one is ever added (e.g. a hook).
         self._lock = asyncio.Lock()
@@ -80,9 +80,9 @@ class InMemoryEventLog:
     ) -> list[list[AppendResult] | PortraitError]:
         # No await in here: the plan and the writes happen as one step for other tasks.
         recorded = {
-            event_id: Recorded(r.event, r.seq, r.position)
-            for event_id in event_ids(batches)
-            if (r := self._by_id.get(event_id)) is not None
+            key: Recorded(r.event, r.seq, r.position)
+            for key in event_keys(batches)
+            if (r := self._by_id.get(key)) is not None
         }
         versions = {
             user: len(self._streams.get(user, ()))
@@ -95,7 +95,7 @@ class InMemoryEventLog:
             stored = RecordedEvent(row.seq, row.position, now, row.prepared.event)
             self._streams.setdefault(row.user_id, []).append(stored)
             self._log.append(stored)
-            self._by_id[row.prepared.event.event_id] = stored
+            self._by_id[(row.user_id, row.prepared.event.event_id)] = stored
         return plan.results()
 
     async def version(self, user_id: str) -> int:

@@ -6,6 +6,9 @@ versions of their users, asks :func:`plan_appends` what to write, stores
 outcomes from :meth:`AppendPlan.results`. Keeping the decisions here means the in-memory
 and Postgres logs cannot drift apart on duplicates, conflicts or version checks.
 
+Event ids are unique per user, not across users: the key of an event is ``(user_id,
+event_id)`` (:data:`EventKey`), so one client cannot squat on or probe another user's ids.
+
 Requests apply in order, as if appended one after another: a later request sees the seqs and
 event_ids that earlier requests of the same call write. A request that fails (its version is
 stale, an event_id conflicts) writes nothing and does not affect the others.
@@ -20,6 +23,8 @@ from portrait.errors import PortraitError, VersionConflict
 from portrait.events import Event
 from portrait.ports import AppendResult
 from storage.validation import PreparedBatch, PreparedEvent, check_recorded
+
+EventKey = tuple[str, str]  # (user_id, event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +77,18 @@ class AppendPlan:
         return out
 
 
-def event_ids(batches: Iterable[PreparedBatch | PortraitError]) -> list[str]:
-    """Every distinct event_id of the prepared batches."""
+def event_keys(batches: Iterable[PreparedBatch | PortraitError]) -> list[EventKey]:
+    """Every distinct ``(user_id, event_id)`` of the prepared batches."""
     return list(
         dict.fromkeys(
-            p.event.event_id for b in batches if isinstance(b, PreparedBatch) for p in b.unique
+            (b.user_id, p.event.event_id)
+            for b in batches if isinstance(b, PreparedBatch) for p in b.unique
         )
     )
 
 
 def users_with_new_events(
-    batches: Iterable[PreparedBatch | PortraitError], recorded: Mapping[str, Recorded]
+    batches: Iterable[PreparedBatch | PortraitError], recorded: Mapping[EventKey, Recorded]
 ) -> list[str]:
     """Users whose current version the plan needs: those with an event not yet recorded."""
     return list(
@@ -90,14 +96,14 @@ def users_with_new_events(
             b.user_id
             for b in batches
             if isinstance(b, PreparedBatch)
-            and any(p.event.event_id not in recorded for p in b.unique)
+            and any((b.user_id, p.event.event_id) not in recorded for p in b.unique)
         )
     )
 
 
 def plan_appends(
     batches: Sequence[PreparedBatch | PortraitError],
-    recorded: Mapping[str, Recorded],
+    recorded: Mapping[EventKey, Recorded],
     versions: Mapping[str, int],
 ) -> AppendPlan:
     """Decide each request's fate against the log's state.
@@ -105,14 +111,14 @@ def plan_appends(
     Args:
         batches: prepared requests, in order; an error stands for a request that failed
             validation and is passed through.
-        recorded: the recorded events among the batches' event_ids, by event_id.
+        recorded: the recorded events among the batches' keys, by ``(user_id, event_id)``.
         versions: current version of (at least) every user in
             :func:`users_with_new_events`; a user not present is at version 0.
     """
     rows: list[NewRow] = []
     outcomes: list[_Accepted | PortraitError] = []
     current = dict(versions)
-    planned: dict[str, NewRow] = {}  # event_ids written by earlier requests of this call
+    planned: dict[EventKey, NewRow] = {}  # keys written by earlier requests of this call
     for batch in batches:
         if isinstance(batch, PortraitError):
             outcomes.append(batch)
@@ -126,16 +132,16 @@ def plan_appends(
 
 def _plan_one(
     batch: PreparedBatch,
-    recorded: Mapping[str, Recorded],
-    planned: dict[str, NewRow],
+    recorded: Mapping[EventKey, Recorded],
+    planned: dict[EventKey, NewRow],
     current: dict[str, int],
     rows: list[NewRow],
 ) -> _Accepted:
     """One request's outcome; adds its rows only if it succeeds (all or nothing)."""
     targets: list[Recorded | NewRow | None] = []
     for prepared in batch.unique:
-        event_id = prepared.event.event_id
-        previous = recorded.get(event_id) or planned.get(event_id)
+        key = (batch.user_id, prepared.event.event_id)
+        previous = recorded.get(key) or planned.get(key)
         if previous is not None:
             earlier = previous.event if isinstance(previous, Recorded) else previous.prepared.event
             check_recorded(prepared.event, earlier)
@@ -150,7 +156,7 @@ def _plan_one(
         for offset, index in enumerate(new, start=1):
             row = NewRow(batch.user_id, version + offset, batch.unique[index])
             targets[index] = row
-            planned[row.prepared.event.event_id] = row
+            planned[(row.user_id, row.prepared.event.event_id)] = row
             rows.append(row)
         current[batch.user_id] = version + len(new)
     accepted = _Accepted(batch)
@@ -164,7 +170,8 @@ __all__ = [
     "AppendPlan",
     "NewRow",
     "Recorded",
-    "event_ids",
+    "EventKey",
+    "event_keys",
     "plan_appends",
     "users_with_new_events",
 ]

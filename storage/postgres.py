@@ -16,7 +16,7 @@ from sqlalchemy import (
     Double,
     Select,
     Text,
-    any_,
+    and_,
     bindparam,
     func,
     literal,
@@ -31,7 +31,7 @@ from portrait.codec import MAX_PAYLOAD_BYTES, decode_stored
 from portrait.errors import InvalidInput, PortraitError, StorageIntegrityError
 from portrait.events import Event, RecordedEvent
 from portrait.ports import AppendRequest, AppendResult
-from storage.planning import Recorded, event_ids, plan_appends, users_with_new_events
+from storage.planning import Recorded, event_keys, plan_appends, users_with_new_events
 from storage.postgres_snapshots import PostgresSnapshotStore
 from storage.retry import DEFAULT_RETRY, RetryPolicy, is_disconnect
 from storage.schema import events as events_table
@@ -60,9 +60,17 @@ from storage.validation import (
 WRITE_LOCK_KEY = 0x706F7274
 
 _LOCK = select(func.pg_advisory_xact_lock(literal(WRITE_LOCK_KEY, BigInteger)))
+# The requests' (user_id, event_id) keys as two parallel arrays, joined on the unique index.
+_KEYS = (
+    func.unnest(bindparam("users", type_=ARRAY(Text)), bindparam("ids", type_=ARRAY(Text)))
+    .table_valued("user_id", "event_id")
+    .render_derived(name="k")
+)
 _EXISTING = select(
-    events_table.c.event_id, events_table.c.seq, events_table.c.position, events_table.c.payload
-).where(events_table.c.event_id == any_(bindparam("ids", type_=ARRAY(Text))))
+    events_table.c.user_id, events_table.c.event_id, events_table.c.seq,
+    events_table.c.position, events_table.c.payload,
+).join(_KEYS, and_(events_table.c.user_id == _KEYS.c.user_id,
+                   events_table.c.event_id == _KEYS.c.event_id))
 _VERSION = select(func.coalesce(func.max(events_table.c.seq), 0)).where(
     events_table.c.user_id == bindparam("user_id", type_=Text)
 )
@@ -178,7 +186,7 @@ class PostgresEventLog:
         raises for the whole call, and then nothing was committed.
         """
         batches = [prepare_request(r, payload_limit=self._payload_limit) for r in requests]
-        if not event_ids(batches):  # nothing to look up or write
+        if not event_keys(batches):  # nothing to look up or write
             return plan_appends(batches, {}, {}).results()
         return await self._retry.run(lambda: self._apply(batches))
 
@@ -188,10 +196,13 @@ class PostgresEventLog:
         """Plan and write ``batches`` in one transaction under the write lock."""
         async with self._engine.begin() as conn:
             await conn.execute(_LOCK)
-            found = await conn.execute(_EXISTING, {"ids": event_ids(batches)})
+            keys = event_keys(batches)
+            found = await conn.execute(
+                _EXISTING, {"users": [u for u, _ in keys], "ids": [i for _, i in keys]}
+            )
             with _stored_payloads():
                 recorded = {
-                    row.event_id: Recorded(
+                    (row.user_id, row.event_id): Recorded(
                         decode_stored(row.payload), row.seq, row.position
                     )
                     for row in found

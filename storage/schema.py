@@ -69,7 +69,7 @@ events = Table(
     # Copied out of the payload (like event_type) so item popularity is one indexed query.
     Column("item_id", Text, nullable=True),
     PrimaryKeyConstraint("user_id", "seq"),
-    UniqueConstraint("event_id"),
+    UniqueConstraint("user_id", "event_id"),
     CheckConstraint("seq > 0", name="seq_positive"),
     Index(None, "position", unique=True),
     Index(None, "user_id", "occurred_at"),

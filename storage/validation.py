@@ -155,12 +155,8 @@ def prepare_request(
 
 
 def check_recorded(event: Event, recorded: Event) -> None:
-    """Raise EventIdConflict unless ``recorded`` (same event_id) is the same ``event``.
-
-    The other user's id is not named in the error: it would leak who else uses the id.
-    """
-    if recorded.user_id != event.user_id:
-        raise EventIdConflict(event.event_id, "already recorded for another user")
+    """Raise EventIdConflict unless ``recorded`` (same user, same event_id) is ``event``.
+    Event ids are per user, so another user's events never meet here."""
     if recorded != event:
         raise EventIdConflict(event.event_id, "already recorded with different content")
 

@@ -149,21 +149,29 @@ class EventLogContract(abc.ABC):
 
     async def test_event_id_conflicts(self, log: EventLog) -> None:
         await log.append("u1", [view("a")])
-        with pytest.raises(EventIdConflict, match="another user"):
-            await log.append("u2", [view("a", user_id="u2")])
         with pytest.raises(EventIdConflict, match="different content"):
             await log.append("u1", [view("a", item="i2")])
         with pytest.raises(EventIdConflict):  # same fields, different type
             await log.append("u1", [ItemClicked(event_id="a", user_id="u1",
                                                 occurred_at=1000.0, item_id="i1")])
-        assert await log.version("u2") == 0
         assert len(await log.read_all()) == 1
 
+    async def test_event_ids_are_per_user(self, log: EventLog) -> None:
+        """A global id space let one client squat on (refused as a conflict) and probe
+        (answered as a duplicate) another user's ids."""
+        first = await log.append("u1", [view("a")])
+        other = await log.append("u2", [view("a", user_id="u2", item="i9")])
+        assert (other[0].seq, other[0].duplicate) == (1, False)
+        again = await log.append("u2", [view("a", user_id="u2", item="i9")])
+        assert again[0].duplicate and again[0].position == other[0].position
+        assert first[0].position != other[0].position
+        assert [r.event.item_id for r in await log.read("u2")] == ["i9"]
+
     async def test_batch_is_all_or_nothing_on_conflict(self, log: EventLog) -> None:
-        await log.append("u2", [view("taken", user_id="u2")])
+        await log.append("u1", [view("taken")])
         with pytest.raises(EventIdConflict):
-            await log.append("u1", [view("a"), view("b"), view("taken"), view("c")])
-        assert await log.read("u1") == []
+            await log.append("u1", [view("a"), view("b"), view("taken", item="i2"), view("c")])
+        assert [r.event.event_id for r in await log.read("u1")] == ["taken"]
         assert len(await log.read_all()) == 1
 
     async def test_batch_is_all_or_nothing_on_encoding(self, backend: Any) -> None:
@@ -271,13 +279,15 @@ class EventLogContract(abc.ABC):
             AppendRequest("u1", views("b", 1), expected_version=2),  # sees the first request
             AppendRequest("u1", views("c", 1), expected_version=0),  # stale by then
             AppendRequest("u1", [views("a", 2)[1], view("d")]),  # a1: written by request 0
-            AppendRequest("u2", [view("b0", user_id="u2")]),  # another user's event_id
+            AppendRequest("u2", [view("b0", user_id="u2")]),  # u1's id, u2's own event
+            AppendRequest("u1", [view("d", item="i2")]),  # d: written by request 3, differently
         ])
         assert [r.seq for r in outcomes[1]] == [3]
         assert isinstance(outcomes[2], VersionConflict)
         assert outcomes[3][0] == AppendResult("a1", 2, outcomes[0][1].position, duplicate=True)
         assert (outcomes[3][1].seq, outcomes[3][1].duplicate) == (4, False)
-        assert isinstance(outcomes[4], EventIdConflict)
+        assert (outcomes[4][0].seq, outcomes[4][0].duplicate) == (1, False)
+        assert isinstance(outcomes[5], EventIdConflict)
         assert [r.event.event_id for r in await log.read("u1")] == ["a0", "a1", "b0", "d"]
 
     async def test_append_many_encoding_error_is_per_request(self, backend: Any) -> None:

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 TABLES = {"events", "snapshots", "items", "text_features", "item_spaces", "api_tokens"}
 # Constraint names are part of the schema: later migrations refer to them.
 CONSTRAINTS = {
-    "pk_events", "uq_events_event_id", "ck_events_seq_positive", "pk_snapshots", "pk_items",
+    "pk_events", "uq_events_user_id_event_id", "ck_events_seq_positive", "pk_snapshots",
+    "pk_items", "pk_api_tokens", "uq_api_tokens_name",
 }
 
 
@@ -66,8 +67,9 @@ def test_alembic_ini_serves_the_cli() -> None:
     config = Config(str(REPO / "alembic.ini"))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == REPO / "migrations"
-    assert script.get_heads() == ["0004"]  # one linear history, no branches
+    assert script.get_heads() == ["0005"]  # one linear history, no branches
     assert [Path(s.path).name for s in script.walk_revisions()] == [
+        "2026_11_29_0005_event_ids_per_user.py",
         "2026_11_29_0004_api_tokens.py",
         "2026_11_28_0003_item_spaces.py",
         "2026_11_28_0002_item_id_text_features.py",
