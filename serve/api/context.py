@@ -20,7 +20,7 @@ from actors.catalog_publisher import CatalogPublisher
 from actors.catalog_view import CatalogSink, ViewKey, newer
 from actors.dependencies import EncoderConnector
 from actors.shard_service import ProfileReport, Recommendations, UserOutcome
-from portrait.errors import NotReady
+from portrait.errors import EncoderUnavailable, NotReady
 from portrait.inspection import ProfileDiff
 from portrait.routing import owner_index
 from serve.api.auth import Authenticator
@@ -101,6 +101,8 @@ class ApiContext:
         self._publisher: CatalogPublisher | None = None
         self._start: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._seen_key: ViewKey = (-1, -1, -1)  # the cluster's view when we started
 
     def shard_for(self, user_id: str) -> Shard:
         return self.shards[owner_index(user_id, self.names)]
@@ -110,12 +112,18 @@ class ApiContext:
 
     @property
     def catalog(self) -> ItemCatalog:
-        assert self._catalog is not None, "ready() first"
+        """The catalog, for item reads and writes; they wait for the encoder (which the
+        catalog needs for its model), while events and recommendations do not."""
+        if self._catalog is None:
+            raise EncoderUnavailable("the catalog is not available until the text encoder "
+                                     "answers (it is starting or restarting)")
         return self._catalog
 
     @property
     def catalog_version(self) -> int:
-        return self._publisher.version if self._publisher is not None else -1
+        if self._publisher is not None:
+            return self._publisher.version
+        return self._seen_key[0]
 
     async def ready(self) -> None:
         """Start once; concurrent callers share the attempt, and a failed attempt is
@@ -134,16 +142,42 @@ class ApiContext:
             raise NotReady("the start-up was cancelled; the next request starts again") from None
 
     async def _started(self) -> None:
+        """Ready when the shards are, which needs a published catalog view. On a cluster
+        that has one (this replica replaces another, or is one more), the encoder is not
+        waited for: it used to be, and a replica started while the encoder reloaded (about
+        50 s on CPU) refused every event and recommendation meanwhile. Only the catalog's
+        own routes wait for it (:attr:`catalog`); the connection is made in the background.
+        """
+        self._seen_key = await self._sink.current_key()
+        if self._seen_key[0] < 0:  # nothing published yet: the shards need our view
+            await self._connect_catalog()
+        await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
+        await asyncio.gather(*(s.ready() for s in self.shards))
+        if self._publisher is None and self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect_catalog_later())
+
+    async def _connect_catalog(self) -> None:
+        """Connect the encoder, publish the catalog and start watching the stores."""
         encoder = await self._encoder.connect()
         catalog = self.stores.catalog(encoder)
         publisher = CatalogPublisher(
             catalog, self.stores.item_spaces, encoder, self._sink, self._alphas
         )
         await publisher.publish(force=True)
-        await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
-        await asyncio.gather(*(s.ready() for s in self.shards))
         self._catalog, self._publisher = catalog, publisher
         self._watcher = asyncio.ensure_future(self._watch(self.limits.catalog_refresh_s))
+
+    async def _connect_catalog_later(self) -> None:
+        delay = 0.5
+        while self._publisher is None:
+            try:
+                await self._connect_catalog()
+                await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
+            except Exception as exc:  # the encoder is still away: try again
+                _log.info("catalog not connected yet (%s); retrying in %.1f s",
+                          type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
 
     async def _watch(self, every_s: float) -> None:
         """Republish whenever the stores hold something newer than the last view: items
@@ -167,6 +201,11 @@ class ApiContext:
 
     async def close(self) -> None:
         """Stop the catalog watcher."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+            self._connecting = None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -176,7 +215,9 @@ class ApiContext:
     async def publish_catalog(self, *, force: bool = False) -> int:
         """Publish the catalog (and the newest item space) if either changed, and tell every
         shard; returns the catalog version."""
-        assert self._publisher is not None, "ready() first"
+        if self._publisher is None:
+            raise EncoderUnavailable("the catalog cannot be published until the text encoder "
+                                     "answers")
         version = await self._publisher.publish(force=force)
         await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
         return version
