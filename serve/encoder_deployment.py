@@ -218,7 +218,7 @@ def build_encoder_app(
     if settings.num_gpus:
         ray_actor_options["num_gpus"] = settings.num_gpus
     app: Application = EncoderDeployment.options(  # type: ignore[attr-defined]
-        num_replicas=settings.num_replicas,
+        **settings.replica_options(),
         max_ongoing_requests=settings.max_ongoing_requests,
         ray_actor_options=ray_actor_options,
         user_config=settings.batch_config(),

@@ -55,6 +55,10 @@ class EncoderSettings:
             that send one text each this caps the texts the batcher can see: it must be >=
             max_batch_size x batches in flight; Serve's default (5) starves the batcher.
         num_gpus, num_cpus, num_replicas: replica resources and count.
+        max_replicas: above ``num_replicas``, Serve autoscales the encoder between the two,
+            aiming at ``target_ongoing_requests`` per replica (texts waiting or being encoded
+            per replica; two batches' worth by default) and scaling down after
+            ``downscale_delay_s`` below it.
     """
 
     model_path: str | None = None
@@ -71,6 +75,9 @@ class EncoderSettings:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     num_replicas: int = 1
+    max_replicas: int | None = None
+    target_ongoing_requests: int = 128
+    downscale_delay_s: float = 60.0
 
     def __post_init__(self) -> None:
         _check(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
@@ -97,6 +104,12 @@ class EncoderSettings:
         _check(self.num_cpus >= 0.0, "num_cpus", "must be >= 0")
         _check(_is_int(self.num_replicas) and self.num_replicas >= 1, "num_replicas",
                "must be an integer >= 1")
+        _check(self.max_replicas is None or (_is_int(self.max_replicas)
+                                             and self.max_replicas >= self.num_replicas),
+               ("max_replicas", "num_replicas"), "max_replicas must be >= num_replicas")
+        _check(_is_int(self.target_ongoing_requests) and self.target_ongoing_requests >= 1,
+               "target_ongoing_requests", "must be an integer >= 1")
+        _check(self.downscale_delay_s >= 0.0, "downscale_delay_s", "must be >= 0")
 
     # -- reading the environment ---------------------------------------------------------
 
@@ -136,6 +149,21 @@ class EncoderSettings:
 
     def resolved_enforce_eager(self, cuda: bool) -> bool:
         return (not cuda) if self.enforce_eager is None else self.enforce_eager
+
+    def replica_options(self) -> dict[str, object]:
+        """How many replicas: a fixed ``num_replicas``, or Serve autoscaling from
+        ``num_replicas`` to ``max_replicas``."""
+        if self.max_replicas is None or self.max_replicas == self.num_replicas:
+            return {"num_replicas": self.num_replicas}
+        return {"autoscaling_config": {
+            "min_replicas": self.num_replicas,
+            "initial_replicas": self.num_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            # A replica takes ~50 s to load on CPU: do not add one for a short burst.
+            "upscale_delay_s": 10.0,
+            "downscale_delay_s": self.downscale_delay_s,
+        }}
 
     def batch_config(self) -> dict[str, float | int]:
         """The runtime-changeable part, as the deployment's ``user_config``."""
@@ -213,8 +241,9 @@ def _is_int(v: object) -> bool:
 
 
 _INT_FIELDS = {"max_length", "cpu_kvcache_space_gib", "max_batch_size",
-               "max_ongoing_requests", "num_replicas"}
-_FLOAT_FIELDS = {"gpu_memory_utilization", "batch_wait_timeout_s", "num_gpus", "num_cpus"}
+               "max_ongoing_requests", "num_replicas", "max_replicas", "target_ongoing_requests"}
+_FLOAT_FIELDS = {"gpu_memory_utilization", "batch_wait_timeout_s", "num_gpus", "num_cpus",
+                 "downscale_delay_s"}
 
 
 def _parse(var: str, field: str, raw: str) -> object:

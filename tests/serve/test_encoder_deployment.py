@@ -179,3 +179,13 @@ async def test_engine_uses_every_bound_cpu(handle) -> None:
     # engine must still run one thread per CPU vLLM binds it to (it ran at half speed).
     stats = await handle.stats.remote()
     assert stats["torch_threads"] == len(os.sched_getaffinity(0))
+
+
+def test_an_autoscaled_encoder_deployment_is_accepted_by_serve() -> None:
+    """Serve validates the options when they are set; no cluster is needed for that."""
+    from serve.encoder_deployment import build_encoder_app
+
+    app = build_encoder_app(EncoderSettings(num_replicas=1, max_replicas=3))
+    config = app._bound_deployment._deployment_config.autoscaling_config
+    assert (config.min_replicas, config.max_replicas) == (1, 3)
+    assert config.target_ongoing_requests == 128

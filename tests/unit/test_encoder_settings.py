@@ -105,3 +105,18 @@ def test_hashing_encoder_rejects_empty_text() -> None:
 )
 def test_bound_cpu_count(bind: str, count: int | None) -> None:
     assert bound_cpu_count(bind) == count
+
+
+def test_replicas_are_fixed_unless_a_maximum_asks_for_autoscaling() -> None:
+    assert EncoderSettings(num_replicas=2).replica_options() == {"num_replicas": 2}
+    scaled = EncoderSettings(num_replicas=1, max_replicas=3).replica_options()
+    config = scaled["autoscaling_config"]
+    assert isinstance(config, dict) and "num_replicas" not in scaled
+    assert (config["min_replicas"], config["max_replicas"]) == (1, 3)
+    assert config["target_ongoing_requests"] == 128
+    env = {"PORTRAIT_ENCODER_MAX_REPLICAS": "4", "PORTRAIT_ENCODER_TARGET_ONGOING_REQUESTS": "64"}
+    from_env = EncoderSettings.from_env(env).replica_options()["autoscaling_config"]
+    assert isinstance(from_env, dict) and from_env["max_replicas"] == 4
+    with pytest.raises(ValueError, match="MAX_REPLICAS"):
+        EncoderSettings.from_env({"PORTRAIT_ENCODER_NUM_REPLICAS": "3",
+                                  "PORTRAIT_ENCODER_MAX_REPLICAS": "2"})
