@@ -15,7 +15,7 @@ Every adapter is constructed here and passed in through constructors.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,6 +27,7 @@ from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
 from actors.shard_service import ShardService, ShardSettings
 from portrait.ports import AsyncEncoder
+from portrait.pseudonyms import pseudonymizer
 from serve.api.auth import Authenticator
 from serve.api.context import ApiContext, ApiLimits, Shard
 from serve.api.routes import create_app
@@ -127,7 +128,17 @@ def ray_ingress_context(
         retraining=RemoteRetraining(retrainer) if retrainer is not None else None,
         # The key is read here, in the replica's process (environment or key file).
         auth=authenticator(settings, api_stores),
+        pseudonym=pseudonym_of(settings),
     )
+
+
+def pseudonym_of(
+    settings: Settings, secret_key: bytes | None = None
+) -> Callable[[str], str] | None:
+    """The user-id pseudonyms of an ingress, or None when ids are stored as given."""
+    if not settings.pseudonymize:
+        return None
+    return pseudonymizer(secret_key if secret_key is not None else load_secret_key(settings))
 
 
 def authenticator(
@@ -188,7 +199,8 @@ def in_process(
     stores = open_stores(url)
     context = ApiContext(shards, stores, connector, channel, api_limits(settings),
                          alphas=policy.variants.alphas(),
-                         auth=authenticator(settings, stores, secret_key))
+                         auth=authenticator(settings, stores, secret_key),
+                         pseudonym=pseudonym_of(settings, secret_key))
     collab = settings.collab_settings()
     job = None
     if collab is not None:

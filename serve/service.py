@@ -83,9 +83,12 @@ def start_service(
     if password is not None and not os.environ.get(PASSWORD_ENV):
         os.environ[PASSWORD_ENV] = password
     token = None
-    if settings.auth:
-        # The replicas read the key themselves; give them an absolute path to it.
+    if settings.auth or settings.pseudonymize:
+        # The replicas read the key themselves; make it (first run) and give them an
+        # absolute path to it.
+        load_secret_key(settings, create=True)
         settings = dataclasses.replace(settings, secret_key_file=key_file(settings).resolve())
+    if settings.auth:
         token = asyncio.run(_dev_token(settings, database_url))
     # The ingress replica serves HTTP itself (throughput mode) and, on shutdown, keeps
     # serving for a draining period (30 s by default) so that a load balancer can stop

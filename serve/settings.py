@@ -68,6 +68,8 @@ class Settings:
             takes effect within this).
         rate_limit_rps, rate_limit_events_per_s: per token and ingress replica, requests and
             ingested events per second beyond which calls get 429 (0: no limit).
+        pseudonymize: store a keyed hash of each user id instead of the id
+            (:mod:`portrait.pseudonyms`); the API still speaks the caller's ids.
         log_level: Python logging level of the ``portrait`` command.
         datasets_dir: where non-bundled evaluation data sets live (default
             ``../shared/datasets`` beside the checkout).
@@ -98,6 +100,7 @@ class Settings:
     token_cache_s: float = 5.0
     rate_limit_rps: float = 0.0
     rate_limit_events_per_s: float = 0.0
+    pseudonymize: bool = False
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
@@ -144,11 +147,13 @@ class Settings:
                 raise SettingsError(
                     f"{PREFIX}{name.upper()}: {raw!r} is not a valid {kind.__name__}"
                 ) from None
-        auth = env.get(PREFIX + "AUTH", "").strip().lower()
-        if auth:
-            if auth not in ("on", "off"):
-                raise SettingsError(f"{PREFIX}AUTH: {auth!r} is not 'on' or 'off'")
-            kwargs["auth"] = auth == "on"
+        for switch in ("auth", "pseudonymize"):
+            raw_switch = env.get(PREFIX + switch.upper(), "").strip().lower()
+            if raw_switch:
+                if raw_switch not in ("on", "off"):
+                    raise SettingsError(
+                        f"{PREFIX}{switch.upper()}: {raw_switch!r} is not 'on' or 'off'")
+                kwargs[switch] = raw_switch == "on"
         try:
             kwargs["encoder"] = EncoderSettings.from_env(env)
         except ValueError as exc:

@@ -86,9 +86,11 @@ class ApiContext:
         alphas: Sequence[float] = (),
         retraining: Retraining | None = None,
         auth: Authenticator | None = None,
+        pseudonym: Callable[[str], str] | None = None,
     ) -> None:
         self.shards = list(shards)
         self.auth = auth  # None: PORTRAIT_AUTH=off
+        self.pseudonym = pseudonym  # None: ids are stored as given
         self.names = [s.name for s in self.shards]
         self.stores = stores
         self.limits = limits
@@ -103,6 +105,10 @@ class ApiContext:
         self._watcher: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._seen_key: ViewKey = (-1, -1, -1)  # the cluster's view when we started
+
+    def internal(self, user_id: str) -> str:
+        """The id the log and the shards know the user by."""
+        return user_id if self.pseudonym is None else self.pseudonym(user_id)
 
     def shard_for(self, user_id: str) -> Shard:
         return self.shards[owner_index(user_id, self.names)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from portrait import codec
@@ -16,18 +16,21 @@ from serve.api.errors import InRequest, count, error_body, status_of
 
 
 def encode_events(
-    raw: Sequence[Mapping[str, Any]], latest: float
-) -> tuple[dict[str, list[bytes]], list[tuple[str, str]]]:
-    """Each event validated and encoded once, grouped by user; plus (user, event_id) in
-    request order. Raises :class:`InRequest` naming ``events[i].field`` for the first bad
-    event, before anything is written.
+    raw: Sequence[Mapping[str, Any]], latest: float,
+    pseudonym: Callable[[str], str] | None = None,
+) -> tuple[dict[str, list[bytes]], list[tuple[str, str, str]]]:
+    """Each event validated and encoded once, grouped by the user's stored id; plus (the
+    caller's user id, the stored one, event_id) in request order. Raises
+    :class:`InRequest` naming ``events[i].field`` for the first bad event, before anything
+    is written. With ``pseudonym``, events are stored under the pseudonym of their user id
+    (validated as given first, so errors name the caller's field).
 
     ``latest`` is the latest ``occurred_at`` accepted (now plus the allowed clock skew): the
     fold's time decay is anchored at a user's newest event, so one event from a client whose
     clock is years ahead would decay every real event of that user to nothing, for good.
     """
     per_user: dict[str, list[bytes]] = defaultdict(list)
-    order: list[tuple[str, str]] = []
+    order: list[tuple[str, str, str]] = []
     for i, item in enumerate(raw):
         try:
             event = codec.from_dict(item)
@@ -37,10 +40,13 @@ def encode_events(
                     f"is {event.occurred_at - latest:.0f} s beyond the allowed clock skew "
                     "into the future; send the time the behaviour happened (Unix seconds, UTC)",
                 )
+            external = event.user_id
+            if pseudonym is not None:
+                event = codec.from_dict({**item, "user_id": pseudonym(external)})
             per_user[event.user_id].append(codec.encode(event))
         except PortraitError as exc:
             raise InRequest(exc, f"events[{i}].") from None
-        order.append((event.user_id, event.event_id))
+        order.append((external, event.user_id, event.event_id))
     return per_user, order
 
 
@@ -55,7 +61,8 @@ async def ingest(
         raise BatchTooLarge("events", len(raw), limit)
     if not raw:
         return [], 200
-    per_user, order = encode_events(raw, time.time() + ctx.limits.max_future_skew_s)
+    per_user, order = encode_events(raw, time.time() + ctx.limits.max_future_skew_s,
+                                    ctx.pseudonym)
     await ctx.ready()
     by_shard: dict[int, dict[str, list[bytes]]] = defaultdict(dict)
     for user_id, payloads in per_user.items():
@@ -66,13 +73,13 @@ async def ingest(
         outcome.update(reply)
     results: list[dict[str, Any]] = []
     cursor: dict[str, int] = defaultdict(int)
-    for user_id, event_id in order:
-        got = outcome[user_id]
+    for user_id, stored_id, event_id in order:
+        got = outcome[stored_id]
         if isinstance(got, PortraitError):  # the user's whole batch was refused
             results.append({"event_id": event_id, "user_id": user_id, **error_body(got)})
         else:
-            r = got[cursor[user_id]]
-            cursor[user_id] += 1
+            r = got[cursor[stored_id]]
+            cursor[stored_id] += 1
             results.append(
                 {
                     "user_id": user_id,

@@ -17,10 +17,13 @@ from portrait.events import RecordedEvent
 from portrait.inspection import ProfileDiff
 from storage.catalog import UpsertResult
 
+# Every builder takes the caller's user id: with pseudonymised ids, the shards and the log
+# know the user by a pseudonym, which the caller must never get back in its place.
 
-def recommendations(out: Recommendations) -> dict[str, Any]:
+
+def recommendations(out: Recommendations, user_id: str) -> dict[str, Any]:
     return {
-        "user_id": out.user_id,
+        "user_id": user_id,
         "variant": out.variant,
         "as_of_seq": out.as_of_seq,
         "items": [
@@ -32,19 +35,22 @@ def recommendations(out: Recommendations) -> dict[str, Any]:
     }
 
 
-def profile(report: ProfileReport) -> dict[str, Any]:
-    return {**report.summary, "variant": report.variant}
+def profile(report: ProfileReport, user_id: str) -> dict[str, Any]:
+    return {**report.summary, "user_id": user_id, "variant": report.variant}
 
 
-def changes(delta: ProfileDiff) -> dict[str, Any]:
-    return delta.to_dict()
+def changes(delta: ProfileDiff, user_id: str) -> dict[str, Any]:
+    out = delta.to_dict()
+    if "user_id" in out:
+        out["user_id"] = user_id
+    return out
 
 
 def audit_page(user_id: str, page: Sequence[RecordedEvent], limit: int) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "events": [{"seq": r.seq, "position": r.position, "recorded_at": r.recorded_at,
-                    "event": codec.to_dict(r.event)} for r in page],
+                    "event": {**codec.to_dict(r.event), "user_id": user_id}} for r in page],
         "next_after": page[-1].seq if len(page) == limit else None,
     }
 

@@ -99,7 +99,7 @@ def _events(app: FastAPI) -> None:
                     limit: int = Query(100, ge=1, le=1000)) -> JSONResponse:
         """The user's event log in seq order, a page at a time: the audit trail."""
         ctx = _ctx(request)
-        page = await ctx.stores.events.read(user_id, after_seq=after, limit=limit)
+        page = await ctx.stores.events.read(ctx.internal(user_id), after_seq=after, limit=limit)
         if not page and after == 0:
             raise UnknownUser(user_id)
         return JSONResponse(responses.audit_page(user_id, page, limit))
@@ -119,11 +119,12 @@ def _users(app: FastAPI) -> None:
         started = time.perf_counter()
         ctx = _ctx(request)
         await ctx.ready()
-        out = await ctx.shard_for(user_id).recommend(user_id, k, diversity, tags, exclude)
+        stored = ctx.internal(user_id)
+        out = await ctx.shard_for(stored).recommend(stored, k, diversity, tags, exclude)
         metrics.RECOMMEND_LATENCY.labels(variant=out.variant).observe(
             time.perf_counter() - started
         )
-        return JSONResponse(responses.recommendations(out))
+        return JSONResponse(responses.recommendations(out, user_id))
 
     @app.get("/v1/users/{user_id}/profile", response_model=m.ProfileResponse, tags=["profiles"],
              dependencies=[requires("profiles:read")])
@@ -137,10 +138,11 @@ def _users(app: FastAPI) -> None:
         """The profile now, or rebuilt as of a past seq or event time (time travel)."""
         ctx = _ctx(request)
         await ctx.ready()
-        report = await ctx.shard_for(user_id).profile(user_id, at_seq, at_time, top)
+        stored = ctx.internal(user_id)
+        report = await ctx.shard_for(stored).profile(stored, at_seq, at_time, top)
         if report.summary["event_count"] == 0 and at_seq is None and at_time is None:
             raise UnknownUser(user_id)
-        return JSONResponse(responses.profile(report))
+        return JSONResponse(responses.profile(report, user_id))
 
     @app.get("/v1/users/{user_id}/profile/changes", response_model=m.ChangesResponse,
              tags=["profiles"], dependencies=[requires("profiles:read")])
@@ -153,8 +155,9 @@ def _users(app: FastAPI) -> None:
             raise InvalidField("to_seq", "must be >= from_seq")
         ctx = _ctx(request)
         await ctx.ready()
-        delta = await ctx.shard_for(user_id).changes(user_id, from_seq, to_seq, top)
-        return JSONResponse(responses.changes(delta))
+        stored = ctx.internal(user_id)
+        delta = await ctx.shard_for(stored).changes(stored, from_seq, to_seq, top)
+        return JSONResponse(responses.changes(delta, user_id))
 
 
 def _items(app: FastAPI) -> None:
