@@ -74,7 +74,8 @@ def generation(identity: Any) -> str:
 
 
 def detached_actor(
-    actor_class: Any, name: str, namespace: str, arguments: tuple[Any, ...], identity: Any
+    actor_class: Any, name: str, namespace: str, arguments: tuple[Any, ...], identity: Any,
+    **options: Any,
 ) -> Any:
     """The named detached actor of this generation: the running one if it is, else a new one
     after the running one is retired.
@@ -86,9 +87,10 @@ def detached_actor(
         arguments: its constructor's arguments.
         identity: what of them defines its behaviour (see :func:`generation`); connectors
             that hold no configuration need not be in it.
+        options: more Ray actor options (a scheduling strategy).
     """
     wanted = generation(identity)
-    options = {"name": name, "namespace": namespace, "lifetime": "detached"}
+    options = {"name": name, "namespace": namespace, "lifetime": "detached", **options}
     handle = actor_class.options(get_if_exists=True, **options).remote(
         *arguments, generation=wanted
     )

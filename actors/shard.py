@@ -56,6 +56,9 @@ def spawn_shards(
         detached_actor(
             ProfileShard, name, NAMESPACE,
             (name, stores, encoder, catalog, settings), (name, stores, settings),
+            # Across the cluster's nodes: one node's loss takes only its share of the users
+            # (they come back on the others from snapshot and log).
+            scheduling_strategy="SPREAD",
         )
         for name in shard_names(count)
     ]

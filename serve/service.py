@@ -103,7 +103,8 @@ def start_service(
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
         )
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.start(proxy_location=settings.proxy_location,
+                http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings, database_url), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{settings.host}:{settings.port}"
     ready = wait_ready(url)

@@ -68,6 +68,8 @@ class Settings:
             takes effect within this).
         rate_limit_rps, rate_limit_events_per_s: per token and ingress replica, requests and
             ingested events per second beyond which calls get 429 (0: no limit).
+        proxy_location: where Serve runs HTTP proxies: ``EveryNode`` (a cluster behind a
+            load balancer) or ``HeadOnly`` (several Ray nodes on one machine share its ports).
         pseudonymize: store a keyed hash of each user id instead of the id
             (:mod:`portrait.pseudonyms`); the API still speaks the caller's ids.
         log_level: Python logging level of the ``portrait`` command.
@@ -101,6 +103,7 @@ class Settings:
     rate_limit_rps: float = 0.0
     rate_limit_events_per_s: float = 0.0
     pseudonymize: bool = False
+    proxy_location: str = "EveryNode"
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
@@ -136,6 +139,7 @@ class Settings:
             "token_cache_s": float,
             "rate_limit_rps": float,
             "rate_limit_events_per_s": float,
+            "proxy_location": str,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -182,6 +186,8 @@ class Settings:
             (self.retrain_max_age_s > 0, "RETRAIN_MAX_AGE_S", "must be positive"),
             (self.catalog_refresh_s > 0, "CATALOG_REFRESH_S", "must be positive"),
             (0 <= self.token_cache_s <= 300, "TOKEN_CACHE_S", "must be 0..300 seconds"),
+            (self.proxy_location in ("EveryNode", "HeadOnly"), "PROXY_LOCATION",
+             "must be EveryNode or HeadOnly"),
             (self.rate_limit_rps >= 0, "RATE_LIMIT_RPS", "must be >= 0 (0: no limit)"),
             (self.rate_limit_events_per_s >= 0, "RATE_LIMIT_EVENTS_PER_S",
              "must be >= 0 (0: no limit)"),

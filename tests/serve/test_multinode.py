@@ -1,0 +1,193 @@
+"""Past one node: the service on a head and two worker Ray nodes on this machine, shards spread
+across them, and a worker node killed under write load.
+
+The nodes are started with ``ray start`` (each on 127.0.0.1 with its own raylet, object store
+and ports). Serve's HTTP proxy runs on the head only (the nodes share this machine's ports).
+Writers use the Python client, which retries 503s with the same event ids.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+
+from portrait.tuned_config import TunedConfig
+from portrait_client import Client, event
+from serve.encoder_settings import EncoderSettings
+from serve.service import start_service
+from serve.settings import Settings
+from storage.datasets.movielens import load_movielens
+from tests.conftest import run_blocking, scratch_database
+from tests.faults.test_storage_faults import assert_same_json
+from tests.serve.test_api_e2e import _recorded, free_port
+
+T0 = 1_700_000_000
+SHARDS = 4
+
+
+HEAD_PORT = 6390
+
+
+def shard_nodes() -> dict[str, str]:
+    """Shard name -> the node its (live) actor runs on."""
+    from ray._private.state import actors
+
+    return {a["Name"]: a["Address"]["NodeID"] for a in actors().values()
+            if a["Name"].startswith("portrait-shard-") and a["State"] == "ALIVE"}
+
+
+def ray_cli(*args: str) -> None:
+    quiet = ["--disable-usage-stats"] if args[0] == "start" else []
+    subprocess.run([str(Path(sys.executable).parent / "ray"), *args, *quiet],
+                   check=True, capture_output=True, text=True, timeout=120, env=os.environ)
+
+
+def worker_args(k: int) -> list[str]:
+    """A worker node's ports: distinct from the head's and the other worker's."""
+    base = 6400 + 20 * k
+    return [f"--address=127.0.0.1:{HEAD_PORT}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+            f"--node-manager-port={base}", f"--object-manager-port={base + 1}",
+            f"--dashboard-agent-listen-port={base + 2}", f"--dashboard-agent-grpc-port={base + 3}",
+            f"--runtime-env-agent-port={base + 4}", f"--metrics-export-port={base + 5}",
+            f"--min-worker-port={21000 + 1000 * k}", f"--max-worker-port={21999 + 1000 * k}"]
+
+
+def kill_node(k: int) -> None:
+    """What a machine's loss does to worker node ``k``: its raylet (found by its node-manager
+    port) and every process it started (the workers hosting actors) die at once."""
+    import psutil
+
+    port = f"--node_manager_port={6400 + 20 * k}"
+    raylet = next(psutil.Process(p.pid) for p in psutil.process_iter(["cmdline"])
+                  if p.info["cmdline"] and "raylet" in p.info["cmdline"][0]
+                  and port in p.info["cmdline"])
+    for proc in [*raylet.children(recursive=True), raylet]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster(embedded_pg, tmp_path_factory):
+    # A throwaway cluster on loopback: no Ray token (as tests/serve's encoder test does).
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={HEAD_PORT}",
+                "--num-cpus=2", "--include-dashboard=false")
+        for k in range(2):
+            ray_cli("start", *worker_args(k))
+        ray.init(address=f"127.0.0.1:{HEAD_PORT}", namespace="portrait", log_to_driver=False)
+        plain = tmp_path_factory.mktemp("config") / "plain.json"
+        plain.write_text(json.dumps(TunedConfig().to_document()))
+        with scratch_database(embedded_pg.url) as url:
+            settings = Settings(
+                data_dir=tmp_path_factory.mktemp("data"), port=free_port(), shards=SHARDS,
+                snapshot_every=5, proxy_location="HeadOnly", profile_config=plain,
+                encoder=EncoderSettings(dtype="float32", num_cpus=1),
+            )
+            svc = start_service(settings, url, load_demo_catalog=False)
+            try:
+                items = load_movielens().items[:40]
+                body = {"items": [{"id": i.item_id, "title": i.title,
+                                   "description": i.description, "tags": list(i.tags)}
+                                  for i in items]}
+                assert httpx.post(f"{svc.url}/v1/items", json=body, timeout=300,
+                                  headers=svc.headers()).status_code == 200
+                yield svc
+            finally:
+                svc.stop()  # disconnects this driver
+    finally:
+        ray_cli("stop", "--force")  # every node; also forgets the cluster's address
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+def test_shards_spread_and_survive_a_worker_node_loss(cluster: Any) -> None:
+    svc = cluster
+    nodes = {n["NodeManagerPort"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(nodes) == 3, nodes
+    placed = shard_nodes()
+    assert len(placed) == SHARDS and len(set(placed.values())) >= 2, placed
+    doomed_k = next(k for k in range(2) if nodes[6400 + 20 * k] in set(placed.values()))
+    doomed = nodes[6400 + 20 * doomed_k]
+    moved = sorted(s for s, n in placed.items() if n == doomed)
+
+    users = [f"node-user-{u}" for u in range(8)]  # spread over every shard
+    acked: dict[str, set[str]] = {u: set() for u in users}
+
+    def writer(user: str) -> None:
+        with Client(svc.url, token=svc.token, max_retries=40) as portrait:
+            for b in range(12):
+                batch = [event("view", user, occurred_at=T0 + 10 * b + j,
+                               event_id=f"{user}-{b}-{j}", item_id=str(1 + (b + j) % 30))
+                         for j in range(4)]
+                for r in portrait.post_events(batch):
+                    assert "error" not in r, r
+                    acked[user].add(r["event_id"])
+                time.sleep(0.1)
+
+    with cf.ThreadPoolExecutor(len(users)) as pool:
+        futures = [pool.submit(writer, u) for u in users]
+        time.sleep(1.0)
+        assert not any(f.done() for f in futures), "the node must die mid-stream"
+        kill_node(doomed_k)
+        for f in futures:
+            f.result()
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the GCS notices the node's death, actors restart
+        after = shard_nodes()
+        if len(after) == SHARDS and doomed not in after.values():
+            break
+        time.sleep(1)
+    assert len(after) == SHARDS and doomed not in after.values(), after
+    assert {after[s] for s in moved} <= set(nodes.values()) - {doomed}
+    with httpx.Client(base_url=svc.url, headers=svc.headers(), timeout=120) as http:
+        live = {u: http.get(f"/v1/users/{u}/profile", params={"top": 50}).json()
+                for u in users}
+    for user in users:
+        recorded = run_blocking(lambda u=user: _recorded(svc.database_url, u))
+        ids = [r.event.event_id for r in recorded]
+        assert len(ids) == len(set(ids)) == 48 and set(ids) == acked[user], user
+        assert [r.seq for r in recorded] == list(range(1, 49))
+        assert live[user]["event_count"] == 48
+
+    # Every profile equals a fresh replay of its log: no snapshots, every shard restarted.
+    run_blocking(lambda: _drop_snapshots(svc.database_url))
+    for name in after:
+        ray.kill(ray.get_actor(name, namespace="portrait"), no_restart=False)
+    with httpx.Client(base_url=svc.url, headers=svc.headers(), timeout=120) as http:
+        for user in users:
+            for _ in range(120):
+                replayed = http.get(f"/v1/users/{user}/profile", params={"top": 50})
+                if replayed.status_code == 200:
+                    break
+                time.sleep(0.5)
+            assert_same_json(replayed.json(), live[user], user)
+
+
+async def _drop_snapshots(url: str) -> None:
+    from sqlalchemy import text
+
+    from storage.database import create_engine
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM snapshots"))
+    finally:
+        await engine.dispose()
