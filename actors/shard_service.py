@@ -26,7 +26,7 @@ from actors.host import HostSettings, UserHost
 from actors.text_features import TextFeatureSource
 from portrait import codec
 from portrait.config import ProfileConfig
-from portrait.errors import PortraitError
+from portrait.errors import NotReady, PortraitError
 from portrait.inspection import ProfileDiff, diff, summarize
 from portrait.ports import AppendResult
 from portrait.ranking import Reason, recommend
@@ -135,7 +135,10 @@ class ShardService:
         stores = await self._store_opener.open()
         await self.refresh_catalog()
         if self._catalog is None:
-            raise RuntimeError("no catalog has been published yet")
+            # The registry is empty: the cluster's first start, or the registry restarted (its
+            # node died) and the ingress has not published again yet (within
+            # PORTRAIT_CATALOG_REFRESH_S). A 503 the caller retries; it was a bare 500.
+            raise NotReady("no catalog has been published yet; retry shortly")
         self._stores = stores
         self._host = UserHost(
             stores.events,
