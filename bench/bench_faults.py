@@ -211,34 +211,17 @@ async def profiles(url: str, headers: dict[str, str], users: list[str]) -> dict[
         return out
 
 
-def same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 async def replay_matches(url: str, headers: dict[str, str], direct_url: str, shards: int,
                          users: list[str]) -> int:
     """How many users' live profiles differ from a fresh replay of their logs."""
-    from sqlalchemy import text
-
-    from storage.database import create_engine
+    from tests.replay_check import drop_snapshots, json_difference
 
     live = await profiles(url, headers, users)
-    engine = create_engine(direct_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("DELETE FROM snapshots"))
-    finally:
-        await engine.dispose()
+    await drop_snapshots(direct_url)
     for i in range(shards):  # restarted shards replay every user from the log alone
         await asyncio.to_thread(kill_named, f"portrait-shard-{i}")
     replayed = await profiles(url, headers, users)
-    return sum(1 for u in users if not same(live.get(u), replayed.get(u)))
+    return sum(1 for u in users if json_difference(live.get(u), replayed.get(u)) is not None)
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
 
 from actors.text_features import ThreadedEncoder
 from serve.composition import InProcessSystem
@@ -34,6 +33,7 @@ from tests import auth
 from tests.conftest import in_thread
 from tests.fakes import HashingEncoder
 from tests.faults.proxy import FaultProxy, proxied_url, socket_path
+from tests.replay_check import assert_same_json, drop_snapshots
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T0 = 1_700_000_000
@@ -154,10 +154,9 @@ async def test_writers_survive_drops_stalls_and_a_restart(world: dict[str, Any])
             ids = [r.event.event_id for r in recorded]
             assert len(ids) == len(set(ids)) == BATCHES * BATCH, f"w{u}"
             assert [r.seq for r in recorded] == list(range(1, len(ids) + 1))
-        async with engine.begin() as conn:  # a fresh system replays from the log alone
-            await conn.execute(text("DELETE FROM snapshots"))
     finally:
         await engine.dispose()
+    await drop_snapshots(world["url"])  # a fresh system replays from the log alone
     replayed_system = auth.system(world["settings"], world["url"], world["encoder"])
     try:
         transport = httpx.ASGITransport(app=replayed_system.app)
@@ -171,19 +170,3 @@ async def test_writers_survive_drops_stalls_and_a_restart(world: dict[str, Any])
     print(f"\nfaults: {sum(statuses.values())} requests, {statuses[503]} answered 503 and "
           f"retried, acknowledged {len(acked)}, lost 0, duplicated 0; restart took "
           f"{restart_s:.1f} s; storage retries in the metrics: {retried:.0f}")
-
-
-def assert_same_json(a: Any, b: Any, where: str) -> None:
-    """Equal, floats to 1e-9 relative (a live fold and a replay add in another order)."""
-    if isinstance(a, float) or isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for k in a:
-            assert_same_json(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_json(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where

@@ -30,7 +30,7 @@ from serve.service import start_service
 from serve.settings import Settings
 from storage.datasets.movielens import load_movielens
 from tests.conftest import run_blocking, scratch_database
-from tests.faults.test_storage_faults import assert_same_json
+from tests.replay_check import assert_same_json, drop_snapshots
 from tests.serve.test_api_e2e import _recorded, free_port
 
 T0 = 1_700_000_000
@@ -167,7 +167,7 @@ def test_shards_spread_and_survive_a_worker_node_loss(cluster: Any) -> None:
         assert live[user]["event_count"] == 48
 
     # Every profile equals a fresh replay of its log: no snapshots, every shard restarted.
-    run_blocking(lambda: _drop_snapshots(svc.database_url))
+    run_blocking(lambda: drop_snapshots(svc.database_url))
     for name in after:
         ray.kill(ray.get_actor(name, namespace="portrait"), no_restart=False)
     with httpx.Client(base_url=svc.url, headers=svc.headers(), timeout=120) as http:
@@ -178,16 +178,3 @@ def test_shards_spread_and_survive_a_worker_node_loss(cluster: Any) -> None:
                     break
                 time.sleep(0.5)
             assert_same_json(replayed.json(), live[user], user)
-
-
-async def _drop_snapshots(url: str) -> None:
-    from sqlalchemy import text
-
-    from storage.database import create_engine
-
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("DELETE FROM snapshots"))
-    finally:
-        await engine.dispose()
