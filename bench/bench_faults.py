@@ -115,7 +115,7 @@ async def recovered_after(url: str, headers: dict[str, str], label: str, since: 
                 if resp.status_code == 200:
                     return time.monotonic() - since
             except httpx.TransportError:
-                pass
+                pass  # the ingress is down or restarting: probe again
             await asyncio.sleep(0.2)
     return math.inf
 

@@ -53,7 +53,7 @@ def load_secret_key(settings: Settings, *, create: bool = False) -> bytes:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            pass
+            pass  # another process made it first: read theirs below
         else:
             with os.fdopen(fd, "w") as out:
                 out.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n")

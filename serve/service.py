@@ -86,10 +86,10 @@ def start_service(
     if settings.auth or settings.pseudonymize:
         # The replicas read the key themselves; make it (first run) and give them an
         # absolute path to it.
-        load_secret_key(settings, create=True)
+        key = load_secret_key(settings, create=True)
         settings = dataclasses.replace(settings, secret_key_file=key_file(settings).resolve())
-    if settings.auth:
-        token = asyncio.run(_dev_token(settings, database_url))
+        if settings.auth:
+            token = asyncio.run(_dev_token(settings, database_url, key))
     # The ingress replica serves HTTP itself (throughput mode) and, on shutdown, keeps
     # serving for a draining period (30 s by default) so that a load balancer can stop
     # sending it traffic. A local run has no load balancer: drain for one second, or Ctrl-C
@@ -114,11 +114,10 @@ def start_service(
     return service
 
 
-async def _dev_token(settings: Settings, database_url: str) -> str:
+async def _dev_token(settings: Settings, database_url: str, key: bytes) -> str:
     from serve.token_admin import dev_token
     from storage.stores import open_stores
 
-    key = load_secret_key(settings, create=True)
     stores = open_stores(database_url, pool_size=1)
     try:
         return await dev_token(stores.tokens, key, settings.data_dir / "dev-token")

@@ -36,7 +36,7 @@ async def dev_token(tokens: TokenStore, key: bytes, path: Path) -> str:
         authorize(key, secret, await tokens.find(token_id), ADMIN)
         return text
     except (OSError, PortraitError):
-        pass
+        pass  # none kept, or no longer accepted: make a new one
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     token = await create_token(tokens, key, f"local-dev-{stamp}", [ADMIN])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -127,12 +127,17 @@ def error_response(exc: PortraitError, prefix: str = "") -> JSONResponse:
     return JSONResponse(error_body(exc, prefix), status, headers=retry_headers(status, exc))
 
 
-def count(status: int, error: str, exc: BaseException | None = None) -> None:
+def count(
+    status: int, error: str, exc: BaseException | None = None, *, unexpected: bool = False
+) -> None:
     """One error answer in ``portrait_api_errors_total``; a server-side failure (5xx) is also
     logged, once, with the error's own text (the engines hide SQL parameters, so no
-    request data) but never to the client."""
+    request data) but never to the client; an ``unexpected`` one (a bug) with its
+    traceback."""
     metrics.ERRORS.labels(status=str(status), error=error).inc()
-    if status >= 500:
+    if unexpected:
+        _log.error("answered %d: unhandled %s", status, error, exc_info=exc)
+    elif status >= 500:
         _log.warning("answered %d: %s: %s", status, error, exc if exc is not None else "")
 
 
@@ -162,8 +167,7 @@ def install(app: FastAPI) -> None:
         # A bug or an unmapped failure of a dependency. Logged with its traceback (the
         # message of a driver error may hold data, so only the type goes to the client), and
         # answered in the API's error shape instead of Starlette's bare text.
-        _log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-        count(500, type(exc).__name__)
+        count(500, type(exc).__name__, exc, unexpected=True)
         return JSONResponse({"error": "InternalError",
                              "message": f"internal error ({type(exc).__name__}); "
                                         "see the server log"}, 500)
