@@ -185,9 +185,11 @@ async def machine_engine(machine_pg_url: str) -> AsyncIterator[AsyncEngine]:
 TIERS = {
     "unit": "unit", "contract": "contract", "integration": "integration", "actors": "actors",
     "api": "api", "offline": "offline", "engine": "engine", "serve": "ray", "gpu": "gpu",
-    "faults": "faults",
+    "faults": "faults", "deploy": "deploy",
 }
-_NO_RAY_TIERS = {"unit", "contract", "integration", "actors", "api", "offline", "faults"}
+_NO_RAY_TIERS = {
+    "unit", "contract", "integration", "actors", "api", "offline", "faults", "deploy",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
