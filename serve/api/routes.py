@@ -15,7 +15,7 @@ from portrait.catalog import from_dict as item_from_dict
 from portrait.errors import BatchTooLarge, InvalidField, PortraitError, UnknownItem, UnknownUser
 from portrait.events import MAX_ID_LENGTH
 from portrait.validation import MAX_UNIX_TIME, check_id
-from serve import metrics
+from serve import inspector, metrics
 from serve.api import errors, fanout, responses
 from serve.api import models as m
 from serve.api.auth import requires
@@ -71,6 +71,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _item_space(app)
     _operations(app)
     _docs(app)
+    app.mount("/inspector", inspector.create_app(ctx))  # HTML pages (serve/inspector)
     return app
 
 
@@ -223,9 +224,12 @@ def _item_space(app: FastAPI) -> None:
 
 
 def _docs(app: FastAPI) -> None:
+    import pathlib  # (fastapi.Path, imported above, is the route parameter)
+
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path
+
+    swagger_ui_path = pathlib.Path(__file__).with_name("swagger_ui")  # v5, vendored: README
 
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
