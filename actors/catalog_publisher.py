@@ -60,6 +60,8 @@ class CatalogPublisher:
         # Popularity is counted incrementally: the log's positive events up to _counted_through.
         self._counts: dict[str, int] = {}
         self._counted_through = 0
+        # An erasure takes the user's events out of popularity: counted again from the start.
+        self._erasures = 0
 
     @property
     def version(self) -> int:
@@ -75,9 +77,10 @@ class CatalogPublisher:
         async with self._lock:
             version = await self._catalog.store.version()
             space_version = await self._spaces.latest_version()
+            recounted = await self._recount_after_erasures()
             through = await self._count_new_interactions()
             key = (version, space_version, through)
-            if key == self.key and not force:
+            if key == self.key and not force and not recounted:
                 return version
             last = self._view
             ids = last.items.ids if last is not None else ()
@@ -98,6 +101,13 @@ class CatalogPublisher:
         _log.info("catalog %d, item space %d, popularity through %d published: %d items",
                   *view.key, len(view.items))
         return version
+
+    async def _recount_after_erasures(self) -> bool:
+        erasures = await self._catalog.store.erasure_count()
+        if erasures == self._erasures:
+            return False
+        self._counts, self._counted_through, self._erasures = {}, 0, erasures
+        return True
 
     async def _count_new_interactions(self) -> int:
         new, through = await self._catalog.store.interaction_counts(self._counted_through)

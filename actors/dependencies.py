@@ -10,6 +10,7 @@ from typing import Protocol
 
 from portrait.ports import (
     AsyncEncoder,
+    Eraser,
     EventLog,
     ItemSpaceStore,
     SnapshotStore,
@@ -24,6 +25,7 @@ class HostStores(Protocol):
     events: EventLog
     snapshots: SnapshotStore
     text_features: TextFeatureStore
+    eraser: Eraser
 
     async def close(self) -> None: ...
 

@@ -21,8 +21,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from actors.active_users import ActiveUser, ActiveUsers
 from actors.group_commit import GroupCommitter
@@ -60,6 +61,9 @@ class HostSettings:
     group_commit_window_s: float = 0.0
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class HostStats:
     """Counters the shard exports as metrics."""
@@ -73,6 +77,7 @@ class HostStats:
     ingested: int = 0
     duplicates: int = 0
     conflicts: int = 0
+    erasures: int = 0
     activation_seconds: float = 0.0
 
 
@@ -215,7 +220,7 @@ class UserHost:
         texts = await self._texts.features_for(r.event for r in tail)
         self.stats.replayed_events += len(tail)
         return replay(
-            tail, self.config(user_id), self._items(), texts, user_id=user_id,
+            tail, self.config(user_id), self._items(), texts.get(user_id, {}), user_id=user_id,
             until_seq=until_seq, until_time=until_time, snapshot=snapshot,
         )
 
@@ -266,6 +271,21 @@ class UserHost:
             self._users.drop(user_id)
             self.stats.passivations += 1
 
+    async def erase(
+        self, user_id: str, erase_at_rest: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Forget the user here and run ``erase_at_rest`` (the store's erasure) while no write
+        of theirs can run: appends hold the user's lock through their commit, so none is in
+        flight, and the next one, after this returns, starts a fresh profile. The user's
+        state is dropped unsnapshotted, and a snapshot scheduled for them is cancelled."""
+        async with self._locks.hold([user_id]):
+            self._users.drop(user_id)
+            self._snapshotter.cancel(user_id)
+            await self._snapshotter.drain()  # a write in flight may hold their state
+            result = await erase_at_rest()
+            self.stats.erasures += 1
+            return result
+
     async def passivate_all(self) -> None:
         """Snapshot and drop every user (shutdown), the snapshots in one transaction."""
         await self._snapshotter.drain()
@@ -296,7 +316,7 @@ class UserHost:
         # Encode before appending: if the encoder is down those clients get an error and
         # retry, instead of a durable event the profile cannot fold yet. Users without
         # text events do not need the encoder and go ahead.
-        texts: Mapping[str, TextFeatures]
+        texts: Mapping[str, Mapping[str, TextFeatures]]
         try:
             texts = await self._texts.features_for(e for u in users for e in batches[u])
         except PortraitError as exc:
@@ -334,7 +354,7 @@ class UserHost:
             acked = outcomes.get(user_id)
             if isinstance(acked, list):
                 outcomes[user_id] = self._fold_acknowledged(
-                    user_id, user, batches[user_id], acked, texts, recorded_at
+                    user_id, user, batches[user_id], acked, texts.get(user_id, {}), recorded_at
                 )
         return outcomes
 
@@ -447,7 +467,8 @@ class UserHost:
         for user_id in user_ids:
             start = starts.get(user_id)
             snapshot = start[1] if start is not None else None
-            state = self._replay_tolerant(tails[user_id], user_id, snapshot, texts)
+            state = self._replay_tolerant(tails[user_id], user_id, snapshot,
+                                          texts.get(user_id, {}))
             if not keep_empty and state.last_seq == 0:
                 users[user_id] = ActiveUser(state, 0, 0.0)  # answered, never kept
                 continue

@@ -26,6 +26,7 @@ from actors.host import HostSettings, UserHost
 from actors.text_features import TextFeatureSource
 from portrait import codec
 from portrait.config import ProfileConfig
+from portrait.erasure import ErasureRecord
 from portrait.errors import NotReady, PortraitError
 from portrait.inspection import ProfileDiff, diff, summarize
 from portrait.ports import AppendResult
@@ -279,6 +280,15 @@ class ShardService:
         variant = host.variants.for_user(user_id)
         items = self._view().items_for(variant.items.alpha)
         return diff(before, after, variant.profile, top=top, items=items)
+
+    @_counted
+    async def erase(self, user_id: str, requested_by: str, now: float) -> ErasureRecord | None:
+        """Erase the user: out of this shard's memory, then at rest (see
+        :meth:`UserHost.erase`). None when nothing was stored for them."""
+        host = await self._ready()
+        assert self._stores is not None
+        eraser = self._stores.eraser
+        return await host.erase(user_id, lambda: eraser.erase(user_id, requested_by, now))
 
     async def stats(self) -> dict[str, Any]:
         host = await self._ready()

@@ -53,6 +53,10 @@ class Snapshotter:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_due())
 
+    def cancel(self, user_id: str) -> None:
+        """Do not write the user's scheduled snapshot (they are being erased)."""
+        self._due.pop(user_id, None)
+
     async def drain(self) -> None:
         """Wait until no background write is in flight and no user is due."""
         while self._writer is not None and not self._writer.done():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from actors.dependencies import EncoderConnector
 from portrait.errors import EncoderUnavailable, PortraitError
 from portrait.events import Event, event_text
 from portrait.keywords import TextFeatureBatch
-from portrait.ports import AsyncEncoder, Encoder, TextFeatures, TextFeatureStore
+from portrait.ports import AsyncEncoder, Encoder, TextFeatures, TextFeatureStore, TextKey
 
 
 class TextFeatureSource:
@@ -39,35 +39,38 @@ class TextFeatureSource:
                 raise EncoderUnavailable(f"cannot reach the text encoder: {exc!r}") from exc
         return self._encoder
 
-    async def features_for(self, events: Iterable[Event]) -> Mapping[str, TextFeatures]:
-        """Features keyed by event_id for every text event in ``events``.
-
-        The cache holds them under the event id *and* a digest of the text: features are
-        encoded before the append, so those of an event the log then refused stay cached, and
-        keyed by the id alone a later, different event reusing that id would inherit them.
-        """
-        texts = {e.event_id: t for e in events if (t := event_text(e)) is not None}
+    async def features_for(
+        self, events: Iterable[Event]
+    ) -> dict[str, dict[str, TextFeatures]]:
+        """Features of every text event in ``events``, by user and then event id (event ids are
+        unique per user only, so one call's users may share one)."""
+        texts = {(e.user_id, e.event_id): t for e in events
+                 if (t := event_text(e)) is not None}
         if not texts:
             return {}
-        keys = {eid: cache_key(eid, text) for eid, text in texts.items()}
+        keys = {k: TextKey(k[0], k[1], text_digest(t)) for k, t in texts.items()}
         encoder = await self._connected()
         model = encoder.model_id
         cached = await self._store.get_many(list(keys.values()), model)
-        found = {eid: cached[key] for eid, key in keys.items() if key in cached}
-        missing = [eid for eid in texts if eid not in found]
+        found = {k: cached[key] for k, key in keys.items() if key in cached}
+        missing = [k for k in texts if k not in found]
         if missing:
-            batch = TextFeatureBatch([texts[eid] for eid in missing])
+            batch = TextFeatureBatch([texts[k] for k in missing])
             vectors = await encoder.encode(batch.inputs)
             fresh = dict(zip(missing, batch.assemble(vectors), strict=True))
             self.encoded += len(missing)
-            await self._store.put_many({keys[eid]: f for eid, f in fresh.items()}, model)
-            found = {**found, **fresh}
-        return found
+            await self._store.put_many({keys[k]: f for k, f in fresh.items()}, model)
+            found.update(fresh)
+        by_user: dict[str, dict[str, TextFeatures]] = {}
+        for (user_id, event_id), features in found.items():
+            by_user.setdefault(user_id, {})[event_id] = features
+        return by_user
 
 
-def cache_key(event_id: str, text: str) -> str:
-    """Where a text event's features are cached: its id plus a digest of its text."""
-    return f"{event_id}#{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+def text_digest(text: str) -> str:
+    """The digest of a text in its cache key (the Postgres cache keys it again with the user's
+    data key, so it is never stored as is when encryption is on)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class ThreadedEncoder:

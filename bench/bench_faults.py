@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from storage.encryption import MASTER_KEY_ENV, new_master_key_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -182,11 +185,12 @@ async def check_log(direct_url: str, load: Load) -> tuple[int, int]:
     """(lost, duplicated) acknowledged events, read from the log itself."""
     from storage.database import create_engine
     from storage.postgres import PostgresEventLog
+    from storage.user_keys import UserKeys
 
     engine = create_engine(direct_url)
     lost = dup = 0
     try:
-        log = PostgresEventLog(engine)
+        log = PostgresEventLog(engine, keys=UserKeys.from_environment())
         for user, acked in load.acked.items():
             recorded = await log.read(user)
             ids = [r.event.event_id for r in recorded]
@@ -235,6 +239,9 @@ async def run(args: argparse.Namespace) -> int:
     direct = await asyncio.to_thread(pg.start)
     proxy = FaultProxy(socket_path(direct))
     await proxy.start()
+    # The service and this bench's own log reader must share one master key (Ray's processes
+    # inherit it from here).
+    os.environ.setdefault(MASTER_KEY_ENV, new_master_key_text())
     settings = Settings(data_dir=base, port=args.port, shards=2, snapshot_every=8,
                         max_batch_events=200)
     svc = None

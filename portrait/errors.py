@@ -18,6 +18,7 @@ them so that the HTTP layer and the CLI map a short, documented list to response
     ├── EncoderUnavailable               the text encoder did not answer; retry -> 503
     ├── ShardUnavailable                 a shard process is down (Ray restarts it) -> 503
     ├── UnknownUser / UnknownItem        nothing recorded under that id       -> HTTP 404
+    │   └── UserErased                   the user was erased (nothing since)  -> HTTP 410
     └── StorageError                     the event store failed
         ├── StorageUnavailable           transient; retried with a bound, then raised -> 503
         └── StorageIntegrityError        the store holds something it must not
@@ -166,6 +167,15 @@ class UnknownUser(NotFound):
 
     def __init__(self, user_id: str) -> None:
         super().__init__("user_id", f"no events for user {user_id!r}")
+
+
+class UserErased(NotFound):
+    """The user was erased, and nothing has been recorded for the id since."""
+
+    def __init__(self, user_id: str, erased_at: float) -> None:
+        super().__init__("user_id", f"user {user_id!r} was erased; nothing has been recorded "
+                                    "for this id since")
+        self.erased_at = erased_at
 
 
 class UnknownItem(NotFound):

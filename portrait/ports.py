@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from portrait.access import TokenRecord
 from portrait.catalog import ItemRecord
+from portrait.erasure import ErasureRecord
 from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
 
@@ -178,6 +179,20 @@ class EventLog(Protocol):
         ...
 
 
+class TextKey(NamedTuple):
+    """Where one text event's features are cached: its user, its id and a digest of its text.
+
+    The text's digest is part of the key because features are encoded before the append: those
+    of an event the log then refused stay cached, and a later, different event reusing the id
+    must not inherit them. The user is part of it because event ids are unique per user only,
+    and because an erasure deletes the user's features with everything else of theirs.
+    """
+
+    user_id: str
+    event_id: str
+    text_digest: str
+
+
 class TextFeatureStore(Protocol):
     """Cache of encoded text events (vector + keywords) per model; derived, safe to lose.
 
@@ -186,10 +201,14 @@ class TextFeatureStore(Protocol):
     """
 
     async def get_many(
-        self, event_ids: Sequence[str], model_id: str
-    ) -> dict[str, TextFeatures]: ...
+        self, keys: Sequence[TextKey], model_id: str
+    ) -> dict[TextKey, TextFeatures]: ...
 
-    async def put_many(self, features: dict[str, TextFeatures], model_id: str) -> None: ...
+    async def put_many(self, features: Mapping[TextKey, TextFeatures], model_id: str) -> None: ...
+
+    async def forget_user(self, user_id: str) -> int:
+        """Drop everything cached for the user (erasure); returns how many entries."""
+        ...
 
 
 # Snapshots kept per user and config hash: the newest few. Activation reads only the newest;
@@ -269,6 +288,11 @@ class CatalogStore(Protocol):
         adding the counts after the returned position later misses and repeats nothing."""
         ...
 
+    async def erasure_count(self) -> int:
+        """How many users have been erased: counts made before the last erasure include
+        events that no longer count, and must be made again."""
+        ...
+
 
 class ItemSpaceStore(Protocol):
     """Trained collaborative item spaces (:class:`portrait.collaborative.ItemSpace`)."""
@@ -282,6 +306,27 @@ class ItemSpaceStore(Protocol):
 
     async def latest_version(self) -> int:
         """The newest space's version without its vectors; 0 when there is none."""
+        ...
+
+
+class Eraser(Protocol):
+    """Erases users at rest (crypto-shredding; see :mod:`storage.erasure`)."""
+
+    async def erase(
+        self, user_id: str, requested_by: str, now: float
+    ) -> ErasureRecord | None:
+        """Destroy the user's data key, detach their log rows from the id, delete their
+        snapshots and cached features, and record the erasure; all at once. None (and
+        nothing changed) when nothing is stored for the user."""
+        ...
+
+    async def last_erasure(self, user_id: str) -> ErasureRecord | None:
+        """The newest erasure of this id, if any."""
+        ...
+
+    async def erasure_count(self) -> int:
+        """How many erasures there have been (derived counts compare it to know they are
+        stale)."""
         ...
 
 

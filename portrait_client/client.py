@@ -159,6 +159,10 @@ class _Calls:
         return _Call("GET", f"/v1/items/{_quote(item_id)}")
 
     @staticmethod
+    def erase_user(user_id: str) -> _Call:
+        return _Call("DELETE", f"/v1/users/{_quote(user_id)}")
+
+    @staticmethod
     def ready() -> _Call:
         return _Call("GET", "/readyz")
 
@@ -300,6 +304,12 @@ class Client:
         result: dict[str, Any] = self._send(_Calls.item(item_id))
         return result
 
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Erase the user (scope ``users:erase``); returns the erasure record. Raises
+        :class:`NotFound` (or :class:`Gone` when already erased) if nothing is stored."""
+        result: dict[str, Any] = self._send(_Calls.erase_user(user_id))
+        return result
+
     def ready(self) -> dict[str, Any]:
         result: dict[str, Any] = self._send(_Calls.ready())
         return result
@@ -383,6 +393,10 @@ class AsyncClient:
 
     async def item(self, item_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._send(_Calls.item(item_id))
+        return result
+
+    async def erase_user(self, user_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._send(_Calls.erase_user(user_id))
         return result
 
     async def ready(self) -> dict[str, Any]:

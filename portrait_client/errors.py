@@ -37,6 +37,10 @@ class NotFound(PortraitError):
     """404: no such user or item."""
 
 
+class Gone(NotFound):
+    """410: the user was erased, and nothing has been recorded for the id since."""
+
+
 class Conflict(PortraitError):
     """409: an event id reused for different content."""
 
@@ -50,7 +54,7 @@ class Unavailable(PortraitError):
 
 
 _BY_STATUS: dict[int, type[PortraitError]] = {
-    401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: InvalidRequest,
+    401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: Gone, 413: InvalidRequest,
     422: InvalidRequest, 429: RateLimited, 503: Unavailable,
 }
 
@@ -65,6 +69,6 @@ def from_response(status: int, body: Any) -> PortraitError:
 
 
 __all__ = [
-    "Conflict", "Forbidden", "InvalidRequest", "NotFound", "PortraitError", "RateLimited",
+    "Conflict", "Forbidden", "Gone", "InvalidRequest", "NotFound", "PortraitError", "RateLimited",
     "Unauthorized", "Unavailable", "from_response",
 ]

@@ -33,7 +33,7 @@ from serve.api.context import ApiContext, ApiLimits, Shard
 from serve.api.routes import create_app
 from serve.secret_key import load_secret_key
 from serve.settings import Settings, SettingsError
-from storage.stores import StoreFactory, Stores, is_memory_url, open_stores
+from storage.stores import StoreFactory, Stores, is_memory_url
 
 APP_NAME = "portrait"
 ENCODER_DEPLOYMENT = "EncoderDeployment"
@@ -68,7 +68,7 @@ def build_app(settings: Settings, database_url: str) -> Any:
             "PORTRAIT_DATABASE_URL: memory:// lives in one process; the Ray system's shards "
             "run in their own, so it needs postgresql://"
         )
-    stores = StoreFactory(database_url)
+    stores = store_factory(settings, database_url)
     connector = ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME)
     shards = spawn_shards(
         settings.shards, stores, connector, RegistryChannel(), shard_settings(settings),
@@ -115,7 +115,7 @@ def ray_ingress_context(
         stats: Mapping[str, Any] = await not_cancelled(encoder_handle.stats.remote())
         return stats
 
-    api_stores = open_stores(stores.connect_url())
+    api_stores = stores.open_now()
     return ApiContext(
         # proxies forward every Shard method
         cast("list[Shard]", proxies(shard_handles, settings.shard_call_timeout_s)),
@@ -130,6 +130,14 @@ def ray_ingress_context(
         auth=authenticator(settings, api_stores),
         pseudonym=pseudonym_of(settings),
     )
+
+
+def store_factory(settings: Settings, database_url: str) -> StoreFactory:
+    """How every process of the system opens its stores: encrypted at rest unless
+    ``PORTRAIT_ENCRYPTION=off``, each process reading the master key itself."""
+    key_file = settings.master_key_file or settings.data_dir / "master.key"
+    return StoreFactory(database_url, encrypt=settings.encryption,
+                        master_key_file=str(key_file))
 
 
 def pseudonym_of(
@@ -192,11 +200,12 @@ def in_process(
     channel = LocalCatalogChannel()
     connector = ConnectedEncoder(encoder)
     policy = shard_settings(settings)
+    factory = store_factory(settings, url)
     shards = [
-        ShardService(f"shard-{i}", StoreFactory(url), connector, channel, policy)
+        ShardService(f"shard-{i}", factory, connector, channel, policy)
         for i in range(settings.shards)
     ]
-    stores = open_stores(url)
+    stores = factory.open_now()
     context = ApiContext(shards, stores, connector, channel, api_limits(settings),
                          alphas=policy.variants.alphas(),
                          auth=authenticator(settings, stores, secret_key),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -84,15 +85,15 @@ def cmd_train_items(args: argparse.Namespace, settings: Settings) -> int:
 
     from actors.item_space_trainer import ItemSpaceTrainer
     from portrait.tuned_config import CollabSettings
+    from serve.composition import store_factory
     from storage.migrate import upgrade
-    from storage.stores import open_stores
 
     collab = settings.collab_settings() or CollabSettings()
     with database(settings) as url:
         upgrade(url)
 
         async def run() -> int:
-            stores = open_stores(url, pool_size=2)
+            stores = await dataclasses.replace(store_factory(settings, url), pool_size=2).open()
             trainer = ItemSpaceTrainer(stores.events, stores.item_spaces, collab)
             await trainer.load_latest()
             started = time.perf_counter()
@@ -217,6 +218,70 @@ def cmd_import_events(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.rejected else 0
 
 
+def cmd_erase_user(args: argparse.Namespace, settings: Settings) -> int:
+    """``portrait erase-user ID``: through the running service, so that the shard holding the
+    user forgets them too (an offline erasure would leave its copy in memory)."""
+    from portrait_client import Client
+    from portrait_client import PortraitError as ApiError
+
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    with Client(url, token=args.token) as client:
+        try:
+            record = client.erase_user(args.user_id)
+        except ApiError as exc:
+            hint = " (a token with users:erase: --token or PORTRAIT_TOKEN)" \
+                if exc.status in (401, 403) else ""
+            print(f"portrait erase-user: {exc}{hint}", file=sys.stderr)
+            return 2
+    print(f"erased {args.user_id!r}: erasure #{record['erasure_id']} at "
+          f"{_when(record['erased_at'])}; {record['events']} log rows left unreadable, "
+          f"{record['snapshots']} snapshots and {record['text_features']} cached text features "
+          f"deleted; recorded as user hash {record['user_hash'][:16]}...")
+    return 0
+
+
+def cmd_master_key(args: argparse.Namespace, settings: Settings) -> int:
+    """``portrait master-key new|status|rotate``: the master key that wraps users' data keys."""
+    from storage.encryption import load_master_keys, new_master_key_text
+    from storage.migrate import upgrade
+    from storage.schema import user_keys
+    from storage.user_keys import rewrap
+
+    if args.action == "new":
+        print(new_master_key_text())
+        return 0
+    master = load_master_keys(settings.master_key_file or settings.data_dir / "master.key")
+    with database(settings) as url:
+        upgrade(url)
+
+        async def run() -> int:
+            from sqlalchemy import func, select
+
+            from storage.database import create_engine
+
+            engine = create_engine(url, pool_size=1)
+            try:
+                if args.action == "rotate":
+                    done = await rewrap(engine, master)
+                    print(f"{done} user keys re-wrapped under master key {master.active_id}; "
+                          "the old key can be removed from PORTRAIT_MASTER_KEY once every "
+                          "process runs with the new one first")
+                async with engine.connect() as conn:
+                    rows = (await conn.execute(
+                        select(user_keys.c.master_key_id, func.count())
+                        .group_by(user_keys.c.master_key_id))).all()
+                print(f"configured master keys: {', '.join(master.ids)} (active "
+                      f"{master.active_id})")
+                for master_id, count in rows:
+                    known = "" if master_id in master.ids else "  NOT CONFIGURED"
+                    print(f"  {master_id}: {count} user keys{known}")
+                return 0
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
+
 def _when(ts: float | None) -> str:
     from datetime import UTC, datetime
 
@@ -261,6 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ie.add_argument("--token", default=None, help="events:write token (default $PORTRAIT_TOKEN)")
     ie.add_argument("--batch", type=int, default=500)
     ie.add_argument("--show-rejected", type=int, default=20, metavar="N")
+    erase = sub.add_parser("erase-user", help="erase a user (crypto-shredding) in the service")
+    erase.add_argument("user_id")
+    erase.add_argument("--url", default=None, help="the service (default PORTRAIT_HOST:PORT)")
+    erase.add_argument("--token", default=None, help="users:erase token (default $PORTRAIT_TOKEN)")
+    mk = sub.add_parser("master-key", help="the encryption master key: new, status, rotate")
+    mk.add_argument("action", choices=("new", "status", "rotate"),
+                    help="new: print a fresh key; status: which keys wrap the user keys; "
+                         "rotate: re-wrap every user key under the first configured key")
     for name in OFFLINE_COMMANDS:
         sub.add_parser(name, help=f"offline {name} (see `portrait {name} --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -280,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = {"run": cmd_run, "import-catalog": cmd_import_catalog, "migrate": cmd_migrate,
                    "train-items": cmd_train_items, "token": cmd_token,
-                   "import-events": cmd_import_events}
+                   "import-events": cmd_import_events, "erase-user": cmd_erase_user,
+                   "master-key": cmd_master_key}
         return handler[args.command](args, settings)
     except (SettingsError, PortraitError) as exc:
         print(f"portrait: {exc}", file=sys.stderr)

@@ -45,6 +45,7 @@ for _outcome in ("ok", "invalid", "error"):
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 INGESTED = Counter("portrait_ingested_events", "Events accepted by POST /v1/events.")
+ERASURES = Counter("portrait_user_erasures", "Users erased through DELETE /v1/users/{id}.")
 INGEST_LATENCY = Histogram(
     "portrait_ingest_latency_seconds",
     "POST /v1/events: validation, durable append and fold, per request.",

@@ -16,11 +16,13 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from serve.composition import APP_NAME, build_app
+from serve.composition import APP_NAME, build_app, store_factory
 from serve.secret_key import key_file, load_secret_key
 from serve.settings import Settings
+from storage.encryption import load_master_keys
 from storage.stores import PASSWORD_ENV, password_of
 
 
@@ -82,6 +84,12 @@ def start_service(
     password = password_of(database_url)
     if password is not None and not os.environ.get(PASSWORD_ENV):
         os.environ[PASSWORD_ENV] = password
+    if settings.encryption:
+        # Like the secret key: made on the first run, and an absolute path for the replicas.
+        # A wrong or missing key fails here, with the message, before anything starts.
+        settings = dataclasses.replace(settings, master_key_file=master_key_path(settings))
+        load_master_keys(settings.master_key_file, create=True)
+        asyncio.run(_check_master_key(settings, database_url))
     token = None
     if settings.auth or settings.pseudonymize:
         # The replicas read the key themselves; make it (first run) and give them an
@@ -112,6 +120,15 @@ def start_service(
     if load_demo_catalog and ready.get("catalog_version") == 0:
         _import_demo_catalog(url, settings.max_batch_events, service.headers())
     return service
+
+
+def master_key_path(settings: Settings) -> Path:
+    return (settings.master_key_file or settings.data_dir / "master.key").resolve()
+
+
+async def _check_master_key(settings: Settings, database_url: str) -> None:
+    stores = await dataclasses.replace(store_factory(settings, database_url), pool_size=1).open()
+    await stores.close()
 
 
 async def _dev_token(settings: Settings, database_url: str, key: bytes) -> str:

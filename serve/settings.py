@@ -72,6 +72,10 @@ class Settings:
             load balancer) or ``HeadOnly`` (several Ray nodes on one machine share its ports).
         pseudonymize: store a keyed hash of each user id instead of the id
             (:mod:`portrait.pseudonyms`); the API still speaks the caller's ids.
+        encryption: seal each user's personal data at rest with their own key, so that an
+            erasure can destroy it (:mod:`storage.encryption`); ``off`` writes plaintext.
+        master_key_file: where the master key is read from when ``PORTRAIT_MASTER_KEY`` is
+            not set; default ``<data_dir>/master.key`` (``portrait run`` creates it).
         log_level: Python logging level of the ``portrait`` command.
         datasets_dir: where non-bundled evaluation data sets live (default
             ``../shared/datasets`` beside the checkout).
@@ -103,6 +107,8 @@ class Settings:
     rate_limit_rps: float = 0.0
     rate_limit_events_per_s: float = 0.0
     pseudonymize: bool = False
+    encryption: bool = True
+    master_key_file: Path | None = None
     proxy_location: str = "EveryNode"
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
@@ -136,6 +142,7 @@ class Settings:
             "shard_call_timeout_s": float,
             "max_queued_requests": int,
             "secret_key_file": Path,
+            "master_key_file": Path,
             "token_cache_s": float,
             "rate_limit_rps": float,
             "rate_limit_events_per_s": float,
@@ -151,7 +158,7 @@ class Settings:
                 raise SettingsError(
                     f"{PREFIX}{name.upper()}: {raw!r} is not a valid {kind.__name__}"
                 ) from None
-        for switch in ("auth", "pseudonymize"):
+        for switch in ("auth", "pseudonymize", "encryption"):
             raw_switch = env.get(PREFIX + switch.upper(), "").strip().lower()
             if raw_switch:
                 if raw_switch not in ("on", "off"):

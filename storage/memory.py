@@ -45,8 +45,9 @@ class InMemoryEventLog:
         self._clock = clock
         self._payload_limit = payload_limit
         self._streams: dict[str, list[RecordedEvent]] = {}
-        # Position order; an event's position is its index + 1.
-        self._log: list[RecordedEvent] = []
+        # Position order; an event's position is its index + 1. An erased user's events are
+        # None, so that positions stay indexes.
+        self._log: list[RecordedEvent | None] = []
         self._by_id: dict[EventKey, RecordedEvent] = {}
         # Appends have no await inside their critical section today, so the lock is not
         # needed for correctness yet; it keeps them safe if one is ever added (e.g. a hook).
@@ -129,7 +130,22 @@ class InMemoryEventLog:
         """Every user's events with ``position > after_position``, in position order."""
         check_count("after_position", after_position)
         check_count("limit", limit)
-        return self._log[after_position : after_position + limit]
+        out: list[RecordedEvent] = []
+        for rec in self._log[after_position:]:
+            if len(out) == limit:
+                break
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    async def erase_user(self, user_id: str) -> int:
+        """Drop the user's stream (erasure); returns how many events it held."""
+        async with self._lock:
+            stream = self._streams.pop(user_id, [])
+            for rec in stream:
+                self._log[rec.position - 1] = None
+                del self._by_id[(user_id, rec.event.event_id)]
+            return len(stream)
 
 
 class InMemorySnapshotStore:
@@ -163,6 +179,11 @@ class InMemorySnapshotStore:
         """See :meth:`portrait.ports.SnapshotStore.latest_many`."""
         found = {u: await self.latest(u, h) for u, h in config_hashes.items()}
         return {u: snap for u, snap in found.items() if snap is not None}
+
+    def erase_user(self, user_id: str) -> int:
+        """Drop every snapshot of the user (erasure); returns how many."""
+        keys = [k for k in self._snapshots if k[0] == user_id]
+        return sum(len(self._snapshots.pop(k)) for k in keys)
 
 
 __all__ = ["InMemoryEventLog", "InMemorySnapshotStore"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from portrait.catalog import ItemRecord, item_text
 from portrait.events import POSITIVE_ITEM_TYPES, ItemEvent
-from portrait.ports import EventLog, ItemVectors, StoredItem
+from portrait.ports import Eraser, EventLog, ItemVectors, StoredItem
 
 _PAGE = 10_000
 
@@ -18,8 +18,9 @@ class InMemoryCatalogStore:
     """A :class:`~portrait.ports.CatalogStore` in a dict; popularity is counted from
     ``events`` (the event log of the same store set)."""
 
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: EventLog, eraser: Eraser | None = None) -> None:
         self._events = events
+        self._eraser = eraser
         self._items: dict[str, StoredItem] = {}
         self._writes = itertools.count(1)
         self._version = 0
@@ -60,6 +61,9 @@ class InMemoryCatalogStore:
 
     async def titles(self) -> dict[str, str]:
         return {i: s.record.title for i, s in self._items.items()}
+
+    async def erasure_count(self) -> int:
+        return 0 if self._eraser is None else await self._eraser.erasure_count()
 
     async def interaction_counts(self, after_position: int = 0) -> tuple[dict[str, int], int]:
         counts: dict[str, int] = {}

@@ -7,7 +7,7 @@ retries transient failures and translates driver errors into :mod:`portrait.erro
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,10 +31,12 @@ from portrait.codec import MAX_PAYLOAD_BYTES, decode_stored
 from portrait.errors import InvalidInput, PortraitError, StorageIntegrityError
 from portrait.events import Event, RecordedEvent
 from portrait.ports import AppendRequest, AppendResult
+from storage.encryption import EVENT, DataKey, is_sealed, key_id_of
 from storage.planning import Recorded, event_keys, plan_appends, users_with_new_events
 from storage.postgres_snapshots import PostgresSnapshotStore
 from storage.retry import DEFAULT_RETRY, RetryPolicy, is_disconnect
 from storage.schema import events as events_table
+from storage.user_keys import UserKeys
 from storage.validation import (
     PreparedBatch,
     check_count,
@@ -119,6 +121,15 @@ _RECORD_COLUMNS = (
     events_table.c.seq, events_table.c.position, _RECORDED_AT, events_table.c.payload
 )
 
+# An erased user's remaining rows move to a user id no real one can have (ids are printable,
+# see portrait.validation; this starts with a control character), so readers of the whole log
+# leave them out without a join, and the erased id itself is gone from the log.
+ERASED_PREFIX = "\x1ferased:"
+
+
+def not_erased(user_id: Any) -> Any:
+    """A SQL condition: ``user_id`` is not an erased user's tombstone."""
+    return ~user_id.startswith(ERASED_PREFIX, autoescape=True)
 
 
 @contextmanager
@@ -130,11 +141,15 @@ def _stored_payloads() -> Iterator[None]:
         raise StorageIntegrityError(f"a stored event does not decode: {exc}") from exc
 
 
-def _recorded(row: Sequence[Any]) -> RecordedEvent:
-    """A ``(seq, position, recorded_at, payload)`` row as the event it records (call inside
-    :func:`_stored_payloads`)."""
-    seq, position, recorded_at, payload = row
-    return RecordedEvent(seq, position, recorded_at, decode_stored(payload))
+def _event(payload: bytes, keys: Mapping[int, DataKey]) -> Event | None:
+    """The event a stored payload holds (call inside :func:`_stored_payloads`); None when it
+    is sealed with a key that no longer exists (its user was erased)."""
+    if not is_sealed(payload):
+        return decode_stored(payload)  # written before encryption was on, or with it off
+    key = keys.get(key_id_of(payload))
+    if key is None:
+        return None
+    return decode_stored(key.open(EVENT, payload))
 
 
 class PostgresEventLog:
@@ -144,6 +159,8 @@ class PostgresEventLog:
         engine: an asyncpg engine (see :func:`storage.database.create_engine`).
         retry: how transient failures are retried.
         payload_limit: largest encoded event accepted, in bytes.
+        keys: seal each payload with its user's data key (:mod:`storage.encryption`); None
+            writes plaintext. Sealed payloads are read either way when the key is at hand.
     """
 
     def __init__(
@@ -152,10 +169,12 @@ class PostgresEventLog:
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
         payload_limit: int = MAX_PAYLOAD_BYTES,
+        keys: UserKeys | None = None,
     ) -> None:
         self._engine = engine
         self._retry = retry
         self._payload_limit = payload_limit
+        self._keys = keys
 
     async def append(
         self, user_id: str, events: Sequence[Event], expected_version: int | None = None
@@ -197,16 +216,24 @@ class PostgresEventLog:
         async with self._engine.begin() as conn:
             await conn.execute(_LOCK)
             keys = event_keys(batches)
+            # Read in this transaction, under the write lock that erasure takes too: a key
+            # destroyed a moment ago is never used to seal.
+            data_keys = ({} if self._keys is None else
+                         await self._keys.current(conn, [u for u, _ in keys], create=True))
+            by_id = {k.key_id: k for k in data_keys.values()}
             found = await conn.execute(
                 _EXISTING, {"users": [u for u, _ in keys], "ids": [i for _, i in keys]}
             )
+            recorded = {}
             with _stored_payloads():
-                recorded = {
-                    (row.user_id, row.event_id): Recorded(
-                        decode_stored(row.payload), row.seq, row.position
-                    )
-                    for row in found
-                }
+                for old in found:
+                    event = _event(old.payload, by_id)
+                    if event is None:
+                        raise StorageIntegrityError(
+                            f"a stored event of {old.user_id!r} is sealed with a key that is "
+                            "not the user's")
+                    recorded[(old.user_id, old.event_id)] = Recorded(event, old.seq,
+                                                                     old.position)
             users = users_with_new_events(batches, recorded)
             versions: dict[str, int] = {}
             if users:
@@ -223,7 +250,11 @@ class PostgresEventLog:
                     "schema_version": [e.SCHEMA_VERSION for e in events],
                     "occurred_at": [float(e.occurred_at) for e in events],
                     "item_id": [getattr(e, "item_id", None) for e in events],
-                    "payload": [row.prepared.payload for row in plan.rows],
+                    "payload": [
+                        row.prepared.payload if self._keys is None
+                        else data_keys[row.user_id].seal(EVENT, row.prepared.payload)
+                        for row in plan.rows
+                    ],
                 }
                 inserted = await conn.execute(_INSERT, params)
                 positions = {(u, seq): position for u, seq, position in inserted}
@@ -281,9 +312,12 @@ class PostgresEventLog:
             .order_by(events_table.c.user_id, events_table.c.seq)
         )
         rows = await self._fetch_rows(query, {"users": list(after), "afters": list(after.values())})
+        keys = await self._keys_for(row[4] for row in rows)
         with _stored_payloads():
-            for row in rows:
-                out[row[0]].append(_recorded(row[1:]))
+            for user_id, seq, position, recorded_at, payload in rows:
+                event = _event(payload, keys)
+                if event is not None:
+                    out[user_id].append(RecordedEvent(seq, position, recorded_at, event))
         return out
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
@@ -292,16 +326,35 @@ class PostgresEventLog:
         check_count("limit", limit)
         query = (
             select(*_RECORD_COLUMNS)
-            .where(events_table.c.position > after_position)
+            .where(events_table.c.position > after_position, not_erased(events_table.c.user_id))
             .order_by(events_table.c.position)
             .limit(limit)
         )
         return await self._fetch(query)
 
     async def _fetch(self, query: Select[Any]) -> list[RecordedEvent]:
+        """The rows' events; rows sealed with a destroyed key (an erasure that committed after
+        this read's snapshot) are left out."""
         rows = await self._fetch_rows(query)
+        keys = await self._keys_for(row[3] for row in rows)
+        out = []
         with _stored_payloads():
-            return [_recorded(row) for row in rows]
+            for seq, position, recorded_at, payload in rows:
+                event = _event(payload, keys)
+                if event is not None:
+                    out.append(RecordedEvent(seq, position, recorded_at, event))
+        return out
+
+    async def _keys_for(self, payloads: Iterable[bytes]) -> dict[int, DataKey]:
+        ids = {key_id_of(p) for p in payloads if is_sealed(p)}
+        if not ids:
+            return {}
+        if self._keys is None:
+            raise StorageIntegrityError(
+                "the event log is encrypted but this process has no master key: set "
+                "PORTRAIT_MASTER_KEY (or PORTRAIT_MASTER_KEY_FILE)")
+        keys = self._keys
+        return await self._retry.run(lambda: keys.by_id(self._engine, ids))
 
     async def _fetch_rows(
         self, query: Select[Any], values: Mapping[str, Any] | None = None
@@ -333,4 +386,6 @@ class PostgresEventLog:
         return await self._retry.run(attempt)
 
 
-__all__ = ["WRITE_LOCK_KEY", "PostgresEventLog", "PostgresSnapshotStore"]
+__all__ = [
+    "ERASED_PREFIX", "WRITE_LOCK_KEY", "PostgresEventLog", "PostgresSnapshotStore", "not_erased",
+]

@@ -14,6 +14,7 @@ from portrait.catalog import ItemRecord, item_text
 from portrait.events import POSITIVE_ITEM_TYPES
 from portrait.ports import ItemVectors, StoredItem
 from storage.retry import DEFAULT_RETRY, RetryPolicy
+from storage.schema import erasures
 from storage.schema import events as events_table
 from storage.schema import items as items_table
 
@@ -114,6 +115,10 @@ class PostgresCatalogStore:
     async def titles(self) -> dict[str, str]:
         rows = await self._all(select(items_table.c.id, items_table.c.title))
         return {r.id: r.title for r in rows}
+
+    async def erasure_count(self) -> int:
+        rows = await self._all(select(func.coalesce(func.max(erasures.c.erasure_id), 0)))
+        return int(rows[0][0])
 
     async def interaction_counts(self, after_position: int = 0) -> tuple[dict[str, int], int]:
         """See :class:`~portrait.ports.CatalogStore`; one statement, so the counts and the

@@ -9,8 +9,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portrait.ports import KEEP_SNAPSHOTS, Snapshot
+from storage.encryption import SNAPSHOT, is_sealed, key_id_of
 from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.schema import snapshots
+from storage.user_keys import UserKeys
 from storage.validation import check_count, check_snapshot
 
 _WANTED = (
@@ -52,11 +54,15 @@ class PostgresSnapshotStore:
     Args:
         engine: an asyncpg engine (see :func:`storage.database.create_engine`).
         retry: how transient failures are retried.
+        keys: seal each state with its user's data key; a user without a current key (erased
+            while the snapshot was being taken) gets no snapshot. None stores plaintext.
     """
 
-    def __init__(self, engine: AsyncEngine, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+    def __init__(self, engine: AsyncEngine, *, retry: RetryPolicy = DEFAULT_RETRY,
+                 keys: UserKeys | None = None) -> None:
         self._engine = engine
         self._retry = retry
+        self._keys = keys
 
     async def save_many(self, batch: Sequence[Snapshot]) -> None:
         """Keep every snapshot of ``batch`` in one transaction; one already saved for the
@@ -65,19 +71,25 @@ class PostgresSnapshotStore:
             check_snapshot(snapshot)
         if not batch:
             return
-        rows = [
-            {"user_id": s.user_id, "config_hash": s.config_hash, "seq": s.seq, "state": s.state}
-            for s in batch
-        ]
-
         pruned = sorted({(s.user_id, s.config_hash) for s in batch})
         prune = {"users": [u for u, _ in pruned], "hashes": [h for _, h in pruned],
                  "keep": KEEP_SNAPSHOTS}
 
         async def attempt() -> None:
             async with self._engine.begin() as conn:
-                await conn.execute(_INSERT, rows)
-                await conn.execute(_PRUNE, prune)
+                states = {id(s): s.state for s in batch}
+                if self._keys is not None:
+                    # The users' current keys, in this transaction: an erasure deletes the
+                    # key, so a snapshot taken just before it is dropped here, not stored.
+                    keys = await self._keys.current(conn, [s.user_id for s in batch],
+                                                    create=False)
+                    states = {id(s): keys[s.user_id].seal(SNAPSHOT, s.state)
+                              for s in batch if s.user_id in keys}
+                rows = [{"user_id": s.user_id, "config_hash": s.config_hash, "seq": s.seq,
+                         "state": states[id(s)]} for s in batch if id(s) in states]
+                if rows:
+                    await conn.execute(_INSERT, rows)
+                    await conn.execute(_PRUNE, prune)
 
         await self._retry.run(attempt)
 
@@ -98,7 +110,8 @@ class PostgresSnapshotStore:
                 row = (await conn.execute(query)).first()
             return None if row is None else Snapshot(user_id, row.seq, row.state, config_hash)
 
-        return await self._retry.run(attempt)
+        found = await self._retry.run(attempt)
+        return (await self._opened([found]))[0] if found is not None else None
 
     async def latest_many(self, config_hashes: Mapping[str, str]) -> dict[str, Snapshot]:
         """See :meth:`portrait.ports.SnapshotStore.latest_many`: one query for every user,
@@ -115,7 +128,30 @@ class PostgresSnapshotStore:
                 for row in rows
             }
 
-        return await self._retry.run(attempt)
+        found = await self._retry.run(attempt)
+        return {s.user_id: s for s in await self._opened(list(found.values()))
+                if s is not None}
+
+    async def _opened(self, found: Sequence[Snapshot]) -> list[Snapshot | None]:
+        """The snapshots with their states opened; None for one whose key is gone (erased) or
+        that this process cannot open (then the log rebuilds the profile)."""
+        ids = {key_id_of(s.state) for s in found if is_sealed(s.state)}
+        if not ids:
+            return list(found)
+        keys = {}
+        if self._keys is not None:
+            user_keys = self._keys
+            keys = await self._retry.run(lambda: user_keys.by_id(self._engine, ids))
+        out: list[Snapshot | None] = []
+        for snap in found:
+            if not is_sealed(snap.state):
+                out.append(snap)
+                continue
+            key = keys.get(key_id_of(snap.state))
+            out.append(None if key is None or key.user_id != snap.user_id else
+                       Snapshot(snap.user_id, snap.seq, key.open(SNAPSHOT, snap.state),
+                                snap.config_hash))
+        return out
 
 
 __all__ = ["PostgresSnapshotStore"]

@@ -12,7 +12,9 @@ Tables:
   and ``occurred_at`` are copied out of it for filtering and operations, never read back.
 * ``snapshots``: serialised profile states, keyed by the config hash that built them.
 * ``items``: the item catalog (:mod:`storage.catalog`).
-* ``text_features``: cached encodings of text events per model (derived, safe to lose).
+* ``text_features``: cached encodings of text events per user and model (derived, safe to lose).
+* ``user_keys``: each user's data key, wrapped (:mod:`storage.encryption`).
+* ``erasures``: the audit record of each erased user (:mod:`storage.erasure`).
 * ``api_tokens``: API tokens (:mod:`portrait.access`), by id, with a keyed digest of the secret.
 """
 
@@ -109,14 +111,16 @@ items = Table(
 text_features = Table(
     "text_features",
     metadata,
-    Column("event_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    # The event id and text digest; keyed by the user's data key when encryption is on.
+    Column("cache_key", Text, nullable=False),
     Column("model_id", Text, nullable=False),
     Column("vector", LargeBinary, nullable=False),
     Column("keywords", LargeBinary, nullable=False),
     Column(
         "created_at", TIMESTAMP(timezone=True), server_default=func.now(), nullable=False
     ),
-    PrimaryKeyConstraint("event_id", "model_id"),
+    PrimaryKeyConstraint("user_id", "cache_key", "model_id"),
 )
 
 # Trained collaborative item spaces, newest version wins; a few old ones are kept for audit.
@@ -150,7 +154,39 @@ api_tokens = Table(
     UniqueConstraint("name"),
 )
 
+# Each user's data key, wrapped by a master key (storage.encryption); deleting the row is what
+# makes the user's remaining ciphertext unreadable.
+user_keys = Table(
+    "user_keys",
+    metadata,
+    Column("user_id", Text, nullable=False),
+    Column("key_id", BigInteger, nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("master_key_id", Text, nullable=False),
+    Column(
+        "created_at", TIMESTAMP(timezone=True), server_default=func.now(), nullable=False
+    ),
+    PrimaryKeyConstraint("user_id"),
+    UniqueConstraint("key_id"),
+    Index(None, "master_key_id"),
+)
+
+# The audit trail of erasures: who asked, when, and a hash of the erased id, never the id.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("erasure_id", BigInteger, Identity(always=True), nullable=False),
+    Column("user_hash", LargeBinary, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("erased_at", Double, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("snapshots", BigInteger, nullable=False),
+    Column("text_features", BigInteger, nullable=False),
+    PrimaryKeyConstraint("erasure_id"),
+    Index(None, "user_hash"),
+)
+
 __all__ = [
-    "NAMING_CONVENTION", "api_tokens", "events", "item_spaces", "items", "metadata",
-    "snapshots", "text_features",
+    "NAMING_CONVENTION", "api_tokens", "erasures", "events", "item_spaces", "items", "metadata",
+    "snapshots", "text_features", "user_keys",
 ]

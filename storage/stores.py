@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from portrait.ports import (
     AsyncEncoder,
     CatalogStore,
+    Eraser,
     EventLog,
     ItemSpaceStore,
     SnapshotStore,
@@ -24,6 +26,7 @@ from portrait.ports import (
     TokenStore,
 )
 from storage.catalog import ItemCatalog
+from storage.encryption import MasterKeys, load_master_keys
 
 MEMORY_SCHEME = "memory://"
 
@@ -45,7 +48,10 @@ class Stores:
     catalog_store: CatalogStore
     item_spaces: ItemSpaceStore
     tokens: TokenStore
+    eraser: Eraser
     _close: Callable[[], Awaitable[None]] = field(default=_nothing, repr=False)
+    # Postgres only: fails when stored user keys are wrapped by a master key we lack.
+    check_keys: Callable[[], Awaitable[None]] = field(default=_nothing, repr=False)
 
     def catalog(self, encoder: AsyncEncoder) -> ItemCatalog:
         """The catalog, encoding new and changed items with ``encoder``."""
@@ -62,14 +68,22 @@ def is_memory_url(url: str) -> bool:
     return url.startswith(MEMORY_SCHEME)
 
 
-def open_stores(url: str, *, pool_size: int = 5) -> Stores:
-    """The adapters for ``url``; raises ValueError naming an unsupported scheme."""
+def open_stores(
+    url: str, *, pool_size: int = 5, master_keys: MasterKeys | None = None
+) -> Stores:
+    """The adapters for ``url``; raises ValueError naming an unsupported scheme.
+
+    With ``master_keys`` (Postgres), users' personal data is sealed at rest with per-user
+    keys (:mod:`storage.encryption`); without, it is written in the clear, and sealed data
+    already stored cannot be read. Memory stores hold nothing at rest and ignore it.
+    """
     if is_memory_url(url):
         stores = _memory.get(url)
         if stores is None:
             stores = _memory[url] = _open_memory(url)
         return stores
-    return _open_postgres(url, pool_size)  # rejects other schemes with a clear message
+    # rejects other schemes with a clear message
+    return _open_postgres(url, pool_size, master_keys)
 
 
 def forget_memory(url: str) -> None:
@@ -78,6 +92,7 @@ def forget_memory(url: str) -> None:
 
 
 def _open_memory(url: str) -> Stores:
+    from storage.erasure import InMemoryEraser
     from storage.item_spaces import InMemoryItemSpaceStore
     from storage.memory import InMemoryEventLog, InMemorySnapshotStore
     from storage.memory_catalog import InMemoryCatalogStore
@@ -85,31 +100,44 @@ def _open_memory(url: str) -> Stores:
     from storage.tokens import InMemoryTokenStore
 
     events = InMemoryEventLog()
+    snapshots = InMemorySnapshotStore()
+    features = InMemoryTextFeatureStore()
+    eraser = InMemoryEraser(events, snapshots, features)
     return Stores(
-        url, events, InMemorySnapshotStore(), InMemoryTextFeatureStore(),
-        InMemoryCatalogStore(events), InMemoryItemSpaceStore(), InMemoryTokenStore(),
+        url, events, snapshots, features, InMemoryCatalogStore(events, eraser),
+        InMemoryItemSpaceStore(), InMemoryTokenStore(), eraser,
     )
 
 
-def _open_postgres(url: str, pool_size: int) -> Stores:
+def _open_postgres(url: str, pool_size: int, master_keys: MasterKeys | None) -> Stores:
     from storage.database import create_engine
+    from storage.erasure import PostgresEraser
     from storage.item_spaces import PostgresItemSpaceStore
     from storage.postgres import PostgresEventLog
     from storage.postgres_catalog import PostgresCatalogStore
     from storage.postgres_snapshots import PostgresSnapshotStore
     from storage.text_features import PostgresTextFeatureStore
     from storage.tokens import PostgresTokenStore
+    from storage.user_keys import UserKeys, check_master_keys
 
     engine = create_engine(url, pool_size=pool_size)
+    keys = UserKeys(master_keys) if master_keys is not None else None
+
+    async def check_keys() -> None:
+        if master_keys is not None:
+            await check_master_keys(engine, master_keys)
+
     return Stores(
         url,
-        PostgresEventLog(engine),
-        PostgresSnapshotStore(engine),
-        PostgresTextFeatureStore(engine),
+        PostgresEventLog(engine, keys=keys),
+        PostgresSnapshotStore(engine, keys=keys),
+        PostgresTextFeatureStore(engine, keys=keys),
         PostgresCatalogStore(engine),
         PostgresItemSpaceStore(engine),
         PostgresTokenStore(engine),
+        PostgresEraser(engine, keys=keys),
         engine.dispose,
+        check_keys,
     )
 
 
@@ -129,6 +157,10 @@ class StoreFactory:
 
     url: str
     pool_size: int = 4
+    # Seal personal data at rest; the master key is read by each process itself
+    # (PORTRAIT_MASTER_KEY, else this file), never shipped in arguments.
+    encrypt: bool = True
+    master_key_file: str | None = None
 
     def __post_init__(self) -> None:
         if not is_memory_url(self.url):
@@ -156,8 +188,30 @@ class StoreFactory:
             return self.url
         return mine.set(password=password).render_as_string(hide_password=False)
 
+    def master_keys(self) -> MasterKeys | None:
+        """This process's master keys (None for memory stores or with encryption off).
+
+        Raises:
+            MasterKeyError: encryption is on and no valid key is configured.
+        """
+        if not self.encrypt or is_memory_url(self.url):
+            return None
+        return load_master_keys(Path(self.master_key_file) if self.master_key_file else None)
+
+    def open_now(self) -> Stores:
+        """The stores, without the start-up key check (:meth:`open` does it)."""
+        return open_stores(self.connect_url(), pool_size=self.pool_size,
+                           master_keys=self.master_keys())
+
     async def open(self) -> Stores:
-        return open_stores(self.connect_url(), pool_size=self.pool_size)
+        """The stores, after checking that this process's master key is the data's."""
+        stores = self.open_now()
+        try:
+            await stores.check_keys()
+        except BaseException:
+            await stores.close()
+            raise
+        return stores
 
 
 def password_of(url: str) -> str | None:

@@ -45,7 +45,15 @@ _T = TypeVar("_T")
 MACHINE_PG_URL = os.environ.get(
     "PORTRAIT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
-_TRUNCATE = text("TRUNCATE events, snapshots, items, text_features, item_spaces RESTART IDENTITY")
+_TRUNCATE = text(
+    "TRUNCATE events, snapshots, items, text_features, item_spaces, user_keys, erasures "
+    "RESTART IDENTITY"
+)
+
+# Every system the tests start seals personal data at rest, as a deployment does by default;
+# the processes it starts (Ray workers included) inherit this master key.
+TEST_MASTER_KEY = "cG9ydHJhaXQgdGVzdHMnIG1hc3RlciBrZXkgIDMyIGI="
+os.environ.setdefault("PORTRAIT_MASTER_KEY", TEST_MASTER_KEY)
 
 
 def in_thread(call: Callable[[], _T]) -> _T:

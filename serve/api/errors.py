@@ -29,6 +29,7 @@ from portrait.errors import (
     StorageError,
     StorageUnavailable,
     Unauthenticated,
+    UserErased,
     VersionConflict,
 )
 from serve import metrics
@@ -44,6 +45,7 @@ STATUS: tuple[tuple[type[PortraitError], int], ...] = (
     (PayloadTooLarge, 413),
     (BatchTooLarge, 413),
     (InvalidInput, 422),
+    (UserErased, 410),
     (NotFound, 404),
     # Clients never send expected versions: a version conflict means another writer had the
     # user's stream (a shard hand-off) even after the host reloaded it once. Nothing was

@@ -94,6 +94,16 @@ class AuditPage(BaseModel):
     next_after: int | None = Field(None, description="Pass as `after` for the next page.")
 
 
+class ErasureResponse(BaseModel):
+    user_id: str
+    erasure_id: int
+    user_hash: str = Field(description="SHA-256 of the id as stored: what the record keeps.")
+    erased_at: float = Field(description="Unix seconds.")
+    events: int = Field(description="Log rows left sealed under the destroyed key.")
+    snapshots: int
+    text_features: int
+
+
 class ErrorBody(BaseModel):
     error: str
     message: str

@@ -7,12 +7,14 @@ the OpenAPI models in :mod:`serve.api.models`; a test checks every builder again
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from actors.shard_service import ProfileReport, Recommendations
 from portrait import codec
 from portrait.catalog import ItemRecord
+from portrait.erasure import ErasureRecord
 from portrait.events import RecordedEvent
 from portrait.inspection import ProfileDiff
 from storage.catalog import UpsertResult
@@ -53,6 +55,10 @@ def audit_page(user_id: str, page: Sequence[RecordedEvent], limit: int) -> dict[
                     "event": {**codec.to_dict(r.event), "user_id": user_id}} for r in page],
         "next_after": page[-1].seq if len(page) == limit else None,
     }
+
+
+def erasure(record: ErasureRecord, user_id: str) -> dict[str, Any]:
+    return {"user_id": user_id, **dataclasses.asdict(record)}
 
 
 def item(record: ItemRecord) -> dict[str, Any]:

@@ -12,7 +12,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from portrait.catalog import MAX_ITEM_ID_LENGTH
 from portrait.catalog import from_dict as item_from_dict
-from portrait.errors import BatchTooLarge, InvalidField, PortraitError, UnknownItem, UnknownUser
+from portrait.errors import (
+    BatchTooLarge,
+    InvalidField,
+    PortraitError,
+    UnknownItem,
+    UnknownUser,
+    UserErased,
+)
 from portrait.events import MAX_ID_LENGTH
 from portrait.validation import MAX_UNIX_TIME, check_id
 from serve import inspector, metrics
@@ -102,7 +109,7 @@ def _events(app: FastAPI) -> None:
         ctx = _ctx(request)
         page = await ctx.stores.events.read(ctx.internal(user_id), after_seq=after, limit=limit)
         if not page and after == 0:
-            raise UnknownUser(user_id)
+            raise await unknown_user(ctx, user_id)
         return JSONResponse(responses.audit_page(user_id, page, limit))
 
 
@@ -142,7 +149,7 @@ def _users(app: FastAPI) -> None:
         stored = ctx.internal(user_id)
         report = await ctx.shard_for(stored).profile(stored, at_seq, at_time, top)
         if report.summary["event_count"] == 0 and at_seq is None and at_time is None:
-            raise UnknownUser(user_id)
+            raise await unknown_user(ctx, user_id)
         return JSONResponse(responses.profile(report, user_id))
 
     @app.get("/v1/users/{user_id}/profile/changes", response_model=m.ChangesResponse,
@@ -159,6 +166,32 @@ def _users(app: FastAPI) -> None:
         stored = ctx.internal(user_id)
         delta = await ctx.shard_for(stored).changes(stored, from_seq, to_seq, top)
         return JSONResponse(responses.changes(delta, user_id))
+
+
+    @app.delete("/v1/users/{user_id}", response_model=m.ErasureResponse, tags=["privacy"],
+                dependencies=[requires("users:erase")],
+                responses={404: {"model": m.ErrorBody}, 410: {"model": m.ErrorBody}})
+    async def erase(user_id: UserId, request: Request) -> JSONResponse:
+        """Erase the user (crypto-shredding): their data key is destroyed, so what remains
+        of them in the log is unreadable; their snapshots and cached text features are
+        deleted, they leave popularity and the next retrain, and an erasure record is kept.
+        An event for the id afterwards starts a fresh profile."""
+        ctx = _ctx(request)
+        await ctx.ready()
+        stored = ctx.internal(user_id)
+        token = getattr(request.state, "token", None)
+        requested_by = token.name if token is not None else "(authentication off)"
+        record = await ctx.shard_for(stored).erase(stored, requested_by, time.time())
+        if record is None:
+            raise await unknown_user(ctx, user_id)
+        metrics.ERASURES.inc()
+        return JSONResponse(responses.erasure(record, user_id))
+
+
+async def unknown_user(ctx: ApiContext, user_id: str) -> PortraitError:
+    """The error for an id with nothing recorded: 410 if it was erased, else 404."""
+    erased = await ctx.stores.eraser.last_erasure(ctx.internal(user_id))
+    return UnknownUser(user_id) if erased is None else UserErased(user_id, erased.erased_at)
 
 
 def _items(app: FastAPI) -> None:

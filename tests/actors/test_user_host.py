@@ -112,7 +112,7 @@ async def fresh_replay(stores: Stores, user: str) -> ProfileState:
     texts = await TextFeatureSource(
         InMemoryTextFeatureStore(), ConnectedEncoder(ThreadedEncoder(ENCODER))
     ).features_for(r.event for r in events)
-    return replay(events, CONFIG, ITEMS, texts, user_id=user)
+    return replay(events, CONFIG, ITEMS, texts.get(user, {}), user_id=user)
 
 
 async def test_ingest_is_durable_folded_and_idempotent(stores: Stores) -> None:
@@ -466,8 +466,8 @@ async def test_an_event_that_cannot_be_folded_is_skipped_not_fatal(stores: Store
     load, and the user can still write."""
     import numpy as np
 
-    from actors.text_features import cache_key
-    from portrait.ports import TextFeatures
+    from actors.text_features import text_digest
+    from portrait.ports import TextFeatures, TextKey
 
     writer = make_host(stores, snapshot_every=1000)
     await writer.ingest("w", [SearchPerformed("w-s1", "w", T0, "space opera"),
@@ -475,7 +475,8 @@ async def test_an_event_that_cannot_be_folded_is_skipped_not_fatal(stores: Store
     await writer.ingest("ok", views("ok", 0, 3))
     cache = InMemoryTextFeatureStore()  # the new process's cache holds a bad row
     await cache.put_many(
-        {cache_key("w-s2", "noir detective"): TextFeatures(np.ones(7, np.float32))},
+        {TextKey("w", "w-s2", text_digest("noir detective")):
+         TextFeatures(np.ones(7, np.float32))},
         ENCODER.model_id,
     )
     connector = ConnectedEncoder(ThreadedEncoder(ENCODER))

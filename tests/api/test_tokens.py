@@ -37,6 +37,7 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/item-space", None, "recommendations:read"),
     ("POST", "/v1/item-space/retrain", None, "admin"),
     ("GET", "/metrics", None, "metrics:read"),
+    ("DELETE", "/v1/users/ann", None, "users:erase"),  # last: ann is gone afterwards
 ]
 
 

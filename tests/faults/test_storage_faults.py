@@ -29,6 +29,7 @@ from storage.database import create_engine
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import upgrade
 from storage.postgres import PostgresEventLog
+from storage.user_keys import UserKeys
 from tests import auth
 from tests.conftest import in_thread
 from tests.fakes import HashingEncoder
@@ -147,7 +148,7 @@ async def test_writers_survive_drops_stalls_and_a_restart(world: dict[str, Any])
     assert acked == expected
     # Every acknowledged event is in the log exactly once, seqs contiguous per user.
     engine = create_engine(world["url"])
-    log = PostgresEventLog(engine)
+    log = PostgresEventLog(engine, keys=UserKeys.from_environment())
     try:
         for u in range(WRITERS):
             recorded = await log.read(f"w{u}")

@@ -10,7 +10,7 @@ from actors.text_features import ThreadedEncoder
 from portrait.catalog import ItemRecord
 from portrait.errors import InvalidField
 from portrait.events import ItemDismissed, ItemViewed
-from portrait.ports import TextFeatures
+from portrait.ports import TextFeatures, TextKey
 from storage.catalog import ItemCatalog
 from storage.memory import InMemoryEventLog
 from storage.memory_catalog import InMemoryCatalogStore
@@ -94,12 +94,15 @@ async def test_model_change_reencodes(backend) -> None:
 async def test_text_feature_cache_round_trips_per_model(embedded_engine) -> None:
     store = PostgresTextFeatureStore(embedded_engine)
     feats = TextFeatures(np.arange(4, dtype=np.float32), (("noir", 0.5), ("detective", 0.25)))
-    await store.put_many({"e1": feats}, "m1")
-    await store.put_many({"e1": feats}, "m1")  # idempotent
-    got = await store.get_many(["e1", "e2"], "m1")
-    assert list(got) == ["e1"]
-    assert np.array_equal(got["e1"].vector, feats.vector) and got["e1"].keywords == feats.keywords
-    assert await store.get_many(["e1"], "m2") == {}
+    e1, e2 = TextKey("u", "e1", "d1"), TextKey("u", "e2", "d2")
+    await store.put_many({e1: feats}, "m1")
+    await store.put_many({e1: feats}, "m1")  # idempotent
+    got = await store.get_many([e1, e2], "m1")
+    assert list(got) == [e1]
+    assert np.array_equal(got[e1].vector, feats.vector) and got[e1].keywords == feats.keywords
+    assert await store.get_many([e1], "m2") == {}
+    # event ids are per user: another user's e1 is another entry
+    assert await store.get_many([TextKey("v", "e1", "d1")], "m1") == {}
 
 
 async def test_popularity_counts_positive_item_events(backend) -> None:

@@ -67,8 +67,9 @@ def test_alembic_ini_serves_the_cli() -> None:
     config = Config(str(REPO / "alembic.ini"))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == REPO / "migrations"
-    assert script.get_heads() == ["0005"]  # one linear history, no branches
+    assert script.get_heads() == ["0006"]  # one linear history, no branches
     assert [Path(s.path).name for s in script.walk_revisions()] == [
+        "2026_11_29_0006_user_keys_and_erasure.py",
         "2026_11_29_0005_event_ids_per_user.py",
         "2026_11_29_0004_api_tokens.py",
         "2026_11_28_0003_item_spaces.py",

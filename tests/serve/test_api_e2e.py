@@ -194,10 +194,11 @@ def test_profile_at_a_past_seq_equals_replaying_the_log(http: httpx.Client, serv
 async def _recorded(url: str, user: str):
     from storage.database import create_engine
     from storage.postgres import PostgresEventLog
+    from storage.user_keys import UserKeys
 
     engine = create_engine(url)
     try:
-        return await PostgresEventLog(engine).read(user)
+        return await PostgresEventLog(engine, keys=UserKeys.from_environment()).read(user)
     finally:
         await engine.dispose()
 

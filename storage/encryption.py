@@ -1,0 +1,281 @@
+"""Crypto-shredding: each user's personal data at rest is sealed with that user's own key.
+
+Every user gets a random 256-bit data key (DEK) the first time anything of theirs is written.
+Event payloads, snapshots and cached text features are sealed with it (AES-256-GCM), and the
+DEK itself is stored only wrapped (AES-GCM) by a *master key* that never enters the database.
+Erasing a user destroys their wrapped DEK: whatever of theirs stays in the append-only log,
+in a backup or in a WAL archive is ciphertext nobody can open again, a database superuser
+included. (``storage.erasure`` does the rest of an erasure.)
+
+Sealed bytes are ``0xC1 | version | key_id (8 bytes) | nonce (12) | ciphertext + tag``. 0xC1
+is the one byte msgpack never uses, so a sealed payload can never be mistaken for a plaintext
+one written before encryption was turned on; both are read. The associated data binds the
+ciphertext to its user and to what it is (an event payload cannot be passed off as a
+snapshot, or moved to another user's rows).
+
+Master keys come from ``PORTRAIT_MASTER_KEY`` (comma-separated, the first one active) or a
+key file; each has an id derived from it, and every wrapped DEK records which master key
+wrapped it, so a start with the wrong key fails with a clear message instead of producing
+garbage, and rotation (:func:`storage.user_keys.rewrap`) can move DEKs to a new master key
+while the old one is still configured.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from portrait.errors import PortraitError, StorageIntegrityError
+
+MARK = 0xC1  # never a msgpack type byte
+VERSION = 1
+_HEADER = struct.Struct(">BBq")  # mark, version, key_id
+NONCE_BYTES = 12
+OVERHEAD = _HEADER.size + NONCE_BYTES + 16  # header, nonce, GCM tag
+KEY_BYTES = 32
+
+MASTER_KEY_ENV = "PORTRAIT_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "PORTRAIT_MASTER_KEY_FILE"
+
+# What a sealed blob is; part of the associated data.
+EVENT = b"event"
+SNAPSHOT = b"snapshot"
+TEXT_FEATURES = b"text-features"
+_WRAP = b"dek"
+
+
+class MasterKeyError(PortraitError):
+    """A master key is missing, malformed or not the one the data was sealed with."""
+
+
+class SealedDataError(StorageIntegrityError):
+    """Sealed bytes that cannot be opened: their user's key is gone (erased) or they were
+    altered."""
+
+
+def is_sealed(data: bytes) -> bool:
+    return len(data) > OVERHEAD and data[0] == MARK
+
+
+def key_id_of(data: bytes) -> int:
+    """The DEK id a sealed blob names (call only when :func:`is_sealed`)."""
+    mark, version, key_id = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise SealedDataError(f"sealed data of unknown version {version}")
+    return int(key_id)
+
+
+def _aad(kind: bytes, user_id: str, key_id: int) -> bytes:
+    return b"portrait|" + kind + b"|" + struct.pack(">q", key_id) + user_id.encode()
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """One user's unwrapped DEK."""
+
+    user_id: str
+    key_id: int
+    cipher: AESGCM
+
+    def seal(self, kind: bytes, plaintext: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        header = _HEADER.pack(MARK, VERSION, self.key_id)
+        return header + nonce + self.cipher.encrypt(
+            nonce, plaintext, _aad(kind, self.user_id, self.key_id))
+
+    def open(self, kind: bytes, sealed: bytes) -> bytes:
+        nonce = sealed[_HEADER.size:_HEADER.size + NONCE_BYTES]
+        try:
+            return self.cipher.decrypt(nonce, sealed[_HEADER.size + NONCE_BYTES:],
+                                       _aad(kind, self.user_id, self.key_id))
+        except InvalidTag:
+            raise SealedDataError(
+                f"sealed {kind.decode()} of key {self.key_id} does not open: altered, or not "
+                "this user's") from None
+
+    def digest(self, data: bytes) -> bytes:
+        """A keyed digest of ``data`` for equality lookups (the text-feature cache's key):
+        without the DEK it says nothing about the text, and after erasure it matches nothing.
+        """
+        return hmac.new(self._mac_key, data, hashlib.sha256).digest()[:16]
+
+    @property
+    def _mac_key(self) -> bytes:
+        # Derived by encrypting a constant: the raw DEK bytes are not kept outside the cipher.
+        return self.cipher.encrypt(b"\x00" * NONCE_BYTES, b"mac-key", b"portrait|mac")[:32]
+
+
+def master_key_id(key: bytes) -> str:
+    """A short public name of a master key (not reversible to it)."""
+    return hashlib.sha256(b"portrait master key id|" + key).hexdigest()[:16]
+
+
+class MasterKeys:
+    """The configured master keys; the first is the one new DEKs are wrapped with."""
+
+    def __init__(self, keys: Iterable[bytes]) -> None:
+        ordered = list(keys)
+        if not ordered:
+            raise MasterKeyError(f"{MASTER_KEY_ENV}: no master key given")
+        for key in ordered:
+            if len(key) != KEY_BYTES:
+                raise MasterKeyError(
+                    f"{MASTER_KEY_ENV}: a master key must be exactly {KEY_BYTES} bytes "
+                    f"(got {len(key)})")
+        self._ciphers = {master_key_id(k): AESGCM(k) for k in ordered}
+        self.active_id = master_key_id(ordered[0])
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._ciphers)
+
+    def new_dek(self, user_id: str) -> tuple[int, bytes, DataKey]:
+        """A fresh DEK for ``user_id``: (key_id, wrapped bytes, the key)."""
+        key_id = secrets.randbits(63)
+        raw = AESGCM.generate_key(bit_length=256)
+        return key_id, self.wrap(user_id, key_id, raw), DataKey(user_id, key_id, AESGCM(raw))
+
+    def wrap(self, user_id: str, key_id: int, raw: bytes,
+             master_id: str | None = None) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        cipher = self._ciphers[master_id or self.active_id]
+        return nonce + cipher.encrypt(nonce, raw, _aad(_WRAP, user_id, key_id))
+
+    def unwrap_raw(self, user_id: str, key_id: int, wrapped: bytes, master_id: str) -> bytes:
+        cipher = self._ciphers.get(master_id)
+        if cipher is None:
+            raise MasterKeyError(
+                f"{MASTER_KEY_ENV}: user keys are wrapped by master key {master_id}, which is "
+                f"not configured (configured: {', '.join(self.ids)}); start with the key "
+                "the data was written with, or both during a rotation")
+        try:
+            return cipher.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
+                                  _aad(_WRAP, user_id, key_id))
+        except InvalidTag:
+            raise MasterKeyError(
+                f"a user key wrapped by master key {master_id} does not unwrap: the stored key "
+                "was altered") from None
+
+    def unwrap(self, user_id: str, key_id: int, wrapped: bytes, master_id: str) -> DataKey:
+        return DataKey(user_id, key_id, AESGCM(self.unwrap_raw(user_id, key_id, wrapped,
+                                                               master_id)))
+
+
+class DataKeyCache:
+    """Unwrapped DEKs by key id, least recently used dropped first, each kept at most
+    ``ttl_s``: an erasure in another process destroys the stored key, and this bounds how long
+    a copy can outlive it here. Key ids are random and never reused, so a cached key can only
+    ever open what it sealed."""
+
+    def __init__(self, capacity: int = 100_000, ttl_s: float = 300.0) -> None:
+        self._keys: OrderedDict[int, tuple[float, DataKey]] = OrderedDict()
+        self._capacity = capacity
+        self._ttl_s = ttl_s
+
+    def get(self, key_id: int) -> DataKey | None:
+        hit = self._keys.get(key_id)
+        if hit is None:
+            return None
+        if time.monotonic() - hit[0] > self._ttl_s:
+            del self._keys[key_id]
+            return None
+        self._keys.move_to_end(key_id)
+        return hit[1]
+
+    def put(self, key: DataKey) -> None:
+        self._keys[key.key_id] = (time.monotonic(), key)
+        self._keys.move_to_end(key.key_id)
+        while len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+
+    def forget_user(self, user_id: str) -> None:
+        for key_id in [k for k, (_, key) in self._keys.items() if key.user_id == user_id]:
+            del self._keys[key_id]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+# -- where master keys come from -------------------------------------------------------------
+
+
+def _decode(text: str, source: str) -> bytes:
+    text = text.strip()
+    for decode in (bytes.fromhex, lambda t: base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))):
+        try:
+            key = decode(text)
+        except (ValueError, binascii.Error):
+            continue
+        if len(key) == KEY_BYTES:
+            return key
+    raise MasterKeyError(f"{source}: each master key must be {KEY_BYTES} bytes, as hex or "
+                         "base64")
+
+
+def parse_master_keys(text: str, source: str) -> MasterKeys:
+    """``key[,key...]`` (hex or base64; the first is active) as :class:`MasterKeys`."""
+    parts = [p for p in (s.strip() for s in text.replace("\n", ",").split(",")) if p]
+    return MasterKeys(_decode(p, source) for p in parts)
+
+
+def new_master_key_text() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode()
+
+
+def load_master_keys(default_file: Path | None, *, create: bool = False) -> MasterKeys:
+    """The master keys of this process: ``PORTRAIT_MASTER_KEY``, else the file named by
+    ``PORTRAIT_MASTER_KEY_FILE``, else ``default_file`` (created, mode 0600, when ``create``
+    and absent: a local first run needs no set-up).
+
+    Raises:
+        MasterKeyError: no key anywhere, or a malformed one.
+    """
+    env = os.environ.get(MASTER_KEY_ENV, "").strip()
+    if env:
+        return parse_master_keys(env, MASTER_KEY_ENV)
+    named = os.environ.get(MASTER_KEY_FILE_ENV, "").strip()
+    path = Path(named) if named else default_file
+    if path is None:
+        raise MasterKeyError(
+            f"{MASTER_KEY_ENV}: encryption at rest is on but no master key is configured: "
+            f"set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}, or turn it off with "
+            "PORTRAIT_ENCRYPTION=off")
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # O_EXCL: of two processes creating it at once, one writes, the other reads
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(new_master_key_text() + "\n")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise MasterKeyError(
+            f"{MASTER_KEY_ENV}: no master key: set it, or {MASTER_KEY_FILE_ENV} to a file "
+            f"holding one ({path} does not exist)") from None
+    except OSError as exc:
+        raise MasterKeyError(f"{MASTER_KEY_FILE_ENV} ({path}): {exc.strerror}") from None
+    return parse_master_keys(text, f"{MASTER_KEY_FILE_ENV} ({path})")
+
+
+__all__ = [
+    "EVENT", "MASTER_KEY_ENV", "MASTER_KEY_FILE_ENV", "OVERHEAD", "SNAPSHOT", "TEXT_FEATURES",
+    "DataKey", "DataKeyCache", "MasterKeyError", "MasterKeys", "SealedDataError", "is_sealed",
+    "key_id_of", "load_master_keys", "master_key_id", "new_master_key_text",
+    "parse_master_keys",
+]
