@@ -5,6 +5,8 @@
     ``bench_events_raw`` (``LIKE events INCLUDING ALL``), one transaction per batch each.
 (b) replay: read + decode of one user's H-event history, median and p99 over R runs, through
     :func:`read_history` (the hook to extend with a fold).
+(c) encryption at rest: (a) and (b) with payloads in the clear and sealed per user, in the
+    same run, alternating.
 
 Runs on a throw-away embedded Postgres unless ``--url`` is given; on ``--url`` it migrates to
 head, writes under a unique user prefix and deletes its rows afterwards.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import shutil
 import statistics
 import sys
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -45,8 +49,10 @@ from portrait.ports import TextFeatures  # noqa: E402
 from portrait.profile import replay  # noqa: E402
 from storage.database import create_engine  # noqa: E402
 from storage.embedded import EmbeddedPostgres  # noqa: E402
+from storage.encryption import MasterKeys  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.postgres import PostgresEventLog  # noqa: E402
+from storage.user_keys import UserKeys  # noqa: E402
 
 RAW_INSERT = (
     "INSERT INTO bench_events_raw (user_id, seq, event_id, event_type, schema_version, "
@@ -172,6 +178,39 @@ async def bench_replay(log: PostgresEventLog, prefix: str, history: int, runs: i
     return reads, decodes, replays
 
 
+async def bench_sealing(engine: AsyncEngine, prefix: str, n: int, batch: int, history: int,
+                        runs: int, rounds: int = 5) -> dict[str, tuple[float, float]]:
+    """Append rows/s and median replay-read ms, with payloads in the clear and sealed under
+    per-user keys (encryption at rest), alternating the two in ``rounds`` so that both see
+    the same machine; per mode, the median over rounds."""
+    sealed_keys = UserKeys(MasterKeys([secrets.token_bytes(32)]))
+    logs = {"plain": PostgresEventLog(engine), "sealed": PostgresEventLog(engine, keys=sealed_keys)}
+    appends: dict[str, list[float]] = {mode: [] for mode in logs}
+    reads: dict[str, list[float]] = {mode: [] for mode in logs}
+    for r in range(rounds):
+        for mode, log in logs.items():
+            tag = f"{prefix}{mode}{r}-"
+            batches = [make_events(f"{tag}a{b}", batch) for b in range(max(1, n // batch))]
+            await log.append(f"{tag}warm", make_events(f"{tag}warm", batch))
+            began = time.perf_counter()
+            for events in batches:
+                await log.append(events[0].user_id, events, expected_version=0)
+            appends[mode].append(sum(map(len, batches)) / (time.perf_counter() - began))
+            user = f"{tag}reader"
+            events = make_events(user, history)
+            for start in range(0, history, 1000):
+                await log.append(user, events[start : start + 1000])
+            await read_history(log, user)
+            samples = []
+            for _ in range(runs):
+                began = time.perf_counter()
+                assert len(await read_history(log, user)) == history
+                samples.append((time.perf_counter() - began) * 1e3)
+            reads[mode].append(statistics.median(samples))
+    return {mode: (statistics.median(appends[mode]), statistics.median(reads[mode]))
+            for mode in logs}
+
+
 async def run(url: str, args: argparse.Namespace) -> None:
     engine = create_engine(url)
     log = PostgresEventLog(engine)
@@ -180,9 +219,13 @@ async def run(url: str, args: argparse.Namespace) -> None:
         adapter, raw = await bench_append(url, log, prefix, args.events, args.batch)
         reads, decodes, replays = await bench_replay(log, prefix, args.history, args.runs)
         fold_rate = bench_fold_alone(bench_catalog(), args.history, 5)
+        sealing = await bench_sealing(engine, prefix, args.events // 2, args.batch,
+                                      args.history, max(5, args.runs // 2))
     finally:
         async with engine.begin() as conn:
             await conn.exec_driver_sql("DELETE FROM events WHERE user_id LIKE $1", (prefix + "%",))
+            await conn.exec_driver_sql("DELETE FROM user_keys WHERE user_id LIKE $1",
+                                       (prefix + "%",))
         await engine.dispose()
 
     print(f"\nappend: {args.events:,} events, batches of {args.batch} (one user per batch)")
@@ -200,6 +243,14 @@ async def run(url: str, args: argparse.Namespace) -> None:
           f"{percentile(replays, 99):>10.1f}")
     print(f"\nfold alone, {args.history:,} item events, 384-d vectors: {fold_rate:,.0f} events/s"
           f" (target >= 200,000)")
+    (plain_rate, plain_ms), (sealed_rate, sealed_ms) = sealing["plain"], sealing["sealed"]
+    print(f"\nencryption at rest (per-user AES-256-GCM), {args.events // 2:,} appended events "
+          f"and a {args.history:,}-event replay read per mode, alternating, median of 5 rounds")
+    print(f"  {'mode':<34}{'append rows/s':>14}{'replay ms':>11}")
+    print(f"  {'plaintext payloads':<34}{plain_rate:>14,.0f}{plain_ms:>11.1f}")
+    print(f"  {'sealed payloads':<34}{sealed_rate:>14,.0f}{sealed_ms:>11.1f}")
+    print(f"  {'sealed cost (target <= +15%)':<34}{plain_rate / sealed_rate - 1:>+14.1%}"
+          f"{sealed_ms / plain_ms - 1:>+11.1%}")
 
 
 def main() -> None:

@@ -31,9 +31,14 @@ OFFLINE_COMMANDS = ("evaluate", "tune", "ab")
 
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[str]:
-    """The configured database URL, or an embedded Postgres started for the duration."""
+    """The configured database URL (with the password from ``PORTRAIT_DATABASE_PASSWORD``
+    when the URL has none, as the service's processes take it), or an embedded Postgres
+    started for the duration."""
     if settings.database_url:
-        yield settings.database_url
+        from storage.stores import StoreFactory, password_of
+
+        url = settings.database_url
+        yield url if password_of(url) is not None else StoreFactory(url).connect_url()
         return
     from storage.embedded import EmbeddedPostgres
 

@@ -250,11 +250,7 @@ class PostgresEventLog:
                     "schema_version": [e.SCHEMA_VERSION for e in events],
                     "occurred_at": [float(e.occurred_at) for e in events],
                     "item_id": [getattr(e, "item_id", None) for e in events],
-                    "payload": [
-                        row.prepared.payload if self._keys is None
-                        else data_keys[row.user_id].seal(EVENT, row.prepared.payload)
-                        for row in plan.rows
-                    ],
+                    "payload": self._sealed(plan.rows, data_keys),
                 }
                 inserted = await conn.execute(_INSERT, params)
                 positions = {(u, seq): position for u, seq, position in inserted}
@@ -265,6 +261,21 @@ class PostgresEventLog:
                 for row in plan.rows:
                     row.position = positions[(row.user_id, row.seq)]
             return plan.results()
+
+    def _sealed(self, rows: Sequence[Any], data_keys: Mapping[str, DataKey]) -> list[bytes]:
+        """The rows' payloads as stored: sealed with their users' keys when encrypting."""
+        if self._keys is None:
+            return [row.prepared.payload for row in rows]
+        by_user: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_user.setdefault(row.user_id, []).append(i)
+        out: list[bytes] = [b""] * len(rows)
+        for user_id, indexes in by_user.items():
+            sealed = data_keys[user_id].seal_many(
+                EVENT, [rows[i].prepared.payload for i in indexes])
+            for i, blob in zip(indexes, sealed, strict=True):
+                out[i] = blob
+        return out
 
     async def version(self, user_id: str) -> int:
         """See :meth:`portrait.ports.EventLog.version`."""

@@ -36,11 +36,12 @@ def _settings_env_names() -> set[str]:
     from serve import secret_key
     from serve.encoder_settings import ENV_PREFIX, EncoderSettings
     from serve.settings import PREFIX, Settings
+    from storage.encryption import MASTER_KEY_ENV
     from storage.stores import PASSWORD_ENV, URL_ENV
 
     names = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings) if f.name != "encoder"}
     names |= {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(EncoderSettings)}
-    return names | {PASSWORD_ENV, URL_ENV, secret_key.ENV}
+    return names | {PASSWORD_ENV, URL_ENV, secret_key.ENV, MASTER_KEY_ENV}
 
 
 # -- probes ---------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def test_every_ray_pod_gets_the_same_settings_and_secrets(overlay: str) -> None:
     docs = render(overlay)
     envs = [env_of(c, _configmaps(docs)) for _, c in ray_containers(one(docs, "RayService"))]
     assert all(env == envs[0] for env in envs[1:])
-    for name in ("PORTRAIT_DATABASE_PASSWORD", "PORTRAIT_SECRET_KEY"):
+    for name in ("PORTRAIT_DATABASE_PASSWORD", "PORTRAIT_SECRET_KEY", "PORTRAIT_MASTER_KEY"):
         assert set(envs[0][name]) == {"secretKeyRef"}, name
 
 

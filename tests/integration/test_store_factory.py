@@ -33,3 +33,18 @@ def test_each_process_takes_the_password_from_its_environment(
     monkeypatch.setenv(PASSWORD_ENV, "from-the-secret")
     assert factory.connect_url() == URL.replace("s3cret-pw", "from-the-secret")
     assert StoreFactory("memory://x").connect_url() == "memory://x"
+
+
+def test_cli_commands_take_the_password_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`portrait migrate` and the other CLI commands used the URL as given: with the password
+    in PORTRAIT_DATABASE_PASSWORD (how the deploy manifests pass it) they could not log in."""
+    from serve.main import database
+    from serve.settings import Settings
+
+    monkeypatch.setenv("PORTRAIT_DATABASE_PASSWORD", "s3cret")
+    with database(Settings(database_url="postgresql://app@db:5432/portrait")) as url:
+        assert url == "postgresql://app:s3cret@db:5432/portrait"
+    with database(Settings(database_url="postgresql://app:given@db:5432/portrait")) as url:
+        assert url == "postgresql://app:given@db:5432/portrait"
