@@ -15,6 +15,7 @@ from portrait.collaborative import blended_index
 from portrait.interests import TagVocabulary, tag_prompt
 from portrait.items import l2_normalise
 from portrait.ports import AsyncEncoder
+from portrait.prompts import prompts_of
 from portrait.ranking import popularity_scores
 from storage.catalog import ItemCatalog
 
@@ -124,7 +125,9 @@ class CatalogPublisher:
         names = sorted({t for tags in index.all_tags() for t in tags})
         missing = [n for n in names if n not in self._tag_vectors]
         if missing:
-            vectors = await self._encoder.encode([tag_prompt(n) for n in missing])
+            vectors = await self._encoder.encode(
+                prompts_of(self._encoder).queries([tag_prompt(n) for n in missing])
+            )
             self._tag_vectors.update(zip(missing, vectors, strict=True))
         if not names:
             return None

@@ -13,6 +13,7 @@ from portrait.errors import EncoderUnavailable, PortraitError
 from portrait.events import Event, event_text
 from portrait.keywords import TextFeatureBatch
 from portrait.ports import AsyncEncoder, Encoder, TextFeatures, TextFeatureStore, TextKey
+from portrait.prompts import TextPrompts, prompts_of
 
 
 class TextFeatureSource:
@@ -56,7 +57,7 @@ class TextFeatureSource:
         missing = [k for k in texts if k not in found]
         if missing:
             batch = TextFeatureBatch([texts[k] for k in missing])
-            vectors = await encoder.encode(batch.inputs)
+            vectors = await encoder.encode(prompts_of(encoder).queries(batch.inputs))
             fresh = dict(zip(missing, batch.assemble(vectors), strict=True))
             self.encoded += len(missing)
             await self._store.put_many({keys[k]: f for k, f in fresh.items()}, model)
@@ -86,6 +87,10 @@ class ThreadedEncoder:
     @property
     def dim(self) -> int:
         return self._encoder.dim
+
+    @property
+    def prompts(self) -> TextPrompts:
+        return prompts_of(self._encoder)
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
         return await asyncio.to_thread(self._encoder.encode, list(texts))

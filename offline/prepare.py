@@ -188,7 +188,8 @@ def prepare(
         stem = f"{ds.name}-{name}" if rebuilt else ds.name
         if rebuilt or not matrices:
             matrix, encode_info = cached_encode(
-                [item_text(i) for i in items], provider, cache_dir, stem,
+                provider.prompts.passages([item_text(i) for i in items]), provider, cache_dir,
+                stem,
                 label=f"item texts ({name})" if rebuilt else "item texts",
             )
         matrices[name] = matrix

@@ -21,6 +21,7 @@ from offline.progress import progress_bar
 from portrait.events import Event, event_text
 from portrait.keywords import TextFeatureBatch
 from portrait.ports import Encoder, TextFeatures
+from portrait.prompts import NO_PROMPTS, TextPrompts, prompts_of
 
 ENCODE_BATCH = 512
 
@@ -45,6 +46,14 @@ class EncoderProvider:
     def model_id(self) -> str:
         """The model the vectors come from, known without starting the encoder."""
         return self._encoder.model_id if self._encoder is not None else self._settings.model_id
+
+    @property
+    def prompts(self) -> TextPrompts:
+        """The model's prefixes, known without starting the encoder. They are applied before
+        :func:`cached_encode`, so the cache's text digest covers them."""
+        if self._encoder is not None:
+            return prompts_of(self._encoder)
+        return self._settings.prompts if self._settings is not None else NO_PROMPTS
 
     def get(self) -> Encoder:
         """The encoder, started on first use."""
@@ -149,6 +158,7 @@ def text_event_features(
     if not text_events:
         return {}, {"n": 0}
     batch = TextFeatureBatch([t for _, t in text_events])
-    vectors, info = cached_encode(batch.inputs, provider, cache_dir, stem, label="text events")
+    vectors, info = cached_encode(provider.prompts.queries(batch.inputs), provider, cache_dir,
+                                  stem, label="text events")
     feats = batch.assemble(vectors)
     return {eid: f for (eid, _), f in zip(text_events, feats, strict=True)}, info

