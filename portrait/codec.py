@@ -75,6 +75,10 @@ def to_dict(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"type": event.TYPE, "schema_version": event.SCHEMA_VERSION}
     for name in _FIELDS[type(event)]:
         out[name] = getattr(event, name)
+    if out.get("request_id", _MISSING) is None:
+        # Optional and added later: left out when unset, so such events keep the bytes (and
+        # the content digest) they had before the field existed.
+        del out["request_id"]
     if isinstance(event, AttributesSet):  # the only field that is not a scalar
         out["attributes"] = dict(event.attributes)
     return out

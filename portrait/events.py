@@ -65,13 +65,24 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class ItemEvent(Event):
-    """An event about one catalog item."""
+    """An event about one catalog item.
+
+    ``request_id`` (optional, every item event type) names the recommendation response the
+    item was picked from, so online experiments can attribute the behaviour to what was
+    served (:mod:`portrait.attribution`). It was added without a schema version bump: absent
+    means None, and the codec leaves a None out of the wire mapping, so events without it
+    encode to the same bytes as before and older payloads read back unchanged. Keyword-only,
+    so the subclasses' own required fields keep their positions.
+    """
 
     item_id: str
+    request_id: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         Event.__post_init__(self)
         _check_id("item_id", self.item_id)
+        if self.request_id is not None:
+            _check_id("request_id", self.request_id)
 
 
 @dataclass(frozen=True, slots=True)

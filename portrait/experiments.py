@@ -9,6 +9,10 @@ gets the same variant, in any process, on any machine; another experiment name r
 independently. Weights are integers (``{"control": 50, "treatment": 50}``,
 ``{"a": 1, "b": 1, "c": 2}``).
 
+Mode: ``"ab"`` (the default) splits users as above; ``"interleave"`` serves every user a
+team-draft interleaving of exactly two variants' lists (:mod:`portrait.interleaving`), the
+weights then being unused.
+
 The service assigns users with it (:mod:`portrait.variants`); the offline comparison of two
 configurations (:mod:`portrait.evaluation.ab`) uses the same assignment for its online view.
 """
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from portrait.errors import InvalidField
+from portrait.impressions import AB, INTERLEAVE, MODES
 
 
 def bucket(experiment: str, user_id: str, buckets: int) -> int:
@@ -46,8 +51,13 @@ class Experiment:
 
     name: str
     split: tuple[tuple[str, int], ...]
+    mode: str = AB
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidField("mode", f"must be one of {', '.join(MODES)}")
+        if self.mode == INTERLEAVE and len(self.split) != 2:
+            raise InvalidField("split", "interleaving compares exactly two variants")
         if not isinstance(self.name, str) or not self.name:
             raise InvalidField("name", "must be a non-empty string")
         if not self.split:
@@ -59,7 +69,7 @@ class Experiment:
             seen.add(variant)
             if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
                 raise InvalidField(f"split.{variant}", "weight must be a non-negative integer")
-        if sum(w for _, w in self.split) <= 0:
+        if self.mode == AB and sum(w for _, w in self.split) <= 0:
             raise InvalidField("split", "weights must not all be zero")
 
     @classmethod
@@ -74,7 +84,18 @@ class Experiment:
         split = config["split"]
         if not isinstance(split, Mapping):
             raise InvalidField("split", "must map variant names to integer weights")
-        return cls(str(config["name"]), tuple((str(k), v) for k, v in split.items()))
+        mode = config.get("mode", AB)
+        if not isinstance(mode, str):
+            raise InvalidField("mode", f"must be one of {', '.join(MODES)}")
+        return cls(str(config["name"]), tuple((str(k), v) for k, v in split.items()), mode)
+
+    @property
+    def interleaved(self) -> bool:
+        return self.mode == INTERLEAVE
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return tuple(v for v, _ in self.split)
 
     @property
     def total(self) -> int:
@@ -82,7 +103,10 @@ class Experiment:
         return sum(w for _, w in self.split)
 
     def assign(self, user_id: str) -> str:
-        """The variant of ``user_id``; stable across processes and runs."""
+        """The variant of ``user_id``; stable across processes and runs. Under interleaving,
+        the first variant: the one whose profile configuration folds every user."""
+        if self.mode == INTERLEAVE:
+            return self.split[0][0]
         b = bucket(self.name, user_id, self.total)
         for variant, weight in self.split:
             if b < weight:

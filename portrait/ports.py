@@ -18,6 +18,7 @@ from portrait.catalog import ItemRecord
 from portrait.erasure import ErasureRecord
 from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
+from portrait.impressions import Impression
 
 if TYPE_CHECKING:  # collaborative imports the ranking, which imports these ports
     from portrait.collaborative import ItemSpace
@@ -332,6 +333,29 @@ class Eraser(Protocol):
     async def erasure_count(self) -> int:
         """How many erasures there have been (derived counts compare it to know they are
         stale)."""
+        ...
+
+
+class ImpressionStore(Protocol):
+    """What recommendation responses served (:mod:`portrait.impressions`): written in
+    batches by the ingress, read by experiment reports. Never part of a profile."""
+
+    async def record_many(self, impressions: Sequence[Impression]) -> None:
+        """Store a batch in one statement; an id already stored is left as it is."""
+        ...
+
+    async def get(self, request_id: str) -> Impression | None: ...
+
+    async def set_shown(self, request_id: str, shown: Sequence[str]) -> bool:
+        """Record which served items the client displayed; False for an unknown id."""
+        ...
+
+    async def for_experiment(self, experiment: str) -> list[Impression]:
+        """Every impression of the experiment, oldest first."""
+        ...
+
+    async def forget_user(self, user_id: str) -> int:
+        """Delete the user's impressions (erasure); returns how many."""
         ...
 
 

@@ -8,6 +8,9 @@ variant's (snapshots are keyed by that configuration's hash).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +33,15 @@ class Variant:
     ranking: RankingConfig
     items: ItemVectorSettings = ItemVectorSettings()
 
+    def config_hash(self) -> str:
+        """A short hash of everything that shapes this variant's lists (profile fold, ranking,
+        item vectors): impressions record it, so a report can tell configurations apart."""
+        doc = {"profile": self.profile.config_hash(),
+               "ranking": dataclasses.asdict(self.ranking),
+               "items": dataclasses.asdict(self.items)}
+        text = json.dumps(doc, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 class VariantPolicy:
     """Maps users to variants."""
@@ -47,6 +59,16 @@ class VariantPolicy:
                 raise InvalidField("experiment.split", f"no configuration for {sorted(missing)}")
         self.variants = dict(variants)
         self.experiment = experiment
+        # Interleaving ranks one user's profile under both variants, so both must fold it
+        # the same way (they may differ in ranking and item space).
+        self.interleaved: tuple[Variant, Variant] | None = None
+        if experiment is not None and experiment.interleaved:
+            a, b = (self.variants[name] for name in experiment.variant_names)
+            if a.profile.config_hash() != b.profile.config_hash():
+                raise InvalidField("experiment.variants", "interleaved variants must share one "
+                                   "profile configuration (they may differ in ranking and "
+                                   "item vectors)")
+            self.interleaved = (a, b)
         self._only = next(iter(self.variants.values())) if experiment is None else None
 
     @classmethod

@@ -4,7 +4,8 @@ The user's data key is destroyed, so every sealed row of theirs that remains (ev
 in the append-only log, and any copy in a backup or WAL archive) is ciphertext nobody can
 open again. Their log rows are detached from the id (moved to a tombstone id, with the
 plaintext item id cleared, so they count towards no popularity and no retrain), their
-snapshots and cached text features are deleted, and an :class:`ErasureRecord` is kept. The
+snapshots, cached text features and served recommendation lists (impressions: they hold the
+id in the clear) are deleted, and an :class:`ErasureRecord` is kept. The
 transaction takes the appenders' write lock, so an append either committed before (and is
 erased) or runs after (and starts a fresh profile under a new key).
 
@@ -19,10 +20,11 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portrait.erasure import ErasureRecord, user_hash
+from storage.impressions import InMemoryImpressionStore
 from storage.memory import InMemoryEventLog, InMemorySnapshotStore
 from storage.postgres import _LOCK, ERASED_PREFIX
 from storage.retry import DEFAULT_RETRY, RetryPolicy
-from storage.schema import erasures, snapshots, text_features, user_keys
+from storage.schema import erasures, impressions, snapshots, text_features, user_keys
 from storage.schema import events as events_table
 from storage.text_features import InMemoryTextFeatureStore
 from storage.user_keys import UserKeys
@@ -64,6 +66,9 @@ class PostgresEraser:
                     delete(snapshots).where(snapshots.c.user_id == user_id))).rowcount
                 feats = (await conn.execute(
                     delete(text_features).where(text_features.c.user_id == user_id))).rowcount
+                # Not counted in the record (whose columns predate impressions): impressions
+                # alone never make a user "stored" (they describe what we served).
+                await conn.execute(delete(impressions).where(impressions.c.user_id == user_id))
                 if not (keys or moved or snaps or feats):
                     return None  # nothing stored: commits nothing but the lock
                 row = (await conn.execute(
@@ -105,8 +110,10 @@ class InMemoryEraser:
     destroy: the user's data is simply dropped)."""
 
     def __init__(self, log: InMemoryEventLog, snaps: InMemorySnapshotStore,
-                 features: InMemoryTextFeatureStore) -> None:
+                 features: InMemoryTextFeatureStore,
+                 impressions: InMemoryImpressionStore | None = None) -> None:
         self._log, self._snaps, self._features = log, snaps, features
+        self._impressions = impressions
         self._records: list[ErasureRecord] = []
 
     async def erase(
@@ -115,6 +122,8 @@ class InMemoryEraser:
         moved = await self._log.erase_user(user_id)
         snaps = self._snaps.erase_user(user_id)
         feats = await self._features.forget_user(user_id)
+        if self._impressions is not None:
+            await self._impressions.forget_user(user_id)
         if not (moved or snaps or feats):
             return None
         record = ErasureRecord(len(self._records) + 1, user_hash(user_id), requested_by, now,

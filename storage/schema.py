@@ -16,6 +16,8 @@ Tables:
 * ``user_keys``: each user's data key, wrapped (:mod:`storage.encryption`).
 * ``erasures``: the audit record of each erased user (:mod:`storage.erasure`).
 * ``api_tokens``: API tokens (:mod:`portrait.access`), by id, with a keyed digest of the secret.
+* ``impressions``: what each recommendation response served (:mod:`storage.impressions`),
+  for online experiments; never folded into a profile.
 """
 
 from __future__ import annotations
@@ -186,7 +188,29 @@ erasures = Table(
     Index(None, "user_hash"),
 )
 
+# What each recommendation response served, for online experiments (portrait.impressions).
+# User and item ids in the clear, like events.item_id: no scores, reasons or text; an
+# erasure deletes the user's rows.
+impressions = Table(
+    "impressions",
+    metadata,
+    Column("request_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("experiment", Text, nullable=False),
+    Column("variant", Text, nullable=False),
+    Column("config_hash", Text, nullable=False),
+    Column("item_space", BigInteger, nullable=False),
+    # Served ids in rank order (position = index); teams per position under interleaving.
+    Column("items", ARRAY(Text), nullable=False),
+    Column("served_at", Double, nullable=False),
+    Column("teams", ARRAY(Text), nullable=True),
+    Column("shown", ARRAY(Text), nullable=True),
+    PrimaryKeyConstraint("request_id"),
+    Index(None, "experiment", "served_at"),
+    Index(None, "user_id", "served_at"),
+)
+
 __all__ = [
-    "NAMING_CONVENTION", "api_tokens", "erasures", "events", "item_spaces", "items", "metadata",
-    "snapshots", "text_features", "user_keys",
+    "NAMING_CONVENTION", "api_tokens", "erasures", "events", "impressions", "item_spaces",
+    "items", "metadata", "snapshots", "text_features", "user_keys",
 ]

@@ -20,6 +20,7 @@ from portrait.ports import (
     CatalogStore,
     Eraser,
     EventLog,
+    ImpressionStore,
     ItemSpaceStore,
     SnapshotStore,
     TextFeatureStore,
@@ -52,6 +53,9 @@ class Stores:
     _close: Callable[[], Awaitable[None]] = field(default=_nothing, repr=False)
     # Postgres only: fails when stored user keys are wrapped by a master key we lack.
     check_keys: Callable[[], Awaitable[None]] = field(default=_nothing, repr=False)
+    # What recommendation responses served (online experiments); keyword-only so that the
+    # positional fields above keep their order.
+    impressions: ImpressionStore = field(kw_only=True)
 
     def catalog(self, encoder: AsyncEncoder) -> ItemCatalog:
         """The catalog, encoding new and changed items with ``encoder``."""
@@ -93,6 +97,7 @@ def forget_memory(url: str) -> None:
 
 def _open_memory(url: str) -> Stores:
     from storage.erasure import InMemoryEraser
+    from storage.impressions import InMemoryImpressionStore
     from storage.item_spaces import InMemoryItemSpaceStore
     from storage.memory import InMemoryEventLog, InMemorySnapshotStore
     from storage.memory_catalog import InMemoryCatalogStore
@@ -102,16 +107,18 @@ def _open_memory(url: str) -> Stores:
     events = InMemoryEventLog()
     snapshots = InMemorySnapshotStore()
     features = InMemoryTextFeatureStore()
-    eraser = InMemoryEraser(events, snapshots, features)
+    impressions = InMemoryImpressionStore()
+    eraser = InMemoryEraser(events, snapshots, features, impressions)
     return Stores(
         url, events, snapshots, features, InMemoryCatalogStore(events, eraser),
-        InMemoryItemSpaceStore(), InMemoryTokenStore(), eraser,
+        InMemoryItemSpaceStore(), InMemoryTokenStore(), eraser, impressions=impressions,
     )
 
 
 def _open_postgres(url: str, pool_size: int, master_keys: MasterKeys | None) -> Stores:
     from storage.database import create_engine
     from storage.erasure import PostgresEraser
+    from storage.impressions import PostgresImpressionStore
     from storage.item_spaces import PostgresItemSpaceStore
     from storage.postgres import PostgresEventLog
     from storage.postgres_catalog import PostgresCatalogStore
@@ -138,6 +145,7 @@ def _open_postgres(url: str, pool_size: int, master_keys: MasterKeys | None) -> 
         PostgresEraser(engine, keys=keys),
         engine.dispose,
         check_keys,
+        impressions=PostgresImpressionStore(engine),
     )
 
 

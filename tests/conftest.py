@@ -46,8 +46,8 @@ MACHINE_PG_URL = os.environ.get(
     "PORTRAIT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 _TRUNCATE = text(
-    "TRUNCATE events, snapshots, items, text_features, item_spaces, user_keys, erasures "
-    "RESTART IDENTITY"
+    "TRUNCATE events, snapshots, items, text_features, item_spaces, user_keys, erasures, "
+    "impressions RESTART IDENTITY"
 )
 
 # Every system the tests start seals personal data at rest, as a deployment does by default;

@@ -16,11 +16,13 @@ from storage.migrate import downgrade_async, upgrade_async
 from storage.schema import metadata
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = {"events", "snapshots", "items", "text_features", "item_spaces", "api_tokens"}
+TABLES = {
+    "events", "snapshots", "items", "text_features", "item_spaces", "api_tokens", "impressions",
+}
 # Constraint names are part of the schema: later migrations refer to them.
 CONSTRAINTS = {
     "pk_events", "uq_events_user_id_event_id", "ck_events_seq_positive", "pk_snapshots",
-    "pk_items", "pk_api_tokens", "uq_api_tokens_name",
+    "pk_items", "pk_api_tokens", "uq_api_tokens_name", "pk_impressions",
 }
 
 
@@ -67,8 +69,9 @@ def test_alembic_ini_serves_the_cli() -> None:
     config = Config(str(REPO / "alembic.ini"))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == REPO / "migrations"
-    assert script.get_heads() == ["0006"]  # one linear history, no branches
+    assert script.get_heads() == ["0007"]  # one linear history, no branches
     assert [Path(s.path).name for s in script.walk_revisions()] == [
+        "2026_11_29_0007_impressions.py",
         "2026_11_29_0006_user_keys_and_erasure.py",
         "2026_11_29_0005_event_ids_per_user.py",
         "2026_11_29_0004_api_tokens.py",
