@@ -30,7 +30,7 @@ from actors.group_commit import GroupCommitter
 from actors.snapshotter import Snapshotter
 from actors.text_features import TextFeatureSource
 from portrait.config import ProfileConfig
-from portrait.errors import PortraitError, VersionConflict
+from portrait.errors import NotOwner, PortraitError, VersionConflict
 from portrait.events import Event, RecordedEvent, event_text
 from portrait.items import ItemIndex
 from portrait.ports import (
@@ -78,6 +78,7 @@ class HostStats:
     duplicates: int = 0
     conflicts: int = 0
     erasures: int = 0
+    handed_off: int = 0
     activation_seconds: float = 0.0
 
 
@@ -163,6 +164,9 @@ class UserHost:
         self._locks = _UserLocks()
         self.stats = HostStats()
         self._snapshotter = Snapshotter(snapshots, self._hash, self._count_snapshots)
+        # Whether this host (still) owns a user; checked under the user's lock, so that once
+        # a hand-off has passivated a user here, nothing of theirs runs here again.
+        self.owns: Callable[[str], bool] = lambda user_id: True
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -198,6 +202,7 @@ class UserHost:
         recorded is answered without being kept (reads of random ids cost no memory).
         """
         async with self._locks.hold([user_id]):
+            self._check_owner(user_id)
             state = (await self._active(user_id, keep_empty=False)).state
         await self._enforce_budget()
         return state
@@ -279,12 +284,36 @@ class UserHost:
         flight, and the next one, after this returns, starts a fresh profile. The user's
         state is dropped unsnapshotted, and a snapshot scheduled for them is cancelled."""
         async with self._locks.hold([user_id]):
+            self._check_owner(user_id)
             self._users.drop(user_id)
             self._snapshotter.cancel(user_id)
             await self._snapshotter.drain()  # a write in flight may hold their state
             result = await erase_at_rest()
             self.stats.erasures += 1
             return result
+
+    async def hand_off(self) -> int:
+        """Passivate every active user this host no longer owns (:attr:`owns` changed): each
+        waits for its in-flight calls, is snapshotted and dropped, and later calls for it are
+        refused (:class:`NotOwner`). Returns how many were handed off."""
+        moved = [u for u in list(self._users) if not self.owns(u)]
+        if not moved:
+            return 0
+        # All at once: their locks (so their in-flight calls finish first), one snapshot
+        # write for all of them (one transaction per user made a resize take seconds).
+        async with self._locks.hold(moved):
+            users = [(u, user) for u in moved if (user := self._users.get(u)) is not None]
+            await self._snapshotter.save(users)
+            for user_id, _ in users:
+                self._users.drop(user_id)
+                self._snapshotter.cancel(user_id)
+            self.stats.passivations += len(users)
+        self.stats.handed_off += len(users)
+        return len(users)
+
+    def _check_owner(self, user_id: str) -> None:
+        if not self.owns(user_id):
+            raise NotOwner(f"user {user_id!r} has moved to another shard")
 
     async def passivate_all(self) -> None:
         """Snapshot and drop every user (shutdown), the snapshots in one transaction."""
@@ -302,7 +331,13 @@ class UserHost:
     ) -> dict[str, Outcome]:
         # One writer per user: hold every user's lock for the whole call.
         async with self._locks.hold(batches):
+            moved: dict[str, Outcome] = {
+                u: NotOwner(f"user {u!r} has moved to another shard")
+                for u in batches if not self.owns(u)}
+            if moved:
+                batches = {u: b for u, b in batches.items() if u not in moved}
             outcomes = await self._append_and_fold(batches, payloads or {})
+            outcomes.update(moved)
         await self._enforce_budget()
         return outcomes
 

@@ -14,7 +14,9 @@ methods, the same :class:`~portrait.errors.PortraitError`s, and a dead shard is
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -24,8 +26,12 @@ from actors.catalog_registry import NAMESPACE
 from actors.catalog_view import CatalogFeed
 from actors.dependencies import EncoderConnector, StoreOpener
 from actors.generations import detached_actor
+from actors.shard_fleet import ShardDirectory
 from actors.shard_service import ShardService, ShardSettings
 from portrait.errors import PortraitError, ShardUnavailable
+from portrait.routing import Topology, shard_names
+
+_log = logging.getLogger(__name__)
 
 
 # enable_task_events=False: every ingest and recommendation is a task on a shard, and Ray
@@ -37,12 +43,61 @@ class ProfileShard(ShardService):
     """A ShardService as a Ray actor (async: its methods share one event loop)."""
 
 
-def shard_names(count: int) -> list[str]:
-    return [f"portrait-shard-{i}" for i in range(count)]
+DIRECTORY_NAME = "portrait-shard-directory"
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False)  # type: ignore[call-overload]
+class ShardDirectoryActor(ShardDirectory):
+    """The cluster's :class:`ShardDirectory`. If it restarts empty, the next ingress that
+    asks tells it the topology it routes by (:meth:`ShardDirectory.initialise`)."""
+
+
+def shard_directory() -> Any:
+    """The directory actor, created if missing (named and detached, like the shards)."""
+    return ShardDirectoryActor.options(  # type: ignore[attr-defined]
+        name=DIRECTORY_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+    ).remote()
+
+
+class RemoteDirectory:
+    """The directory actor called like a local :class:`ShardDirectory`."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    async def current(self) -> Topology:
+        topology: Topology = await self._handle.current.remote()
+        return topology
+
+    async def initialise(self, topology: Topology) -> Topology:
+        current: Topology = await self._handle.initialise.remote(topology)
+        return current
+
+    async def begin_resize(self, holder: str, epoch: int, lease_s: float) -> bool:
+        return bool(await self._handle.begin_resize.remote(holder, epoch, lease_s))
+
+    async def publish(self, holder: str, topology: Topology) -> bool:
+        return bool(await self._handle.publish.remote(holder, topology))
+
+    async def release(self, holder: str) -> None:
+        await self._handle.release.remote(holder)
+
+
+class DirectoryLookup:
+    """What a shard calls at start to learn the current topology (picklable: it finds the
+    directory by name in the shard's own process)."""
+
+    async def __call__(self) -> Topology:
+        try:
+            handle = ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
+            topology: Topology = await handle.current.remote()
+        except (ValueError, RayActorError):  # no directory yet: a fixed-size system
+            return Topology(0, ())
+        return topology
 
 
 def spawn_shards(
-    count: int,
+    names: Sequence[str],
     stores: StoreOpener,
     encoder: EncoderConnector,
     catalog: CatalogFeed,
@@ -55,18 +110,55 @@ def spawn_shards(
     return [
         detached_actor(
             ProfileShard, name, NAMESPACE,
-            (name, stores, encoder, catalog, settings), (name, stores, settings),
+            (name, stores, encoder, catalog, settings, DirectoryLookup()),
+            (name, stores, settings),
             # Across the cluster's nodes: one node's loss takes only its share of the users
             # (they come back on the others from snapshot and log).
             scheduling_strategy="SPREAD",
         )
-        for name in shard_names(count)
+        for name in names
     ]
 
 
+@dataclass(frozen=True)
+class RayFleet:
+    """Shard actors started and stopped by name (what the ingress resizes with)."""
+
+    stores: StoreOpener
+    encoder: EncoderConnector
+    catalog: CatalogFeed
+    settings: ShardSettings
+    timeout_s: float = 60.0
+
+    async def attach(self, names: Sequence[str]) -> dict[str, Any]:
+        # detached_actor waits on Ray synchronously: off the event loop.
+        handles = await asyncio.to_thread(
+            spawn_shards, names, self.stores, self.encoder, self.catalog, self.settings)
+        return {n: ShardProxy(h, n, self.timeout_s) for n, h in zip(names, handles, strict=True)}
+
+    async def retire(self, names: Sequence[str]) -> None:
+        for name in names:
+            try:
+                handle = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                continue
+            try:
+                await asyncio.wait_for(_awaited(handle.passivate_all.remote()), self.timeout_s)
+            except Exception as exc:  # its users replay the log instead
+                _log.warning("%s did not write its snapshots before retiring: %r", name, exc)
+            ray.kill(handle, no_restart=True)
+
+
+def current_names(default: int) -> tuple[str, ...]:
+    """The shard names of the cluster's topology (``default`` shards if none is recorded)."""
+    topology: Topology = ray.get(shard_directory().current.remote(), timeout=60)
+    return topology.names if topology.epoch > 0 else shard_names(default)
+
+
 def existing_shards(count: int) -> list[Any]:
-    """Handles to running shard actors (for shutdown and benchmarks)."""
-    return [ray.get_actor(name, namespace=NAMESPACE) for name in shard_names(count)]
+    """Handles to running shard actors (for shutdown and benchmarks): the cluster's current
+    set, or ``count`` when it was never resized."""
+    return [ray.get_actor(name, namespace=NAMESPACE) for name in current_names(count)]
 
 
 class ShardProxy:

@@ -31,6 +31,7 @@ from portrait.errors import NotReady, PortraitError
 from portrait.inspection import ProfileDiff, diff, summarize
 from portrait.ports import AppendResult
 from portrait.ranking import Reason, recommend
+from portrait.routing import Topology
 from portrait.variants import VariantPolicy
 from storage import retry
 
@@ -103,10 +104,14 @@ class ShardService:
         encoder: EncoderConnector,
         catalog: CatalogFeed,
         settings: ShardSettings = ShardSettings(),
+        topology: Callable[[], Awaitable[Topology]] | None = None,
         *,
         generation: str = "",
     ) -> None:
         self.name = name
+        # Where the cluster's shard set is read at start: a shard Ray restarts must not
+        # accept users that moved away from it while it was down.
+        self._topology_source = topology
         self._store_opener = stores
         self._encoder_connector = encoder
         self._feed = catalog
@@ -120,6 +125,7 @@ class ShardService:
         self._rec_seconds = 0.0
         self._rec_count = 0
         self._calls_in_flight = 0
+        self._topology = Topology(0, ())  # epoch 0: not told yet, owns everyone
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -149,6 +155,11 @@ class ShardService:
             self._settings.variants,
             self._settings.host,
         )
+        self._host.owns = self._owns
+        if self._topology_source is not None:
+            current = await self._topology_source()
+            if current.epoch > self._topology.epoch:
+                self._topology = current
         self._janitor = asyncio.get_running_loop().create_task(self._passivation_loop())
 
     async def ready(self) -> bool:
@@ -299,10 +310,29 @@ class ShardService:
             "commits": host.commits,
             "pending_events": host.pending_events,
             "calls_in_flight": self._calls_in_flight,
+            "topology_epoch": self._topology.epoch,
             **{f"storage_{k}": v for k, v in asdict(retry.COUNTS).items()},
             "recommendations": self._rec_count,
             "recommendation_seconds": self._rec_seconds,
         }
+
+    def _owns(self, user_id: str) -> bool:
+        topology = self._topology
+        return topology.epoch == 0 or topology.owner(user_id) == self.name
+
+    async def set_topology(self, epoch: int, names: list[str]) -> int:
+        """Adopt the shard set of ``epoch`` (an older one is ignored): from now on users that
+        another shard owns are refused, and those active here are handed off (snapshotted
+        and dropped, after their in-flight calls). Returns once the hand-off is done, so the
+        caller may then send those users to their new owner: one writer per user at any
+        time. Returns the epoch this shard is at."""
+        if epoch > self._topology.epoch:
+            self._topology = Topology(epoch, tuple(names))
+            host = await self._ready()
+            moved = await host.hand_off()
+            if moved:
+                _log.info("%s: epoch %d, %d users handed off", self.name, epoch, moved)
+        return self._topology.epoch
 
     async def generation(self) -> str:
         """The deployment generation this shard was created for (see actors.generations)."""

@@ -12,11 +12,13 @@ them so that the HTTP layer and the CLI map a short, documented list to response
     │   └── BatchTooLarge                more entries than a batch may hold    -> HTTP 413
     ├── VersionConflict                  stale expected version                -> HTTP 409
     ├── EventIdConflict                  event_id reused for a different event -> HTTP 409
+    ├── ResizeInProgress                 another shard resize is under way     -> HTTP 409
     ├── MissingFeatures                  fold called without a text event's vector
     ├── NotEnoughInteractions            too little data to train collaborative vectors
     ├── SnapshotIncompatible             a snapshot of another format; replay the log instead
     ├── EncoderUnavailable               the text encoder did not answer; retry -> 503
     ├── ShardUnavailable                 a shard process is down (Ray restarts it) -> 503
+    │   └── NotOwner                     the user moved to another shard (re-routed)  -> 503
     ├── UnknownUser / UnknownItem        nothing recorded under that id       -> HTTP 404
     │   └── UserErased                   the user was erased (nothing since)  -> HTTP 410
     └── StorageError                     the event store failed
@@ -131,6 +133,16 @@ class EncoderUnavailable(PortraitError):
 class ShardUnavailable(PortraitError):
     """The shard hosting a user did not answer (its process died and is restarting).
     Nothing of the call was acknowledged; safe to retry."""
+
+
+class NotOwner(ShardUnavailable):
+    """The shard no longer owns the user (the shard count changed and the user moved). The
+    caller routes again with the new topology; a client sees a 503 only if that is not
+    known yet."""
+
+
+class ResizeInProgress(PortraitError):
+    """Another resize of the shard set is under way; retry when it is done."""
 
 
 class Unauthenticated(PortraitError):

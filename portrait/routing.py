@@ -8,7 +8,14 @@ table to keep in sync; when a shard is added or removed only the users it gains 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+def shard_names(count: int) -> tuple[str, ...]:
+    """The names of a fleet of ``count`` shards. A resize keeps the first names, so that only
+    the users of added or removed shards move."""
+    return tuple(f"portrait-shard-{i}" for i in range(count))
 
 
 def _weight(shard: str, user_id: str) -> int:
@@ -31,3 +38,23 @@ def owner_index(user_id: str, shards: Sequence[str]) -> int:
         if w > best_w:
             best, best_w = i, w
     return best
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Which shards exist, numbered by ``epoch``: every change of the shard set is a new
+    epoch, and a shard refuses users it does not own under the newest epoch it was told of.
+    Epoch 0 is "not told yet" (a shard accepts everyone)."""
+
+    epoch: int
+    names: tuple[str, ...]
+
+    def owner(self, user_id: str) -> str:
+        return owner(user_id, self.names)
+
+    def moved_share(self, other: Topology, users: Iterable[str]) -> float:
+        """The share of ``users`` whose owner differs between the two topologies."""
+        ids = list(users)
+        if not ids:
+            return 0.0
+        return sum(self.owner(u) != other.owner(u) for u in ids) / len(ids)

@@ -25,9 +25,11 @@ from actors.catalog_view import LocalCatalogChannel
 from actors.dependencies import ConnectedEncoder
 from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
+from actors.shard_fleet import LocalFleet, ShardDirectory
 from actors.shard_service import ShardService, ShardSettings
 from portrait.ports import AsyncEncoder
 from portrait.pseudonyms import pseudonymizer
+from portrait.routing import shard_names
 from serve.api.auth import Authenticator
 from serve.api.context import ApiContext, ApiLimits, Shard
 from serve.api.routes import create_app
@@ -59,7 +61,7 @@ def build_app(settings: Settings, database_url: str) -> Any:
     """Encoder deployment, shard actors and the autoscaled ingress, as a Serve application.
     Needs a connected Ray (the shards are detached actors created here)."""
     from actors.catalog_registry import RegistryChannel
-    from actors.shard import spawn_shards
+    from actors.shard import current_names, spawn_shards
     from serve.encoder_deployment import ServeEncoderConnector, build_encoder_app
     from serve.ingress import PortraitIngress
 
@@ -70,8 +72,10 @@ def build_app(settings: Settings, database_url: str) -> Any:
         )
     stores = store_factory(settings, database_url)
     connector = ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME)
+    # A resized cluster keeps its shard count across redeploys (the directory has it).
     shards = spawn_shards(
-        settings.shards, stores, connector, RegistryChannel(), shard_settings(settings),
+        current_names(settings.shards), stores, connector, RegistryChannel(),
+        shard_settings(settings),
     )
     collab = settings.collab_settings()
     retrainer = None
@@ -108,7 +112,7 @@ def ray_ingress_context(
     retrain actor."""
     from actors.catalog_registry import RegistryChannel
     from actors.item_space_actor import RemoteRetraining
-    from actors.shard import proxies
+    from actors.shard import RayFleet, RemoteDirectory, proxies, shard_directory
     from serve.encoder_deployment import ServeEncoderConnector, not_cancelled
 
     async def encoder_stats() -> Mapping[str, Any] | None:
@@ -129,6 +133,11 @@ def ray_ingress_context(
         # The key is read here, in the replica's process (environment or key file).
         auth=authenticator(settings, api_stores),
         pseudonym=pseudonym_of(settings),
+        fleet=RayFleet(stores, ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME),
+                       RegistryChannel(), shard_settings(settings),
+                       settings.shard_call_timeout_s),
+        directory=RemoteDirectory(shard_directory()),
+        scaling=settings.shard_scaling(),
     )
 
 
@@ -178,8 +187,13 @@ class InProcessSystem:
 
     app: FastAPI
     context: ApiContext
-    shards: list[ShardService]
+    fleet: LocalFleet
     retraining: ItemSpaceJob | None = None
+
+    @property
+    def shards(self) -> list[ShardService]:
+        """Every running shard (a resize starts and retires some)."""
+        return list(self.fleet.running.values())
 
     async def close(self) -> None:
         """Stop retraining, snapshot every user and close the stores."""
@@ -201,15 +215,19 @@ def in_process(
     connector = ConnectedEncoder(encoder)
     policy = shard_settings(settings)
     factory = store_factory(settings, url)
-    shards = [
-        ShardService(f"shard-{i}", factory, connector, channel, policy)
-        for i in range(settings.shards)
-    ]
+    directory = ShardDirectory()
+
+    def make_shard(name: str) -> ShardService:
+        return ShardService(name, factory, connector, channel, policy, directory.current)
+
+    shards = [make_shard(name) for name in shard_names(settings.shards)]
+    fleet = LocalFleet(make_shard, shards)
     stores = factory.open_now()
     context = ApiContext(shards, stores, connector, channel, api_limits(settings),
                          alphas=policy.variants.alphas(),
                          auth=authenticator(settings, stores, secret_key),
-                         pseudonym=pseudonym_of(settings, secret_key))
+                         pseudonym=pseudonym_of(settings, secret_key),
+                         fleet=fleet, directory=directory, scaling=settings.shard_scaling())
     collab = settings.collab_settings()
     job = None
     if collab is not None:
@@ -220,4 +238,4 @@ def in_process(
         job = context.retraining = ItemSpaceJob(
             trainer, lambda: context.publish_catalog(force=True)
         )
-    return InProcessSystem(create_app(context), context, shards, job)
+    return InProcessSystem(create_app(context), context, fleet, job)

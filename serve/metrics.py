@@ -148,6 +148,17 @@ _SHARD_METRICS = {
         "Time spent ranking.",
         "counter",
     ),
+    "handed_off": (
+        "portrait_shard_handed_off_users_total",
+        "Active users passed to another shard when the shard count changed.",
+        "counter",
+    ),
+    "topology_epoch": (
+        "portrait_shard_topology_epoch",
+        "The shard-set epoch this shard works under (each resize is a new one).",
+        "gauge",
+    ),
+    "erasures": ("portrait_shard_erasures_total", "Users erased on this shard.", "counter"),
     "active_users": ("portrait_active_users", "Users held in memory.", "gauge"),
     "active_bytes": ("portrait_active_user_bytes", "Approximate memory of active users.", "gauge"),
 }

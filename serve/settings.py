@@ -18,6 +18,7 @@ from actors.host import HostSettings
 from portrait.default_config import default_config
 from portrait.errors import PortraitError
 from portrait.experiments import Experiment
+from portrait.scaling import ShardScaling
 from portrait.tuned_config import CollabSettings, TunedConfig
 from portrait.variants import Variant, VariantPolicy
 from serve.encoder_settings import EncoderSettings
@@ -39,7 +40,11 @@ class Settings:
         database_url: Postgres URL; unset = the embedded Postgres under ``data_dir``.
         data_dir: where the embedded Postgres and caches live.
         host, port: where the HTTP API listens. The default binds loopback only.
-        shards: number of ProfileShard actors.
+        shards: number of ProfileShard actors at the first start (``POST /v1/shards``
+            and the autoscaler change it at run time; a redeploy keeps the current count).
+        shards_min, shards_max: bounds of the shard autoscaler; ``shards_max`` 0 turns it off.
+        shard_target_active_users, shard_target_queue: the load per shard it aims at (users
+            in memory; events waiting plus calls in flight).
         max_batch_events: largest ingest batch accepted (413 beyond).
         profile_config: a JSON file from ``portrait tune`` (profile + ranking config);
             unset = the shipped default (portrait/default_config.py: tuned on MovieLens).
@@ -86,6 +91,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     shards: int = 2
+    shards_min: int = 1
+    shards_max: int = 0
+    shard_target_active_users: int = 50_000
+    shard_target_queue: int = 64
     max_batch_events: int = 1000
     profile_config: Path | None = None
     experiment: Path | None = None
@@ -124,6 +133,10 @@ class Settings:
             "host": str,
             "port": int,
             "shards": int,
+            "shards_min": int,
+            "shards_max": int,
+            "shard_target_active_users": int,
+            "shard_target_queue": int,
             "max_batch_events": int,
             "profile_config": Path,
             "experiment": Path,
@@ -177,6 +190,10 @@ class Settings:
         checks = [
             (1 <= self.port <= 65535, "PORT", "must be a TCP port"),
             (1 <= self.shards <= 1024, "SHARDS", "must be between 1 and 1024"),
+            (self.shards_max == 0 or 1 <= self.shards_min <= self.shards_max <= 1024,
+             "SHARDS_MAX", "must be 0 (no autoscaling) or between SHARDS_MIN and 1024"),
+            (self.shard_target_active_users >= 1 and self.shard_target_queue >= 1,
+             "SHARD_TARGET_ACTIVE_USERS", "targets must be positive"),
             (1 <= self.max_batch_events <= 100_000, "MAX_BATCH_EVENTS", "must be 1..100000"),
             (1024 <= self.max_body_bytes <= 1 << 30, "MAX_BODY_BYTES", "must be 1 KiB..1 GiB"),
             (self.shard_call_timeout_s > 0, "SHARD_CALL_TIMEOUT_S", "must be positive"),
@@ -232,6 +249,14 @@ class Settings:
             raise
         except (OSError, ValueError, KeyError, TypeError, PortraitError) as exc:
             raise SettingsError(f"{var}: {exc}") from None
+
+    def shard_scaling(self) -> ShardScaling | None:
+        """The shard autoscaler's policy; None (a fixed count, resized only on request) unless
+        ``PORTRAIT_SHARDS_MAX`` is set."""
+        if self.shards_max <= 0:
+            return None
+        return ShardScaling(self.shards_min, self.shards_max, self.shard_target_active_users,
+                            self.shard_target_queue)
 
     def collab_settings(self) -> CollabSettings | None:
         """How to train the collaborative item space; None when no variant ranks with it."""

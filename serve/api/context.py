@@ -12,18 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from actors.catalog_publisher import CatalogPublisher
 from actors.catalog_view import CatalogSink, ViewKey, newer
 from actors.dependencies import EncoderConnector
+from actors.shard_fleet import Fleet
 from actors.shard_service import ProfileReport, Recommendations, UserOutcome
 from portrait.erasure import ErasureRecord
-from portrait.errors import EncoderUnavailable, NotReady
+from portrait.errors import (
+    EncoderUnavailable,
+    InvalidField,
+    NotOwner,
+    NotReady,
+    ResizeInProgress,
+    ShardUnavailable,
+)
 from portrait.inspection import ProfileDiff
-from portrait.routing import owner_index
+from portrait.routing import Topology, shard_names
+from portrait.scaling import MAX_SHARDS, ShardLoad, ShardScaling, desired_shards
 from serve.api.auth import Authenticator
 from storage.catalog import ItemCatalog
 from storage.stores import Stores
@@ -46,6 +57,20 @@ class Shard(Protocol):
     async def stats(self) -> dict[str, Any]: ...
     async def refresh_catalog(self) -> ViewKey: ...
     async def ready(self) -> bool: ...
+    async def set_topology(self, epoch: int, names: list[str]) -> int: ...
+
+
+class ShardDirectoryLike(Protocol):
+    """:class:`actors.shard_fleet.ShardDirectory`, local or behind a Ray actor handle."""
+
+    async def current(self) -> Topology: ...
+    async def initialise(self, topology: Topology) -> Topology: ...
+    async def begin_resize(self, holder: str, epoch: int, lease_s: float) -> bool: ...
+    async def publish(self, holder: str, topology: Topology) -> bool: ...
+    async def release(self, holder: str) -> None: ...
+
+
+T = TypeVar("T")
 
 
 class Retraining(Protocol):
@@ -90,11 +115,22 @@ class ApiContext:
         retraining: Retraining | None = None,
         auth: Authenticator | None = None,
         pseudonym: Callable[[str], str] | None = None,
+        fleet: Fleet | None = None,
+        directory: ShardDirectoryLike | None = None,
+        scaling: ShardScaling | None = None,
     ) -> None:
-        self.shards = list(shards)
         self.auth = auth  # None: PORTRAIT_AUTH=off
         self.pseudonym = pseudonym  # None: ids are stored as given
-        self.names = [s.name for s in self.shards]
+        # The shard set this replica routes by. With a fleet and a directory it can change at
+        # run time (:meth:`resize`); without, it is fixed.
+        self._by_name: dict[str, Shard] = {s.name: s for s in shards}
+        self.topology = Topology(0, tuple(s.name for s in shards))
+        self._fleet = fleet
+        self._directory = directory
+        self._scaling = scaling
+        self._resize_lock = asyncio.Lock()
+        self._holder = f"ingress-{uuid.uuid4().hex[:12]}"
+        self._retiring: set[asyncio.Task[None]] = set()
         self.stores = stores
         self.limits = limits
         self.encoder_stats = encoder_stats
@@ -113,11 +149,150 @@ class ApiContext:
         """The id the log and the shards know the user by."""
         return user_id if self.pseudonym is None else self.pseudonym(user_id)
 
-    def shard_for(self, user_id: str) -> Shard:
-        return self.shards[owner_index(user_id, self.names)]
+    @property
+    def shards(self) -> list[Shard]:
+        """The shards of the current topology, in its order."""
+        return [self._by_name[n] for n in self.topology.names]
 
-    def shard_index(self, user_id: str) -> int:
-        return owner_index(user_id, self.names)
+    @property
+    def names(self) -> list[str]:
+        return list(self.topology.names)
+
+    def shard_for(self, user_id: str) -> Shard:
+        return self._by_name[self.topology.owner(user_id)]
+
+    async def on_owner(self, user_id: str, call: Callable[[Shard], Awaitable[T]]) -> T:
+        """``call`` on the shard that owns the user. When the shard set has changed (the
+        shard says the user moved, or is gone), route again by the new one: a hand-off costs
+        the caller a short wait, not an error."""
+        for attempt in range(4):
+            routed_by = self.topology.epoch
+            try:
+                return await call(self.shard_for(user_id))
+            except ShardUnavailable as exc:
+                moved = isinstance(exc, NotOwner)
+                if attempt == 3 or not await self.follow_topology(
+                        routed_by, wait_s=5.0 if moved else 0):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def follow_topology(self, since: int | None = None, wait_s: float = 0.0) -> bool:
+        """Adopt the directory's topology if it is newer than ours, waiting up to ``wait_s``
+        for one (a shard refused a user: a resize is being published). True if this replica
+        now routes by a newer topology than epoch ``since`` (default: ours on entry)."""
+        since = self.topology.epoch if since is None else since
+        if self._directory is None:
+            return False
+        deadline = time.monotonic() + wait_s
+        while True:
+            current = await self._directory.current()
+            if current.epoch > self.topology.epoch:
+                await self._adopt(current)
+            if self.topology.epoch > since:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+    async def _adopt(self, topology: Topology) -> None:
+        missing = [n for n in topology.names if n not in self._by_name]
+        if missing:
+            assert self._fleet is not None
+            self._by_name.update(await self._fleet.attach(missing))
+        if topology.epoch > self.topology.epoch:
+            self.topology = topology
+
+    async def resize(self, count: int) -> dict[str, Any]:
+        """Change the number of shards, without stopping traffic.
+
+        1. Take the directory's resize lease (one resize at a time, cluster-wide).
+        2. Start the added shards and give them the catalog.
+        3. Tell every shard, old and new, the new topology. A shard that loses users hands
+           them off: each user's in-flight calls finish, a snapshot is written, the user is
+           dropped, and further calls for them are refused (:class:`NotOwner`). Only when
+           all have done so does step 4 run, so a user never has two writers (and the log's
+           ``expected_version`` would refuse a second writer's append anyway).
+        4. Publish the topology in the directory and route by it. Other ingress replicas
+           follow at a shard's first refusal, or within their catalog refresh.
+        5. Retire removed shards after a grace period (late callers get a refusal, then
+           re-route).
+
+        A moved user's requests wait for steps 3-4 (the hand-off pause); the new owner loads
+        them from their snapshot and the log's tail, so reads never see a stale profile.
+        """
+        if self._fleet is None or self._directory is None:
+            raise InvalidField("count", "this deployment has a fixed set of shards")
+        if not 1 <= count <= MAX_SHARDS:
+            raise InvalidField("count", f"must be between 1 and {MAX_SHARDS}")
+        async with self._resize_lock:
+            await self.ready()
+            await self.follow_topology()
+            old = self.topology
+            if count == len(old.names):
+                return {"epoch": old.epoch, "shards": list(old.names), "moved": 0.0,
+                        "seconds": 0.0}
+            new = Topology(old.epoch + 1, shard_names(count))
+            if not await self._directory.begin_resize(self._holder, old.epoch, 120.0):
+                raise ResizeInProgress("another resize is in progress; retry when it is done")
+            started = time.perf_counter()
+            try:
+                added = [n for n in new.names if n not in self._by_name]
+                if added:
+                    self._by_name.update(await self._fleet.attach(added))
+                    fresh = [self._by_name[n] for n in added]
+                    await asyncio.gather(*(s.refresh_catalog() for s in fresh))
+                    await asyncio.gather(*(s.ready() for s in fresh))
+                everyone = sorted(set(old.names) | set(new.names))
+                answers = await asyncio.gather(
+                    *(self._by_name[n].set_topology(new.epoch, list(new.names))
+                      for n in everyone), return_exceptions=True)
+                for name, answer in zip(everyone, answers, strict=True):
+                    if isinstance(answer, BaseException):  # down: it reads the directory
+                        _log.warning("shard %s missed epoch %d (%r); it adopts it at its "
+                                     "restart", name, new.epoch, answer)
+                if not await self._directory.publish(self._holder, new):
+                    raise ResizeInProgress("the resize lease was lost; retry")
+            except BaseException:
+                await self._directory.release(self._holder)
+                raise
+            self.topology = new
+            seconds = time.perf_counter() - started
+            removed = [n for n in old.names if n not in new.names]
+            if removed:
+                task = asyncio.ensure_future(self._retire_later(removed))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            _log.info("shards %d -> %d (epoch %d) in %.2f s", len(old.names), count,
+                      new.epoch, seconds)
+            return {"epoch": new.epoch, "shards": list(new.names),
+                    "moved": 1.0 - min(len(old.names), count) / max(len(old.names), count),
+                    "seconds": round(seconds, 3)}
+
+    async def _retire_later(self, names: list[str]) -> None:
+        # Long enough for every ingress replica to have followed the new topology (each
+        # checks at its catalog refresh, and at once when a shard refuses a user).
+        await asyncio.sleep(max(1.0, 2 * self.limits.catalog_refresh_s))
+        if self.topology.names and not set(names) & set(self.topology.names):
+            assert self._fleet is not None
+            await self._fleet.retire(names)
+            for name in names:
+                self._by_name.pop(name, None)
+
+    async def autoscale(self) -> dict[str, Any] | None:
+        """One step of the shard autoscaler: resize when the measured load asks for
+        another count (:func:`portrait.scaling.desired_shards`). None when it did not."""
+        if self._scaling is None or self._fleet is None:
+            return None
+        stats = await asyncio.gather(*(s.stats() for s in self.shards))
+        loads = [ShardLoad(int(st.get("active_users", 0)), int(st.get("pending_events", 0)),
+                           int(st.get("calls_in_flight", 0))) for st in stats]
+        want = desired_shards(loads, self._scaling)
+        if want == len(loads):
+            return None
+        try:
+            return await self.resize(want)
+        except ResizeInProgress:
+            return None  # another replica is already at it
 
     @property
     def catalog(self) -> ItemCatalog:
@@ -157,11 +332,19 @@ class ApiContext:
         50 s on CPU) refused every event and recommendation meanwhile. Only the catalog's
         own routes wait for it (:attr:`catalog`); the connection is made in the background.
         """
+        if self._directory is not None:
+            # Route by the cluster's shard set (it may have been resized since this replica's
+            # arguments were made); a new or restarted directory learns ours.
+            first = Topology(1, self.topology.names)
+            await self._adopt(await self._directory.initialise(first))
         self._seen_key = await self._sink.current_key()
         if self._seen_key[0] < 0:  # nothing published yet: the shards need our view
             await self._connect_catalog()
         await asyncio.gather(*(s.refresh_catalog() for s in self.shards))
         await asyncio.gather(*(s.ready() for s in self.shards))
+        if self.topology.epoch > 0:
+            await asyncio.gather(*(s.set_topology(self.topology.epoch, self.names)
+                                   for s in self.shards))
         if self._publisher is None and self._connecting is None:
             self._connecting = asyncio.ensure_future(self._connect_catalog_later())
 
@@ -199,6 +382,11 @@ class ApiContext:
             await asyncio.sleep(every_s)
             before = self._publisher.key
             try:
+                await self.follow_topology()
+                await self.autoscale()
+            except Exception as exc:
+                _log.warning("shard topology check failed: %r", exc)
+            try:
                 # A registry that restarted has lost what it held: publish ours again.
                 lost = newer(before, await self._sink.current_key())
                 await self._publisher.publish(force=lost)
@@ -209,7 +397,12 @@ class ApiContext:
                              type(exc).__name__, exc_info=exc)
 
     async def close(self) -> None:
-        """Stop the catalog watcher."""
+        """Stop the catalog watcher and pending retirements (their shards close with the
+        system; on Ray, the next resize or a redeploy retires them)."""
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._connecting is not None:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -25,6 +25,7 @@ from portrait.errors import (
     PayloadTooLarge,
     PortraitError,
     RateLimited,
+    ResizeInProgress,
     ShardUnavailable,
     StorageError,
     StorageUnavailable,
@@ -52,6 +53,7 @@ STATUS: tuple[tuple[type[PortraitError], int], ...] = (
     # written; retrying is right, so it is a 503, not the 409 that says "do not retry".
     (VersionConflict, 503),
     (EventIdConflict, 409),
+    (ResizeInProgress, 409),
     (StorageUnavailable, 503),
     (EncoderUnavailable, 503),
     (ShardUnavailable, 503),

@@ -10,7 +10,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from portrait import codec
-from portrait.errors import BatchTooLarge, InvalidField, PortraitError
+from portrait.errors import (
+    BatchTooLarge,
+    InvalidField,
+    NotOwner,
+    PortraitError,
+    ShardUnavailable,
+)
 from serve.api.context import ApiContext
 from serve.api.errors import InRequest, count, error_body, status_of
 
@@ -50,6 +56,51 @@ def encode_events(
     return per_user, order
 
 
+async def _send(ctx: ApiContext, per_user: dict[str, list[bytes]]) -> dict[str, Any]:
+    """Each user's batch to the shard that owns them, all shards at once. Users refused
+    because they moved (the shard set changed), and the users of a shard that was retired,
+    are sent again by the new topology; any other failure of a shard call fails the request
+    (503 for a shard that is down), as before."""
+    outcome: dict[str, Any] = {}
+    todo = per_user
+    for attempt in range(4):
+        routed_by = ctx.topology.epoch
+        by_shard: dict[str, dict[str, list[bytes]]] = defaultdict(dict)
+        for user_id, payloads in todo.items():
+            by_shard[ctx.topology.owner(user_id)][user_id] = payloads
+        names = list(by_shard)
+        replies = await asyncio.gather(
+            *(ctx.shard_for(next(iter(by_shard[n]))).ingest(by_shard[n]) for n in names),
+            return_exceptions=True)
+        failed: BaseException | None = None
+        refused = False  # a shard said a user moved: a new topology is being published
+        moved: dict[str, list[bytes]] = {}
+        for name, reply in zip(names, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if not isinstance(reply, ShardUnavailable):
+                    raise reply
+                failed = reply
+                moved.update(by_shard[name])
+                continue
+            for user_id, result in reply.items():
+                if isinstance(result, NotOwner):
+                    moved[user_id] = todo[user_id]
+                    refused = True
+                else:
+                    outcome[user_id] = result
+        if not moved:
+            return outcome
+        if attempt == 3 or not await ctx.follow_topology(routed_by,
+                                                         wait_s=5.0 if refused else 0.0):
+            if failed is not None:
+                raise failed
+            outcome.update(dict.fromkeys(moved, NotOwner(
+                "the user is moving between shards; retry")))
+            return outcome
+        todo = moved
+    return outcome
+
+
 async def ingest(
     ctx: ApiContext, raw: Sequence[Mapping[str, Any]]
 ) -> tuple[list[dict[str, Any]], int]:
@@ -64,13 +115,7 @@ async def ingest(
     per_user, order = encode_events(raw, time.time() + ctx.limits.max_future_skew_s,
                                     ctx.pseudonym)
     await ctx.ready()
-    by_shard: dict[int, dict[str, list[bytes]]] = defaultdict(dict)
-    for user_id, payloads in per_user.items():
-        by_shard[ctx.shard_index(user_id)][user_id] = payloads
-    replies = await asyncio.gather(*(ctx.shards[i].ingest(batch) for i, batch in by_shard.items()))
-    outcome: dict[str, Any] = {}
-    for reply in replies:
-        outcome.update(reply)
+    outcome = await _send(ctx, per_user)
     results: list[dict[str, Any]] = []
     cursor: dict[str, int] = defaultdict(int)
     for user_id, stored_id, event_id in order:

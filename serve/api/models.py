@@ -94,6 +94,29 @@ class AuditPage(BaseModel):
     next_after: int | None = Field(None, description="Pass as `after` for the next page.")
 
 
+class ShardLoadModel(BaseModel):
+    name: str
+    active_users: int
+    pending_events: int
+    calls_in_flight: int
+
+
+class ShardsResponse(BaseModel):
+    epoch: int = Field(description="Each change of the shard set is a new epoch.")
+    shards: list[ShardLoadModel]
+
+
+class ResizeRequest(BaseModel):
+    count: int = Field(ge=1, le=1024, description="The number of shards wanted.")
+
+
+class ResizeResponse(BaseModel):
+    epoch: int
+    shards: list[str]
+    moved: float = Field(description="Expected share of users that changed shard.")
+    seconds: float = Field(description="How long the hand-off took.")
+
+
 class ErasureResponse(BaseModel):
     user_id: str
     erasure_id: int

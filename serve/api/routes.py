@@ -76,6 +76,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _users(app)
     _items(app)
     _item_space(app)
+    _shards(app)
     _operations(app)
     _docs(app)
     app.mount("/inspector", inspector.create_app(ctx))  # HTML pages (serve/inspector)
@@ -128,7 +129,8 @@ def _users(app: FastAPI) -> None:
         ctx = _ctx(request)
         await ctx.ready()
         stored = ctx.internal(user_id)
-        out = await ctx.shard_for(stored).recommend(stored, k, diversity, tags, exclude)
+        out = await ctx.on_owner(
+            stored, lambda s: s.recommend(stored, k, diversity, tags, exclude))
         metrics.RECOMMEND_LATENCY.labels(variant=out.variant).observe(
             time.perf_counter() - started
         )
@@ -147,7 +149,7 @@ def _users(app: FastAPI) -> None:
         ctx = _ctx(request)
         await ctx.ready()
         stored = ctx.internal(user_id)
-        report = await ctx.shard_for(stored).profile(stored, at_seq, at_time, top)
+        report = await ctx.on_owner(stored, lambda s: s.profile(stored, at_seq, at_time, top))
         if report.summary["event_count"] == 0 and at_seq is None and at_time is None:
             raise await unknown_user(ctx, user_id)
         return JSONResponse(responses.profile(report, user_id))
@@ -164,7 +166,7 @@ def _users(app: FastAPI) -> None:
         ctx = _ctx(request)
         await ctx.ready()
         stored = ctx.internal(user_id)
-        delta = await ctx.shard_for(stored).changes(stored, from_seq, to_seq, top)
+        delta = await ctx.on_owner(stored, lambda s: s.changes(stored, from_seq, to_seq, top))
         return JSONResponse(responses.changes(delta, user_id))
 
 
@@ -181,7 +183,8 @@ def _users(app: FastAPI) -> None:
         stored = ctx.internal(user_id)
         token = getattr(request.state, "token", None)
         requested_by = token.name if token is not None else "(authentication off)"
-        record = await ctx.shard_for(stored).erase(stored, requested_by, time.time())
+        now = time.time()
+        record = await ctx.on_owner(stored, lambda s: s.erase(stored, requested_by, now))
         if record is None:
             raise await unknown_user(ctx, user_id)
         metrics.ERASURES.inc()
@@ -232,6 +235,32 @@ def _items(app: FastAPI) -> None:
         if record is None:
             raise UnknownItem(item_id)
         return JSONResponse(responses.item(record))
+
+
+def _shards(app: FastAPI) -> None:
+    @app.get("/v1/shards", response_model=m.ShardsResponse, tags=["operations"],
+             dependencies=[requires("admin")])
+    async def shards(request: Request) -> JSONResponse:
+        """The shard set this ingress routes by, with each shard's load."""
+        ctx = _ctx(request)
+        await ctx.ready()
+        await ctx.follow_topology()
+        stats = await asyncio.gather(*(s.stats() for s in ctx.shards))
+        return JSONResponse({
+            "epoch": ctx.topology.epoch,
+            "shards": [{"name": n, "active_users": st.get("active_users", 0),
+                        "pending_events": st.get("pending_events", 0),
+                        "calls_in_flight": st.get("calls_in_flight", 0)}
+                       for n, st in zip(ctx.names, stats, strict=True)],
+        })
+
+    @app.post("/v1/shards", response_model=m.ResizeResponse, tags=["operations"],
+              dependencies=[requires("admin")])
+    async def resize(body: m.ResizeRequest, request: Request) -> JSONResponse:
+        """Change the number of shards under traffic: users move by rendezvous hashing
+        (about 1/N per added shard), each handed off by its old shard (snapshot, then
+        refused there) before the new one serves it."""
+        return JSONResponse(await _ctx(request).resize(body.count))
 
 
 def _item_space(app: FastAPI) -> None:

@@ -184,7 +184,7 @@ async def _profile(ctx: ApiContext, user_id: str, at_seq: int | None,
     the API's ``?at_seq=``); UnknownUser when the user has no events at all."""
     await ctx.ready()
     stored = ctx.internal(user_id)
-    report = await ctx.shard_for(stored).profile(stored, at_seq, None, top)
+    report = await ctx.on_owner(stored, lambda s: s.profile(stored, at_seq, None, top))
     summary = dict(report.summary)
     if summary["event_count"] == 0 and at_seq is None:
         raise UnknownUser(user_id)
@@ -336,7 +336,7 @@ def _user_routes(app: FastAPI, pages: Pages) -> None:
         summary = await _profile(ctx, user, at)
         moved = None
         if at is not None:
-            delta = await ctx.shard_for(stored).changes(stored, at - 1, at, 5)
+            delta = await ctx.on_owner(stored, lambda s: s.changes(stored, at - 1, at, 5))
             moved = delta.to_dict()
         events = [{"seq": r.seq, "recorded_at": r.recorded_at, **codec.to_dict(r.event)}
                   for r in rows]
@@ -366,7 +366,7 @@ def _user_routes(app: FastAPI, pages: Pages) -> None:
         if start > to:
             raise InvalidField("from_seq", "must be <= to_seq")
         stored = ctx.internal(user)
-        delta = (await ctx.shard_for(stored).changes(stored, start, to, 12)).to_dict()
+        delta = (await ctx.on_owner(stored, lambda s: s.changes(stored, start, to, 12))).to_dict()
         chart = charts.diverging(delta["rose"], delta["fell"])
         values: dict[str, Any] = dict(
             user=user, tab="changes", d=delta, chart=chart, from_seq=start, to_seq=to,
@@ -382,7 +382,8 @@ def _user_routes(app: FastAPI, pages: Pages) -> None:
         ctx = context(request)
         await ctx.ready()
         stored = ctx.internal(_user(user))
-        out = await ctx.shard_for(stored).recommend(stored, RECOMMENDATIONS, 0.0, [], [])
+        out = await ctx.on_owner(
+            stored, lambda s: s.recommend(stored, RECOMMENDATIONS, 0.0, [], []))
         # A user without events gets the cold-start ranking; say so rather than 404, as the
         # API serves it too.
         known = bool(await ctx.stores.events.read(stored, after_seq=0, limit=1))

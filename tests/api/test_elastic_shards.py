@@ -1,0 +1,199 @@
+"""Elastic shards: the shard count changes under write load (2 -> 4 -> 2) through
+``POST /v1/shards``, with every acknowledged event kept once, no error a retry does not cure,
+about half the users moving each way, and profiles afterwards equal to a fresh replay (a
+user that moved away and back is not served from a stale copy)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from actors.text_features import ThreadedEncoder
+from portrait.routing import Topology, shard_names
+from serve.composition import InProcessSystem
+from serve.settings import Settings
+from storage.stores import forget_memory
+from tests import auth
+from tests.fakes import HashingEncoder
+from tests.replay_check import assert_same_json
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+T0 = 1_700_000_000.0
+USERS = [f"user-{i}" for i in range(120)]
+ITEMS = [{"id": f"m{i}", "title": f"Film {i}", "description": f"film {i}", "tags": ["Drama"]}
+         for i in range(20)]
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory://elastic"
+        forget_memory("memory://elastic")
+        return
+    request.getfixturevalue("embedded_engine")
+    yield request.getfixturevalue("embedded_pg_url")
+
+
+def settings() -> Settings:
+    return Settings(shards=2, snapshot_every=5, catalog_refresh_s=0.5)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def system(store_url: str) -> AsyncIterator[InProcessSystem]:
+    sys_ = auth.system(settings(), store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    try:
+        yield sys_
+    finally:
+        await sys_.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def http(system: InProcessSystem) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=system.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                 headers=await auth.headers(system)) as client:
+        assert (await client.post("/v1/items", json={"items": ITEMS})).status_code == 200
+        yield client
+
+
+class Load:
+    def __init__(self) -> None:
+        self.acked: dict[str, list[str]] = {u: [] for u in USERS}
+        self.retried = 0
+        self.statuses: list[int] = []
+        self.slowest_s = 0.0
+
+
+async def writer(http: httpx.AsyncClient, load: Load, k: int, stop: asyncio.Event) -> None:
+    i = 0
+    while not stop.is_set() and i < 300:
+        users = USERS[k::6]
+        user = users[i % len(users)]
+        eid = f"{user}-w{k}-{i}"
+        event = {"type": "view", "event_id": eid, "user_id": user,
+                 "occurred_at": T0 + i, "item_id": f"m{i % 20}"}
+        began = time.perf_counter()
+        for _ in range(50):  # a client's retries
+            resp = await http.post("/v1/events", json={"events": [event]})
+            load.statuses.append(resp.status_code)
+            if resp.status_code == 503:
+                load.retried += 1
+                await asyncio.sleep(0.05)
+                continue
+            assert resp.status_code == 200, resp.text
+            load.acked[user].append(eid)
+            break
+        else:
+            raise AssertionError(f"{eid} never acknowledged")
+        load.slowest_s = max(load.slowest_s, time.perf_counter() - began)
+        # Reads of the same users go on during the resize too.
+        assert (await http.get(f"/v1/users/{user}/recommendations")).status_code == 200
+        i += 1
+
+
+async def resize(http: httpx.AsyncClient, count: int) -> dict[str, Any]:
+    resp = await http.post("/v1/shards", json={"count": count})
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+async def test_resizing_under_load_keeps_every_event_and_profile(
+    system: InProcessSystem, http: httpx.AsyncClient, store_url: str
+) -> None:
+    load, stop = Load(), asyncio.Event()
+    writers = [asyncio.create_task(writer(http, load, k, stop)) for k in range(6)]
+
+    async def acknowledged(more: int) -> None:  # resize in the thick of the load
+        target = sum(map(len, load.acked.values())) + more
+        deadline = time.monotonic() + 60
+        while sum(map(len, load.acked.values())) < target and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    await acknowledged(150)
+    out = await resize(http, 4)
+    assert out["epoch"] == 2 and out["shards"] == list(shard_names(4))
+    await acknowledged(150)
+    back = await resize(http, 2)
+    assert back["epoch"] == 3 and back["shards"] == list(shard_names(2))
+    await acknowledged(100)
+    stop.set()
+    await asyncio.gather(*writers)
+
+    # Every failure was a 503 that a retry cured; each event is in the log once.
+    assert set(load.statuses) <= {200, 503}
+    for user in USERS:
+        resp = await http.get(f"/v1/users/{user}/events", params={"limit": 1000})
+        ids = [e["event"]["event_id"] for e in resp.json()["events"]] \
+            if resp.status_code == 200 else []
+        assert sorted(ids) == sorted(load.acked[user]), user
+    # About half the users moved on each step (rendezvous hashing: 1/N per added shard).
+    two, four = Topology(1, shard_names(2)), Topology(2, shard_names(4))
+    assert 0.3 < two.moved_share(four, USERS) < 0.7
+    # The shards report the topology, and the retired ones are gone after their grace.
+    shards = (await http.get("/v1/shards")).json()
+    assert shards["epoch"] == 3 and [s["name"] for s in shards["shards"]] == list(shard_names(2))
+    # Profiles now equal those a fresh system replays from the stores (snapshots + log):
+    # users that went 2 -> 4 -> 2 came back to a shard that had dropped its copy.
+    served = {u: (await http.get(f"/v1/users/{u}/profile")).json() for u in USERS}
+    fresh_system = auth.system(settings(), store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    try:
+        transport = httpx.ASGITransport(app=fresh_system.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                     headers=await auth.headers(fresh_system)) as fresh:
+            for user in USERS:
+                replayed = (await fresh.get(f"/v1/users/{user}/profile")).json()
+                assert_same_json(replayed, served[user], user)
+    finally:
+        await fresh_system.close()
+    print(f"\n{sum(map(len, load.acked.values()))} events acknowledged, {load.retried} "
+          f"retried 503s, slowest acknowledged write {load.slowest_s * 1e3:.0f} ms; "
+          f"2->4 took {out['seconds']:.3f} s, 4->2 {back['seconds']:.3f} s")
+    await asyncio.sleep(1.2)  # the retired shards' grace (2 x catalog refresh)
+    assert sorted(s.name for s in system.shards) == list(shard_names(2))
+
+
+async def test_resize_refuses_bad_counts_and_needs_admin(
+    system: InProcessSystem, http: httpx.AsyncClient
+) -> None:
+    for bad in (0, 1025, "two"):
+        resp = await http.post("/v1/shards", json={"count": bad})
+        assert resp.status_code == 422 and resp.json()["field"] == "count", resp.text
+    events_only = await auth.headers(system, ["events:write"])
+    assert (await http.post("/v1/shards", json={"count": 3}, headers=events_only)
+            ).status_code == 403
+    same = await resize(http, 2)
+    assert same["moved"] == 0.0
+
+
+async def test_the_autoscaler_follows_active_users(store_url: str) -> None:
+    """With PORTRAIT_SHARDS_MAX set, the ingress resizes on measured load: out when the
+    shards hold more active users than the target, back in when they are passivated."""
+    tuned = Settings(shards=1, shards_min=1, shards_max=3, shard_target_active_users=20,
+                     catalog_refresh_s=0.5)
+    sys_ = auth.system(tuned, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    try:
+        transport = httpx.ASGITransport(app=sys_.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                     headers=await auth.headers(sys_)) as http:
+            assert (await http.post("/v1/items", json={"items": ITEMS})).status_code == 200
+            events = [{"type": "view", "event_id": f"a-{u}", "user_id": u,
+                       "occurred_at": T0, "item_id": "m1"} for u in USERS[:50]]
+            assert (await http.post("/v1/events", json={"events": events})).status_code == 200
+            grown = await sys_.context.autoscale()
+            # 50 active users at 20 per shard: 3 shards (the maximum)
+            assert grown is not None and len(sys_.context.names) == 3
+            for shard in sys_.shards:  # everyone goes idle and is passivated
+                await shard.passivate_all()
+            out = await sys_.context.autoscale()
+            assert out is not None and len(out["shards"]) == 1
+            assert await sys_.context.autoscale() is None  # nothing to do now
+            page = await http.get(f"/v1/users/{USERS[7]}/events")
+            assert [e["event"]["event_id"] for e in page.json()["events"]] == [f"a-{USERS[7]}"]
+    finally:
+        await sys_.close()
