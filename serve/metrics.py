@@ -40,6 +40,29 @@ QUEUE_DEPTH = Gauge(
 for _outcome in ("ok", "invalid", "error"):
     REQUESTS.labels(outcome=_outcome)
 
+# -- profile summaries (in the ingress process; serve/summary_service.py) ------------------
+SUMMARIES = Counter(
+    "portrait_summaries",
+    "GET /v1/users/{id}/summary answers, by source: model, template.",
+    ["source"],
+)
+SUMMARY_FALLBACKS = Counter(
+    "portrait_summary_fallbacks",
+    "Summaries answered by the template although the model is on, by reason: ungrounded "
+    "(it named an interest the profile lacks), unsupported (a name, number or gender no fact "
+    "supports), loops, empty, timeout, unavailable.",
+    ["reason"],
+)
+SUMMARY_LATENCY = Histogram(
+    "portrait_summary_generation_seconds",
+    "Seconds the summary model took for one summary, batching and queueing included.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0),
+)
+for _source in ("model", "template"):
+    SUMMARIES.labels(source=_source)
+for _reason in ("ungrounded", "unsupported", "loops", "empty", "timeout", "unavailable"):
+    SUMMARY_FALLBACKS.labels(reason=_reason)
+
 # -- the HTTP API (in the ingress process) ------------------------------------------------
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -22,6 +22,7 @@ from portrait.scaling import ShardScaling
 from portrait.tuned_config import CollabSettings, TunedConfig
 from portrait.variants import Variant, VariantPolicy
 from serve.encoder_settings import EncoderSettings
+from serve.summarizer import SummarizerSettings
 
 PREFIX = "PORTRAIT_"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -81,6 +82,8 @@ class Settings:
             erasure can destroy it (:mod:`storage.encryption`); ``off`` writes plaintext.
         master_key_file: where the master key is read from when ``PORTRAIT_MASTER_KEY`` is
             not set; default ``<data_dir>/master.key`` (``portrait run`` creates it).
+        summaries: ``PORTRAIT_SUMMARIES=on|off`` and ``PORTRAIT_SUMMARIES_*``, the profile
+            summaries' model (:mod:`serve.summarizer`; off: template summaries only).
         log_level: Python logging level of the ``portrait`` command.
         datasets_dir: where non-bundled evaluation data sets live (default
             ``../shared/datasets`` beside the checkout).
@@ -122,6 +125,7 @@ class Settings:
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    summaries: SummarizerSettings = field(default_factory=SummarizerSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -180,6 +184,7 @@ class Settings:
                 kwargs[switch] = raw_switch == "on"
         try:
             kwargs["encoder"] = EncoderSettings.from_env(env)
+            kwargs["summaries"] = SummarizerSettings.from_env(env)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         settings = cls(**kwargs)

@@ -36,6 +36,7 @@ from portrait.inspection import ProfileDiff
 from portrait.routing import Topology, shard_names
 from portrait.scaling import MAX_SHARDS, ShardLoad, ShardScaling, desired_shards
 from serve.api.auth import Authenticator
+from serve.summary_service import SummaryService
 from storage.catalog import ItemCatalog
 from storage.stores import Stores
 
@@ -134,6 +135,8 @@ class ApiContext:
         self.stores = stores
         self.limits = limits
         self.encoder_stats = encoder_stats
+        # GET /v1/users/{id}/summary (serve.summary_service); set by the composition root.
+        self.summaries: SummaryService | None = None
         self._encoder = encoder
         self._sink = catalog_sink
         self._alphas = tuple(alphas)

@@ -23,7 +23,7 @@ from portrait.errors import (
 from portrait.events import MAX_ID_LENGTH
 from portrait.validation import MAX_UNIX_TIME, check_id
 from serve import inspector, metrics
-from serve.api import errors, fanout, responses
+from serve.api import errors, fanout, responses, summaries
 from serve.api import models as m
 from serve.api.auth import requires
 from serve.api.body_limit import BodyLimit
@@ -74,6 +74,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     errors.install(app)
     _events(app)
     _users(app)
+    summaries.install(app)  # GET /v1/users/{id}/summary
     _items(app)
     _item_space(app)
     _shards(app)
