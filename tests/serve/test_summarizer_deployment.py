@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ def echo_engine(settings: SummarizerSettings, data_dir: Path) -> Any:
 def handle():
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # The stand-in engine travels by value: the replica cannot import a test module (tests/serve
+    # is no package).
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
