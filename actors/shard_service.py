@@ -28,11 +28,13 @@ from portrait import codec
 from portrait.config import ProfileConfig
 from portrait.erasure import ErasureRecord
 from portrait.errors import NotReady, PortraitError
+from portrait.impressions import INTERLEAVE
 from portrait.inspection import ProfileDiff, diff, summarize
+from portrait.interleaving import seed_of, team_draft
 from portrait.ports import AppendResult
-from portrait.ranking import Reason, recommend
+from portrait.ranking import Reason, Recommendation, recommend
 from portrait.routing import Topology
-from portrait.variants import VariantPolicy
+from portrait.variants import Variant, VariantPolicy
 from storage import retry
 
 _log = logging.getLogger(__name__)
@@ -78,12 +80,17 @@ class RecommendedItem:
 
 @dataclass(frozen=True, slots=True)
 class Recommendations:
-    """A user's top items as served: which variant ranked them, as of which event."""
+    """A user's top items as served: which variant ranked them, as of which event; the
+    serving configuration's hash and item-space version (impressions record them); under
+    interleaving, the team (variant) that contributed each position."""
 
     user_id: str
     variant: str
     as_of_seq: int
     items: tuple[RecommendedItem, ...]
+    config_hash: str = ""
+    item_space: int = -1
+    teams: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,7 @@ class ShardService:
         self._janitor: asyncio.Task[None] | None = None
         self._rec_seconds = 0.0
         self._rec_count = 0
+        self._config_hashes: dict[str, str] = {}
         self._calls_in_flight = 0
         self._topology = Topology(0, ())  # epoch 0: not told yet, owns everyone
 
@@ -223,37 +231,73 @@ class ShardService:
 
     @_counted
     async def recommend(
-        self, user_id: str, k: int, diversity: float, tags: list[str], exclude: list[str]
+        self, user_id: str, k: int, diversity: float, tags: list[str], exclude: list[str],
+        request_id: str = "",
     ) -> Recommendations:
+        """The user's top ``k``. Under an interleaving experiment, a team-draft interleaving
+        of both variants' lists, its coin seeded by ``request_id`` (the same request gives
+        the same list)."""
         host = await self._ready()
         started = time.perf_counter()
         state = await host.state(user_id)
         view = self._view()
-        variant = host.variants.for_user(user_id)
-        ranked = recommend(
-            state,
-            variant.profile,
-            variant.ranking,
-            view.items_for(variant.items.alpha),
-            view.tags,
-            k,
-            popularity=view.popularity,
-            exclude=exclude,
-            tags=tags,
-            diversity=diversity,
-        )
+
+        def ranked_by(variant: Variant) -> list[Recommendation]:
+            return recommend(
+                state,
+                variant.profile,
+                variant.ranking,
+                view.items_for(variant.items.alpha),
+                view.tags,
+                k,
+                popularity=view.popularity,
+                exclude=exclude,
+                tags=tags,
+                diversity=diversity,
+            )
+
+        def space_of(variant: Variant) -> int:
+            return view.key[1] if variant.items.alpha > 0 else -1
+
+        pair = host.variants.interleaved
+        teams: tuple[str, ...] | None = None
+        if pair is None:
+            variant = host.variants.for_user(user_id)
+            ranked = ranked_by(variant)
+            name, config_hash, space = variant.name, self._hash_of(variant), space_of(variant)
+        else:
+            a, b = pair
+            lists = {a.name: ranked_by(a), b.name: ranked_by(b)}
+            by_id = {r.item_id: r for rs in lists.values() for r in rs}
+            ids, teams = team_draft(
+                [r.item_id for r in lists[a.name]], [r.item_id for r in lists[b.name]], k,
+                team_a=a.name, team_b=b.name, seed=seed_of(request_id or user_id),
+            )
+            ranked = [by_id[i] for i in ids]
+            name = INTERLEAVE
+            config_hash = f"{self._hash_of(a)}+{self._hash_of(b)}"
+            space = max(space_of(a), space_of(b))
         out = Recommendations(
             user_id,
-            variant.name,
+            name,
             state.last_seq,
             tuple(
                 RecommendedItem(r.item_id, r.score, view.title(r.item_id), r.reasons)
                 for r in ranked
             ),
+            config_hash,
+            space,
+            teams,
         )
         self._rec_seconds += time.perf_counter() - started
         self._rec_count += 1
         return out
+
+    def _hash_of(self, variant: Variant) -> str:
+        known = self._config_hashes.get(variant.name)
+        if known is None:
+            known = self._config_hashes[variant.name] = variant.config_hash()
+        return known
 
     @_counted
     async def profile(

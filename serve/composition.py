@@ -33,6 +33,7 @@ from portrait.routing import shard_names
 from serve.api.auth import Authenticator
 from serve.api.context import ApiContext, ApiLimits, Shard
 from serve.api.routes import create_app
+from serve.experiments import Experiments
 from serve.secret_key import load_secret_key
 from serve.settings import Settings, SettingsError
 from serve.summary_service import LocalSummarizer, Summarizer, SummaryService
@@ -128,7 +129,7 @@ def ray_ingress_context(
         return stats
 
     api_stores = stores.open_now()
-    return ApiContext(
+    context = ApiContext(
         # proxies forward every Shard method
         cast("list[Shard]", proxies(shard_handles, settings.shard_call_timeout_s)),
         api_stores,
@@ -147,6 +148,14 @@ def ray_ingress_context(
         directory=RemoteDirectory(shard_directory()),
         scaling=settings.shard_scaling(),
     )
+    context.experiments = experiments(settings, api_stores)
+    return context
+
+
+def experiments(settings: Settings, stores: Stores) -> Experiments:
+    """An ingress's impression recorder and experiment reports."""
+    return Experiments(stores, settings.variant_policy().experiment,
+                       window_s=settings.attribution_window_s)
 
 
 def ray_ingress_context_with_summaries(
@@ -258,6 +267,7 @@ def in_process(
                          auth=authenticator(settings, stores, secret_key),
                          pseudonym=pseudonym_of(settings, secret_key),
                          fleet=fleet, directory=directory, scaling=settings.shard_scaling())
+    context.experiments = experiments(settings, stores)
     if summarizer is None and settings.summaries.enabled:
         from serve.summarizer import VllmSummarizer
 

@@ -7,6 +7,7 @@
     portrait train-items      train the collaborative item space from the event log
     portrait token            create, list and revoke API tokens
     portrait import-events    load history (CSV or a data set) into the running service
+    portrait experiment       report NAME: an online experiment's per-variant report
     portrait summaries        prepare: build the summary model's checkpoint (once)
     portrait evaluate|tune|ab offline evaluation (see README)
 """
@@ -288,6 +289,33 @@ def cmd_master_key(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run())
 
 
+def cmd_experiment(args: argparse.Namespace, settings: Settings) -> int:
+    """``portrait experiment report NAME``: the online experiment's report, rebuilt from the
+    impressions and the event log in the configured database."""
+    import json
+
+    from serve.composition import store_factory
+    from serve.experiments import experiment_report, format_report
+    from storage.migrate import upgrade
+
+    with database(settings) as url:
+        upgrade(url)
+
+        async def run() -> int:
+            stores = await dataclasses.replace(store_factory(settings, url), pool_size=2).open()
+            try:
+                size = len(await stores.catalog_store.titles())
+                report = await experiment_report(
+                    stores, args.name, size, window_s=settings.attribution_window_s,
+                    experiment=settings.variant_policy().experiment)
+            finally:
+                await stores.close()
+            print(json.dumps(report, indent=2) if args.json else format_report(report))
+            return 0
+
+        return asyncio.run(run())
+
+
 def _when(ts: float | None) -> str:
     from datetime import UTC, datetime
 
@@ -357,6 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     mk.add_argument("action", choices=("new", "status", "rotate"),
                     help="new: print a fresh key; status: which keys wrap the user keys; "
                          "rotate: re-wrap every user key under the first configured key")
+    ex = sub.add_parser("experiment", help="online experiments: the per-variant report")
+    ex_actions = ex.add_subparsers(dest="action", required=True)
+    ex_report = ex_actions.add_parser("report", help="per variant CTR, conversion, MRR, "
+                                      "coverage with intervals; interleaving preference")
+    ex_report.add_argument("name", help="the experiment's name")
+    ex_report.add_argument("--json", action="store_true", help="the report as JSON")
     sm = sub.add_parser("summaries", help="the profile summaries' model")
     sm.add_argument("action", choices=("prepare",),
                     help="prepare: convert its GGUF into a checkpoint under the data dir")
@@ -380,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"run": cmd_run, "import-catalog": cmd_import_catalog, "migrate": cmd_migrate,
                    "train-items": cmd_train_items, "token": cmd_token,
                    "import-events": cmd_import_events, "erase-user": cmd_erase_user,
-                   "master-key": cmd_master_key,
+                   "master-key": cmd_master_key, "experiment": cmd_experiment,
                    "summaries": cmd_summaries}
         return handler[args.command](args, settings)
     except (SettingsError, PortraitError) as exc:

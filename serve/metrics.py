@@ -87,6 +87,34 @@ RECOMMEND_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+# -- online experiments (in the ingress process; serve/impressions.py) ----------------------
+IMPRESSIONS = Counter(
+    "portrait_impressions",
+    "Recommendation lists served and queued for recording, by variant ('interleave' under "
+    "interleaving).",
+    ["variant"],
+)
+IMPRESSIONS_DROPPED = Counter(
+    "portrait_impressions_dropped",
+    "Impressions not recorded because the recorder's buffer was full (the store was away).",
+)
+IMPRESSION_FLUSH_FAILURES = Counter(
+    "portrait_impression_flush_failures",
+    "Impression batches the store refused (kept buffered and retried).",
+)
+ATTRIBUTED = Counter(
+    "portrait_attributed_actions",
+    "Ingested item events attributed to a list this replica served, by variant (the "
+    "contributing team under interleaving) and event type.",
+    ["variant", "action"],
+)
+ATTRIBUTION_IGNORED = Counter(
+    "portrait_attribution_ignored",
+    "Events whose request_id was not honoured: unknown (to this replica), foreign (another "
+    "user's list), not_displayed (the item was not in it). The events themselves are kept.",
+    ["reason"],
+)
+
 # shard stats key -> (metric name, help, kind)
 _SHARD_METRICS = {
     "ingested": (

@@ -87,6 +87,9 @@ class Settings:
         log_level: Python logging level of the ``portrait`` command.
         datasets_dir: where non-bundled evaluation data sets live (default
             ``../shared/datasets`` beside the checkout).
+        attribution_window_s: an item event without a ``request_id`` is attributed to the
+            user's latest recommendation list that held the item, served at most this long
+            before it (online experiments, :mod:`portrait.attribution`).
     """
 
     database_url: str | None = None
@@ -124,6 +127,7 @@ class Settings:
     proxy_location: str = "EveryNode"
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
+    attribution_window_s: float = 3600.0
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     summaries: SummarizerSettings = field(default_factory=SummarizerSettings)
 
@@ -164,6 +168,7 @@ class Settings:
             "rate_limit_rps": float,
             "rate_limit_events_per_s": float,
             "proxy_location": str,
+            "attribution_window_s": float,
         }
         for name, kind in simple.items():
             raw = env.get(PREFIX + name.upper(), "").strip()
@@ -223,6 +228,8 @@ class Settings:
             (0 <= self.max_future_skew_s < 10 * 365 * 86_400, "MAX_FUTURE_SKEW_S",
              "must be between 0 and ten years of seconds"),
             (self.log_level.upper() in _LOG_LEVELS, "LOG_LEVEL", f"must be one of {_LOG_LEVELS}"),
+            (0 <= self.attribution_window_s <= 30 * 86_400, "ATTRIBUTION_WINDOW_S",
+             "must be between 0 and 30 days of seconds"),
         ]
         for ok, name, reason in checks:
             if not ok:

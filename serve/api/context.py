@@ -36,6 +36,7 @@ from portrait.inspection import ProfileDiff
 from portrait.routing import Topology, shard_names
 from portrait.scaling import MAX_SHARDS, ShardLoad, ShardScaling, desired_shards
 from serve.api.auth import Authenticator
+from serve.experiments import Experiments
 from serve.summary_service import SummaryService
 from storage.catalog import ItemCatalog
 from storage.stores import Stores
@@ -48,7 +49,7 @@ class Shard(Protocol):
 
     async def ingest(self, batches: dict[str, list[bytes]]) -> dict[str, UserOutcome]: ...
     async def recommend(self, user_id: str, k: int, diversity: float, tags: list[str],
-                        exclude: list[str]) -> Recommendations: ...
+                        exclude: list[str], request_id: str = "") -> Recommendations: ...
     async def profile(self, user_id: str, at_seq: int | None, at_time: float | None,
                       top: int) -> ProfileReport: ...
     async def changes(self, user_id: str, from_seq: int, to_seq: int | None,
@@ -141,6 +142,8 @@ class ApiContext:
         self._sink = catalog_sink
         self._alphas = tuple(alphas)
         self.retraining = retraining
+        # Impressions and experiment reports (serve.experiments); set by the composition root.
+        self.experiments: Experiments | None = None
         self._catalog: ItemCatalog | None = None
         self._publisher: CatalogPublisher | None = None
         self._start: asyncio.Task[None] | None = None
@@ -402,6 +405,8 @@ class ApiContext:
     async def close(self) -> None:
         """Stop the catalog watcher and pending retirements (their shards close with the
         system; on Ray, the next resize or a redeploy retires them)."""
+        if self.experiments is not None:  # the impressions still queued are written
+            await self.experiments.close()
         for task in list(self._retiring):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

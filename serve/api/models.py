@@ -72,10 +72,14 @@ class RecommendedItem(BaseModel):
     score: float
     title: str | None = None
     reasons: list[Reason]
+    team: str | None = Field(None, description="Interleaving experiments: the variant that "
+                             "contributed this position.")
 
 
 class RecommendationsResponse(BaseModel):
     user_id: str
+    request_id: str = Field(..., description="This response's id: send it as `request_id` "
+                            "on the events it leads to, and to /v1/impressions/{id}/shown.")
     variant: str = Field(..., description="The A/B variant that produced this ranking.")
     as_of_seq: int
     items: list[RecommendedItem]
@@ -197,3 +201,13 @@ class ItemResponse(BaseModel):
     description: str
     tags: list[str]
     attributes: dict[str, Any]
+
+
+class ShownRequest(BaseModel):
+    user_id: str = Field(..., description="The user the list was served to.")
+    item_ids: list[str] = Field(..., description="The served items the client displayed.")
+
+
+class ShownResponse(BaseModel):
+    request_id: str
+    shown: int

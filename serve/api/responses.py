@@ -23,17 +23,22 @@ from storage.catalog import UpsertResult
 # know the user by a pseudonym, which the caller must never get back in its place.
 
 
-def recommendations(out: Recommendations, user_id: str) -> dict[str, Any]:
+def recommendations(out: Recommendations, user_id: str, request_id: str) -> dict[str, Any]:
+    items: list[dict[str, Any]] = [
+        {"item_id": r.item_id, "score": round(r.score, 6), "title": r.title,
+         "reasons": [{"kind": x.kind, "value": x.value, "weight": x.weight}
+                     for x in r.reasons]}
+        for r in out.items
+    ]
+    if out.teams is not None:  # interleaving: which variant contributed each position
+        for item, team in zip(items, out.teams, strict=True):
+            item["team"] = team
     return {
         "user_id": user_id,
+        "request_id": request_id,
         "variant": out.variant,
         "as_of_seq": out.as_of_seq,
-        "items": [
-            {"item_id": r.item_id, "score": round(r.score, 6), "title": r.title,
-             "reasons": [{"kind": x.kind, "value": x.value, "weight": x.weight}
-                         for x in r.reasons]}
-            for r in out.items
-        ],
+        "items": items,
     }
 
 

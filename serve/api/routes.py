@@ -28,6 +28,7 @@ from serve.api import models as m
 from serve.api.auth import requires
 from serve.api.body_limit import BodyLimit
 from serve.api.context import ApiContext
+from serve.experiments import UnknownExperiment, UnknownImpression, new_request_id
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": m.ErrorBody} for status in (404, 409, 413, 422, 503)
@@ -77,6 +78,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     summaries.install(app)  # GET /v1/users/{id}/summary
     _items(app)
     _item_space(app)
+    _experiments(app)
     _shards(app)
     _operations(app)
     _docs(app)
@@ -96,6 +98,8 @@ def _events(app: FastAPI) -> None:
         if ctx.auth is not None:  # the token's events-per-second allowance, before any work
             ctx.auth.charge(request.state.token, "events", len(body.events))
         results, status = await fanout.ingest(ctx, body.events)
+        if ctx.experiments is not None:  # live attribution counters (cheap, in memory)
+            ctx.experiments.observe(body.events, results, ctx.internal)
         recorded = sum(1 for r in results if "seq" in r and not r["duplicate"])
         metrics.INGESTED.inc(recorded)
         if recorded and ctx.retraining is not None:
@@ -130,12 +134,15 @@ def _users(app: FastAPI) -> None:
         ctx = _ctx(request)
         await ctx.ready()
         stored = ctx.internal(user_id)
+        request_id = new_request_id()
         out = await ctx.on_owner(
-            stored, lambda s: s.recommend(stored, k, diversity, tags, exclude))
+            stored, lambda s: s.recommend(stored, k, diversity, tags, exclude, request_id))
+        if ctx.experiments is not None:  # queued only: never waits for the store
+            ctx.experiments.served(request_id, out)
         metrics.RECOMMEND_LATENCY.labels(variant=out.variant).observe(
             time.perf_counter() - started
         )
-        return JSONResponse(responses.recommendations(out, user_id))
+        return JSONResponse(responses.recommendations(out, user_id, request_id))
 
     @app.get("/v1/users/{user_id}/profile", response_model=m.ProfileResponse, tags=["profiles"],
              dependencies=[requires("profiles:read")])
@@ -185,6 +192,8 @@ def _users(app: FastAPI) -> None:
         token = getattr(request.state, "token", None)
         requested_by = token.name if token is not None else "(authentication off)"
         now = time.time()
+        if ctx.experiments is not None:  # queued impressions first: the erasure deletes rows
+            await ctx.experiments.forget_user(stored)
         record = await ctx.on_owner(stored, lambda s: s.erase(stored, requested_by, now))
         if record is None:
             raise await unknown_user(ctx, user_id)
@@ -262,6 +271,39 @@ def _shards(app: FastAPI) -> None:
         (about 1/N per added shard), each handed off by its old shard (snapshot, then
         refused there) before the new one serves it."""
         return JSONResponse(await _ctx(request).resize(body.count))
+
+
+def _experiments(app: FastAPI) -> None:
+    @app.post("/v1/impressions/{request_id}/shown", response_model=m.ShownResponse,
+              tags=["experiments"], dependencies=[requires("events:write")])
+    async def shown(body: m.ShownRequest, request: Request,
+                    request_id: str = Path(..., description="The recommendation response's "
+                                           "`request_id`.")) -> JSONResponse:
+        """Report which of a response's items the client actually displayed, when it showed
+        fewer than it fetched: attribution and the report then count only those."""
+        check_id("request_id", request_id, MAX_ID_LENGTH)
+        check_id("user_id", body.user_id, MAX_ID_LENGTH)
+        ctx = _ctx(request)
+        if ctx.experiments is None:
+            raise UnknownImpression(request_id)
+        count = await ctx.experiments.set_shown(request_id, ctx.internal(body.user_id),
+                                                body.item_ids)
+        return JSONResponse({"request_id": request_id, "shown": count})
+
+    @app.get("/v1/experiments/{name}/report", tags=["experiments"],
+             dependencies=[requires("admin")])
+    async def report(request: Request,
+                     name: str = Path(..., description="The experiment's name.")) -> JSONResponse:
+        """Per variant: users, impressions, click-through, conversion, MRR of the first
+        interacted item, coverage, each with a 95% interval; the differences to the control;
+        the interleaving preference with a sign test; warnings when the sample is too small.
+        Rebuilt from the impressions and the event log on every call."""
+        check_id("name", name, MAX_ID_LENGTH)
+        ctx = _ctx(request)
+        if ctx.experiments is None:
+            raise UnknownExperiment(name)
+        catalog_size = len(await ctx.stores.catalog_store.titles())
+        return JSONResponse(await ctx.experiments.report(name, catalog_size))
 
 
 def _item_space(app: FastAPI) -> None:
