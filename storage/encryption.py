@@ -31,7 +31,7 @@ import secrets
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,9 @@ class SealedDataError(StorageIntegrityError):
 
 def is_sealed(data: bytes) -> bool:
     return len(data) > OVERHEAD and data[0] == MARK
+
+
+HEADER_BYTES = _HEADER.size
 
 
 def key_id_of(data: bytes) -> int:
@@ -127,6 +130,17 @@ class DataKey:
             raise SealedDataError(
                 f"sealed {kind.decode()} of key {self.key_id} does not open: altered, or not "
                 "this user's") from None
+
+    def opener(self, kind: bytes) -> Callable[[bytes], bytes]:
+        """:meth:`open` for many blobs of one kind, without its per-call overhead (a replay
+        opens thousands: the wrapper cost four times the decryption). Raises
+        :class:`~cryptography.exceptions.InvalidTag` on a blob that does not open."""
+        decrypt, aad = self.cipher.decrypt, self._aad(kind)
+
+        def open_one(sealed: bytes) -> bytes:
+            return decrypt(sealed[_HEADER.size:_BODY], sealed[_BODY:], aad)
+
+        return open_one
 
     def digest(self, data: bytes) -> bytes:
         """A keyed digest of ``data`` for equality lookups (the text-feature cache's key):
