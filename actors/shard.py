@@ -43,7 +43,7 @@ class ProfileShard(ShardService):
     """A ShardService as a Ray actor (async: its methods share one event loop)."""
 
 
-DIRECTORY_NAME = "portrait-shard-directory"
+DIRECTORY_NAME = "portrait-topology"  # not "portrait-shard-...": that names shards
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, enable_task_events=False)  # type: ignore[call-overload]

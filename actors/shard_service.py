@@ -148,8 +148,13 @@ class ShardService:
 
     async def _start(self) -> None:
         stores = await self._store_opener.open()
-        await self.refresh_catalog()
+        try:
+            await self.refresh_catalog()
+        except BaseException:
+            await stores.close()  # its pool's connections; the next call starts again
+            raise
         if self._catalog is None:
+            await stores.close()
             # The registry is empty: the cluster's first start, or the registry restarted (its
             # node died) and the ingress has not published again yet (within
             # PORTRAIT_CATALOG_REFRESH_S). A 503 the caller retries; it was a bare 500.

@@ -36,6 +36,7 @@ from storage.encryption import (
     EVENT,
     HEADER_BYTES,
     MARK,
+    OVERHEAD,
     DataKey,
     SealedDataError,
     is_sealed,
@@ -170,7 +171,7 @@ def _opened(rows: Sequence[Sequence[Any]], openers: Mapping[bytes, Opener | None
     try:
         with _stored_payloads():
             for seq, position, recorded_at, payload in rows:
-                if payload[:1] == SEALED:
+                if payload[:1] == SEALED and len(payload) > OVERHEAD:
                     open_one = openers.get(payload[:HEADER_BYTES])
                     if open_one is None:
                         if keep_gaps:
@@ -395,7 +396,7 @@ class PostgresEventLog:
     async def _openers(self, payloads: Iterable[bytes]) -> dict[bytes, Opener | None]:
         """Per sealed header seen in ``payloads`` (it names the key), the function that opens
         its blobs, or None when that key is gone (the user was erased)."""
-        heads = {p[:HEADER_BYTES] for p in payloads if p[:1] == SEALED}
+        heads = {p[:HEADER_BYTES] for p in payloads if p[:1] == SEALED and len(p) > OVERHEAD}
         if not heads:
             return {}
         if self._keys is None:

@@ -64,6 +64,9 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
+    # A connection whose server end was killed mid-statement can be left mid-protocol:
+    # asyncpg then refuses it ("another operation is in progress"). Retry on a fresh one.
+    asyncpg.InternalClientError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
 )
@@ -115,7 +118,7 @@ def is_disconnect(exc: BaseException) -> bool:
         if isinstance(link, TimeoutError):
             continue
         if isinstance(link, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                             asyncpg.CannotConnectNowError)):
+                             asyncpg.CannotConnectNowError, asyncpg.InternalClientError)):
             return True
         state = _sqlstate(link)
         if state is not None and (state.startswith("08") or state in _SHUTDOWN_SQLSTATES):

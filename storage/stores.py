@@ -123,6 +123,7 @@ def _open_postgres(url: str, pool_size: int, master_keys: MasterKeys | None) -> 
     from storage.postgres import PostgresEventLog
     from storage.postgres_catalog import PostgresCatalogStore
     from storage.postgres_snapshots import PostgresSnapshotStore
+    from storage.retry import DEFAULT_RETRY
     from storage.text_features import PostgresTextFeatureStore
     from storage.tokens import PostgresTokenStore
     from storage.user_keys import UserKeys, check_master_keys
@@ -132,7 +133,9 @@ def _open_postgres(url: str, pool_size: int, master_keys: MasterKeys | None) -> 
 
     async def check_keys() -> None:
         if master_keys is not None:
-            await check_master_keys(engine, master_keys)
+            # Through the retry policy: a server that refuses connections (restarting, or
+            # out of connection slots) is StorageUnavailable (503), not a bare driver error.
+            await DEFAULT_RETRY.run(lambda: check_master_keys(engine, master_keys))
 
     return Stores(
         url,

@@ -226,3 +226,25 @@ def _no_ray_outside_its_tiers(
             raise RuntimeError(f"ray.init() in the Ray-free {parts[0]!r} test tier")
 
         monkeypatch.setattr(ray, "init", refuse)
+
+
+# The suite's verdict is pytest's exit status. Engines the tiers leave in this process (vLLM's
+# CPU engines, Ray's driver) can crash while the interpreter tears down after the summary has
+# been printed (seen in CI: a segfault turned a finished run into exit status 139). So once
+# pytest is done, leave at once with its status.
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None and os.environ.get("PORTRAIT_TEST_HARD_EXIT", "1") == "1":
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()

@@ -244,10 +244,7 @@ class ApiContext:
             try:
                 added = [n for n in new.names if n not in self._by_name]
                 if added:
-                    self._by_name.update(await self._fleet.attach(added))
-                    fresh = [self._by_name[n] for n in added]
-                    await asyncio.gather(*(s.refresh_catalog() for s in fresh))
-                    await asyncio.gather(*(s.ready() for s in fresh))
+                    await self._start_shards(added)
                 everyone = sorted(set(old.names) | set(new.names))
                 answers = await asyncio.gather(
                     *(self._by_name[n].set_topology(new.epoch, list(new.names))
@@ -273,6 +270,23 @@ class ApiContext:
             return {"epoch": new.epoch, "shards": list(new.names),
                     "moved": 1.0 - min(len(old.names), count) / max(len(old.names), count),
                     "seconds": round(seconds, 3)}
+
+    async def _start_shards(self, names: list[str]) -> None:
+        """Start the added shards with the catalog; if any cannot start (the database is
+        out of connections, say), stop them all again and raise: the resize is abandoned
+        before any user moved."""
+        assert self._fleet is not None
+        started = await self._fleet.attach(names)
+        # return_exceptions: every start has finished (or failed) before any is stopped; a
+        # start still running when its shard was stopped would open a pool nobody closes.
+        for step in ("refresh_catalog", "ready"):
+            answers = await asyncio.gather(*(getattr(s, step)() for s in started.values()),
+                                           return_exceptions=True)
+            failed = next((a for a in answers if isinstance(a, BaseException)), None)
+            if failed is not None:
+                await self._fleet.retire(names)
+                raise failed
+        self._by_name.update(started)
 
     async def _retire_later(self, names: list[str]) -> None:
         # Long enough for every ingress replica to have followed the new topology (each

@@ -197,3 +197,22 @@ async def test_the_autoscaler_follows_active_users(store_url: str) -> None:
             assert [e["event"]["event_id"] for e in page.json()["events"]] == [f"a-{USERS[7]}"]
     finally:
         await sys_.close()
+
+
+async def test_a_resize_the_database_cannot_serve_changes_nothing(
+    system: InProcessSystem, http: httpx.AsyncClient, store_url: str
+) -> None:
+    """Found by the API fuzzer: 512 shards each opening a pool ran Postgres out of
+    connections, the new shards' start failed with a bare driver error (500), and the half-
+    started fleet kept the connections. Now it is a 503, the added shards are stopped again,
+    and the topology is as before."""
+    if not store_url.startswith("postgres"):
+        pytest.skip("memory stores have no connection limit")
+    resp = await http.post("/v1/shards", json={"count": 400})
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["error"] == "StorageUnavailable"
+    assert system.context.topology.names == shard_names(2)
+    assert sorted(s.name for s in system.shards) == list(shard_names(2))
+    event = {"type": "view", "event_id": "after-1", "user_id": USERS[0],
+             "occurred_at": T0, "item_id": "m1"}
+    assert (await http.post("/v1/events", json={"events": [event]})).status_code == 200

@@ -197,6 +197,9 @@ async def test_only_a_lost_connection_counts_as_a_disconnect() -> None:
 
     assert is_disconnect(asyncpg.InterfaceError("connection is closed"))
     assert is_disconnect(ConnectionResetError("reset by peer"))
+    # A connection left mid-protocol by a kill (seen in CI as a read that failed for good).
+    assert is_disconnect(asyncpg.InternalClientError(
+        "cannot switch to state 12; another operation (2) is in progress"))
     assert not is_disconnect(TimeoutError())  # a statement timeout leaves the connection usable
     assert not is_disconnect(asyncpg.SerializationError("could not serialize"))
 
