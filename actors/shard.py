@@ -60,27 +60,46 @@ def shard_directory() -> Any:
 
 
 class RemoteDirectory:
-    """The directory actor called like a local :class:`ShardDirectory`."""
+    """The directory actor called like a local :class:`ShardDirectory`.
 
-    def __init__(self, handle: Any) -> None:
+    The directory lives on some node of the cluster; while it restarts (its node was lost,
+    measured in the multi-node test) a call fails with Ray's actor error. Callers reach it
+    from a request that a shard has just refused, so that is :class:`ShardUnavailable` (503,
+    retry) for them, not an internal error.
+    """
+
+    def __init__(self, handle: Any, timeout_s: float = 30.0) -> None:
         self._handle = handle
+        self._timeout_s = timeout_s
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return await asyncio.wait_for(
+                _awaited(getattr(self._handle, method).remote(*args)), self._timeout_s)
+        except TimeoutError:
+            raise ShardUnavailable(
+                f"the shard directory did not answer {method} within {self._timeout_s:g} s"
+            ) from None
+        except RayActorError as exc:
+            raise ShardUnavailable(
+                f"the shard directory is restarting ({type(exc).__name__})") from exc
 
     async def current(self) -> Topology:
-        topology: Topology = await self._handle.current.remote()
+        topology: Topology = await self._call("current")
         return topology
 
     async def initialise(self, topology: Topology) -> Topology:
-        current: Topology = await self._handle.initialise.remote(topology)
+        current: Topology = await self._call("initialise", topology)
         return current
 
     async def begin_resize(self, holder: str, epoch: int, lease_s: float) -> bool:
-        return bool(await self._handle.begin_resize.remote(holder, epoch, lease_s))
+        return bool(await self._call("begin_resize", holder, epoch, lease_s))
 
     async def publish(self, holder: str, topology: Topology) -> bool:
-        return bool(await self._handle.publish.remote(holder, topology))
+        return bool(await self._call("publish", holder, topology))
 
     async def release(self, holder: str) -> None:
-        await self._handle.release.remote(holder)
+        await self._call("release", holder)
 
 
 class DirectoryLookup:

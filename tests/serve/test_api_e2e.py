@@ -537,3 +537,20 @@ def test_resizing_the_shards_under_writes_loses_nothing(http: httpx.Client, serv
         assert [r.seq for r in recorded] == list(range(1, 37)), user
         assert {r.event.event_id for r in recorded} == {e for e, u in acked.items() if u == user}
         assert get_retrying(http, f"/v1/users/{user}/profile").json()["event_count"] == 36
+
+
+def test_a_lost_shard_directory_is_a_retryable_503(service) -> None:
+    """A request a shard refused asks the directory for the topology; with the directory's
+    node lost, that call raised Ray's actor error raw and the client got a 500 (seen in the
+    multi-node test). It is the shard set restarting: 503, retry."""
+    import asyncio
+
+    from actors.catalog_registry import NAMESPACE
+    from actors.shard import RemoteDirectory, ShardDirectoryActor
+    from portrait.errors import ShardUnavailable
+
+    gone = ShardDirectoryActor.options(name="scratch-topology", namespace=NAMESPACE).remote()
+    ray.get(gone.current.remote(), timeout=60)
+    ray.kill(gone, no_restart=True)
+    with pytest.raises(ShardUnavailable, match="directory is restarting"):
+        asyncio.run(RemoteDirectory(gone).current())
