@@ -292,7 +292,13 @@ class ApiContext:
         # Long enough for every ingress replica to have followed the new topology (each
         # checks at its catalog refresh, and at once when a shard refuses a user).
         await asyncio.sleep(max(1.0, 2 * self.limits.catalog_refresh_s))
-        if self.topology.names and not set(names) & set(self.topology.names):
+        # Under the resize lock: a resize back up that began during the grace period still
+        # routes to these shards (it found them running and did not start them again), so
+        # they may only go once it is done, and only if it did not bring them back.
+        async with self._resize_lock:
+            names = [n for n in names if n not in self.topology.names]
+            if not self.topology.names or not names:
+                return
             assert self._fleet is not None
             await self._fleet.retire(names)
             for name in names:

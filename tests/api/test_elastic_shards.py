@@ -171,6 +171,38 @@ async def test_resize_refuses_bad_counts_and_needs_admin(
     assert same["moved"] == 0.0
 
 
+async def test_a_resize_back_up_keeps_shards_waiting_to_be_retired(
+    system: InProcessSystem, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 -> 2 schedules shards 2 and 3 for retirement after a grace period; a resize to 6
+    that began inside it found them running and routed to them, but the retirement went
+    ahead under it and the resize failed with a 500 KeyError (found by the API fuzzer)."""
+    await resize(http, 4)
+    await resize(http, 2)
+    fleet = system.context._fleet
+    attach, gate = fleet.attach, asyncio.Event()
+
+    async def slow_attach(names: Any) -> Any:  # starting shards 4 and 5 takes a while
+        await gate.wait()
+        return await attach(names)
+
+    monkeypatch.setattr(fleet, "attach", slow_attach)
+    growing = asyncio.ensure_future(http.post("/v1/shards", json={"count": 6}))
+    await asyncio.sleep(1.5)  # past the grace period (1 s at catalog_refresh_s 0.5)
+    gate.set()
+    resp = await growing
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["shards"] == list(shard_names(6))
+    await asyncio.sleep(1.5)  # a retirement, if any were still due, would have run
+    owned = next(u for u in USERS if Topology(1, tuple(shard_names(6))).owner(u)
+                 == "portrait-shard-2")
+    event = {"type": "view", "event_id": f"{owned}-back", "user_id": owned,
+             "occurred_at": T0, "item_id": "m1"}
+    assert (await http.post("/v1/events", json={"events": [event]})).status_code == 200
+    assert (await http.get(f"/v1/users/{owned}/profile")).status_code == 200
+    await resize(http, 2)
+
+
 async def test_the_autoscaler_follows_active_users(store_url: str) -> None:
     """With PORTRAIT_SHARDS_MAX set, the ingress resizes on measured load: out when the
     shards hold more active users than the target, back in when they are passivated."""
