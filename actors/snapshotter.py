@@ -63,8 +63,9 @@ class Snapshotter:
             # wait(), not gather(): a caller cancelled while waiting must not cancel the write.
             await asyncio.wait({self._writer})
 
-    async def save(self, users: Sequence[tuple[str, ActiveUser]]) -> None:
-        """Snapshot now, in one write, each user whose state is ahead of their last snapshot.
+    async def save(self, users: Sequence[tuple[str, ActiveUser]], min_tail: int = 1) -> None:
+        """Snapshot now, in one write, each user whose state is at least ``min_tail`` events
+        ahead of their last snapshot.
 
         Never raises for a failed encoding or write (it is logged); those users keep their
         old ``snapshot_seq`` and will be written another time.
@@ -72,7 +73,7 @@ class Snapshotter:
         # Serialised now, in one synchronous step: no fold can interleave with it.
         todo: list[tuple[ActiveUser, Snapshot]] = []
         for user_id, user in users:
-            if user.state.last_seq <= user.snapshot_seq:
+            if user.state.last_seq - user.snapshot_seq < max(1, min_tail):
                 continue
             try:
                 data = state_to_bytes(user.state)

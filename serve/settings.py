@@ -52,6 +52,8 @@ class Settings:
         experiment: a JSON file defining an A/B experiment (see :meth:`variant_policy`);
             unset = everyone gets ``profile_config``.
         snapshot_every, idle_timeout_s, memory_budget_mb: user-actor policy per shard.
+        snapshot_min_tail: a user leaving memory is snapshotted only this many events past
+            their last snapshot (shorter tails replay from the log).
         ingress_min_replicas, ingress_max_replicas: Serve autoscaling of the HTTP ingress.
         retrain_every_events, retrain_max_age_s: the collaborative item space is retrained
             after this many new events, or this long after the last retrain when there are
@@ -105,6 +107,7 @@ class Settings:
     profile_config: Path | None = None
     experiment: Path | None = None
     snapshot_every: int = 50
+    snapshot_min_tail: int = 10
     idle_timeout_s: float = 600.0
     memory_budget_mb: int = 256
     ingress_min_replicas: int = 1
@@ -149,6 +152,7 @@ class Settings:
             "profile_config": Path,
             "experiment": Path,
             "snapshot_every": int,
+            "snapshot_min_tail": int,
             "idle_timeout_s": float,
             "memory_budget_mb": int,
             "ingress_min_replicas": int,
@@ -209,6 +213,7 @@ class Settings:
             (self.shard_call_timeout_s > 0, "SHARD_CALL_TIMEOUT_S", "must be positive"),
             (self.max_queued_requests >= 1, "MAX_QUEUED_REQUESTS", "must be at least 1"),
             (self.snapshot_every >= 1, "SNAPSHOT_EVERY", "must be at least 1"),
+            (self.snapshot_min_tail >= 1, "SNAPSHOT_MIN_TAIL", "must be at least 1"),
             (self.idle_timeout_s > 0, "IDLE_TIMEOUT_S", "must be positive"),
             (self.memory_budget_mb >= 1, "MEMORY_BUDGET_MB", "must be at least 1"),
             (
@@ -281,6 +286,7 @@ class Settings:
     def host_settings(self) -> HostSettings:
         return HostSettings(
             snapshot_every=self.snapshot_every,
+            snapshot_min_tail=self.snapshot_min_tail,
             idle_timeout_s=self.idle_timeout_s,
             memory_budget_bytes=self.memory_budget_mb * 1024 * 1024,
         )

@@ -161,7 +161,7 @@ async def test_snapshots_every_k_and_reactivation_from_snapshot_plus_tail(stores
 
 async def test_idle_and_budget_passivation_keep_state(stores: Stores) -> None:
     clock = Clock()
-    host = make_host(stores, clock, idle_timeout_s=60)
+    host = make_host(stores, clock, idle_timeout_s=60, snapshot_min_tail=3)
     await host.ingest("a", views("a", 0, 3))
     clock.now = 30
     await host.ingest("b", views("b", 0, 3))
@@ -177,6 +177,31 @@ async def test_idle_and_budget_passivation_keep_state(stores: Stores) -> None:
     # Both are larger than a 1-byte budget on their own: neither is kept.
     assert tiny.active_users == 0 and tiny.stats.passivations >= 2
     assert (await tiny.state("b")).event_count == 4
+
+
+async def test_a_short_tail_is_not_snapshotted_on_passivation(stores: Stores) -> None:
+    """Most users of a large system have a few events: a snapshot per passivated user was
+    most of the database at 1M users. Under ``snapshot_min_tail`` the log is the snapshot."""
+    clock = Clock()
+    host = make_host(stores, clock, idle_timeout_s=60, snapshot_every=10, snapshot_min_tail=4)
+    await host.ingest("few", views("few", 0, 3))
+    await host.ingest("many", views("many", 0, 12))  # snapshot due at 10 (every 10)
+    await settle(host)
+    clock.now = 100
+    assert await host.passivate_idle() == 2
+    assert await stores.snapshots.latest("few", CONFIG.config_hash()) is None
+    snap = await stores.snapshots.latest("many", CONFIG.config_hash())
+    assert snap is not None and snap.seq == 12  # came due at 10 (written with all 12)
+    await host.ingest("many", views("many", 12, 2))
+    clock.now = 200
+    assert await host.passivate_idle() == 1  # a 2-event tail: the snapshot at 12 stays
+    assert (await stores.snapshots.latest("many", CONFIG.config_hash())).seq == 12
+    fresh = make_host(stores)
+    for user, count in (("few", 3), ("many", 14)):
+        state = await fresh.state(user)
+        assert state.event_count == count
+        assert_same_profile(state, await fresh_replay(stores, user))
+    assert fresh.stats.replayed_events == 3 + 2
 
 
 async def test_cancelled_caller_does_not_lose_an_acknowledged_batch(stores: Stores) -> None:
@@ -360,7 +385,7 @@ async def test_an_unreadable_snapshot_is_ignored_and_the_log_replayed(
         [Snapshot("u", 4, b"\xc1 not a snapshot", CONFIG.config_hash())]
     )
 
-    host = make_host(stores, snapshot_every=1000)
+    host = make_host(stores, snapshot_every=1000, snapshot_min_tail=1)
     assert_same_profile(await host.state("u"), await fresh_replay(stores, "u"))
     assert host.stats.snapshots_unreadable == 1 and host.stats.replayed_events == 6
     assert any("unreadable" in r.getMessage() for r in host_warnings.records)
