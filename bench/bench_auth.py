@@ -5,7 +5,9 @@ checked (an admin token, cached as in the service) and one with ``PORTRAIT_AUTH=
 same requests (``GET /v1/items/{id}``, a cheap route, and recommendations) alternate between
 them in rounds, so machine noise hits both alike. Prints the mean per request for each and
 the difference, which is the whole cost of the check (header parsing, the cache lookup, one
-HMAC-SHA256 and FastAPI's dependency); target <= 0.2 ms. Also the check alone, outside HTTP.
+HMAC-SHA256 and FastAPI's dependency); target <= 0.2 ms. Also the check alone, outside HTTP,
+and a third system with per-token rate limits on (set too high to refuse anything), whose
+difference to the second is what the limiter adds to every request.
 
     ./dev bench auth [--requests 3000]
 """
@@ -36,6 +38,8 @@ async def run(requests: int, rounds: int) -> int:
     encoder = ThreadedEncoder(HashingEncoder(dim=32))
     on = in_process(Settings(shards=1), url, encoder, secret_key=key)
     off = in_process(Settings(shards=1, auth=False), url, encoder)
+    limited = in_process(Settings(shards=1, rate_limit_rps=1e9, rate_limit_events_per_s=1e9),
+                         url, encoder, secret_key=key)
     token = await create_token(on.context.stores.tokens, key, "bench", ["admin"])
     headers = {"authorization": f"Bearer {token.text}"}
     items = [{"id": f"m{k}", "title": f"Film {k}", "description": "a film about things",
@@ -45,6 +49,9 @@ async def run(requests: int, rounds: int) -> int:
                                             base_url="http://p", headers=headers),
         "PORTRAIT_AUTH=off": httpx.AsyncClient(transport=httpx.ASGITransport(app=off.app),
                                                base_url="http://p"),
+        "checked + rate limits": httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=limited.app), base_url="http://p",
+            headers=headers),
     }
     first = clients["tokens checked"]
     assert (await first.post("/v1/items", json={"items": items})).status_code == 200
@@ -71,8 +78,10 @@ async def run(requests: int, rounds: int) -> int:
         plain = statistics.median(per[(route, "PORTRAIT_AUTH=off")])
         cost_ms = (checked - plain) * 1000
         ok &= cost_ms <= 0.2
+        limits = statistics.median(per[(route, "checked + rate limits")])
         print(f"  {route:<22} checked {checked * 1000:.3f} ms, off {plain * 1000:.3f} ms: "
-              f"the check costs {cost_ms:+.3f} ms ({checked / plain:.2f}x)")
+              f"the check costs {cost_ms:+.3f} ms ({checked / plain:.2f}x); with rate limits "
+              f"{limits * 1000:.3f} ms ({(limits - checked) * 1000:+.3f} ms)")
     assert on.context.auth is not None
     n = 20_000
     began = time.perf_counter()
@@ -85,6 +94,7 @@ async def run(requests: int, rounds: int) -> int:
         await client.aclose()
     await on.close()
     await off.close()
+    await limited.close()
     return 0 if ok else 1
 
 
