@@ -11,6 +11,7 @@ event ids, as the README says to. Every loop is bounded in count and time.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -60,6 +61,7 @@ async def world() -> AsyncIterator[dict[str, Any]]:
         await system.close()
         await proxy.close()
         await asyncio.to_thread(pg.stop)
+        shutil.rmtree(base, ignore_errors=True)  # 64 MB of database files a run otherwise
 
 
 def view(user: str, k: int) -> dict[str, Any]:
