@@ -69,37 +69,26 @@ class RemoteDirectory:
     """
 
     def __init__(self, handle: Any, timeout_s: float = 30.0) -> None:
-        self._handle = handle
-        self._timeout_s = timeout_s
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        try:
-            return await asyncio.wait_for(
-                _awaited(getattr(self._handle, method).remote(*args)), self._timeout_s)
-        except TimeoutError:
-            raise ShardUnavailable(
-                f"the shard directory did not answer {method} within {self._timeout_s:g} s"
-            ) from None
-        except RayActorError as exc:
-            raise ShardUnavailable(
-                f"the shard directory is restarting ({type(exc).__name__})") from exc
+        # The same deadline and error mapping as a shard's calls.
+        self._remote = ShardProxy(handle, DIRECTORY_NAME, timeout_s,
+                                  what="the shard directory")
 
     async def current(self) -> Topology:
-        topology: Topology = await self._call("current")
+        topology: Topology = await self._remote.current()
         return topology
 
     async def initialise(self, topology: Topology) -> Topology:
-        current: Topology = await self._call("initialise", topology)
+        current: Topology = await self._remote.initialise(topology)
         return current
 
     async def begin_resize(self, holder: str, epoch: int, lease_s: float) -> bool:
-        return bool(await self._call("begin_resize", holder, epoch, lease_s))
+        return bool(await self._remote.begin_resize(holder, epoch, lease_s))
 
     async def publish(self, holder: str, topology: Topology) -> bool:
-        return bool(await self._call("publish", holder, topology))
+        return bool(await self._remote.publish(holder, topology))
 
     async def release(self, holder: str) -> None:
-        await self._call("release", holder)
+        await self._remote.release(holder)
 
 
 class DirectoryLookup:
@@ -189,10 +178,12 @@ class ShardProxy:
     with the same event ids is then answered as duplicates, so nothing is lost or doubled.
     """
 
-    def __init__(self, handle: Any, name: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, handle: Any, name: str, timeout_s: float = 60.0, *,
+                 what: str | None = None) -> None:
         self._handle = handle
         self.name = name
         self._timeout_s = timeout_s
+        self._what = what or f"shard {name}"  # how errors name the callee
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         remote = getattr(self._handle, method)
@@ -202,7 +193,7 @@ class ShardProxy:
                 return await asyncio.wait_for(_awaited(remote.remote(*args)), self._timeout_s)
             except TimeoutError:
                 raise ShardUnavailable(
-                    f"shard {self.name} did not answer {method} within {self._timeout_s:g} s"
+                    f"{self._what} did not answer {method} within {self._timeout_s:g} s"
                 ) from None
             except RayTaskError as exc:
                 # Ray wraps what the actor raised; callers map Portrait's own errors.
@@ -211,7 +202,7 @@ class ShardProxy:
                 raise
             except RayActorError as exc:
                 raise ShardUnavailable(
-                    f"shard {self.name} is restarting ({type(exc).__name__})"
+                    f"{self._what} is restarting ({type(exc).__name__})"
                 ) from exc
             except asyncio.CancelledError:
                 # Ray surfaces a task cancelled on the shard's side as a cancellation of
@@ -219,7 +210,7 @@ class ShardProxy:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
-                raise ShardUnavailable(f"shard {self.name} cancelled {method}") from None
+                raise ShardUnavailable(f"{self._what} cancelled {method}") from None
 
         return call
 
