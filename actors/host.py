@@ -59,8 +59,7 @@ class HostSettings:
     # A user leaving memory (idle, over budget, handed off, shutdown) is snapshotted only if
     # this many events were folded since their last snapshot. A short tail replays from the
     # log as fast as a snapshot loads (both are one indexed read), and most users of a large
-    # system have only a few events: at 1M users x 10 events a snapshot per passivation was
-    # most of the database and of the ingest time.
+    # system have only a few events, for whom a snapshot per passivation buys nothing.
     snapshot_min_tail: int = 10
     idle_timeout_s: float = 600.0
     memory_budget_bytes: int = 256 * 1024 * 1024

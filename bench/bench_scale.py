@@ -39,7 +39,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_http import deploy_trivial, pct, shard_rss, timed_gets  # noqa: E402
+from bench.bench_http import (  # noqa: E402
+    deploy_trivial,
+    drop_snapshots,
+    pct,
+    shard_rss,
+    timed_gets,
+)
 
 HEAVY_USERS = 20  # users with exactly 1,000 events, for the cold-activation figure
 HEAVY_EVENTS = 1_000
@@ -284,8 +290,6 @@ def main() -> None:
                 ray.get([s.passivate_all.remote() for s in shards])
                 snap = [timed(c, f"/v1/users/{u}/profile", top=5) for u in heavy]
                 ray.get([s.passivate_all.remote() for s in shards])
-                from bench.bench_http import drop_snapshots
-
                 asyncio.run(drop_snapshots(db_url, heavy))
                 log_only = [timed(c, f"/v1/users/{u}/profile", top=5) for u in heavy]
         finally:
