@@ -40,6 +40,15 @@ def replicas(app: str, deployment: str) -> int:
     return int(status.replica_states.get("RUNNING", 0))
 
 
+def texts_in_flight(svc: object) -> float:
+    """The signal the autoscaling policy sizes by, as /metrics shows it (one replica's)."""
+    text = httpx.get(f"{svc.url}/metrics", headers=svc.headers(), timeout=30).text  # type: ignore[attr-defined]
+    for line in text.splitlines():
+        if line.startswith("portrait_encoder_texts_in_flight "):
+            return float(line.split()[1])
+    return float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-replicas", type=int, default=2)
@@ -53,6 +62,10 @@ def main() -> int:
     os.environ["PORTRAIT_ENCODER_MAX_REPLICAS"] = str(args.max_replicas)
     os.environ["PORTRAIT_ENCODER_TARGET_ONGOING_REQUESTS"] = str(args.target)
     os.environ["PORTRAIT_ENCODER_DOWNSCALE_DELAY_S"] = "15"
+    # Two replicas of one CPU do not fit this machine's 2-CPU Ray node beside the ingress
+    # and the shards: Serve then adds a replica that waits for resources (on Kubernetes the
+    # Ray autoscaler would add a pod for it). Half a CPU each lets the second one start.
+    os.environ.setdefault("PORTRAIT_ENCODER_NUM_CPUS", "0.5")
 
     from serve.composition import APP_NAME, ENCODER_DEPLOYMENT
     from serve.encoder_settings import EncoderSettings
@@ -93,8 +106,9 @@ def main() -> int:
                 print(f"{now:6.0f} s  load stops")
             n = replicas(APP_NAME, ENCODER_DEPLOYMENT)
             timeline.append((now, n, encoded[0]))
-            print(f"{now:6.0f} s  encoder replicas running {n}  texts encoded {encoded[0]:,}",
-                  flush=True)
+            held = texts_in_flight(svc)
+            print(f"{now:6.0f} s  encoder replicas running {n}  texts encoded {encoded[0]:,}"
+                  f"  texts held by the replica asked {held:.0f}", flush=True)
             time.sleep(1.0)
     finally:
         stop.set()

@@ -22,6 +22,7 @@ from portrait.errors import EncoderUnavailable, InvalidField, InvalidInput
 from portrait.ports import Encoder
 from portrait.prompts import TextPrompts, prompts_of
 from serve import metrics
+from serve.encoder_autoscaling import TEXTS_IN_FLIGHT
 from serve.encoder_settings import EncoderSettings
 from serve.vllm_encoder import validate_texts
 
@@ -103,6 +104,7 @@ class EncoderDeployment:
         self._max_batch = 0
         self._batch_sizes: dict[int, int] = {}
         self._consecutive_failures = 0
+        self._texts_in_flight = 0  # what the autoscaling policy sizes the deployment by
         self._apply_batch_config(settings.batch_config())
 
     # -- configuration and health --------------------------------------------------------
@@ -134,6 +136,7 @@ class EncoderDeployment:
         return {
             "batches": self._batches,
             "texts": self._texts,
+            "texts_in_flight": self._texts_in_flight,
             "max_batch_size_seen": self._max_batch,
             "batch_sizes": dict(self._batch_sizes),
             "max_batch_size": self._encode_batch._get_max_batch_size(),  # type: ignore[attr-defined]
@@ -144,6 +147,10 @@ class EncoderDeployment:
             "torch_threads": getattr(self._encoder, "torch_threads", None),
             "rss_max_mib": _max_rss_mib(),
         }
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metric (see serve/encoder_autoscaling.py)."""
+        return {TEXTS_IN_FLIGHT: float(self._texts_in_flight)}
 
     # -- encoding ------------------------------------------------------------------------
 
@@ -156,6 +163,7 @@ class EncoderDeployment:
             metrics.REQUESTS.labels(outcome="invalid").inc()
             raise  # PortraitError pickles (see portrait.errors), so the caller gets it whole
         metrics.QUEUE_DEPTH.inc(len(items))
+        self._texts_in_flight += len(items)
         try:
             # Each call enters the batcher as whole chunks, not text by text: per-entry
             # overhead in the batcher was what held Serve at ~55% of the direct engine's
@@ -173,6 +181,7 @@ class EncoderDeployment:
             raise
         finally:
             metrics.QUEUE_DEPTH.dec(len(items))
+            self._texts_in_flight -= len(items)
         metrics.REQUESTS.labels(outcome="ok").inc()
         metrics.LATENCY.observe(time.perf_counter() - t0)
         if not rows:

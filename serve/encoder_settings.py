@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from portrait.prompts import TextPrompts
+from serve.encoder_autoscaling import POLICY as ENCODER_AUTOSCALING_POLICY
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ENV_PREFIX = "PORTRAIT_ENCODER_"
@@ -92,8 +93,8 @@ class EncoderSettings:
             max_batch_size x batches in flight; Serve's default (5) starves the batcher.
         num_gpus, num_cpus, num_replicas: replica resources and count.
         max_replicas: above ``num_replicas``, Serve autoscales the encoder between the two,
-            aiming at ``target_ongoing_requests`` per replica (texts waiting or being encoded
-            per replica; two batches' worth by default) and scaling down after
+            aiming at ``target_ongoing_requests`` texts per replica (waiting or being encoded,
+            as each replica reports them; two batches' worth by default) and scaling down after
             ``downscale_delay_s`` below it.
     """
 
@@ -228,7 +229,9 @@ class EncoderSettings:
             "min_replicas": self.num_replicas,
             "initial_replicas": self.num_replicas,
             "max_replicas": self.max_replicas,
+            # In texts, not calls: see serve/encoder_autoscaling.py.
             "target_ongoing_requests": self.target_ongoing_requests,
+            "policy": {"policy_function": ENCODER_AUTOSCALING_POLICY},
             # A replica takes ~50 s to load on CPU: do not add one for a short burst.
             "upscale_delay_s": 10.0,
             "downscale_delay_s": self.downscale_delay_s,

@@ -290,6 +290,11 @@ class _Snapshot(Collector):
             texts = CounterMetricFamily("portrait_encoder_texts", "Texts encoded.")
             texts.add_metric([], float(self._encoder.get("texts", 0)))
             yield texts
+            held = GaugeMetricFamily(
+                "portrait_encoder_texts_in_flight",
+                "Texts queued or being encoded in the replica asked (what autoscaling sizes by).")
+            held.add_metric([], float(self._encoder.get("texts_in_flight", 0)))
+            yield held
 
 
 def render(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,3 +57,21 @@ class HashingEncoder:
     def _hash(self, token: str) -> tuple[int, float]:
         h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
         return h % self._dim, (1.0 if (h >> 32) & 1 else -1.0)
+
+
+class SlowEncoder(HashingEncoder):
+    """A ``HashingEncoder`` that spends ``seconds_per_text`` per text, like a busy engine, so
+    that texts pile up in front of it."""
+
+    def __init__(self, seconds_per_text: float = 0.01, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._seconds_per_text = seconds_per_text
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        time.sleep(self._seconds_per_text * len(texts))
+        return super().encode(texts)
+
+
+def slow_encoder_factory(settings: object) -> SlowEncoder:
+    """An ``EncoderFactory`` for the encoder deployment (importable, so Ray can ship it)."""
+    return SlowEncoder()

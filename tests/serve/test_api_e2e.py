@@ -375,6 +375,7 @@ def test_unknowns_and_operations(http: httpx.Client) -> None:
         "portrait_active_users",
         "portrait_recommendation_latency_seconds",
         "portrait_encoder_texts_total",
+        "portrait_encoder_texts_in_flight",
         "portrait_shard_append_transactions_total",
     ):
         assert name in metrics, name

@@ -114,6 +114,9 @@ def test_replicas_are_fixed_unless_a_maximum_asks_for_autoscaling() -> None:
     assert isinstance(config, dict) and "num_replicas" not in scaled
     assert (config["min_replicas"], config["max_replicas"]) == (1, 3)
     assert config["target_ongoing_requests"] == 128
+    # ... counted in texts by our policy, not in calls by Serve's default one
+    policy = "serve.encoder_autoscaling:texts_in_flight_policy"
+    assert config["policy"] == {"policy_function": policy}
     env = {"PORTRAIT_ENCODER_MAX_REPLICAS": "4", "PORTRAIT_ENCODER_TARGET_ONGOING_REQUESTS": "64"}
     from_env = EncoderSettings.from_env(env).replica_options()["autoscaling_config"]
     assert isinstance(from_env, dict) and from_env["max_replicas"] == 4
