@@ -35,12 +35,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PORT = 8793
 SHARDS = 2
 ITEMS = list(range(10))
+
+
+# The routers live at the top of this module: Serve imports them by path (here __main__)
+# and ships them by value to the proxy and the ingress replicas.
 
 
 def owner(user_id: str, replicas: list[Any]) -> Any:
@@ -51,37 +56,37 @@ def owner(user_id: str, replicas: list[Any]) -> Any:
     return max(replicas, key=score)
 
 
+class UserFromPathRouter(RequestRouter):
+    """Picks the replica that owns the user named in an HTTP path ``.../users/{id}/...``."""
+
+    async def choose_replicas(
+        self, candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        if pending_request is None or not candidate_replicas:
+            return [candidate_replicas]
+        # The proxy sends the ASGI scope pickled as the only argument.
+        path = pickle.loads(pending_request.args[0]).asgi_scope["path"]
+        parts = path.split("/")
+        user = parts[parts.index("users") + 1] if "users" in parts else path
+        return [[owner(user, candidate_replicas)]]
+
+class UserArgRouter(RequestRouter):
+    """Picks the replica that owns the user given as the call's first argument."""
+
+    async def choose_replicas(
+        self, candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        if pending_request is None or not candidate_replicas:
+            return [candidate_replicas]
+        return [[owner(str(pending_request.args[0]), candidate_replicas)]]
+
+
 def build_apps() -> dict[str, Any]:
     from fastapi import FastAPI
     from ray import serve
     from ray.serve.config import RequestRouterConfig
-    from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
-
-    class UserFromPathRouter(RequestRouter):
-        """Picks the replica that owns the user named in an HTTP path ``.../users/{id}/...``."""
-
-        async def choose_replicas(
-            self, candidate_replicas: list[RunningReplica],
-            pending_request: PendingRequest | None = None,
-        ) -> list[list[RunningReplica]]:
-            if pending_request is None or not candidate_replicas:
-                return [candidate_replicas]
-            # The proxy sends the ASGI scope pickled as the only argument.
-            path = pickle.loads(pending_request.args[0]).asgi_scope["path"]
-            parts = path.split("/")
-            user = parts[parts.index("users") + 1] if "users" in parts else path
-            return [[owner(user, candidate_replicas)]]
-
-    class UserArgRouter(RequestRouter):
-        """Picks the replica that owns the user given as the call's first argument."""
-
-        async def choose_replicas(
-            self, candidate_replicas: list[RunningReplica],
-            pending_request: PendingRequest | None = None,
-        ) -> list[list[RunningReplica]]:
-            if pending_request is None or not candidate_replicas:
-                return [candidate_replicas]
-            return [[owner(str(pending_request.args[0]), candidate_replicas)]]
 
     no_cpu = {"num_cpus": 0}
 
@@ -180,6 +185,8 @@ def main() -> int:
     parser.add_argument("--round", type=int, default=100, help="requests per path per round")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # The service's Serve mode (serve/__init__.py) unless the caller sets another.
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
     import ray
     from ray import serve
@@ -215,8 +222,9 @@ def main() -> int:
         ray.shutdown()
 
     base = statistics.median(samples["trivial"])
+    mode = os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"]
     print(f"\n{args.requests} sequential GETs per path over HTTP on 127.0.0.1, "
-          f"{args.users} users, {SHARDS} shards\n")
+          f"{args.users} users, {SHARDS} shards, RAY_SERVE_THROUGHPUT_OPTIMIZED={mode}\n")
     print(f"{'path':12} {'p50 ms':>8} {'p99 ms':>8} {'p50 / trivial':>14} "
           f"{'replicas per user':>18} {'replicas used':>14}")
     for name, xs in samples.items():
