@@ -17,6 +17,7 @@ from tests.deploy.manifests import DEPLOY, OVERLAYS, env_of, one, pod_specs, ray
 # Variables set in the pods that are not Portrait settings, and who reads them.
 FOREIGN_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED",  # Ray Serve (serve/__init__.py)
+    "RAY_SERVE_ENABLE_HA_PROXY",  # Ray Serve: HAProxy as each pod's ingress (README)
     "PGPASSWORD",  # asyncpg, for `portrait migrate` (deploy/base/rayservice.yaml)
     "PGSSLROOTCERT",  # asyncpg: the CA for ssl=verify-full
 }
