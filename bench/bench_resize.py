@@ -46,55 +46,82 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else 0.0
 
 
-async def run(url: str, args: argparse.Namespace) -> None:
+async def run_in_process(url: str, args: argparse.Namespace) -> None:
     system = in_process(Settings(shards=2, snapshot_every=20, catalog_refresh_s=1.0), url,
                         ThreadedEncoder(HashingEncoder(dim=32)), secret_key=KEY)
     token = await create_token(system.context.stores.tokens, KEY, "bench", ["admin"])
+    transport = httpx.ASGITransport(app=system.app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                     headers={"authorization": f"Bearer {token.text}"}) as http:
+            await run(http, args)
+    finally:
+        await system.close()
+
+
+def run_on_ray(url: str, base: Path, args: argparse.Namespace) -> None:
+    """The Ray system (ingress, shard actors, directory, vLLM encoder) over HTTP on loopback."""
+    from serve.service import start_service
+
+    settings = Settings(data_dir=base, port=8796, shards=2, snapshot_every=20,
+                        catalog_refresh_s=1.0)
+    svc = start_service(settings, url, load_demo_catalog=False)
+    try:
+        async def go() -> None:
+            async with httpx.AsyncClient(base_url=svc.url, headers=svc.headers(),
+                                         timeout=60) as http:
+                await run(http, args)
+        asyncio.run(go())
+    finally:
+        svc.stop()
+
+
+async def run(http: httpx.AsyncClient, args: argparse.Namespace) -> None:
     users = [f"user-{i}" for i in range(args.users)]
     windows: list[tuple[float, float, Topology, Topology]] = []
     samples: list[tuple[float, float, str, int]] = []  # start, end, user, status
     stop = asyncio.Event()
-    transport = httpx.ASGITransport(app=system.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
-                                 headers={"authorization": f"Bearer {token.text}"}) as http:
-        items = [{"id": f"m{i}", "title": f"Film {i}", "description": f"film {i}",
-                  "tags": ["Drama"]} for i in range(50)]
-        assert (await http.post("/v1/items", json={"items": items})).status_code == 200
+    counts = [2]
+    items = [{"id": f"m{i}", "title": f"Film {i}", "description": f"film {i}",
+              "tags": ["Drama"]} for i in range(50)]
+    assert (await http.post("/v1/items", json={"items": items})).status_code == 200
 
-        async def writer(k: int) -> None:
-            i = 0
-            while not stop.is_set():
-                user = users[(k + i * args.writers) % len(users)]
-                event = {"type": "view", "event_id": f"{user}-{k}-{i}", "user_id": user,
-                         "occurred_at": T0 + i, "item_id": f"m{i % 50}"}
-                began = time.perf_counter()
-                while True:
-                    resp = await http.post("/v1/events", json={"events": [event]})
-                    samples.append((began, time.perf_counter(), user, resp.status_code))
-                    if resp.status_code != 503:
-                        break
-                    await asyncio.sleep(0.02)
-                began = time.perf_counter()
-                resp = await http.get(f"/v1/users/{user}/recommendations")
-                samples.append((began, time.perf_counter(), user, resp.status_code))
-                i += 1
-
-        async def resize(count: int) -> None:
-            before = system.context.topology
+    async def writer(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            user = users[(k + i * args.writers) % len(users)]
+            event = {"type": "view", "event_id": f"{user}-{k}-{i}", "user_id": user,
+                     "occurred_at": T0 + i, "item_id": f"m{i % 50}"}
             began = time.perf_counter()
-            resp = await http.post("/v1/shards", json={"count": count})
-            assert resp.status_code == 200, resp.text
-            windows.append((began, time.perf_counter(), before, system.context.topology))
+            while True:
+                resp = await http.post("/v1/events", json={"events": [event]})
+                samples.append((began, time.perf_counter(), user, resp.status_code))
+                if resp.status_code != 503:
+                    break
+                await asyncio.sleep(0.02)
+            began = time.perf_counter()
+            resp = await http.get(f"/v1/users/{user}/recommendations")
+            samples.append((began, time.perf_counter(), user, resp.status_code))
+            i += 1
 
-        tasks = [asyncio.create_task(writer(k)) for k in range(args.writers)]
-        await asyncio.sleep(args.seconds / 3)
-        await resize(4)
-        await asyncio.sleep(args.seconds / 3)
-        await resize(2)
-        await asyncio.sleep(args.seconds / 3)
-        stop.set()
-        await asyncio.gather(*tasks)
-    await system.close()
+    async def resize(count: int) -> None:
+        # Placement depends on the shard names only (rendezvous hashing), not the epoch.
+        before = Topology(1, shard_names(counts[-1]))
+        began = time.perf_counter()
+        resp = await http.post("/v1/shards", json={"count": count})
+        assert resp.status_code == 200, resp.text
+        windows.append((began, time.perf_counter(), before,
+                        Topology(1, shard_names(count))))
+        counts.append(count)
+
+    tasks = [asyncio.create_task(writer(k)) for k in range(args.writers)]
+    await asyncio.sleep(args.seconds / 3)
+    await resize(4)
+    await asyncio.sleep(args.seconds / 3)
+    await resize(2)
+    await asyncio.sleep(args.seconds / 3)
+    stop.set()
+    await asyncio.gather(*tasks)
 
     baseline, moved, failed = [], [], 0
     for began, ended, user, status in samples:
@@ -125,13 +152,18 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=400)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--ray", action="store_true",
+                        help="the Ray system over HTTP instead of the in-process one")
     args = parser.parse_args()
     os.environ.setdefault(MASTER_KEY_ENV, new_master_key_text())
     base = Path(tempfile.mkdtemp(prefix="portrait-bench-resize-"))
     try:
         with EmbeddedPostgres(base / "pg") as pg:
             upgrade(pg.url)
-            asyncio.run(run(pg.url, args))
+            if args.ray:
+                run_on_ray(pg.url, base, args)
+            else:
+                asyncio.run(run_in_process(pg.url, args))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
