@@ -9,6 +9,7 @@
     portrait import-events    load history (CSV or a data set) into the running service
     portrait experiment       report NAME: an online experiment's per-variant report
     portrait summaries        prepare: build the summary model's checkpoint (once)
+    portrait cluster          up|down|status|kill-worker K: a multi-node Ray on this machine
     portrait evaluate|tune|ab offline evaluation (see README)
 """
 
@@ -339,6 +340,51 @@ def cmd_summaries(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    """``portrait cluster up|down|status|kill-worker``: a multi-node Ray cluster on this
+    machine (serve/local_cluster.py)."""
+    import subprocess
+
+    from serve import local_cluster
+
+    try:
+        if args.action == "up":
+            address = local_cluster.up(args.workers, args.head_cpus, args.worker_cpus)
+            print(f"Ray cluster up: a head ({args.head_cpus} CPUs) and {args.workers} worker "
+                  f"nodes ({args.worker_cpus} CPU each) on this machine (Ray listens on all "
+                  "interfaces; its token is in ~/.ray/auth_token).\n\n"
+                  "Run Portrait on it (one HTTP proxy: the nodes share this machine's ports):\n"
+                  f"  RAY_AUTH_MODE={local_cluster.AUTH_MODE} PORTRAIT_RAY_ADDRESS={address} "
+                  "PORTRAIT_PROXY_LOCATION=HeadOnly ./dev run"
+                  "\n\nLose a machine: ./dev cluster kill-worker 0   Stop all: ./dev cluster down")
+        elif args.action == "down":
+            local_cluster.down()
+            print("every Ray node on this machine stopped")
+        elif args.action == "kill-worker":
+            local_cluster.kill_worker(args.index)
+            print(f"worker node {args.index} killed (its raylet and every process under it)")
+        else:
+            for node in local_cluster.nodes():
+                resources = node.get("Resources") or {}
+                role = "head" if "node:__internal_head__" in resources else "worker"
+                print(f"{role:6} {node.get('NodeManagerAddress')}:{node.get('NodeManagerPort')}"
+                      f"  CPU {resources.get('CPU', 0):g}")
+    except subprocess.CalledProcessError as exc:
+        print(f"portrait: `ray {' '.join(exc.cmd[1:3])}` failed: "
+              f"{(exc.stderr or exc.stdout or '').strip()[-500:]}", file=sys.stderr)
+        return 1
+    except StopIteration:
+        print(f"portrait: no worker node {args.index} is running", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"portrait: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:
+        print(f"portrait: no Ray cluster at {local_cluster.HEAD_ADDRESS} ({exc})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from serve.service import run_service
 
@@ -391,6 +437,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       "coverage with intervals; interleaving preference")
     ex_report.add_argument("name", help="the experiment's name")
     ex_report.add_argument("--json", action="store_true", help="the report as JSON")
+    cl = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine")
+    cl_actions = cl.add_subparsers(dest="action", required=True)
+    cl_up = cl_actions.add_parser("up", help="start a head and worker nodes on 127.0.0.1")
+    cl_up.add_argument("--workers", type=int, default=2)
+    cl_up.add_argument("--head-cpus", type=int, default=2)
+    cl_up.add_argument("--worker-cpus", type=int, default=1)
+    cl_actions.add_parser("down", help="stop every Ray node on this machine")
+    cl_actions.add_parser("status", help="the nodes and their CPUs")
+    kw = cl_actions.add_parser("kill-worker", help="kill worker node K as a machine loss would")
+    kw.add_argument("index", type=int)
     sm = sub.add_parser("summaries", help="the profile summaries' model")
     sm.add_argument("action", choices=("prepare",),
                     help="prepare: convert its GGUF into a checkpoint under the data dir")
@@ -415,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "train-items": cmd_train_items, "token": cmd_token,
                    "import-events": cmd_import_events, "erase-user": cmd_erase_user,
                    "master-key": cmd_master_key, "experiment": cmd_experiment,
-                   "summaries": cmd_summaries}
+                   "summaries": cmd_summaries, "cluster": cmd_cluster}
         return handler[args.command](args, settings)
     except (SettingsError, PortraitError) as exc:
         print(f"portrait: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ the same start-up path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actors.catalog_registry import NAMESPACE
 from serve.composition import APP_NAME, build_app, store_factory
 from serve.secret_key import key_file, load_secret_key
 from serve.settings import Settings
@@ -50,6 +52,15 @@ class RunningService:
         except Exception as exc:  # best effort: snapshots are an optimisation
             print(f"warning: snapshots on shutdown failed ({exc!r}); users replay from the log")
         serve.shutdown()  # type: ignore[no-untyped-call]
+        if self.settings.ray_address:
+            # A cluster this run joined outlives it: stop the detached actors it started
+            # (shards, directory, registry, retrain), as stopping a Ray of its own would, so
+            # that the next run starts from the log with PORTRAIT_SHARDS, not on actors
+            # holding connections to a database that has since stopped.
+            for actor in ray.util.list_named_actors(all_namespaces=True):
+                if actor["namespace"] == NAMESPACE:
+                    with contextlib.suppress(Exception):
+                        ray.kill(ray.get_actor(actor["name"], namespace=NAMESPACE))
         ray.shutdown()
 
 
@@ -103,7 +114,9 @@ def start_service(
     # sending it traffic. A local run has no load balancer: drain for one second, or Ctrl-C
     # would take over 30 s. Read by the replicas, so set before Ray starts them.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
-    if not ray.is_initialized():
+    if not ray.is_initialized() and settings.ray_address:
+        ray.init(address=settings.ray_address, namespace="portrait", log_to_driver=False)
+    elif not ray.is_initialized():
         ray.init(
             namespace="portrait",
             include_dashboard=False,

@@ -78,6 +78,8 @@ class Settings:
             ingested events per second beyond which calls get 429 (0: no limit).
         proxy_location: where Serve runs HTTP proxies: ``EveryNode`` (a cluster behind a
             load balancer) or ``HeadOnly`` (several Ray nodes on one machine share its ports).
+        ray_address: the Ray cluster ``portrait run`` joins (``host:port`` of its head, e.g.
+            one that ``portrait cluster up`` started); empty: start a Ray of its own.
         pseudonymize: store a keyed hash of each user id instead of the id
             (:mod:`portrait.pseudonyms`); the API still speaks the caller's ids.
         encryption: seal each user's personal data at rest with their own key, so that an
@@ -128,6 +130,7 @@ class Settings:
     encryption: bool = True
     master_key_file: Path | None = None
     proxy_location: str = "EveryNode"
+    ray_address: str = ""
     log_level: str = "WARNING"
     datasets_dir: Path | None = None
     attribution_window_s: float = 3600.0
@@ -172,6 +175,7 @@ class Settings:
             "rate_limit_rps": float,
             "rate_limit_events_per_s": float,
             "proxy_location": str,
+            "ray_address": str,
             "attribution_window_s": float,
         }
         for name, kind in simple.items():

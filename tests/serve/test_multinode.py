@@ -9,14 +9,9 @@ Writers use the Python client, which retries 503s with the same event ids.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +20,7 @@ import ray
 
 from portrait.tuned_config import TunedConfig
 from portrait_client import Client, PortraitError, event
+from serve import local_cluster
 from serve.encoder_settings import EncoderSettings
 from serve.service import start_service
 from serve.settings import Settings
@@ -37,9 +33,6 @@ T0 = 1_700_000_000
 SHARDS = 4
 
 
-HEAD_PORT = 6390
-
-
 def shard_nodes() -> dict[str, str]:
     """Shard name -> the node its (live) actor runs on."""
     from ray._private.state import actors
@@ -48,52 +41,20 @@ def shard_nodes() -> dict[str, str]:
             if a["Name"].startswith("portrait-shard-") and a["State"] == "ALIVE"}
 
 
-def ray_cli(*args: str) -> None:
-    quiet = ["--disable-usage-stats"] if args[0] == "start" else []
-    subprocess.run([str(Path(sys.executable).parent / "ray"), *args, *quiet],
-                   check=True, capture_output=True, text=True, timeout=120, env=os.environ)
-
-
-def worker_args(k: int) -> list[str]:
-    """A worker node's ports: distinct from the head's and the other worker's."""
-    base = 6400 + 20 * k
-    return [f"--address=127.0.0.1:{HEAD_PORT}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-            f"--node-manager-port={base}", f"--object-manager-port={base + 1}",
-            f"--dashboard-agent-listen-port={base + 2}", f"--dashboard-agent-grpc-port={base + 3}",
-            f"--runtime-env-agent-port={base + 4}", f"--metrics-export-port={base + 5}",
-            f"--min-worker-port={21000 + 1000 * k}", f"--max-worker-port={21999 + 1000 * k}"]
-
-
-def kill_node(k: int) -> None:
-    """What a machine's loss does to worker node ``k``: its raylet (found by its node-manager
-    port) and every process it started (the workers hosting actors) die at once."""
-    import psutil
-
-    port = f"--node_manager_port={6400 + 20 * k}"
-    raylet = next(psutil.Process(p.pid) for p in psutil.process_iter(["cmdline"])
-                  if p.info["cmdline"] and "raylet" in p.info["cmdline"][0]
-                  and port in p.info["cmdline"])
-    for proc in [*raylet.children(recursive=True), raylet]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def cluster(embedded_pg, tmp_path_factory):
-    # A throwaway cluster on loopback: no Ray token (as tests/serve's encoder test does).
+    # A throw-away cluster: no Ray token (as tests/serve's encoder test does).
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
-        ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={HEAD_PORT}",
-                "--num-cpus=2", "--include-dashboard=false")
-        for k in range(2):
-            ray_cli("start", *worker_args(k))
-        ray.init(address=f"127.0.0.1:{HEAD_PORT}", namespace="portrait", log_to_driver=False)
+        address = local_cluster.up(workers=2, head_cpus=2, worker_cpus=1)
+        ray.init(address=address, namespace="portrait", log_to_driver=False)
         plain = tmp_path_factory.mktemp("config") / "plain.json"
         plain.write_text(json.dumps(TunedConfig().to_document()))
         with scratch_database(embedded_pg.url) as url:
             settings = Settings(
                 data_dir=tmp_path_factory.mktemp("data"), port=free_port(), shards=SHARDS,
+                ray_address=address,  # as `portrait run` on a joined cluster: stop() cleans up
                 snapshot_every=5, proxy_location="HeadOnly", profile_config=plain,
                 encoder=EncoderSettings(dtype="float32", num_cpus=1),
             )
@@ -109,7 +70,7 @@ def cluster(embedded_pg, tmp_path_factory):
             finally:
                 svc.stop()  # disconnects this driver
     finally:
-        ray_cli("stop", "--force")  # every node; also forgets the cluster's address
+        local_cluster.down()  # every node; also forgets the cluster's address
         if saved is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
@@ -156,7 +117,7 @@ def test_shards_spread_and_survive_a_worker_node_loss(cluster: Any) -> None:
         futures = [pool.submit(writer, u) for u in users]
         time.sleep(1.0)
         assert not any(f.done() for f in futures), "the node must die mid-stream"
-        kill_node(doomed_k)
+        local_cluster.kill_worker(doomed_k)
         for f in futures:
             f.result()
 
