@@ -82,6 +82,7 @@ def test_the_dashboard_covers_the_service() -> None:
         "portrait_storage_failures_total", "portrait_shard_version_conflicts_total",
         "portrait_active_users", "portrait_user_passivations_total",
         "portrait_encoder_texts_total", "portrait_encoder_batches_total",
+        "portrait_encoder_texts_in_flight",
     ):
         assert needed in used, needed
 
