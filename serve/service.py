@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -23,7 +24,7 @@ from typing import Any
 from actors.catalog_registry import NAMESPACE
 from serve.composition import APP_NAME, build_app, store_factory
 from serve.secret_key import key_file, load_secret_key
-from serve.settings import Settings
+from serve.settings import Settings, SettingsError
 from storage.encryption import load_master_keys
 from storage.stores import PASSWORD_ENV, password_of
 
@@ -115,7 +116,12 @@ def start_service(
     # would take over 30 s. Read by the replicas, so set before Ray starts them.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     if not ray.is_initialized() and settings.ray_address:
-        ray.init(address=settings.ray_address, namespace="portrait", log_to_driver=False)
+        _check_reachable(settings.ray_address)  # Ray itself retries an unreachable head for ever
+        try:
+            ray.init(address=settings.ray_address, namespace="portrait", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SettingsError(f"PORTRAIT_RAY_ADDRESS: cannot join a Ray cluster at "
+                                f"{settings.ray_address!r} ({exc})") from None
     elif not ray.is_initialized():
         ray.init(
             namespace="portrait",
@@ -133,6 +139,18 @@ def start_service(
     if load_demo_catalog and ready.get("catalog_version") == 0:
         _import_demo_catalog(url, settings.max_batch_events, service.headers())
     return service
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A clear error for a Ray head that is not there (``host:port``)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SettingsError(f"PORTRAIT_RAY_ADDRESS: expected host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SettingsError(f"PORTRAIT_RAY_ADDRESS: no Ray head answers at {address} ({exc}); "
+                            "start one with `./dev cluster up`") from None
 
 
 def master_key_path(settings: Settings) -> Path:

@@ -45,3 +45,19 @@ def test_up_refuses_bad_sizes_before_starting_anything() -> None:
         local_cluster.up(workers=local_cluster.MAX_WORKERS + 1)
     with pytest.raises(ValueError, match="cpus"):
         local_cluster.up(workers=1, worker_cpus=0)
+
+
+def test_joining_a_cluster_that_is_not_there_is_a_clear_error() -> None:
+    """Ray itself retries an unreachable head for ever, flooding the terminal."""
+    import socket
+
+    from serve.service import _check_reachable
+    from serve.settings import SettingsError
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SettingsError, match=r"PORTRAIT_RAY_ADDRESS: no Ray head answers"):
+        _check_reachable(f"127.0.0.1:{port}", timeout_s=2)
+    with pytest.raises(SettingsError, match="expected host:port"):
+        _check_reachable("nonsense")
