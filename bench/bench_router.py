@@ -25,7 +25,6 @@ shard needs); requests go round-robin over the paths in rounds, so noise hits al
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import statistics
@@ -49,11 +48,11 @@ ITEMS = list(range(10))
 
 
 def owner(user_id: str, replicas: list[Any]) -> Any:
-    """Rendezvous hashing: the replica with the highest hash of (replica, user)."""
-    def score(replica: Any) -> bytes:
-        key = f"{replica.replica_id.unique_id}/{user_id}".encode()
-        return hashlib.blake2b(key, digest_size=8).digest()
-    return max(replicas, key=score)
+    """The replica that owns ``user_id``: Portrait's rendezvous hashing over replica ids."""
+    from portrait.routing import owner as rendezvous_owner
+
+    by_id = {r.replica_id.unique_id: r for r in replicas}
+    return by_id[rendezvous_owner(user_id, sorted(by_id))]
 
 
 class UserFromPathRouter(RequestRouter):
@@ -70,6 +69,7 @@ class UserFromPathRouter(RequestRouter):
         parts = path.split("/")
         user = parts[parts.index("users") + 1] if "users" in parts else path
         return [[owner(user, candidate_replicas)]]
+
 
 class UserArgRouter(RequestRouter):
     """Picks the replica that owns the user given as the call's first argument."""
@@ -117,13 +117,14 @@ def build_apps() -> dict[str, Any]:
     @serve.ingress(actor_api)
     class ActorIngress:
         def __init__(self) -> None:
-            self.shards = [ActorShard.remote(f"actor-{k}") for k in range(SHARDS)]
+            self.shards = {f"actor-{k}": ActorShard.remote(f"actor-{k}") for k in range(SHARDS)}
 
         @actor_api.get("/users/{user_id}/recommendations")
         async def recs(self, user_id: str) -> dict[str, Any]:
-            k = int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(),
-                               "little") % len(self.shards)
-            return await self.shards[k].recs.remote(user_id)
+            from portrait.routing import owner as rendezvous_owner
+
+            return await self.shards[rendezvous_owner(user_id, sorted(self.shards))].recs.remote(
+                user_id)
 
     @serve.deployment(ray_actor_options=no_cpu, num_replicas=SHARDS, max_ongoing_requests=256,
                       request_router_config=RequestRouterConfig(
