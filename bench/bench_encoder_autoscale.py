@@ -26,6 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from serve.service import RunningService, start_service  # noqa: E402
 from storage.encryption import MASTER_KEY_ENV, new_master_key_text  # noqa: E402
 
 WORDS = ("space opera galaxy rebels empire starship pilot desert planet robot android "
@@ -40,9 +41,9 @@ def replicas(app: str, deployment: str) -> int:
     return int(status.replica_states.get("RUNNING", 0))
 
 
-def texts_in_flight(svc: object) -> float:
+def texts_in_flight(svc: RunningService) -> float:
     """The signal the autoscaling policy sizes by, as /metrics shows it (one replica's)."""
-    text = httpx.get(f"{svc.url}/metrics", headers=svc.headers(), timeout=30).text  # type: ignore[attr-defined]
+    text = httpx.get(f"{svc.url}/metrics", headers=svc.headers(), timeout=30).text
     for line in text.splitlines():
         if line.startswith("portrait_encoder_texts_in_flight "):
             return float(line.split()[1])
@@ -69,7 +70,6 @@ def main() -> int:
 
     from serve.composition import APP_NAME, ENCODER_DEPLOYMENT
     from serve.encoder_settings import EncoderSettings
-    from serve.service import start_service
     from serve.settings import Settings
     from storage.embedded import EmbeddedPostgres
 

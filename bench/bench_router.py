@@ -83,6 +83,18 @@ class UserArgRouter(RequestRouter):
         return [[owner(str(pending_request.args[0]), candidate_replicas)]]
 
 
+class UserTable:
+    """What every shard path ends in: the shard's users and their ten item ids."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.users: dict[str, list[int]] = {}
+
+    async def recs(self, user_id: str) -> dict[str, Any]:
+        items = self.users.setdefault(user_id, ITEMS)
+        return {"user": user_id, "items": items, "replica": self.name}
+
+
 def build_apps() -> dict[str, Any]:
     from fastapi import FastAPI
     from ray import serve
@@ -101,15 +113,7 @@ def build_apps() -> dict[str, Any]:
 
     import ray
 
-    @ray.remote(num_cpus=0)
-    class ActorShard:
-        def __init__(self, name: str) -> None:
-            self.name = name
-            self.users: dict[str, list[int]] = {}
-
-        async def recs(self, user_id: str) -> dict[str, Any]:
-            items = self.users.setdefault(user_id, ITEMS)
-            return {"user": user_id, "items": items, "replica": self.name}
+    ActorShard = ray.remote(num_cpus=0)(UserTable)
 
     actor_api = FastAPI()
 
@@ -129,14 +133,9 @@ def build_apps() -> dict[str, Any]:
     @serve.deployment(ray_actor_options=no_cpu, num_replicas=SHARDS, max_ongoing_requests=256,
                       request_router_config=RequestRouterConfig(
                           request_router_class=UserArgRouter))
-    class HandleShard:
+    class HandleShard(UserTable):
         def __init__(self) -> None:
-            self.name = f"handle-{os.getpid()}"
-            self.users: dict[str, list[int]] = {}
-
-        async def recs(self, user_id: str) -> dict[str, Any]:
-            items = self.users.setdefault(user_id, ITEMS)
-            return {"user": user_id, "items": items, "replica": self.name}
+            super().__init__(f"handle-{os.getpid()}")
 
     handle_api = FastAPI()
 
@@ -158,13 +157,11 @@ def build_apps() -> dict[str, Any]:
     @serve.ingress(direct_api)
     class DirectShard:
         def __init__(self) -> None:
-            self.name = f"direct-{os.getpid()}"
-            self.users: dict[str, list[int]] = {}
+            self.table = UserTable(f"direct-{os.getpid()}")
 
         @direct_api.get("/users/{user_id}/recommendations")
         async def recs(self, user_id: str) -> dict[str, Any]:
-            items = self.users.setdefault(user_id, ITEMS)
-            return {"user": user_id, "items": items, "replica": self.name}
+            return await self.table.recs(user_id)
 
     apps = {
         "trivial": Trivial.bind(),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -89,12 +90,26 @@ def kill_worker(k: int) -> None:
     import psutil
 
     flag = f"--node_manager_port={node_manager_port(k)}"
-    raylet = next(psutil.Process(p.pid) for p in psutil.process_iter(["cmdline"])
-                  if p.info["cmdline"] and "raylet" in p.info["cmdline"][0]
-                  and flag in p.info["cmdline"])
+    raylet = next((psutil.Process(p.pid) for p in psutil.process_iter(["cmdline"])
+                   if p.info["cmdline"] and "raylet" in p.info["cmdline"][0]
+                   and flag in p.info["cmdline"]), None)
+    if raylet is None:
+        raise ValueError(f"no worker node {k} is running")
     for proc in [*raylet.children(recursive=True), raylet]:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGKILL)
+
+
+def head_answers(address: str, timeout_s: float = 5.0) -> None:
+    """Whether a Ray head listens at ``host:port``: ValueError for a malformed address,
+    ConnectionError when nothing answers (Ray itself would retry it for ever)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(str(exc)) from None
 
 
 def nodes() -> list[dict[str, Any]]:
@@ -103,9 +118,10 @@ def nodes() -> list[dict[str, Any]]:
     import ray
 
     if not ray.is_initialized():
+        head_answers(HEAD_ADDRESS)
         ray.init(address=HEAD_ADDRESS, log_to_driver=False)
     return [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
 
 
-__all__ = ["HEAD_ADDRESS", "HEAD_PORT", "down", "head_args", "kill_worker", "nodes", "up",
-           "worker_args"]
+__all__ = ["HEAD_ADDRESS", "HEAD_PORT", "down", "head_answers", "head_args", "kill_worker",
+           "nodes", "up", "worker_args"]

@@ -373,9 +373,6 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
         print(f"portrait: `ray {' '.join(exc.cmd[1:3])}` failed: "
               f"{(exc.stderr or exc.stdout or '').strip()[-500:]}", file=sys.stderr)
         return 1
-    except StopIteration:
-        print(f"portrait: no worker node {args.index} is running", file=sys.stderr)
-        return 1
     except ValueError as exc:
         print(f"portrait: {exc}", file=sys.stderr)
         return 2

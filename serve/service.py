@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import urllib.error
@@ -23,6 +22,7 @@ from typing import Any
 
 from actors.catalog_registry import NAMESPACE
 from serve.composition import APP_NAME, build_app, store_factory
+from serve.local_cluster import head_answers
 from serve.secret_key import key_file, load_secret_key
 from serve.settings import Settings, SettingsError
 from storage.encryption import load_master_keys
@@ -143,12 +143,11 @@ def start_service(
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """A clear error for a Ray head that is not there (``host:port``)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise SettingsError(f"PORTRAIT_RAY_ADDRESS: expected host:port, got {address!r}")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
+        head_answers(address, timeout_s)
+    except ValueError:
+        raise SettingsError(f"PORTRAIT_RAY_ADDRESS: expected host:port, got {address!r}") from None
+    except ConnectionError as exc:
         raise SettingsError(f"PORTRAIT_RAY_ADDRESS: no Ray head answers at {address} ({exc}); "
                             "start one with `./dev cluster up`") from None
 

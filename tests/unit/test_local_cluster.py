@@ -61,3 +61,9 @@ def test_joining_a_cluster_that_is_not_there_is_a_clear_error() -> None:
         _check_reachable(f"127.0.0.1:{port}", timeout_s=2)
     with pytest.raises(SettingsError, match="expected host:port"):
         _check_reachable("nonsense")
+
+
+def test_killing_a_worker_that_is_not_running_names_it() -> None:
+    k = local_cluster.MAX_WORKERS - 1  # no test starts that many workers
+    with pytest.raises(ValueError, match=f"no worker node {k} is running"):
+        local_cluster.kill_worker(k)
