@@ -108,7 +108,7 @@ def main() -> None:
     import ray
 
     from actors.catalog_registry import NAMESPACE
-    from serve.main import database
+    from serve.cli.database import database
     from serve.service import start_service
     from serve.settings import Settings
 

@@ -225,7 +225,7 @@ def main() -> None:
     from actors.shard import existing_shards
     from portrait import catalog
     from portrait.synthetic import catalog as synthetic_catalog
-    from serve.main import database
+    from serve.cli.database import database
     from serve.service import start_service
     from serve.settings import Settings
 

@@ -115,7 +115,7 @@ def main() -> int:
     import ray
 
     from actors.catalog_registry import NAMESPACE
-    from serve.main import database
+    from serve.cli.database import database
     from serve.service import start_service
     from serve.settings import Settings
     from storage.datasets.movielens import load_movielens

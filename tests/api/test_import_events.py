@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from actors.text_features import ThreadedEncoder
-from serve.main import main
+from serve.cli import main
 from serve.settings import Settings
 from storage.stores import forget_memory
 from tests import auth

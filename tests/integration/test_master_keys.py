@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portrait.errors import StorageIntegrityError
 from portrait.events import ItemViewed
-from serve.main import main
+from serve.cli import main
 from storage.encryption import (
     MASTER_KEY_ENV,
     MasterKeyError,

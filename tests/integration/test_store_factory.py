@@ -40,7 +40,7 @@ def test_cli_commands_take_the_password_from_the_environment(
 ) -> None:
     """`portrait migrate` and the other CLI commands used the URL as given: with the password
     in PORTRAIT_DATABASE_PASSWORD (how the deploy manifests pass it) they could not log in."""
-    from serve.main import database
+    from serve.cli.database import database
     from serve.settings import Settings
 
     monkeypatch.setenv("PORTRAIT_DATABASE_PASSWORD", "s3cret")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from portrait.access import parse_authorization
-from serve.main import main
+from serve.cli import main
 from serve.secret_key import load_secret_key
 from serve.settings import Settings, SettingsError
 

@@ -24,7 +24,7 @@ FORBIDDEN = {
 }
 # The `portrait` command is the one module above both applications: it dispatches the
 # offline subcommands (evaluate, tune, ab) to offline.cli.
-EXEMPT = {("serve/main.py", "offline")}
+EXEMPT = {("serve/cli/__init__.py", "offline")}
 # Production code never reaches into the offline evaluation.
 NO_EVALUATION = ("storage", "actors", "serve")
 
@@ -63,5 +63,22 @@ def test_production_code_does_not_import_the_evaluation(package: str) -> None:
         for path in modules(package)
         for name in imports_of(path)
         if name.startswith("portrait.evaluation")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+# SQL lives in storage/ (and the migrations): every other application package reaches the
+# database through storage's stores and functions, never through a driver or a statement.
+DATABASE_DRIVERS = ("sqlalchemy", "asyncpg")
+SQL_OWNERS = ("storage", "migrations")
+
+
+@pytest.mark.parametrize("package", sorted(set(FORBIDDEN) - set(SQL_OWNERS)))
+def test_only_storage_speaks_sql(package: str) -> None:
+    bad = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in modules(package)
+        for name in imports_of(path)
+        if name.split(".")[0] in DATABASE_DRIVERS
     ]
     assert not bad, "\n".join(bad)

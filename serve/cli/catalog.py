@@ -1,0 +1,98 @@
+"""``portrait import-catalog`` (encode and store a data set's items) and ``portrait
+train-items`` (train the collaborative item space from the event log now)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from serve.cli.command import Subcommands
+from serve.cli.database import database
+from serve.settings import Settings
+
+
+def cmd_import_catalog(args: argparse.Namespace, settings: Settings) -> int:
+    """Encode and store a data set's catalog, with progress bars."""
+    from actors.text_features import ThreadedEncoder
+    from encoding.vllm_encoder import VllmEncoder
+    from serve.catalog_import import import_items
+    from storage.datasets.registry import load_dataset
+    from storage.migrate import upgrade
+    from storage.stores import open_stores
+
+    dataset = load_dataset(args.dataset, args.data_dir, settings.datasets_dir)
+    with database(settings) as url:
+        upgrade(url)
+        t0 = time.perf_counter()
+        engine = VllmEncoder(settings.encoder).start()
+        print(f"encoder {engine.model_id} loaded in {time.perf_counter() - t0:.1f}s", flush=True)
+        t1 = time.perf_counter()
+
+        async def run() -> Any:
+            stores = open_stores(url, pool_size=2)
+            try:
+                return await import_items(stores.catalog(ThreadedEncoder(engine)), dataset.items)
+            finally:
+                await stores.close()
+
+        result = asyncio.run(run())
+        took = time.perf_counter() - t1
+        print(f"{len(dataset.items)} items in {took:.1f}s: {result.inserted} new, "
+              f"{result.updated} changed, {result.unchanged} unchanged, {result.encoded} encoded")
+    return 0
+
+
+def cmd_train_items(args: argparse.Namespace, settings: Settings) -> int:
+    """Train the collaborative item space from the event log now and store it."""
+    from tqdm import tqdm
+
+    from actors.item_space_trainer import ItemSpaceTrainer
+    from portrait.progress import on_bar
+    from portrait.tuned_config import CollabSettings
+    from serve.composition import store_factory
+    from storage.migrate import upgrade
+
+    collab = settings.collab_settings() or CollabSettings()
+    with database(settings) as url:
+        upgrade(url)
+
+        async def run() -> int:
+            stores = await dataclasses.replace(store_factory(settings, url), pool_size=2).open()
+            trainer = ItemSpaceTrainer(stores.events, stores.item_spaces, collab)
+            await trainer.load_latest()
+            started = time.perf_counter()
+            with tqdm(unit="block", desc="co-occurrence", file=sys.stdout) as bar:
+                try:
+                    space = await trainer.retrain(on_bar(bar))
+                finally:
+                    await stores.close()
+            stats = trainer.stats
+            if space is None:
+                print(f"portrait train-items: no new item space: {stats.last_error}",
+                      file=sys.stderr)
+                return 1
+            print(f"item space {space.version}: {len(space.item_ids)} items x "
+                  f"{space.vectors.shape[1]} dims from {space.events} events in "
+                  f"{time.perf_counter() - started:.1f}s (a running service publishes it within "
+                  "PORTRAIT_CATALOG_REFRESH_S)")
+            return 0
+
+        return asyncio.run(run())
+
+
+def register(sub: Subcommands) -> None:
+    """``import-catalog`` and ``train-items``."""
+    imp = sub.add_parser("import-catalog", help="encode and store a dataset's items")
+    imp.add_argument("--dataset", default="movielens")
+    imp.add_argument("--data-dir", type=Path, default=None)
+    imp.set_defaults(handler=cmd_import_catalog)
+    sub.add_parser("train-items", help="train the collaborative item space from the event log"
+                   ).set_defaults(handler=cmd_train_items)
+
+
+__all__ = ["cmd_import_catalog", "cmd_train_items", "register"]
