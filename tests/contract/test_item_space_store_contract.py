@@ -1,22 +1,21 @@
-"""One suite for every ItemSpaceStore: memory and embedded Postgres."""
+"""One contract for every ItemSpaceStore adapter (see portrait.ports): in memory, on the
+embedded Postgres and on the machine's Postgres (skipped if unreachable)."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from portrait.collaborative import ItemSpace
+from portrait.ports import ItemSpaceStore
 from portrait.tuned_config import CollabSettings
 from storage.item_spaces import KEEP_VERSIONS, InMemoryItemSpaceStore, PostgresItemSpaceStore
+from storage.stores import Stores
+from tests.contract.backends import OnEmbeddedPostgres, OnMachinePostgres, OnMemory
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def store(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    if request.param == "memory":
-        return InMemoryItemSpaceStore()
-    return PostgresItemSpaceStore(request.getfixturevalue("embedded_engine"))
 
 
 def space(seed: int, n: int = 4, dim: int = 3) -> ItemSpace:
@@ -26,24 +25,46 @@ def space(seed: int, n: int = 4, dim: int = 3) -> ItemSpace:
                      CollabSettings(dim=dim, min_count=1))
 
 
-async def test_empty_store_has_no_space(store) -> None:
-    assert await store.latest() is None
-    assert await store.latest_version() == 0
+class ItemSpaceStoreContract:
+    """The tests every adapter must pass; a subclass names the adapter its backend has."""
+
+    adapter: ClassVar[type]
+
+    @pytest.fixture
+    def store(self, stores: Stores) -> ItemSpaceStore:
+        assert isinstance(stores.item_spaces, self.adapter)
+        return stores.item_spaces
+
+    async def test_empty_store_has_no_space(self, store: ItemSpaceStore) -> None:
+        assert await store.latest() is None
+        assert await store.latest_version() == 0
+
+    async def test_saved_spaces_get_growing_versions_and_round_trip(
+            self, store: ItemSpaceStore) -> None:
+        first = await store.save(space(1))
+        second = await store.save(space(2, n=5, dim=7))
+        assert 0 < first.version < second.version
+        got = await store.latest()
+        assert got is not None and got.version == second.version
+        assert await store.latest_version() == second.version  # without loading the vectors
+        assert got.item_ids == second.item_ids and got.settings == second.settings
+        assert (got.trained_through, got.events) == (102, 52)
+        assert got.vectors.shape == (5, 7) and np.array_equal(got.vectors, second.vectors)
+
+    async def test_only_the_newest_versions_are_kept(self, store: ItemSpaceStore) -> None:
+        saved = [await store.save(space(seed)) for seed in range(KEEP_VERSIONS + 2)]
+        latest = await store.latest()
+        assert latest is not None and latest.version == saved[-1].version
+        assert latest.item_ids == space(KEEP_VERSIONS + 1).item_ids
 
 
-async def test_saved_spaces_get_growing_versions_and_round_trip(store) -> None:
-    first = await store.save(space(1))
-    second = await store.save(space(2))
-    assert 0 < first.version < second.version
-    got = await store.latest()
-    assert got is not None and got.version == second.version
-    assert await store.latest_version() == second.version  # without loading the vectors
-    assert got.item_ids == second.item_ids and got.settings == second.settings
-    assert (got.trained_through, got.events) == (102, 52)
-    assert np.array_equal(got.vectors, second.vectors)
+class TestInMemory(OnMemory, ItemSpaceStoreContract):
+    adapter = InMemoryItemSpaceStore
 
 
-async def test_only_the_newest_versions_are_kept(store) -> None:
-    for seed in range(KEEP_VERSIONS + 2):
-        last = await store.save(space(seed))
-    assert (await store.latest()).version == last.version
+class TestEmbeddedPostgres(OnEmbeddedPostgres, ItemSpaceStoreContract):
+    adapter = PostgresItemSpaceStore
+
+
+class TestMachinePostgres(OnMachinePostgres, ItemSpaceStoreContract):
+    adapter = PostgresItemSpaceStore

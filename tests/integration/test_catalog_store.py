@@ -1,5 +1,5 @@
-"""The item catalog over both catalog stores (memory and embedded Postgres), and the
-text-feature cache on Postgres."""
+"""The item catalog over both catalog stores (memory and embedded Postgres). The stores'
+own contract, popularity counts included, is tests/contract/test_catalog_store_contract.py."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ import pytest
 from actors.text_features import ThreadedEncoder
 from portrait.catalog import ItemRecord
 from portrait.errors import InvalidField
-from portrait.events import ItemDismissed, ItemViewed
-from portrait.ports import TextFeatures, TextKey
 from storage.catalog import ItemCatalog
 from storage.memory import InMemoryEventLog
 from storage.memory_catalog import InMemoryCatalogStore
 from storage.postgres import PostgresEventLog
 from storage.postgres_catalog import PostgresCatalogStore
-from storage.text_features import PostgresTextFeatureStore
 from tests.fakes import HashingEncoder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -89,31 +86,3 @@ async def test_model_change_reencodes(backend) -> None:
     assert index.ids == ("1", "2", "3") and index.model_id == "model-b"
     assert index.tags(0) == ("Horror", "Sci-Fi")
     assert np.allclose(np.linalg.norm(index.matrix, axis=1), 1.0, atol=1e-5)
-
-
-async def test_text_feature_cache_round_trips_per_model(embedded_engine) -> None:
-    store = PostgresTextFeatureStore(embedded_engine)
-    feats = TextFeatures(np.arange(4, dtype=np.float32), (("noir", 0.5), ("detective", 0.25)))
-    e1, e2 = TextKey("u", "e1", "d1"), TextKey("u", "e2", "d2")
-    await store.put_many({e1: feats}, "m1")
-    await store.put_many({e1: feats}, "m1")  # idempotent
-    got = await store.get_many([e1, e2], "m1")
-    assert list(got) == [e1]
-    assert np.array_equal(got[e1].vector, feats.vector) and got[e1].keywords == feats.keywords
-    assert await store.get_many([e1], "m2") == {}
-    # event ids are per user: another user's e1 is another entry
-    assert await store.get_many([TextKey("v", "e1", "d1")], "m1") == {}
-
-
-async def test_popularity_counts_positive_item_events(backend) -> None:
-    log, store = backend
-    await log.append("u1", [ItemViewed("a", "u1", 1.0, "1"), ItemViewed("b", "u1", 2.0, "2")])
-    await log.append("u2", [ItemViewed("c", "u2", 3.0, "1"), ItemDismissed("d", "u2", 4.0, "2")])
-    # positions 1..4; the dismissal (4) is not an interaction, so the counts cover through 3
-    assert await store.interaction_counts() == ({"1": 2, "2": 1}, 3)
-    # Counting on from a position adds exactly the later events: popularity is kept
-    # incrementally by the publisher.
-    assert await store.interaction_counts(after_position=2) == ({"1": 1}, 3)
-    assert await store.interaction_counts(after_position=3) == ({}, 3)
-    await log.append("u3", [ItemViewed("e", "u3", 5.0, "2")])
-    assert await store.interaction_counts(after_position=3) == ({"2": 1}, 5)
