@@ -25,8 +25,8 @@ from portrait.evaluation.roster import REFERENCE, best_validation_baseline, port
 from portrait.evaluation.summary import KS, summarise_run
 from portrait.evaluation.tuning import TuningResult, baseline_systems, tune_baselines
 from portrait.experiments import Experiment
+from portrait.item_space import CollabSettings
 from portrait.ports import Encoder
-from portrait.tuned_config import CollabSettings
 from storage.datasets import Dataset
 
 

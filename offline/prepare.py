@@ -23,8 +23,8 @@ from portrait.errors import InvalidField
 from portrait.evaluation.splits import Split, leave_last_out, temporal_split
 from portrait.evaluation.tuning import PortraitFactory
 from portrait.events import Event, ItemEvent
+from portrait.item_space import CollabSettings
 from portrait.ports import Encoder, TextFeatures
-from portrait.tuned_config import CollabSettings
 from storage.datasets import Dataset, load_dataset
 from storage.datasets.amazon import review_item
 

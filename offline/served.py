@@ -31,7 +31,7 @@ from portrait.evaluation.runner import System, run
 from portrait.evaluation.summary import KS
 from portrait.evaluation.tuning import PortraitParams
 from portrait.events import Event
-from portrait.tuned_config import CollabSettings
+from portrait.item_space import CollabSettings
 
 TOP_K = 50
 ITEM_BATCH = 500

@@ -25,22 +25,19 @@ full ``eigh``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from portrait.errors import NotEnoughInteractions
 from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
+from portrait.item_space import CollabSettings, ItemSpace
 from portrait.items import ItemIndex, l2_normalise
-
-# CollabSettings is defined with the tuned-config document that records it, so the service can
-# read that document without importing this package.
-from portrait.tuned_config import CollabSettings
+from portrait.progress import Progress
 
 CHUNK_CELLS = 16_000_000  # users x kept items per co-occurrence block: 64 MB of float32
 DEFAULT_COLLAB = CollabSettings()
-Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
 
 @dataclass(frozen=True)
@@ -237,28 +234,7 @@ def combine(text_matrix: np.ndarray, collab_matrix: np.ndarray | None, alpha: fl
     return l2_normalise(np.hstack([text * tw, collab * cw]))
 
 
-# -- item spaces: what a retrain publishes ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ItemSpace:
-    """One trained collaborative item space.
-
-    Attributes:
-        version: assigned by the store that keeps it (0 before it is saved).
-        item_ids: the items it has vectors for (others keep their text vector alone).
-        vectors: ``(len(item_ids), dim)`` float32, L2-normalised.
-        trained_through: the event log's global position the training read up to.
-        events: item events it was trained on.
-        settings: how it was trained.
-    """
-
-    version: int
-    item_ids: tuple[str, ...]
-    vectors: np.ndarray
-    trained_through: int
-    events: int
-    settings: CollabSettings
+# -- item spaces: what a retrain publishes (the values are in portrait.item_space) -----------
 
 
 def train_item_space(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,9 +19,7 @@ from portrait.erasure import ErasureRecord
 from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
 from portrait.impressions import Impression
-
-if TYPE_CHECKING:  # collaborative imports the ranking, which imports these ports
-    from portrait.collaborative import ItemSpace
+from portrait.item_space import ItemSpace
 
 
 @runtime_checkable
@@ -301,7 +299,7 @@ class CatalogStore(Protocol):
 
 
 class ItemSpaceStore(Protocol):
-    """Trained collaborative item spaces (:class:`portrait.collaborative.ItemSpace`)."""
+    """Trained collaborative item spaces (:class:`portrait.item_space.ItemSpace`)."""
 
     async def save(self, space: ItemSpace) -> ItemSpace:
         """Store ``space`` whole, in one transaction, under the next version; returns it

@@ -21,9 +21,9 @@ raises :class:`~portrait.errors.InvalidInput` subclasses naming the offending ke
 as ``ranking.short_mix``) for anything else. Keys other than the typed ones are metadata, kept
 in order and written back unchanged.
 
-:class:`CollabSettings` is defined here, next to the document that records it, so that the
-service can read a tuned config without importing the evaluation package that builds
-collaborative vectors (:mod:`portrait.collaborative`).
+:class:`~portrait.item_space.CollabSettings` is defined with the item space it describes, not
+with the algorithm that trains one (:mod:`portrait.collaborative`), so the service can read a
+tuned config without importing that algorithm.
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ from typing import Any
 
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField, InvalidInput, MissingField
+
+# The type of the document's ``item_vectors.collaborative``, so part of what this module
+# offers its readers (the service's settings read it from here).
+from portrait.item_space import CollabSettings as CollabSettings
 from portrait.ranking import RankingConfig
+from portrait.validation import is_number
 
 DOCUMENT_VERSION = 1
 BLEND_DESCRIPTION = "concat(sqrt(1-alpha)*text, sqrt(alpha)*collab), L2-normalised"
@@ -43,69 +48,6 @@ BLEND_DESCRIPTION = "concat(sqrt(1-alpha)*text, sqrt(alpha)*collab), L2-normalis
 # it was tuned before the numbers.
 LEADING_METADATA = ("created", "dataset")
 _TYPED_KEYS = frozenset({"version", "profile", "profile_config_hash", "ranking", "item_vectors"})
-
-
-@dataclass(frozen=True)
-class CollabSettings:
-    """Knobs of the collaborative item vectors.
-
-    See :func:`portrait.collaborative.sppmi_embedding`, which builds them.
-
-    Attributes:
-        dim: vector size.
-        shift: SPPMI shift ``k`` (``log(k)`` is subtracted from the PMI).
-        min_count: training users an item needs to get a collaborative vector.
-        max_items: cap on the items in the co-occurrence matrix (the most interacted kept).
-        power_iterations: power iterations of the randomized range finder.
-        oversample: extra columns of the range finder.
-        seed: seed of the range finder.
-    """
-
-    dim: int = 512
-    shift: float = 1.0
-    min_count: int = 2
-    max_items: int = 12_000
-    power_iterations: int = 3
-    oversample: int = 16
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, float | int]:
-        """A JSON-ready mapping; :meth:`from_dict` of it gives an equal value."""
-        return {
-            "dim": self.dim,
-            "shift": self.shift,
-            "min_count": self.min_count,
-            "max_items": self.max_items,
-            "power_iterations": self.power_iterations,
-            "oversample": self.oversample,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], prefix: str = "") -> CollabSettings:
-        """Settings from a mapping; missing keys take their defaults.
-
-        Args:
-            data: the mapping (a document's ``item_vectors.collaborative``).
-            prefix: prepended to the key named in errors (``"item_vectors.collaborative."``).
-
-        Raises:
-            InvalidField: an unknown key, or a value of the wrong type or range.
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in known:
-                raise InvalidField(f"{prefix}{key}", "unknown collaborative setting")
-            if key == "shift":
-                if not _is_number(value) or not value > 0:
-                    raise InvalidField(f"{prefix}{key}", "must be a positive number")
-                kwargs[key] = float(value)
-            else:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise InvalidField(f"{prefix}{key}", "must be a non-negative integer")
-                kwargs[key] = value
-        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -123,7 +65,7 @@ class ItemVectorSettings:
     model_id: str = ""
 
     def __post_init__(self) -> None:
-        if not _is_number(self.alpha) or not 0.0 <= self.alpha <= 1.0:
+        if not is_number(self.alpha) or not 0.0 <= self.alpha <= 1.0:
             raise InvalidField("item_vectors.alpha", "must be a number between 0 and 1")
         if not isinstance(self.model_id, str):
             raise InvalidField("item_vectors.model_id", "must be a string")
@@ -202,10 +144,6 @@ class TunedConfig:
         )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _mapping(value: Any, name: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidField(name, "must be a JSON object")
@@ -229,7 +167,7 @@ def _ranking(value: Any) -> RankingConfig:
     for key, item in data.items():
         if key not in known:
             raise InvalidField(f"ranking.{key}", "unknown ranking config field")
-        if not _is_number(item):
+        if not is_number(item):
             raise InvalidField(f"ranking.{key}", "must be a number")
     try:
         return RankingConfig(**data)
@@ -248,6 +186,6 @@ def _item_vectors(value: Any) -> ItemVectorSettings:
         else None
     )
     alpha = data.get("alpha", 0.0)
-    if not _is_number(alpha):
+    if not is_number(alpha):
         raise InvalidField("item_vectors.alpha", "must be a number between 0 and 1")
     return ItemVectorSettings(float(alpha), collab, data.get("model_id") or "")

@@ -18,6 +18,11 @@ from portrait.errors import InvalidField
 MAX_UNIX_TIME = 253_402_300_799
 
 
+def is_number(value: object) -> bool:
+    """An int or a float, not a bool (which Python counts as an int, JSON does not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_id(name: str, value: object, max_length: int) -> None:
     """An identifier: 1 to ``max_length`` printable characters (letters, digits, punctuation,
     symbols and the ASCII space; no control, format, surrogate or unassigned code points)."""

@@ -14,8 +14,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portrait.collaborative import ItemSpace
-from portrait.tuned_config import CollabSettings
+from portrait.item_space import CollabSettings, ItemSpace
 from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.schema import item_spaces as table
 

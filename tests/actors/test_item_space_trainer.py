@@ -11,7 +11,7 @@ from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
 from portrait.collaborative import interactions, sppmi_embedding
 from portrait.events import ItemDismissed, ItemViewed
-from portrait.tuned_config import CollabSettings
+from portrait.item_space import CollabSettings
 from storage.item_spaces import InMemoryItemSpaceStore
 from storage.memory import InMemoryEventLog
 

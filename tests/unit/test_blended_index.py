@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from portrait.collaborative import ItemSpace, blended_index, combine
+from portrait.collaborative import blended_index, combine
+from portrait.item_space import CollabSettings, ItemSpace
 from portrait.items import ItemIndex, l2_normalise
-from portrait.tuned_config import CollabSettings
 
 
 def test_blend_matches_combine_and_new_items_keep_their_text_vector() -> None:
