@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from portrait.collaborative import ItemSpace, Progress, pairs_interactions, train_item_space
+from portrait.collaborative import pairs_interactions, train_item_space
 from portrait.errors import NotEnoughInteractions
 from portrait.events import POSITIVE_ITEM_TYPES, ItemEvent
+from portrait.item_space import CollabSettings, ItemSpace
 from portrait.ports import EventLog, ItemSpaceStore
-from portrait.tuned_config import CollabSettings
+from portrait.progress import Progress
 
 _log = logging.getLogger(__name__)
 READ_PAGE = 20_000

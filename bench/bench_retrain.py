@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from actors.item_space_trainer import ItemSpaceTrainer  # noqa: E402
 from portrait.default_config import default_config  # noqa: E402
 from portrait.events import Event, ItemViewed  # noqa: E402
+from portrait.progress import on_bar  # noqa: E402
 from storage.item_spaces import InMemoryItemSpaceStore  # noqa: E402
 from storage.memory import InMemoryEventLog  # noqa: E402
 
@@ -68,12 +69,8 @@ async def measure(name: str, events: list[Event]) -> dict[str, float]:
     assert collab is not None
     trainer = ItemSpaceTrainer(log, InMemoryItemSpaceStore(), collab)
     with tqdm(desc=f"{name}: co-occurrence blocks", unit="block") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total, bar.n = total, done
-            bar.refresh()
-
         t0 = time.perf_counter()
-        space = await trainer.retrain(progress)
+        space = await trainer.retrain(on_bar(bar))
         seconds = time.perf_counter() - t0
     if space is None:
         raise SystemExit(f"{name}: {trainer.stats.last_error}")

@@ -37,6 +37,7 @@ from portrait.evaluation.metrics import paired_bootstrap  # noqa: E402
 from portrait.evaluation.runner import run  # noqa: E402
 from portrait.evaluation.splits import leave_last_out  # noqa: E402
 from portrait.evaluation.tuning import baseline_systems, tune_baselines  # noqa: E402
+from portrait.progress import on_bar  # noqa: E402
 from storage.datasets import DATASET_NAMES, load_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,14 +86,9 @@ def main() -> int:
 
     bar = tqdm(desc="tune SASRec (validation)", unit="eval", file=sys.stderr, leave=False)
 
-    def progress(done: int, total: int, value: float, best: float) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix(best=f"{best:.4f}", last=f"{value:.4f}")
-
     tuning = tune_sasrec(
         val, item_ids, budget=args.budget, seed=args.seed, min_epochs=args.min_epochs,
-        max_epochs=args.max_epochs, progress=progress,
+        max_epochs=args.max_epochs, progress=on_bar(bar),
         refit_events=None if args.no_refit else test.train_events,
     )
     bar.close()

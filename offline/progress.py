@@ -9,6 +9,7 @@ from typing import Any
 from portrait.evaluation.runner import RunResult, System, run
 from portrait.evaluation.splits import Split
 from portrait.evaluation.tuning import PortraitFactory, TuningResult, tune_portrait
+from portrait.progress import on_bar
 
 
 def progress_bar(total: int, desc: str, unit: str) -> Any:
@@ -23,14 +24,8 @@ def run_with_progress(
 ) -> RunResult:
     """:func:`~portrait.evaluation.runner.run` with a bar counting users."""
     bar = progress_bar(len(split.cases), desc, "user")
-    last = [0]
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - last[0])
-        last[0] = done
-
     try:
-        return run(split, systems, item_ids, progress=progress)
+        return run(split, systems, item_ids, progress=on_bar(bar))
     finally:
         bar.close()
 
@@ -40,12 +35,7 @@ def tune_with_progress(
 ) -> TuningResult:
     """:func:`~portrait.evaluation.tuning.tune_portrait` with a bar counting trials."""
     bar = progress_bar(budget, "tune Portrait (validation)", "trial")
-
-    def progress(i: int, total: int, value: float, best: float) -> None:
-        bar.update(1)
-        bar.set_postfix(best=f"{best:.4f}", last=f"{value:.4f}")
-
     try:
-        return tune_portrait(validation, factory, budget=budget, seed=seed, progress=progress)
+        return tune_portrait(validation, factory, budget=budget, seed=seed, progress=on_bar(bar))
     finally:
         bar.close()

@@ -66,7 +66,7 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,11 +79,9 @@ from portrait.evaluation.metrics import UNRANKED, per_user_metrics
 from portrait.evaluation.runner import CaseContext, PopularityClock, rank_targets
 from portrait.evaluation.splits import Split
 from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
+from portrait.progress import Progress
 
 OBJECTIVE = "NDCG@10"
-# (done, total, value, best): evaluated epochs so far, the epoch budget still possible, the
-# last validation objective and the best so far, like portrait.evaluation.tuning.Progress.
-Progress = Callable[[int, int, float, float], None]
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -422,11 +420,11 @@ def fit_sasrec(
     seed: int = 0,
     name: str = "sasrec",
     num_threads: int | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Progress | None = None,
 ) -> SASRecSystem:
     """Train SASRec on ``train_events`` for ``params.epochs`` epochs.
 
-    ``progress(epoch, epochs, loss)`` after each epoch. ``num_threads`` sets torch's CPU
+    ``progress(epoch, epochs, loss=...)`` after each epoch. ``num_threads`` sets torch's CPU
     threads for the call (restored afterwards).
     """
     item_ids = list(item_ids)
@@ -439,7 +437,7 @@ def fit_sasrec(
         for e in range(params.epochs):
             loss = trainer.train_epoch()
             if progress is not None:
-                progress(e + 1, params.epochs, loss)
+                progress(e + 1, params.epochs, loss=loss)
     return SASRecSystem(trainer.model, item_ids, params, name, trainer.history)
 
 
@@ -618,9 +616,9 @@ def tune_sasrec(
 ) -> SASRecTuning:
     """Choose SASRec's configuration and epochs on ``validation`` (see the module docstring).
 
-    Deterministic given ``seed`` (and torch's thread count). ``progress(done, total, value,
-    best)`` after each validation evaluation; ``total`` is the most evaluations still possible
-    (it shrinks as configurations stop), so a bar can be re-totalled.
+    Deterministic given ``seed`` (and torch's thread count). ``progress(done, total,
+    last=..., best=...)`` after each validation evaluation; ``total`` is the most evaluations
+    still possible (it shrinks as configurations stop), so a bar can be re-totalled.
     """
     if budget < 1 or min_epochs < 1 or max_epochs < min_epochs or eta < 2 or patience < 1:
         raise ValueError("invalid tuning budget")
@@ -673,7 +671,7 @@ def tune_sasrec(
                 evals_done += 1
                 if progress is not None:
                     best = max(x.best for x in racers)
-                    progress(evals_done, remaining(alive, max_epochs), value, best)
+                    progress(evals_done, remaining(alive, max_epochs), last=value, best=best)
             r.seconds += time.perf_counter() - t0
 
         alive = list(racers)

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from portrait.catalog import ItemRecord
+from portrait.progress import on_bar
 from storage.catalog import ItemCatalog, UpsertResult
 
 
@@ -15,11 +16,11 @@ async def import_items(catalog: ItemCatalog, records: Sequence[ItemRecord]) -> U
     from tqdm import tqdm
 
     with tqdm(total=len(records), unit="item", desc="catalog", file=sys.stdout) as bar:
-        result = await catalog.upsert(records, progress=bar.update)
+        result = await catalog.upsert(records, progress=on_bar(bar))
     stale = await catalog.stale_count()
     if stale:
         with tqdm(
             total=stale, unit="item", desc="re-encode (model changed)", file=sys.stdout
         ) as bar:
-            await catalog.reencode(progress=bar.update)
+            await catalog.reencode(progress=on_bar(bar))
     return result

@@ -10,16 +10,15 @@ The stores are :class:`storage.postgres_catalog.PostgresCatalogStore` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from portrait.catalog import ItemRecord, item_text
 from portrait.errors import InvalidField
 from portrait.items import ItemIndex, l2_normalise
 from portrait.ports import AsyncEncoder, CatalogStore, StoredItem
+from portrait.progress import Progress
 from portrait.prompts import prompts_of
-
-Progress = Callable[[int], None]  # called with the number of items just finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +84,7 @@ class ItemCatalog:
                     [StoredItem(r, v, model) for r, v in zip(todo, vectors, strict=True)]
                 )
             if progress is not None:
-                progress(len(chunk))
+                progress(start + len(chunk), len(records))
         return UpsertResult(inserted, updated, unchanged, encoded)
 
     async def stale_count(self) -> int:

@@ -26,7 +26,7 @@ and for the top-K lists; a NaN score counts as ``-inf``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,6 +46,7 @@ from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent, RecordedEvent
 from portrait.items import ItemIndex
 from portrait.ports import TextFeatures
 from portrait.profile import ProfileState, fold
+from portrait.progress import Progress
 from portrait.ranking import RankingConfig, TagTable, popularity_scores, score_items
 
 
@@ -286,7 +287,7 @@ def run(
     item_ids: Sequence[str],
     *,
     top_k: int = 20,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Replay ``split`` through every system and rank the full catalog at each case.
 

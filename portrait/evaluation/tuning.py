@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +46,11 @@ from portrait.events import Event, ItemEvent, ReviewWritten, SearchPerformed
 from portrait.items import ItemIndex
 from portrait.ports import TextFeatures
 from portrait.profile import ProfileState
+from portrait.progress import Progress
 from portrait.ranking import RankingConfig, TagTable
 
 DEFAULT_ALPHA = 0.5
 OBJECTIVE = "NDCG@10"
-Progress = Callable[[int, int, float, float], None]  # (trial, budget, value, best)
 
 
 # -- the Portrait parameters ---------------------------------------------------------------
@@ -321,7 +321,7 @@ def tune_portrait(
         if obj > best_obj:
             best_obj, best_values, best_metrics = obj, dict(values), metrics
         if progress is not None:
-            progress(len(trials), budget, obj, best_obj)
+            progress(len(trials), budget, last=obj, best=best_obj)
         return obj
 
     attempt(dict(best_values), "default")

@@ -49,9 +49,9 @@ async def test_upsert_is_idempotent_and_encodes_only_changes(backend) -> None:
     _, store = backend
     enc = CountingEncoder()
     catalog = ItemCatalog(store, enc, chunk_size=2)
-    seen: list[int] = []
-    first = await catalog.upsert(ITEMS, progress=seen.append)
-    assert (first.inserted, first.encoded, sum(seen)) == (3, 3, 3)
+    seen: list[tuple[int, int]] = []
+    first = await catalog.upsert(ITEMS, progress=lambda done, total: seen.append((done, total)))
+    assert (first.inserted, first.encoded, seen[-1]) == (3, 3, (3, 3))
     v1 = await store.version()
     again = await catalog.upsert(ITEMS)
     assert (again.unchanged, again.encoded, enc.texts) == (3, 0, 3)

@@ -143,7 +143,7 @@ def test_tuning_is_deterministic_and_its_choice_refits(data) -> None:
     kw = dict(budget=3, seed=1, base=SMALL, grid=grid, min_epochs=2, max_epochs=6,
               eta=2, patience=2, num_threads=1)
     seen: list[tuple[int, int]] = []
-    t1 = tune_sasrec(val, ITEM_IDS, progress=lambda d, n, v, b: seen.append((d, n)), **kw)
+    t1 = tune_sasrec(val, ITEM_IDS, progress=lambda d, n, **figures: seen.append((d, n)), **kw)
     t2 = tune_sasrec(val, ITEM_IDS, **kw)
     assert t1.params == t2.params
     assert t1.validation_metrics == t2.validation_metrics
