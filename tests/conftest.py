@@ -193,7 +193,7 @@ async def machine_engine(machine_pg_url: str) -> AsyncIterator[AsyncEngine]:
 TIERS = {
     "unit": "unit", "contract": "contract", "integration": "integration", "actors": "actors",
     "api": "api", "offline": "offline", "engine": "engine", "serve": "ray", "gpu": "gpu",
-    "faults": "faults", "deploy": "deploy", "inspector": "inspector",
+    "faults": "faults", "deploy": "deploy", "inspector": "inspector", "system": "system",
 }
 _NO_RAY_TIERS = {
     "unit", "contract", "integration", "actors", "api", "offline", "faults", "inspector",
