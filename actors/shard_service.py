@@ -28,7 +28,7 @@ from portrait import codec
 from portrait.config import ProfileConfig
 from portrait.erasure import ErasureRecord
 from portrait.errors import NotReady, PortraitError
-from portrait.impressions import INTERLEAVE
+from portrait.impression import INTERLEAVE
 from portrait.inspection import ProfileDiff, diff, summarize
 from portrait.interleaving import seed_of, team_draft
 from portrait.ports import AppendResult

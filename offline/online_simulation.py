@@ -27,7 +27,7 @@ from portrait import codec
 from portrait.attribution import Attribution, attribute
 from portrait.events import Event
 from portrait.experiment_report import build_report
-from portrait.impressions import Impression
+from portrait.impression import Impression
 from portrait.ports import EventLog, ImpressionStore
 from storage.attribution import attribution_inputs
 

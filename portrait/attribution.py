@@ -31,7 +31,7 @@ from portrait.events import (
     ItemRated,
     ReviewWritten,
 )
-from portrait.impressions import Impression
+from portrait.impression import Impression
 
 DEFAULT_WINDOW_S = 3600.0
 CONVERSION_RATING = 4.0

@@ -42,7 +42,7 @@ from portrait.experiment_stats import (
     users_needed,
     wilson,
 )
-from portrait.impressions import INTERLEAVE, Impression
+from portrait.impression import INTERLEAVE, Impression
 
 MIN_INTERACTIONS = 10  # below this per variant, intervals are too rough to read
 MIN_DECISIVE = 10  # interleaving: users with a preference either way

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from portrait.errors import InvalidField
-from portrait.impressions import AB, INTERLEAVE, MODES
+from portrait.impression import AB, INTERLEAVE, MODES
 
 
 def bucket(experiment: str, user_id: str, buckets: int) -> int:

@@ -18,7 +18,7 @@ from portrait.catalog import ItemRecord
 from portrait.erasure import ErasureRecord
 from portrait.errors import PortraitError
 from portrait.events import Event, RecordedEvent
-from portrait.impressions import Impression
+from portrait.impression import Impression
 from portrait.item_space import ItemSpace
 
 
@@ -335,7 +335,7 @@ class Eraser(Protocol):
 
 
 class ImpressionStore(Protocol):
-    """What recommendation responses served (:mod:`portrait.impressions`): written in
+    """What recommendation responses served (:mod:`portrait.impression`): written in
     batches by the ingress, read by experiment reports. Never part of a profile."""
 
     async def record_many(self, impressions: Sequence[Impression]) -> None:

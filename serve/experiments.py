@@ -2,7 +2,7 @@
 displayed-items reports, and the experiment report.
 
 The pure parts are in :mod:`portrait` (impressions, attribution, interleaving, the report's
-statistics); the recorder in :mod:`serve.impressions`; this module ties them to a running
+statistics); the recorder in :mod:`serve.impression_recorder`; this module ties them to a running
 ingress and its stores.
 """
 
@@ -19,8 +19,8 @@ from portrait.attribution import attribute
 from portrait.errors import NotFound, PortraitError
 from portrait.experiment_report import build_report
 from portrait.experiments import Experiment
-from portrait.impressions import Impression, check_shown
-from serve.impressions import ImpressionRecorder
+from portrait.impression import Impression, check_shown
+from serve.impression_recorder import ImpressionRecorder
 from storage.attribution import attribution_inputs
 from storage.stores import Stores
 

@@ -87,7 +87,7 @@ RECOMMEND_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
-# -- online experiments (in the ingress process; serve/impressions.py) ----------------------
+# -- online experiments (in the ingress process; serve/impression_recorder.py) ---------------------
 IMPRESSIONS = Counter(
     "portrait_impressions",
     "Recommendation lists served and queued for recording, by variant ('interleave' under "

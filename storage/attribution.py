@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from portrait.events import Event, ItemEvent
-from portrait.impressions import Impression
+from portrait.impression import Impression
 from portrait.ports import EventLog, ImpressionStore
 
 PAGE = 1000

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portrait.erasure import ErasureRecord, user_hash
-from storage.impressions import InMemoryImpressionStore
+from storage.impression_store import InMemoryImpressionStore
 from storage.memory import InMemoryEventLog, InMemorySnapshotStore
 from storage.postgres import _LOCK, ERASED_PREFIX
 from storage.retry import DEFAULT_RETRY, RetryPolicy

@@ -16,7 +16,7 @@ Tables:
 * ``user_keys``: each user's data key, wrapped (:mod:`storage.encryption`).
 * ``erasures``: the audit record of each erased user (:mod:`storage.erasure`).
 * ``api_tokens``: API tokens (:mod:`portrait.access`), by id, with a keyed digest of the secret.
-* ``impressions``: what each recommendation response served (:mod:`storage.impressions`),
+* ``impressions``: what each recommendation response served (:mod:`storage.impression_store`),
   for online experiments; never folded into a profile.
 """
 
@@ -188,7 +188,7 @@ erasures = Table(
     Index(None, "user_hash"),
 )
 
-# What each recommendation response served, for online experiments (portrait.impressions).
+# What each recommendation response served, for online experiments (portrait.impression).
 # User and item ids in the clear, like events.item_id: no scores, reasons or text; an
 # erasure deletes the user's rows.
 impressions = Table(

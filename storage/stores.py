@@ -97,7 +97,7 @@ def forget_memory(url: str) -> None:
 
 def _open_memory(url: str) -> Stores:
     from storage.erasure import InMemoryEraser
-    from storage.impressions import InMemoryImpressionStore
+    from storage.impression_store import InMemoryImpressionStore
     from storage.item_spaces import InMemoryItemSpaceStore
     from storage.memory import InMemoryEventLog, InMemorySnapshotStore
     from storage.memory_catalog import InMemoryCatalogStore
@@ -118,7 +118,7 @@ def _open_memory(url: str) -> Stores:
 def _open_postgres(url: str, pool_size: int, master_keys: MasterKeys | None) -> Stores:
     from storage.database import create_engine
     from storage.erasure import PostgresEraser
-    from storage.impressions import PostgresImpressionStore
+    from storage.impression_store import PostgresImpressionStore
     from storage.item_spaces import PostgresItemSpaceStore
     from storage.postgres import PostgresEventLog
     from storage.postgres_catalog import PostgresCatalogStore

@@ -4,7 +4,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-29
 
-One row per served list (storage.impressions), written in batches by the ingress; read by
+One row per served list (storage.impression_store), written in batches by the ingress; read by
 experiment reports, deleted with the user by an erasure. A new table only: the previous
 release neither reads nor writes it, so it keeps running on the migrated schema.
 """

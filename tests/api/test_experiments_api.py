@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors.text_features import ThreadedEncoder
 from portrait.errors import StorageUnavailable
-from portrait.impressions import Impression
+from portrait.impression import Impression
 from portrait.tuned_config import TunedConfig
 from serve import main as cli
 from serve.api import models as m
 from serve.composition import InProcessSystem
-from serve.impressions import ImpressionRecorder
+from serve.impression_recorder import ImpressionRecorder
 from serve.settings import Settings
 from storage.stores import forget_memory
 from tests import auth

@@ -14,7 +14,7 @@ import pytest
 
 from portrait.erasure import ErasureRecord, user_hash
 from portrait.events import ItemViewed
-from portrait.impressions import Impression
+from portrait.impression import Impression
 from portrait.ports import Eraser, Snapshot, TextFeatures, TextKey
 from storage.erasure import InMemoryEraser, PostgresEraser
 from storage.stores import Stores

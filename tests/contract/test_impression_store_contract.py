@@ -8,9 +8,9 @@ from typing import ClassVar
 
 import pytest
 
-from portrait.impressions import INTERLEAVE, Impression
+from portrait.impression import INTERLEAVE, Impression
 from portrait.ports import ImpressionStore
-from storage.impressions import InMemoryImpressionStore, PostgresImpressionStore
+from storage.impression_store import InMemoryImpressionStore, PostgresImpressionStore
 from storage.stores import Stores
 from tests.contract.backends import OnEmbeddedPostgres, OnMachinePostgres, OnMemory
 

@@ -22,7 +22,7 @@ from portrait.experiment_stats import (
     wilson,
 )
 from portrait.experiments import Experiment
-from portrait.impressions import Impression, check_shown
+from portrait.impression import Impression, check_shown
 from portrait.interleaving import team_draft
 from portrait.ranking import RankingConfig
 from portrait.variants import Variant, VariantPolicy

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 
 from portrait.attribution import Attributed, Attributor
 from portrait.events import Event
-from portrait.impressions import Impression
+from portrait.impression import Impression
 from portrait.ports import ImpressionStore
 from serve import metrics
 

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portrait.impressions import Impression
+from portrait.impression import Impression
 from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.schema import impressions as table
 
