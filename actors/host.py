@@ -7,8 +7,9 @@ memory budget (:mod:`actors.active_users` decides which; :mod:`actors.snapshotte
 snapshots). An event is acknowledged only after the log says it is durable; only then is it
 folded into the in-memory state, so memory never runs ahead of the log.
 
-A snapshot is only a shortcut: one that cannot be decoded (written by a newer or broken
-release) is ignored and the profile replayed from the log.
+Loading a user from the stores is :mod:`actors.profile_loader`'s (a snapshot is only a
+shortcut there: an unreadable one is ignored and the profile replayed from the log); the
+per-user locks are :mod:`actors.user_locks`'.
 
 This class has no Ray in it: :mod:`actors.shard` wraps it in a Ray actor, and tests drive it
 directly against the in-memory or Postgres adapters.
@@ -17,18 +18,20 @@ directly against the in-memory or Postgres adapters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from actors.active_users import ActiveUser, ActiveUsers
 from actors.group_commit import GroupCommitter
+from actors.host_stats import HostStats
+from actors.profile_loader import ProfileLoader
 from actors.snapshotter import Snapshotter
 from actors.text_features import TextFeatureSource
+from actors.user_locks import UserLocks
 from portrait.config import ProfileConfig
 from portrait.errors import NotOwner, PortraitError, VersionConflict
 from portrait.events import Event, RecordedEvent, event_text
@@ -37,12 +40,10 @@ from portrait.ports import (
     AppendRequest,
     AppendResult,
     EventLog,
-    Snapshot,
     SnapshotStore,
     TextFeatures,
 )
-from portrait.profile import ProfileState, fold, replay
-from portrait.snapshot_codec import state_from_bytes
+from portrait.profile import ProfileState, fold
 from portrait.variants import VariantPolicy
 
 _log = logging.getLogger(__name__)
@@ -67,70 +68,6 @@ class HostSettings:
 
 
 T = TypeVar("T")
-
-
-@dataclass
-class HostStats:
-    """Counters the shard exports as metrics."""
-
-    activations: int = 0
-    replayed_events: int = 0
-    passivations: int = 0
-    snapshots: int = 0
-    snapshots_unreadable: int = 0
-    events_unfoldable: int = 0
-    ingested: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    erasures: int = 0
-    handed_off: int = 0
-    activation_seconds: float = 0.0
-
-
-class _Waiters:
-    __slots__ = ("lock", "count")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.count = 0  # holders and waiters
-
-
-class _UserLocks:
-    """One lock per user, kept only while someone holds or waits for it.
-
-    Dropping a lock that merely looks free is not safe: right after a release, a woken waiter
-    has not taken it yet, and a newcomer given a fresh lock would run beside that waiter.
-    Counting holders and waiters makes the entry's removal exact.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[str, _Waiters] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, user_ids: Iterable[str]) -> AsyncIterator[None]:
-        """Hold every user's lock, taken in sorted order so that two callers with
-        overlapping users cannot deadlock."""
-        ids = sorted(set(user_ids))
-        entries = []
-        for user_id in ids:
-            entry = self._entries.get(user_id)
-            if entry is None:
-                entry = self._entries[user_id] = _Waiters()
-            entry.count += 1
-            entries.append(entry)
-        held: list[asyncio.Lock] = []
-        try:
-            for entry in entries:
-                await entry.lock.acquire()
-                held.append(entry.lock)
-            yield
-        finally:
-            for lock in held:
-                lock.release()
-            for user_id, entry in zip(ids, entries, strict=True):
-                entry.count -= 1
-                if entry.count == 0:
-                    del self._entries[user_id]
 
 
 class UserHost:
@@ -166,8 +103,11 @@ class UserHost:
         self._settings = settings
         self._committer = GroupCommitter(log, window_s=settings.group_commit_window_s)
         self._users = ActiveUsers(clock)
-        self._locks = _UserLocks()
+        self._locks = UserLocks()
         self.stats = HostStats()
+        self._loader = ProfileLoader(
+            log, snapshots, texts, items, self.config, self._hash, self.stats
+        )
         self._snapshotter = Snapshotter(snapshots, self._hash, self._count_snapshots)
         # Whether this host (still) owns a user; checked under the user's lock, so that once
         # a hand-off has passivated a user here, nothing of theirs runs here again.
@@ -216,23 +156,7 @@ class UserHost:
         self, user_id: str, *, until_seq: int | None = None, until_time: float | None = None
     ) -> ProfileState:
         """The profile as of a past seq or event time, replayed from the log (uncached)."""
-        snapshot = None
-        if until_seq is not None or until_time is not None:
-            snap = await self._snapshots.latest(user_id, self._hash(user_id), max_seq=until_seq)
-            snapshot = self._decode(snap) if snap is not None else None
-        after = 0
-        # A snapshot taken after until_time may hold events that occurred later: not usable.
-        if snapshot is not None and (until_time is None or (snapshot.t_ref or 0) <= until_time):
-            after = snapshot.last_seq
-        else:
-            snapshot = None
-        tail = await self._log.read(user_id, after_seq=after, until_seq=until_seq)
-        texts = await self._texts.features_for(r.event for r in tail)
-        self.stats.replayed_events += len(tail)
-        return replay(
-            tail, self.config(user_id), self._items(), texts.get(user_id, {}), user_id=user_id,
-            until_seq=until_seq, until_time=until_time, snapshot=snapshot,
-        )
+        return await self._loader.at(user_id, until_seq=until_seq, until_time=until_time)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -487,83 +411,16 @@ class UserHost:
     async def _activate(
         self, user_ids: Sequence[str], *, keep_empty: bool = True
     ) -> dict[str, ActiveUser]:
-        """Load users (not active, locks held): their latest snapshots in one query, the
-        log's tails after them in another, their texts' features in one call, then replay.
-        A shard that restarts re-activates users in bulk, so this is one round trip per
-        step, not per user. With ``keep_empty=False`` a user without any event is returned
-        but not kept active."""
-        started = time.perf_counter()
-        snaps = await self._snapshots.latest_many({u: self._hash(u) for u in user_ids})
-        starts: dict[str, tuple[Snapshot, ProfileState]] = {}
-        for user_id, snap in snaps.items():
-            decoded = self._decode(snap)
-            if decoded is not None:
-                starts[user_id] = (snap, decoded)
-        tails = await self._log.read_tails(
-            {u: starts[u][1].last_seq if u in starts else 0 for u in user_ids}
-        )
-        texts = await self._texts.features_for(r.event for tail in tails.values() for r in tail)
+        """Load users (not active, locks held; see :meth:`ProfileLoader.load`). With
+        ``keep_empty=False`` a user without any event is returned but not kept active."""
         users = {}
-        for user_id in user_ids:
-            start = starts.get(user_id)
-            snapshot = start[1] if start is not None else None
-            state = self._replay_tolerant(tails[user_id], user_id, snapshot,
-                                          texts.get(user_id, {}))
-            if not keep_empty and state.last_seq == 0:
-                users[user_id] = ActiveUser(state, 0, 0.0)  # answered, never kept
+        for user_id, loaded in (await self._loader.load(user_ids)).items():
+            if not keep_empty and loaded.state.last_seq == 0:
+                users[user_id] = ActiveUser(loaded.state, 0, 0.0)  # answered, never kept
                 continue
             # Without a usable snapshot, snapshot_seq 0 gets a fresh one written soon.
-            users[user_id] = self._users.add(user_id, state, start[0].seq if start else 0)
-            self.stats.replayed_events += len(tails[user_id])
-        self.stats.activations += len(user_ids)
-        self.stats.activation_seconds += time.perf_counter() - started
+            users[user_id] = self._users.add(user_id, loaded.state, loaded.snapshot_seq)
         return users
 
-    def _replay_tolerant(
-        self,
-        tail: Sequence[RecordedEvent],
-        user_id: str,
-        snapshot: ProfileState | None,
-        texts: Mapping[str, TextFeatures],
-    ) -> ProfileState:
-        """:func:`replay`, except that an event that cannot be folded (a deterministic
-        failure: stored features of another width after an encoder change, a bug) is skipped,
-        logged and counted, instead of making the user unloadable for good and failing every
-        user activated with them. Replays skip the same events, so profiles stay reproducible."""
-        config, items = self.config(user_id), self._items()
-        try:
-            return replay(tail, config, items, texts, user_id=user_id, snapshot=snapshot)
-        except Exception:
-            _log.exception("replay of %s failed; folding its events one by one", user_id)
-        state = snapshot.copy() if snapshot is not None else ProfileState(user_id)
-        for rec in tail:
-            trial = state.copy()
-            try:
-                fold(trial, [rec], config, items, texts)
-            except Exception as exc:
-                self.stats.events_unfoldable += 1
-                _log.error("event seq %d of %s cannot be folded, skipped: %r",
-                           rec.seq, user_id, exc)
-                # Past it all the same: the next append expects the log's version.
-                state.last_seq = rec.seq
-                continue
-            state = trial
-        return state
 
-    def _decode(self, snap: Snapshot) -> ProfileState | None:
-        """The snapshot's state, or None (replay from the log) if it cannot be decoded."""
-        try:
-            return state_from_bytes(snap.state)
-        except Exception as exc:  # any failure: the log can always rebuild the profile
-            _log.warning(
-                "snapshot of %s at seq %d (config %s) is unreadable, replaying from the log: %r",
-                snap.user_id,
-                snap.seq,
-                snap.config_hash,
-                exc,
-            )
-            self.stats.snapshots_unreadable += 1
-            return None
-
-
-__all__ = ["HostSettings", "HostStats", "Outcome", "UserHost"]
+__all__ = ["HostSettings", "Outcome", "UserHost"]

@@ -370,7 +370,7 @@ async def test_a_restarted_host_reactivates_a_call_s_users_in_one_read(stores: S
 
 @pytest.fixture
 def host_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    with caplog.at_level(logging.WARNING, logger="actors.host"):
+    with caplog.at_level(logging.WARNING, logger="actors.profile_loader"):
         yield caplog
 
 
