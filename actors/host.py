@@ -35,6 +35,7 @@ from actors.user_locks import UserLocks
 from portrait.config import ProfileConfig
 from portrait.errors import NotOwner, PortraitError, VersionConflict
 from portrait.events import Event, RecordedEvent, event_text
+from portrait.fold import fold
 from portrait.items import ItemIndex
 from portrait.ports import (
     AppendRequest,
@@ -43,7 +44,7 @@ from portrait.ports import (
     SnapshotStore,
     TextFeatures,
 )
-from portrait.profile import ProfileState, fold
+from portrait.profile import ProfileState
 from portrait.variants import VariantPolicy
 
 _log = logging.getLogger(__name__)

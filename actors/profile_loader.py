@@ -16,9 +16,10 @@ from actors.host_stats import HostStats
 from actors.text_features import TextFeatureSource
 from portrait.config import ProfileConfig
 from portrait.events import RecordedEvent
+from portrait.fold import fold, replay
 from portrait.items import ItemIndex
 from portrait.ports import EventLog, Snapshot, SnapshotStore, TextFeatures
-from portrait.profile import ProfileState, fold, replay
+from portrait.profile import ProfileState
 from portrait.snapshot_codec import state_from_bytes
 
 _log = logging.getLogger(__name__)

@@ -44,9 +44,9 @@ from portrait.events import (  # noqa: E402
     RecordedEvent,
     SearchPerformed,
 )
+from portrait.fold import replay  # noqa: E402
 from portrait.items import ItemIndex, l2_normalise  # noqa: E402
 from portrait.ports import TextFeatures  # noqa: E402
-from portrait.profile import replay  # noqa: E402
 from storage.database import create_engine  # noqa: E402
 from storage.embedded import EmbeddedPostgres  # noqa: E402
 from storage.encryption import MasterKeys  # noqa: E402

@@ -115,7 +115,7 @@ def _setup(doc: Mapping[str, Any]) -> list[str]:
         f"{s['n_items']} items; items in the user's visible history are excluded for every "
         "system; every interaction is a target whatever its rating; stream order is "
         "(occurred_at, event_id), so tied timestamps are ordered by event id; each profile is "
-        "folded with the real `portrait.profile.fold` from the user's events strictly before the "
+        "folded with the real `portrait.fold.fold` from the user's events strictly before the "
         "test point and scored with the real `portrait.ranking.score_items`.",
         "* Global models (collaborative vectors, item-kNN) learn from the split's training events "
         "only; popularity (prior and baselines) counts only training events before each user's "

@@ -9,7 +9,7 @@ per catalog item. The runner then ranks the **whole catalog** (no sampled negati
 excluding the items the user interacted with before the test point, and records the rank of
 every target and the top of the list.
 
-Portrait runs through the real domain code: :func:`portrait.profile.fold` builds the profile
+Portrait runs through the real domain code: :func:`portrait.fold.fold` builds the profile
 and :func:`portrait.ranking.score_items` scores it, the scorer behind
 :func:`portrait.ranking.recommend` (the runner's top-K equals ``recommend``'s output with the
 history excluded; a unit test checks it).
@@ -43,9 +43,10 @@ from portrait.evaluation.metrics import (
 )
 from portrait.evaluation.splits import Case, Split, stream_key
 from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent, RecordedEvent
+from portrait.fold import fold
 from portrait.items import ItemIndex
 from portrait.ports import TextFeatures
-from portrait.profile import ProfileState, fold
+from portrait.profile import ProfileState
 from portrait.progress import Progress
 from portrait.ranking import RankingConfig, TagTable, popularity_scores, score_items
 
@@ -148,7 +149,7 @@ class PopularityClock:
 
 
 class PortraitSession:
-    """One user's profile, folded with the real :func:`portrait.profile.fold`."""
+    """One user's profile, folded with the real :func:`portrait.fold.fold`."""
 
     def __init__(self, system: PortraitSystem, user_id: str) -> None:
         self.system = system

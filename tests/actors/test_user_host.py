@@ -30,9 +30,10 @@ from portrait.events import (
     RecordedEvent,
     SearchPerformed,
 )
+from portrait.fold import replay
 from portrait.items import ItemIndex
 from portrait.ports import AsyncEncoder, EventLog, Snapshot, SnapshotStore, TextFeatureStore
-from portrait.profile import ProfileState, replay
+from portrait.profile import ProfileState
 from portrait.variants import VariantPolicy
 from storage.memory import InMemoryEventLog, InMemorySnapshotStore
 from storage.postgres import PostgresEventLog

@@ -18,8 +18,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from portrait.config import ProfileConfig  # noqa: E402
+from portrait.fold import replay  # noqa: E402
 from portrait.inspection import summarize  # noqa: E402
-from portrait.profile import replay  # noqa: E402
 from portrait.tuned_config import TunedConfig  # noqa: E402
 from serve.encoder_settings import EncoderSettings  # noqa: E402
 from serve.service import start_service  # noqa: E402

@@ -24,9 +24,10 @@ from portrait.events import (
     SearchPerformed,
     event_text,
 )
+from portrait.fold import fold, replay
 from portrait.inspection import diff, summarize
 from portrait.items import ItemIndex, l2_normalise
-from portrait.profile import ProfileState, fold, replay
+from portrait.profile import ProfileState
 from portrait.snapshot_codec import SNAPSHOT_FORMAT, state_from_bytes, state_to_bytes
 from tests.unit.builders import DIM, GENRES, catalog, recorded, text_features
 

@@ -8,8 +8,9 @@ import pytest
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField
 from portrait.events import ItemDismissed, ItemPurchased, ItemViewed
+from portrait.fold import replay
 from portrait.items import ItemIndex, l2_normalise
-from portrait.profile import ProfileState, replay
+from portrait.profile import ProfileState
 from portrait.ranking import RankingConfig, TagTable, popularity_scores, recommend
 from tests.unit.builders import recorded
 
