@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import resource
@@ -93,8 +92,8 @@ def worker_st(texts: list[str], sizes: list[int]) -> dict:
 def worker_direct(texts: list[str], sizes: list[int], dtype: str) -> dict:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     sys.path.insert(0, str(ROOT))
-    from serve.encoder_settings import EncoderSettings
-    from serve.vllm_encoder import VllmEncoder
+    from encoding.settings import EncoderSettings
+    from encoding.vllm_encoder import VllmEncoder
 
     enc = VllmEncoder(EncoderSettings(dtype=dtype)).start()
     tps = run_sync(enc.encode, texts, sizes)
@@ -112,7 +111,7 @@ def worker_serve(texts: list[str], sizes: list[int], callers: int) -> dict:
     from ray import serve
 
     from serve.encoder_deployment import build_encoder_app
-    from serve.encoder_settings import EncoderSettings
+    from serve.settings import load_settings
 
     t0 = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
@@ -123,7 +122,7 @@ def worker_serve(texts: list[str], sizes: list[int], callers: int) -> dict:
     t1 = time.perf_counter()
     # Batching settings come from PORTRAIT_ENCODER_* like the service's; dtype stays fp32 so the
     # Serve figure compares with direct-fp32.
-    settings = dataclasses.replace(EncoderSettings.from_env(), dtype="float32", num_cpus=1)
+    settings = load_settings().encoder.model_copy(update={"dtype": "float32", "num_cpus": 1})
     handle = serve.run(build_encoder_app(settings), name="bench-encoder", route_prefix=None)
     deploy_s = time.perf_counter() - t1
 
@@ -210,7 +209,7 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from serve.encoder_settings import bf16_supported
+    from encoding.engine import bf16_supported
 
     modes = [m for m in args.only.split(",") if m]
     if "direct-bf16" in modes and not bf16_supported(cuda=False):

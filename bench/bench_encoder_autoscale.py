@@ -69,15 +69,14 @@ def main() -> int:
     os.environ.setdefault("PORTRAIT_ENCODER_NUM_CPUS", "0.5")
 
     from serve.composition import APP_NAME, ENCODER_DEPLOYMENT
-    from serve.encoder_settings import EncoderSettings
-    from serve.settings import Settings
+    from serve.settings import Settings, load_settings
     from storage.embedded import EmbeddedPostgres
 
     base = Path(tempfile.mkdtemp(prefix="portrait-bench-autoscale-"))
     pg = EmbeddedPostgres(base / "pg")
     url = pg.start()
     settings = Settings(data_dir=base, port=args.port, shards=2,
-                        encoder=EncoderSettings.from_env())
+                        encoder=load_settings().encoder)
     svc = start_service(settings, url, load_demo_catalog=False)
     stop = threading.Event()
     encoded = [0]

@@ -267,7 +267,8 @@ async def run(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - started
         lost, dup = await check_log(direct, load)
         users = sorted(load.acked)
-        differing = await replay_matches(svc.url, svc.headers(), direct, settings.shards, users)
+        differing = await replay_matches(svc.url, svc.headers(), direct, settings.shards.count,
+                                         users)
     finally:
         if svc is not None:
             await asyncio.to_thread(svc.stop)

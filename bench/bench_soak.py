@@ -132,7 +132,7 @@ def main() -> int:
                               headers=svc.headers()).status_code == 200
             items = [m.item_id for m in movies]
             shards = [ray.get_actor(f"portrait-shard-{i}", namespace=NAMESPACE)
-                      for i in range(settings.shards)]
+                      for i in range(settings.shards.count)]
             statuses: Counter[str] = Counter()
             samples: list[tuple[float, dict[str, int], int]] = []
             began = time.monotonic()

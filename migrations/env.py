@@ -24,9 +24,9 @@ def _url() -> str:
     # `portrait migrate` passes the URL in; a bare `alembic upgrade head` reads the setting.
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from serve.settings import Settings
+        from serve.settings import load_settings
 
-        url = Settings.from_env().database_url
+        url = load_settings().storage.database_url
     if not url:
         raise RuntimeError("no database URL: set sqlalchemy.url or PORTRAIT_DATABASE_URL")
     return async_url(url)

@@ -119,10 +119,10 @@ def main(
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    from serve.settings import Settings, SettingsError
+    from serve.settings import SettingsError, load_settings
 
     try:
-        args.settings = Settings.from_env()
+        args.settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"portrait {args.command}: configuration error: {exc}") from None
     try:

@@ -21,9 +21,10 @@ from offline.prepare import Prepared, prepare
 from offline.progress import run_with_progress, tune_with_progress
 from offline.report import CAVEATS, ab_markdown, write_report
 from portrait.evaluation import ab
+from portrait.evaluation.baseline_tuning import baseline_systems, tune_baselines
 from portrait.evaluation.roster import REFERENCE, best_validation_baseline, portrait_systems
 from portrait.evaluation.summary import KS, summarise_run
-from portrait.evaluation.tuning import TuningResult, baseline_systems, tune_baselines
+from portrait.evaluation.tuning import TuningResult
 from portrait.experiments import Experiment
 from portrait.item_space import CollabSettings
 from portrait.ports import Encoder
@@ -203,8 +204,8 @@ def _from_settings(args: argparse.Namespace) -> dict[str, Any]:
     if encoder.dtype == "float32":
         # The service's default; offline runs take bf16 where the CPU or GPU has it natively
         # (auto-cpu resolves to float32 elsewhere). Vectors keep the model id either way.
-        encoder = dataclasses.replace(encoder, dtype="auto-cpu")
-    return {"datasets_dir": settings.datasets_dir, "encoder_settings": encoder}
+        encoder = encoder.model_copy(update={"dtype": "auto-cpu"})
+    return {"datasets_dir": settings.storage.datasets_dir, "encoder_settings": encoder}
 
 
 def _prepare(

@@ -38,7 +38,7 @@ class EncoderProvider:
         self._settings: Any = settings
         self.started_seconds: float | None = None
         if encoder is None and settings is None:
-            from serve.encoder_settings import EncoderSettings
+            from encoding.settings import EncoderSettings
 
             self._settings = EncoderSettings()
 
@@ -58,7 +58,7 @@ class EncoderProvider:
     def get(self) -> Encoder:
         """The encoder, started on first use."""
         if self._encoder is None:
-            from serve.vllm_encoder import VllmEncoder
+            from encoding.vllm_encoder import VllmEncoder
 
             t0 = time.perf_counter()
             self._encoder = VllmEncoder(self._settings).start()

@@ -18,13 +18,13 @@ import numpy as np
 from ray import serve
 from ray.serve import Application
 
+from encoding.settings import EncoderSettings
+from encoding.vllm_encoder import validate_texts
 from portrait.errors import EncoderUnavailable, InvalidField, InvalidInput
 from portrait.ports import Encoder
 from portrait.prompts import TextPrompts, prompts_of
 from serve import metrics
-from serve.encoder_autoscaling import TEXTS_IN_FLIGHT
-from serve.encoder_settings import EncoderSettings
-from serve.vllm_encoder import validate_texts
+from serve.encoder_autoscaling import POLICY, TEXTS_IN_FLIGHT
 
 T = TypeVar("T")
 
@@ -57,8 +57,8 @@ def _max_rss_mib() -> float | None:
 
 
 def vllm_encoder_factory(settings: EncoderSettings) -> Encoder:
-    """The default factory: a started :class:`serve.vllm_encoder.VllmEncoder`."""
-    from serve.vllm_encoder import VllmEncoder
+    """The default factory: a started :class:`encoding.vllm_encoder.VllmEncoder`."""
+    from encoding.vllm_encoder import VllmEncoder
 
     return VllmEncoder(settings).start()
 
@@ -222,6 +222,24 @@ class EncoderDeployment:
         return out
 
 
+def replica_options(settings: EncoderSettings) -> dict[str, object]:
+    """How many replicas: a fixed ``num_replicas``, or Serve autoscaling from
+    ``num_replicas`` to ``max_replicas``."""
+    if settings.max_replicas is None or settings.max_replicas == settings.num_replicas:
+        return {"num_replicas": settings.num_replicas}
+    return {"autoscaling_config": {
+        "min_replicas": settings.num_replicas,
+        "initial_replicas": settings.num_replicas,
+        "max_replicas": settings.max_replicas,
+        # In texts, not calls: see serve/encoder_autoscaling.py.
+        "target_ongoing_requests": settings.target_ongoing_requests,
+        "policy": {"policy_function": POLICY},
+        # A replica takes ~50 s to load on CPU: do not add one for a short burst.
+        "upscale_delay_s": 10.0,
+        "downscale_delay_s": settings.downscale_delay_s,
+    }}
+
+
 def build_encoder_app(
     settings: EncoderSettings, encoder_factory: EncoderFactory | None = None
 ) -> Application:
@@ -230,7 +248,7 @@ def build_encoder_app(
     if settings.num_gpus:
         ray_actor_options["num_gpus"] = settings.num_gpus
     app: Application = EncoderDeployment.options(  # type: ignore[attr-defined]
-        **settings.replica_options(),
+        **replica_options(settings),
         max_ongoing_requests=settings.max_ongoing_requests,
         ray_actor_options=ray_actor_options,
         user_config=settings.batch_config(),

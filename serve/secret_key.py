@@ -1,7 +1,8 @@
 """The deployment's secret key: token digests are HMACs under it.
 
 Read by each process that needs it, from ``PORTRAIT_SECRET_KEY`` (base64 or hex, at least 32
-bytes; on Kubernetes, from a Secret) or else from a file (``PORTRAIT_SECRET_KEY_FILE``,
+bytes; on Kubernetes, from a Secret; the settings' ``security.secrets``, which each process
+reads from its own environment) or else from a file (``PORTRAIT_SECRET_KEY_FILE``,
 default ``<data_dir>/secret.key``), and never passed in actor or deployment arguments.
 ``portrait run`` and ``portrait token create`` create the file (mode 0600) when neither
 exists, so a local first run needs no set-up.
@@ -10,31 +11,27 @@ exists, so a local first run needs no set-up.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import secrets
 from pathlib import Path
 
 from portrait.access import MIN_KEY_BYTES
 from serve.settings import PREFIX, Settings, SettingsError
+from storage.secrets import decode_key
 
 ENV = PREFIX + "SECRET_KEY"
 
 
 def key_file(settings: Settings) -> Path:
-    return settings.secret_key_file or settings.data_dir / "secret.key"
+    return settings.security.secret_key_file or settings.storage.data_dir / "secret.key"
 
 
 def _decode(text: str, source: str) -> bytes:
-    text = text.strip()
-    for decode in (bytes.fromhex, lambda t: base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))):
-        try:
-            key = decode(text)
-        except (ValueError, binascii.Error):
-            continue
-        if len(key) >= MIN_KEY_BYTES:
-            return key
-    raise SettingsError(f"{source}: must be at least {MIN_KEY_BYTES} bytes, as hex or base64")
+    key = decode_key(text, lambda k: len(k) >= MIN_KEY_BYTES)
+    if key is None:
+        raise SettingsError(
+            f"{source}: must be at least {MIN_KEY_BYTES} bytes, as hex or base64")
+    return key
 
 
 def load_secret_key(settings: Settings, *, create: bool = False) -> bytes:
@@ -43,9 +40,9 @@ def load_secret_key(settings: Settings, *, create: bool = False) -> bytes:
     Raises:
         SettingsError: no key anywhere, or a key too short or not hex/base64.
     """
-    env = os.environ.get(ENV, "").strip()
-    if env:
-        return _decode(env, ENV)
+    given = settings.security.secrets.secret_key  # read by this process (storage.secrets)
+    if given is not None:
+        return _decode(given.get_secret_value(), ENV)
     path = key_file(settings)
     if not path.exists() and create:
         path.parent.mkdir(parents=True, exist_ok=True)

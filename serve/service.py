@@ -48,12 +48,12 @@ class RunningService:
         from actors.shard import existing_shards
 
         try:
-            shards = existing_shards(self.settings.shards)
+            shards = existing_shards(self.settings.shards.count)
             ray.get([s.passivate_all.remote() for s in shards], timeout=30)
         except Exception as exc:  # best effort: snapshots are an optimisation
             print(f"warning: snapshots on shutdown failed ({exc!r}); users replay from the log")
         serve.shutdown()  # type: ignore[no-untyped-call]
-        if self.settings.ray_address:
+        if self.settings.api.ray_address:
             # A cluster this run joined outlives it: stop the detached actors it started
             # (shards, directory, registry, retrain), as stopping a Ray of its own would, so
             # that the next run starts from the log with PORTRAIT_SHARDS, not on actors
@@ -94,34 +94,35 @@ def start_service(
     # Ray's processes get no database password in their arguments (StoreFactory drops it);
     # they read it from the environment they inherit from this process.
     password = password_of(database_url)
-    if password is not None and not os.environ.get(PASSWORD_ENV):
+    if password is not None and settings.security.secrets.database_password is None:
         os.environ[PASSWORD_ENV] = password
-    if settings.encryption:
+    if settings.security.encryption:
         # Like the secret key: made on the first run, and an absolute path for the replicas.
         # A wrong or missing key fails here, with the message, before anything starts.
-        settings = dataclasses.replace(settings, master_key_file=master_key_path(settings))
-        load_master_keys(settings.master_key_file, create=True)
+        settings = settings.replace(security={"master_key_file": master_key_path(settings)})
+        load_master_keys(settings.security.master_key_file, create=True)
         asyncio.run(_check_master_key(settings, database_url))
     token = None
-    if settings.auth or settings.pseudonymize:
+    if settings.security.auth or settings.security.pseudonymize:
         # The replicas read the key themselves; make it (first run) and give them an
         # absolute path to it.
         key = load_secret_key(settings, create=True)
-        settings = dataclasses.replace(settings, secret_key_file=key_file(settings).resolve())
-        if settings.auth:
+        settings = settings.replace(security={"secret_key_file": key_file(settings).resolve()})
+        if settings.security.auth:
             token = asyncio.run(_dev_token(settings, database_url, key))
     # The ingress replica serves HTTP itself (throughput mode) and, on shutdown, keeps
     # serving for a draining period (30 s by default) so that a load balancer can stop
     # sending it traffic. A local run has no load balancer: drain for one second, or Ctrl-C
     # would take over 30 s. Read by the replicas, so set before Ray starts them.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
-    if not ray.is_initialized() and settings.ray_address:
-        _check_reachable(settings.ray_address)  # Ray itself retries an unreachable head for ever
+    if not ray.is_initialized() and settings.api.ray_address:
+        # Ray itself retries an unreachable head for ever
+        _check_reachable(settings.api.ray_address)
         try:
-            ray.init(address=settings.ray_address, namespace="portrait", log_to_driver=False)
+            ray.init(address=settings.api.ray_address, namespace="portrait", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SettingsError(f"PORTRAIT_RAY_ADDRESS: cannot join a Ray cluster at "
-                                f"{settings.ray_address!r} ({exc})") from None
+                                f"{settings.api.ray_address!r} ({exc})") from None
     elif not ray.is_initialized():
         ray.init(
             namespace="portrait",
@@ -130,14 +131,14 @@ def start_service(
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
         )
-    serve.start(proxy_location=settings.proxy_location,
-                http_options={"host": settings.host, "port": settings.port})
+    serve.start(proxy_location=settings.api.proxy_location,
+                http_options={"host": settings.api.host, "port": settings.api.port})
     serve.run(build_app(settings, database_url), name=APP_NAME, route_prefix="/", blocking=False)
-    url = f"http://{settings.host}:{settings.port}"
+    url = f"http://{settings.api.host}:{settings.api.port}"
     ready = wait_ready(url)
     service = RunningService(url, settings, database_url, token)
     if load_demo_catalog and ready.get("catalog_version") == 0:
-        _import_demo_catalog(url, settings.max_batch_events, service.headers())
+        _import_demo_catalog(url, settings.api.max_batch_events, service.headers())
     return service
 
 
@@ -153,7 +154,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def master_key_path(settings: Settings) -> Path:
-    return (settings.master_key_file or settings.data_dir / "master.key").resolve()
+    return (settings.security.master_key_file or settings.storage.data_dir / "master.key").resolve()
 
 
 async def _check_master_key(settings: Settings, database_url: str) -> None:
@@ -167,7 +168,7 @@ async def _dev_token(settings: Settings, database_url: str, key: bytes) -> str:
 
     stores = open_stores(database_url, pool_size=1)
     try:
-        return await dev_token(stores.tokens, key, settings.data_dir / "dev-token")
+        return await dev_token(stores.tokens, key, settings.storage.data_dir / "dev-token")
     finally:
         await stores.close()
 
@@ -211,7 +212,7 @@ def run_service(settings: Settings, database_url: str, *, load_demo_catalog: boo
     if service.token:
         auth = " -H \"authorization: Bearer $PORTRAIT_TOKEN\""
         print(f"""
-Your local admin token (kept in {settings.data_dir / 'dev-token'}; make others with
+Your local admin token (kept in {settings.storage.data_dir / 'dev-token'}; make others with
 `portrait token create`):
 
   export PORTRAIT_TOKEN={service.token}""", flush=True)

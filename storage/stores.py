@@ -8,7 +8,6 @@ processes, which is why the Ray system refuses ``memory://``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from portrait.ports import (
 )
 from storage.catalog import ItemCatalog
 from storage.encryption import MasterKeys, load_master_keys
+from storage.secrets import ProcessSecrets
 
 MEMORY_SCHEME = "memory://"
 
@@ -189,9 +189,11 @@ class StoreFactory:
         if is_memory_url(self.url):
             return self.url
         mine = make_url(self.url)
-        password = os.environ.get(PASSWORD_ENV)
-        if password is None and os.environ.get(URL_ENV):
-            env = make_url(os.environ[URL_ENV])
+        secrets = ProcessSecrets.read()
+        password = ProcessSecrets.value(secrets.database_password)
+        named = ProcessSecrets.value(secrets.database_url)
+        if password is None and named:
+            env = make_url(named)
             same = (env.username, env.host, env.port, env.database)
             if same == (mine.username, mine.host, mine.port, mine.database):
                 password = env.password

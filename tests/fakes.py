@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from serve.vllm_encoder import validate_texts
+from encoding.vllm_encoder import validate_texts
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -25,7 +25,7 @@ def cmd_import_catalog(args: argparse.Namespace, settings: Settings) -> int:
     from storage.migrate import upgrade
     from storage.stores import open_stores
 
-    dataset = load_dataset(args.dataset, args.data_dir, settings.datasets_dir)
+    dataset = load_dataset(args.dataset, args.data_dir, settings.storage.datasets_dir)
     with database(settings) as url:
         upgrade(url)
         t0 = time.perf_counter()
@@ -57,7 +57,7 @@ def cmd_train_items(args: argparse.Namespace, settings: Settings) -> int:
     from serve.composition import store_factory
     from storage.migrate import upgrade
 
-    collab = settings.collab_settings() or CollabSettings()
+    collab = settings.experiments.collab_settings() or CollabSettings()
     with database(settings) as url:
         upgrade(url)
 

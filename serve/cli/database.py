@@ -18,20 +18,20 @@ def database(settings: Settings) -> Iterator[str]:
     """The configured database URL (with the password from ``PORTRAIT_DATABASE_PASSWORD``
     when the URL has none, as the service's processes take it), or an embedded Postgres
     started for the duration."""
-    if settings.database_url:
+    if settings.storage.database_url:
         from storage.stores import StoreFactory, password_of
 
-        url = settings.database_url
+        url = settings.storage.database_url
         yield url if password_of(url) is not None else StoreFactory(url).connect_url()
         return
     from storage.embedded import EmbeddedPostgres
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    pg = EmbeddedPostgres(settings.data_dir / "postgres")
+    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    pg = EmbeddedPostgres(settings.storage.data_dir / "postgres")
     started = time.perf_counter()
     url = pg.start()
     print(f"embedded Postgres ready in {time.perf_counter() - started:.1f}s "
-          f"(data in {settings.data_dir / 'postgres'})", flush=True)
+          f"(data in {settings.storage.data_dir / 'postgres'})", flush=True)
     try:
         yield url
     finally:
@@ -57,7 +57,8 @@ def cmd_master_key(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "new":
         print(new_master_key_text())
         return 0
-    master = load_master_keys(settings.master_key_file or settings.data_dir / "master.key")
+    master = load_master_keys(settings.security.master_key_file
+                              or settings.storage.data_dir / "master.key")
     with database(settings) as url:
         upgrade(url)
 

@@ -13,7 +13,7 @@ from serve.settings import Settings
 
 
 def _service_url(args: argparse.Namespace, settings: Settings) -> str:
-    return args.url or f"http://{settings.host}:{settings.port}"
+    return args.url or f"http://{settings.api.host}:{settings.api.port}"
 
 
 def cmd_import_events(args: argparse.Namespace, settings: Settings) -> int:
@@ -38,7 +38,7 @@ def cmd_import_events(args: argparse.Namespace, settings: Settings) -> int:
         rows: Any = ((f"{name}:{line}", item) for line, item in read_interactions(args.file))
         total = None
     else:
-        events = load_dataset(args.dataset, args.data_dir, settings.datasets_dir).events
+        events = load_dataset(args.dataset, args.data_dir, settings.storage.datasets_dir).events
         rows = ((f"event {i + 1}", e) for i, e in enumerate(events))
         total = len(events)
     url = _service_url(args, settings)

@@ -28,8 +28,8 @@ def cmd_experiment(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 size = len(await stores.catalog_store.titles())
                 report = await experiment_report(
-                    stores, args.name, size, window_s=settings.attribution_window_s,
-                    experiment=settings.variant_policy().experiment)
+                    stores, args.name, size, window_s=settings.experiments.attribution_window_s,
+                    experiment=settings.experiments.variant_policy().experiment)
             finally:
                 await stores.close()
             print(json.dumps(report, indent=2) if args.json else format_report(report))

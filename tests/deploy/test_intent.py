@@ -3,7 +3,6 @@ no secrets in the clear."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import re
@@ -34,15 +33,12 @@ def _env(overlay: str, group: str = "head") -> dict[str, Any]:
 
 
 def _settings_env_names() -> set[str]:
-    from serve import secret_key
-    from serve.encoder_settings import ENV_PREFIX, EncoderSettings
-    from serve.settings import PREFIX, Settings
-    from storage.encryption import MASTER_KEY_ENV
-    from storage.stores import PASSWORD_ENV, URL_ENV
+    """Every variable the settings model reads, the secrets each process reads included:
+    taken from the model, so a new setting needs no second list here."""
+    from serve.settings import Settings, variables
+    from storage.secrets import ProcessSecrets
 
-    names = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings) if f.name != "encoder"}
-    names |= {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(EncoderSettings)}
-    return names | {PASSWORD_ENV, URL_ENV, secret_key.ENV, MASTER_KEY_ENV}
+    return {v.name for v in variables(Settings)} | set(ProcessSecrets.variables())
 
 
 # -- probes ---------------------------------------------------------------------------------
@@ -113,10 +109,11 @@ def test_prod_requests_gpus_and_dev_does_not() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_settings_parse_and_fit_the_worker_groups(overlay: str) -> None:
-    from serve.settings import Settings
+    from serve.encoder_deployment import replica_options
+    from serve.settings import load_settings
 
     env = {k: v for k, v in _env(overlay).items() if isinstance(v, str)}
-    settings = Settings.from_env(env)  # validates every value, as start-up does
+    settings = load_settings(env)  # validates every value, as start-up does
     enc = settings.encoder
     cluster = one(render(overlay), "RayService")["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
@@ -129,19 +126,19 @@ def test_settings_parse_and_fit_the_worker_groups(overlay: str) -> None:
         most = enc.max_replicas or enc.num_replicas
         assert groups["gpu"]["maxReplicas"] * gpu_pod >= most * enc.num_gpus
         assert groups["gpu"]["minReplicas"] * gpu_pod >= enc.num_replicas * enc.num_gpus
-        assert "autoscaling_config" in enc.replica_options()
+        assert "autoscaling_config" in replica_options(enc)
     else:
-        assert enc.replica_options() == {"num_replicas": 1}  # dev: one fixed encoder replica
+        assert replica_options(enc) == {"num_replicas": 1}  # dev: one fixed encoder replica
         assert "gpu" not in groups
 
 
 def test_prod_scales_more_than_dev() -> None:
-    from serve.settings import Settings
+    from serve.settings import load_settings
 
-    dev = Settings.from_env({k: v for k, v in _env("dev-cpu").items() if isinstance(v, str)})
-    prod = Settings.from_env({k: v for k, v in _env("prod-gpu").items() if isinstance(v, str)})
-    assert prod.shards > dev.shards
-    assert prod.ingress_max_replicas > dev.ingress_max_replicas
+    dev = load_settings({k: v for k, v in _env("dev-cpu").items() if isinstance(v, str)})
+    prod = load_settings({k: v for k, v in _env("prod-gpu").items() if isinstance(v, str)})
+    assert prod.shards.count > dev.shards.count
+    assert prod.api.ingress_max_replicas > dev.api.ingress_max_replicas
     assert (prod.encoder.max_replicas or 0) > dev.encoder.num_replicas
 
 
@@ -208,10 +205,10 @@ def test_migrations_run_before_the_serve_app(overlay: str) -> None:
 
 
 def test_migrate_is_a_portrait_command() -> None:
-    from serve import main
+    from serve.cli import database
 
-    assert main.cmd_migrate is not None
-    assert re.search(r'sub\.add_parser\("migrate"', inspect.getsource(main))
+    assert database.cmd_migrate is not None
+    assert re.search(r'sub\.add_parser\("migrate"', inspect.getsource(database))
 
 
 # -- secrets --------------------------------------------------------------------------------

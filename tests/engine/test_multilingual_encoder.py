@@ -23,12 +23,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from actors.text_features import ThreadedEncoder  # noqa: E402
+from encoding.settings import MODELS, MULTILINGUAL_MODEL, EncoderSettings  # noqa: E402
+from encoding.vllm_encoder import VllmEncoder  # noqa: E402
 from portrait.ports import Encoder  # noqa: E402
 from portrait.prompts import TextPrompts, prompts_of  # noqa: E402
 from portrait.tuned_config import TunedConfig  # noqa: E402
-from serve.encoder_settings import MODELS, MULTILINGUAL_MODEL, EncoderSettings  # noqa: E402
 from serve.settings import Settings  # noqa: E402
-from serve.vllm_encoder import VllmEncoder  # noqa: E402
 from storage.stores import forget_memory  # noqa: E402
 from tests import auth  # noqa: E402
 

@@ -15,10 +15,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from encoding.engine import bf16_supported  # noqa: E402
+from encoding.settings import DEFAULT_MODEL_ID, EncoderSettings  # noqa: E402
+from encoding.vllm_encoder import VllmEncoder  # noqa: E402
 from portrait.errors import InvalidField  # noqa: E402
 from portrait.ports import Encoder  # noqa: E402
-from serve.encoder_settings import DEFAULT_MODEL_ID, EncoderSettings, bf16_supported  # noqa: E402
-from serve.vllm_encoder import VllmEncoder  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "minilm_reference.npz"
 

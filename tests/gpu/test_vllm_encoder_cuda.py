@@ -19,9 +19,9 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device (torch.cuda.is_available() is False)", allow_module_level=True)
 
+from encoding.settings import EncoderSettings  # noqa: E402
+from encoding.vllm_encoder import VllmEncoder  # noqa: E402
 from portrait.errors import InvalidField  # noqa: E402
-from serve.encoder_settings import EncoderSettings  # noqa: E402
-from serve.vllm_encoder import VllmEncoder  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "minilm_reference.npz"
 

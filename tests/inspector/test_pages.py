@@ -21,7 +21,7 @@ from actors.text_features import ThreadedEncoder
 from serve.composition import InProcessSystem
 from serve.inspector import create_app
 from serve.inspector.session import COOKIE, CookiePolicy
-from serve.settings import Settings, SettingsError
+from serve.settings import Settings, SettingsError, load_settings
 from storage.stores import forget_memory
 from tests import auth
 from tests.fakes import HashingEncoder
@@ -187,8 +187,10 @@ async def test_secure_flag_follows_the_policy(stack: Stack) -> None:
         resp = await client.post("/inspector/login", data={"token": token})
         assert "secure" in resp.headers["set-cookie"].lower()
     with pytest.raises(SettingsError, match="PORTRAIT_INSPECTOR_SECURE_COOKIE"):
-        CookiePolicy.from_env({"PORTRAIT_INSPECTOR_SECURE_COOKIE": "yes"})
-    assert CookiePolicy.from_env({}).secure == "auto"
+        load_settings({"PORTRAIT_INSPECTOR_SECURE_COOKIE": "yes"})
+    assert load_settings({}).security.inspector_secure_cookie == "auto"
+    with pytest.raises(SettingsError, match="PORTRAIT_INSPECTOR_SECURE_COOKIE"):
+        CookiePolicy("yes")
 
 
 async def test_profile_page_shows_the_profile_now(stack: Stack) -> None:

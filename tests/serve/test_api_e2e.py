@@ -17,11 +17,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from encoding.settings import EncoderSettings  # noqa: E402
 from portrait.config import ProfileConfig  # noqa: E402
 from portrait.fold import replay  # noqa: E402
 from portrait.inspection import summarize  # noqa: E402
 from portrait.tuned_config import TunedConfig  # noqa: E402
-from serve.encoder_settings import EncoderSettings  # noqa: E402
 from serve.service import start_service  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 from storage.datasets.movielens import load_movielens  # noqa: E402
@@ -204,7 +204,7 @@ async def _recorded(url: str, user: str):
 
 
 async def _index(url: str):
-    from serve.encoder_settings import DEFAULT_MODEL_ID
+    from encoding.settings import DEFAULT_MODEL_ID
     from storage.catalog import ItemCatalog
     from storage.database import create_engine
     from storage.postgres_catalog import PostgresCatalogStore

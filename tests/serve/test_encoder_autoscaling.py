@@ -18,8 +18,8 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
-from serve.encoder_deployment import EncoderDeployment  # noqa: E402
-from serve.encoder_settings import EncoderSettings  # noqa: E402
+from encoding.settings import EncoderSettings  # noqa: E402
+from serve.encoder_deployment import EncoderDeployment, replica_options  # noqa: E402
 from tests.fakes import slow_encoder_factory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ async def wait_for_replicas(n: int, timeout_s: float) -> float | None:
 async def test_the_encoder_scales_up_on_texts_in_flight_and_back_down(cluster) -> None:
     settings = EncoderSettings(num_cpus=0.5, num_replicas=1, max_replicas=2,
                                target_ongoing_requests=8, downscale_delay_s=2.0)
-    autoscaling = dict(settings.replica_options()["autoscaling_config"])  # the shipped policy
+    autoscaling = dict(replica_options(settings)["autoscaling_config"])  # the shipped policy
     autoscaling.update(upscale_delay_s=1.0, look_back_period_s=2.0, metrics_interval_s=0.5)
     # (the delays and window above are quicker than production's)
     app = EncoderDeployment.options(  # type: ignore[attr-defined]

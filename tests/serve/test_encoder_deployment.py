@@ -17,6 +17,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
+from encoding.settings import EncoderSettings  # noqa: E402
 from portrait.errors import InvalidField  # noqa: E402
 from serve.encoder_deployment import (  # noqa: E402
     EncoderClient,
@@ -25,7 +26,6 @@ from serve.encoder_deployment import (  # noqa: E402
     _invalid_cause,
     build_encoder_app,
 )
-from serve.encoder_settings import EncoderSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "portrait-encoder-test"

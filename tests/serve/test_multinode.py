@@ -18,10 +18,10 @@ import httpx
 import pytest
 import ray
 
+from encoding.settings import EncoderSettings
 from portrait.tuned_config import TunedConfig
 from portrait_client import Client, PortraitError, event
 from serve import local_cluster
-from serve.encoder_settings import EncoderSettings
 from serve.service import start_service
 from serve.settings import Settings
 from storage.datasets.movielens import load_movielens

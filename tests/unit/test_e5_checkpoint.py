@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.e5_checkpoint import (
+from encoding.e5_checkpoint import (
     POSITION_OFFSET,
     CheckpointError,
     build_checkpoint,

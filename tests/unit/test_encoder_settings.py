@@ -1,14 +1,25 @@
-"""EncoderSettings parsing and the HashingEncoder test double (no vLLM, no Ray)."""
+"""EncoderSettings (the settings' ``encoder`` section) and the HashingEncoder test double
+(no vLLM, no Ray)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from encoding.engine import bound_cpu_count
+from encoding.settings import EncoderSettings
 from portrait.errors import InvalidField
 from portrait.ports import Encoder
-from serve.encoder_settings import EncoderSettings, bound_cpu_count
+from serve.encoder_deployment import replica_options
+from serve.settings import SettingsError, load_settings
 from tests.fakes import HashingEncoder
+
+# load_settings puts the encoder's cache under the data dir.
+DEFAULTS = EncoderSettings(cache_dir=".portrait/models")
+
+
+def encoder_from(env: dict[str, str]) -> EncoderSettings:
+    return load_settings(env).encoder
 
 
 def test_defaults() -> None:
@@ -24,7 +35,7 @@ def test_defaults() -> None:
 
 
 def test_from_env_reads_prefixed_variables() -> None:
-    s = EncoderSettings.from_env(
+    s = encoder_from(
         {
             "PORTRAIT_ENCODER_MODEL_PATH": "/models/minilm",
             "PORTRAIT_ENCODER_MODEL_ID": "acme/minilm",
@@ -43,10 +54,10 @@ def test_from_env_reads_prefixed_variables() -> None:
     assert s == EncoderSettings(
         model_path="/models/minilm", model_id="acme/minilm", dtype="auto-cpu", max_length=128,
         enforce_eager=False, max_batch_size=32, batch_wait_timeout_s=0.01,
-        max_ongoing_requests=256, num_gpus=1.0, num_replicas=2,
+        max_ongoing_requests=256, num_gpus=1.0, num_replicas=2, cache_dir=".portrait/models",
     )
-    assert EncoderSettings.from_env({}) == EncoderSettings()
-    assert EncoderSettings.from_env({"PORTRAIT_ENCODER_DTYPE": ""}) == EncoderSettings()
+    assert encoder_from({}) == DEFAULTS
+    assert encoder_from({"PORTRAIT_ENCODER_DTYPE": ""}) == DEFAULTS
 
 
 @pytest.mark.parametrize(
@@ -67,8 +78,8 @@ def test_from_env_reads_prefixed_variables() -> None:
     ],
 )
 def test_from_env_names_the_bad_variable(var: str, value: str) -> None:
-    with pytest.raises(ValueError) as err:
-        EncoderSettings.from_env({var: value})
+    with pytest.raises(SettingsError) as err:
+        encoder_from({var: value})
     assert var in str(err.value)
 
 
@@ -108,8 +119,8 @@ def test_bound_cpu_count(bind: str, count: int | None) -> None:
 
 
 def test_replicas_are_fixed_unless_a_maximum_asks_for_autoscaling() -> None:
-    assert EncoderSettings(num_replicas=2).replica_options() == {"num_replicas": 2}
-    scaled = EncoderSettings(num_replicas=1, max_replicas=3).replica_options()
+    assert replica_options(EncoderSettings(num_replicas=2)) == {"num_replicas": 2}
+    scaled = replica_options(EncoderSettings(num_replicas=1, max_replicas=3))
     config = scaled["autoscaling_config"]
     assert isinstance(config, dict) and "num_replicas" not in scaled
     assert (config["min_replicas"], config["max_replicas"]) == (1, 3)
@@ -118,8 +129,7 @@ def test_replicas_are_fixed_unless_a_maximum_asks_for_autoscaling() -> None:
     policy = "serve.encoder_autoscaling:texts_in_flight_policy"
     assert config["policy"] == {"policy_function": policy}
     env = {"PORTRAIT_ENCODER_MAX_REPLICAS": "4", "PORTRAIT_ENCODER_TARGET_ONGOING_REQUESTS": "64"}
-    from_env = EncoderSettings.from_env(env).replica_options()["autoscaling_config"]
+    from_env = replica_options(encoder_from(env))["autoscaling_config"]
     assert isinstance(from_env, dict) and from_env["max_replicas"] == 4
-    with pytest.raises(ValueError, match="MAX_REPLICAS"):
-        EncoderSettings.from_env({"PORTRAIT_ENCODER_NUM_REPLICAS": "3",
-                                  "PORTRAIT_ENCODER_MAX_REPLICAS": "2"})
+    with pytest.raises(SettingsError, match="^PORTRAIT_ENCODER_MAX_REPLICAS"):
+        encoder_from({"PORTRAIT_ENCODER_NUM_REPLICAS": "3", "PORTRAIT_ENCODER_MAX_REPLICAS": "2"})

@@ -7,15 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offline.vector_cache import EncoderProvider, cached_encode, text_event_features
-from portrait.events import ReviewWritten, SearchPerformed
-from portrait.prompts import NO_PROMPTS, TextPrompts, prompts_of
-from serve.encoder_settings import (
+from encoding.settings import (
     DEFAULT_MODEL_ID,
     MODELS,
     MULTILINGUAL_MODEL,
     EncoderSettings,
 )
+from offline.vector_cache import EncoderProvider, cached_encode, text_event_features
+from portrait.events import ReviewWritten, SearchPerformed
+from portrait.prompts import NO_PROMPTS, TextPrompts, prompts_of
+from serve.settings import load_settings
 from tests.fakes import HashingEncoder
 
 E5 = TextPrompts(query="query: ", passage="passage: ")
@@ -38,14 +39,14 @@ def test_prompts_prefix_by_role() -> None:
 def test_the_model_setting_chooses_id_and_prompts() -> None:
     default = EncoderSettings()
     assert default.model_id == DEFAULT_MODEL_ID and default.prompts == NO_PROMPTS
-    e5 = EncoderSettings.from_env({"PORTRAIT_ENCODER_MODEL": "multilingual-e5-small"})
+    e5 = load_settings({"PORTRAIT_ENCODER_MODEL": "multilingual-e5-small"}).encoder
     assert e5.model == MULTILINGUAL_MODEL
     assert e5.model_id == MODELS[MULTILINGUAL_MODEL].model_id != DEFAULT_MODEL_ID
     assert e5.prompts == E5
     # an explicit id or prefix wins over the model's
-    custom = EncoderSettings.from_env({"PORTRAIT_ENCODER_MODEL": "multilingual-e5-small",
-                                       "PORTRAIT_ENCODER_MODEL_ID": "acme/e5",
-                                       "PORTRAIT_ENCODER_QUERY_PREFIX": "q> "})
+    custom = load_settings({"PORTRAIT_ENCODER_MODEL": "multilingual-e5-small",
+                            "PORTRAIT_ENCODER_MODEL_ID": "acme/e5",
+                            "PORTRAIT_ENCODER_QUERY_PREFIX": "q> "}).encoder
     assert custom.model_id == "acme/e5"
     assert custom.prompts == TextPrompts(query="q> ", passage="passage: ")
     assert EncoderSettings(passage_prefix="doc: ").prompts == TextPrompts(passage="doc: ")
@@ -53,16 +54,16 @@ def test_the_model_setting_chooses_id_and_prompts() -> None:
 
 def test_an_unknown_model_names_the_variable() -> None:
     with pytest.raises(ValueError, match="PORTRAIT_ENCODER_MODEL"):
-        EncoderSettings.from_env({"PORTRAIT_ENCODER_MODEL": "e5-large"})
+        load_settings({"PORTRAIT_ENCODER_MODEL": "e5-large"})
     with pytest.raises(ValueError, match="model"):
         EncoderSettings(model="e5-large")
 
 
 def test_converted_checkpoints_live_under_the_data_dir() -> None:
-    s = EncoderSettings.from_env({"PORTRAIT_DATA_DIR": "/srv/portrait"})
+    s = load_settings({"PORTRAIT_DATA_DIR": "/srv/portrait"}).encoder
     assert s.cache_dir == "/srv/portrait/models"
-    explicit = EncoderSettings.from_env({"PORTRAIT_DATA_DIR": "/srv/portrait",
-                                         "PORTRAIT_ENCODER_CACHE_DIR": "/cache"})
+    explicit = load_settings({"PORTRAIT_DATA_DIR": "/srv/portrait",
+                              "PORTRAIT_ENCODER_CACHE_DIR": "/cache"}).encoder
     assert explicit.cache_dir == "/cache"
     assert str(EncoderSettings().resolved_cache_dir()) == ".portrait/models"
 

@@ -19,7 +19,7 @@ from portrait.summaries import (
     template_summary,
     tidy,
 )
-from serve.summarizer import SummarizerSettings
+from serve.settings import load_settings
 
 TITLES = {
     "1": "Toy Story (1995)", "2": "Matrix, The (1999)", "3": "Star Wars: Episode IV - A New "
@@ -184,14 +184,14 @@ def test_tidy_cuts_to_whole_sentences() -> None:
 
 
 def test_summarizer_settings_from_env() -> None:
-    assert SummarizerSettings.from_env({}).enabled is False
-    s = SummarizerSettings.from_env({"PORTRAIT_SUMMARIES": "on",
-                                     "PORTRAIT_SUMMARIES_MAX_BATCH_SIZE": "4"})
+    assert load_settings({}).summaries.enabled is False
+    s = load_settings({"PORTRAIT_SUMMARIES": "on",
+                                     "PORTRAIT_SUMMARIES_MAX_BATCH_SIZE": "4"}).summaries
     assert s.enabled and s.max_batch_size == 4
-    with pytest.raises(ValueError, match="PORTRAIT_SUMMARIES: 'maybe'"):
-        SummarizerSettings.from_env({"PORTRAIT_SUMMARIES": "maybe"})
+    with pytest.raises(ValueError, match="PORTRAIT_SUMMARIES: .*'maybe'"):
+        load_settings({"PORTRAIT_SUMMARIES": "maybe"})
     with pytest.raises(ValueError, match="PORTRAIT_SUMMARIES_MAX_TOKENS"):
-        SummarizerSettings.from_env({"PORTRAIT_SUMMARIES_MAX_TOKENS": "2"})
+        load_settings({"PORTRAIT_SUMMARIES_MAX_TOKENS": "2"})
 
 
 def test_facts_are_frozen() -> None:

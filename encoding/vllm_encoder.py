@@ -20,20 +20,18 @@ vLLM API used (vllm 0.32.0):
 
 from __future__ import annotations
 
-import contextlib
-import os
-import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from encoding.engine import vllm_start
+from encoding.settings import EncoderSettings
 from portrait.errors import InvalidField
 from portrait.items import l2_normalise
 from portrait.prompts import TextPrompts
-from serve.encoder_settings import EncoderSettings, bound_cpu_count, default_cpu_threads_bind
 
 
 def validate_texts(texts: Sequence[str]) -> list[str]:
@@ -47,41 +45,6 @@ def validate_texts(texts: Sequence[str]) -> list[str]:
         if t.strip() == "":
             raise InvalidField(f"texts[{i}]", "must not be empty")
     return out
-
-
-def apply_vllm_env_defaults(settings: EncoderSettings, cuda: bool) -> dict[str, str]:
-    """Set the vLLM environment this process needs, leaving variables already set alone.
-
-    Returns what it set. Must run before ``import vllm`` (vllm.envs reads lazily, but some
-    values are cached at engine creation).
-    """
-    wanted = {
-        # In-process engine core: no fork/spawn of an engine process, so no __main__ guard
-        # is needed and a Ray replica owns exactly one process.
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    }
-    if not cuda:
-        wanted["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
-        wanted["VLLM_CPU_OMP_THREADS_BIND"] = (
-            settings.cpu_threads_bind or default_cpu_threads_bind()
-        )
-    applied = {}
-    for k, v in wanted.items():
-        if not os.environ.get(k):
-            os.environ[k] = v
-            applied[k] = v
-    return applied
-
-
-@contextlib.contextmanager
-def _preserved_global_rngs(torch: Any) -> Iterator[None]:
-    state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    try:
-        yield
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
 
 
 class VllmEncoder:
@@ -126,29 +89,14 @@ class VllmEncoder:
 
             cuda = bool(torch.cuda.is_available())
             s = self._settings
-            self.env_applied = apply_vllm_env_defaults(s, cuda)
-            if not cuda:
-                # One torch thread per bound CPU. Ray sets OMP_NUM_THREADS to the actor's
-                # num_cpus (1 by default), which ran the engine single-threaded inside a
-                # Serve replica at about half speed. The count is per thread, so the engine
-                # must be built on the thread that will encode (EncoderDeployment does), and
-                # before the engine starts: vLLM's CPU worker then disables set_num_threads.
-                threads = bound_cpu_count(os.environ.get("VLLM_CPU_OMP_THREADS_BIND", ""))
-                if threads:
-                    torch.set_num_threads(threads)
-            self.torch_threads = torch.get_num_threads()
             self.device = "cuda" if cuda else "cpu"
             self.dtype = s.resolved_dtype(cuda)
             path = s.resolved_model_path()
+            # Built on this thread, the one that will encode (EncoderDeployment does so):
+            # torch's thread count is per thread (encoding/engine.py).
+            with vllm_start(cuda, s.cpu_kvcache_space_gib, s.cpu_threads_bind) as started:
+                from vllm import LLM
 
-            # Importing vLLM and starting an in-process engine reseed the global random /
-            # numpy / torch RNGs (seed=0); pooling needs no randomness, so the host process
-            # gets its RNG state back.
-            with _preserved_global_rngs(torch):
-                t_import = time.perf_counter()
-                from vllm import LLM  # vllm/__init__ is lazy: this is the real import
-
-                self.import_seconds = time.perf_counter() - t_import
                 llm = LLM(
                     model=path,
                     runner="pooling",
@@ -161,6 +109,9 @@ class VllmEncoder:
                 # The pooled output's length is the dimension (a pooler may project or
                 # truncate, so not necessarily the hidden size); the probe also warms up.
                 probe = llm.embed(["dimension probe"], use_tqdm=False)
+            self.env_applied = started.env_applied
+            self.torch_threads = started.torch_threads
+            self.import_seconds = started.import_seconds
             self._dim = len(probe[0].outputs.embedding)
             self._llm = llm
             self.load_seconds = time.perf_counter() - t0
