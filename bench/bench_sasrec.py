@@ -33,10 +33,10 @@ import torch  # noqa: E402
 
 from offline.sasrec import GRID, tune_sasrec  # noqa: E402
 from portrait.collaborative import interactions  # noqa: E402
+from portrait.evaluation.baseline_tuning import baseline_systems, tune_baselines  # noqa: E402
 from portrait.evaluation.metrics import paired_bootstrap  # noqa: E402
 from portrait.evaluation.runner import run  # noqa: E402
 from portrait.evaluation.splits import leave_last_out  # noqa: E402
-from portrait.evaluation.tuning import baseline_systems, tune_baselines  # noqa: E402
 from portrait.progress import on_bar  # noqa: E402
 from storage.datasets import DATASET_NAMES, load_dataset  # noqa: E402
 

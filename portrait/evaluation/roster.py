@@ -14,9 +14,10 @@ import dataclasses
 from collections.abc import Iterable
 
 from portrait.default_config import default_config
+from portrait.evaluation.baseline_tuning import BaselineChoice
 from portrait.evaluation.baselines import no_decay
 from portrait.evaluation.runner import System
-from portrait.evaluation.tuning import BaselineChoice, PortraitFactory, PortraitParams
+from portrait.evaluation.tuning import PortraitFactory, PortraitParams
 
 REFERENCE = "portrait"
 BASELINES = ("most-popular", "recent-popular", "item-knn", "item-knn-seq")

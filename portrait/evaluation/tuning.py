@@ -21,9 +21,8 @@ Search (:func:`tune_portrait`), fixed budget and seed, deterministic:
 Folded profiles depend only on the profile config and the item matrix, so trials that change
 only the ranking blend reuse them (a small cache keyed by both).
 
-Baselines get the same treatment on the same validation cases (:func:`tune_baselines`): the
-item-kNN neighbourhood size and recency half-life and the recent-popularity window are chosen
-on validation, never on test.
+Baselines get the same treatment on the same validation cases
+(:func:`portrait.evaluation.baseline_tuning.tune_baselines`).
 """
 
 from __future__ import annotations
@@ -39,8 +38,7 @@ import numpy as np
 from portrait.collaborative import combine
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField
-from portrait.evaluation.baselines import ItemKNN, MostPopular, RecentPopular
-from portrait.evaluation.runner import PortraitSystem, RunResult, System, run
+from portrait.evaluation.runner import PortraitSystem, RunResult, run
 from portrait.evaluation.splits import Split
 from portrait.events import Event, ItemEvent, ReviewWritten, SearchPerformed
 from portrait.items import ItemIndex
@@ -264,7 +262,8 @@ class TuningResult:
         }
 
 
-def _mean_metrics(result: RunResult, name: str) -> dict[str, float]:
+def mean_metrics(result: RunResult, name: str) -> dict[str, float]:
+    """One system's metrics at 5, 10 and 20, averaged over the run's cases."""
     return {k: float(v.mean()) for k, v in result.systems[name].metrics((5, 10, 20)).items()}
 
 
@@ -284,7 +283,7 @@ class _Evaluator:
             cache = self._caches[key] = {}
         system = self.factory.system("portrait", params, state_cache=cache)
         result = run(self.split, [system], self.factory.item_ids)
-        return _mean_metrics(result, "portrait")
+        return mean_metrics(result, "portrait")
 
 
 def tune_portrait(
@@ -367,86 +366,3 @@ def tune_portrait(
         seed=seed,
         budget=budget,
     )
-
-
-# -- baselines -------------------------------------------------------------------------------
-
-
-@dataclass
-class BaselineChoice:
-    knn_neighbors: int
-    knn_seq_neighbors: int
-    knn_seq_half_life: float
-    recent_window_days: float
-    validation: dict[str, dict[str, float]]  # candidate name -> mean metrics
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "item-knn": {"neighbors": self.knn_neighbors},
-            "item-knn-seq": {
-                "neighbors": self.knn_seq_neighbors,
-                "recency_half_life": self.knn_seq_half_life,
-            },
-            "recent-popular": {"window_days": self.recent_window_days},
-        }
-
-
-KNN_NEIGHBORS = (10, 20, 50, 100, 200, 400)
-KNN_HALF_LIVES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
-RECENT_WINDOWS_DAYS = (1.0, 7.0, 30.0, 90.0, 365.0)
-
-
-def tune_baselines(
-    validation: Split,
-    incidence: np.ndarray,
-    item_ids: Sequence[str],
-    objective: str = OBJECTIVE,
-    neighbors: Sequence[int] = KNN_NEIGHBORS,
-    half_lives: Sequence[float] = KNN_HALF_LIVES,
-    windows: Sequence[float] = RECENT_WINDOWS_DAYS,
-) -> BaselineChoice:
-    """Grid-search the baselines' own parameters on ``validation`` in one runner pass.
-
-    ``incidence`` must come from ``validation.train_events``.
-    """
-    largest = ItemKNN(incidence, item_ids, max(neighbors))
-    systems: list[System] = []
-    for k in neighbors:
-        systems.append(ItemKNN.with_neighbors(largest, k, f"knn:{k}"))
-        for h in half_lives:
-            systems.append(ItemKNN.with_neighbors(largest, k, f"knnseq:{k}:{h:g}", h))
-    for w in windows:
-        systems.append(RecentPopular(w, f"recent:{w:g}"))
-    result = run(validation, systems, item_ids)
-    means = {name: _mean_metrics(result, name) for name in result.systems}
-
-    def best(prefix: str) -> str:
-        names = [n for n in means if n.startswith(prefix)]
-        return max(names, key=lambda n: (means[n][objective], -names.index(n)))
-
-    knn = best("knn:")
-    seq = best("knnseq:")
-    recent = best("recent:")
-    return BaselineChoice(
-        knn_neighbors=int(knn.split(":")[1]),
-        knn_seq_neighbors=int(seq.split(":")[1]),
-        knn_seq_half_life=float(seq.split(":")[2]),
-        recent_window_days=float(recent.split(":")[1]),
-        validation=means,
-    )
-
-
-def baseline_systems(
-    choice: BaselineChoice, incidence: np.ndarray, item_ids: Sequence[str]
-) -> list[System]:
-    """The tuned baselines, built from ``incidence`` (the split's own training events)."""
-    k = max(choice.knn_neighbors, choice.knn_seq_neighbors)
-    largest = ItemKNN(incidence, item_ids, k)
-    return [
-        MostPopular("most-popular"),
-        RecentPopular(choice.recent_window_days, "recent-popular"),
-        ItemKNN.with_neighbors(largest, choice.knn_neighbors, "item-knn"),
-        ItemKNN.with_neighbors(
-            largest, choice.knn_seq_neighbors, "item-knn-seq", choice.knn_seq_half_life
-        ),
-    ]

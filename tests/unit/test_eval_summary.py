@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from portrait.evaluation.baseline_tuning import BaselineChoice
 from portrait.evaluation.goals import goal
 from portrait.evaluation.roster import (
     BASELINES,
@@ -21,7 +22,6 @@ from portrait.evaluation.summary import (
     history_buckets,
     summarise_run,
 )
-from portrait.evaluation.tuning import BaselineChoice
 from tests.unit.test_eval_leakage import IDS, synthetic_events, systems_for
 
 
