@@ -1,4 +1,5 @@
-"""SASRec (offline/sasrec.py) against the baselines, and optionally Portrait, on one data set.
+"""SASRec (offline/sasrec.py, tuned by offline/sasrec_tuning.py) against the baselines, and
+optionally Portrait, on one data set.
 
 The evaluation's default split (leave-last-out) of ``--dataset`` (any name of the data-set
 registry: the bundled MovieLens, the Amazon sets), the same runner, full-catalog ranking with
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from offline.sasrec import GRID, tune_sasrec  # noqa: E402
+from offline.sasrec_tuning import GRID, tune_sasrec  # noqa: E402
 from portrait.collaborative import interactions  # noqa: E402
 from portrait.evaluation.baseline_tuning import baseline_systems, tune_baselines  # noqa: E402
 from portrait.evaluation.metrics import paired_bootstrap  # noqa: E402

@@ -1,5 +1,6 @@
-"""SASRec baseline (offline/sasrec.py): learns a sequential pattern, is masked and ranked by
-the real runner like every other system, and is deterministic given a seed.
+"""SASRec baseline (offline/sasrec.py, its tuning offline/sasrec_tuning.py): learns a
+sequential pattern, is masked and ranked by the real runner like every other system, and is
+deterministic given a seed.
 
 Small synthetic data: each user walks i -> i+1 -> i+2 ... (mod N) from a random start, with
 some steps replaced by a random item. Seconds of CPU, one torch thread.
@@ -12,14 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from offline.sasrec import (  # noqa: E402
-    CaseSet,
-    SASRecParams,
-    evaluate_split,
-    fit_sasrec,
-    interaction_sequences,
-    tune_sasrec,
-)
+from offline.sasrec import SASRecParams, fit_sasrec, interaction_sequences  # noqa: E402
+from offline.sasrec_tuning import CaseSet, evaluate_split, tune_sasrec  # noqa: E402
 from portrait.evaluation.baselines import MostPopular  # noqa: E402
 from portrait.evaluation.runner import run  # noqa: E402
 from portrait.evaluation.splits import leave_last_out  # noqa: E402
