@@ -87,14 +87,22 @@ async def _in_process(database: str, plain_config: Path) -> AsyncIterator[System
 
 async def _ray(database: str, plain_config: Path, data_dir: Path
                ) -> AsyncIterator[SystemUnderTest]:
-    from encoding.settings import EncoderSettings
     from serve.service import start_service
 
+    # The vLLM encoder in float32 on one CPU, as tests/serve run it; built from the class
+    # the settings use, wherever that lives.
+    encoder = type(Settings().encoder)(dtype="float32", num_cpus=1)
     settings = Settings(
-        data_dir=data_dir, port=_free_port(), shards=2, snapshot_every=3,
-        encoder=EncoderSettings(dtype="float32", num_cpus=1), profile_config=plain_config,
+        data_dir=data_dir, port=_free_port(), shards=2, snapshot_every=3, encoder=encoder,
+        profile_config=plain_config,
     )
-    # In a worker thread: start-up runs event loops of its own.
+    import ray
+
+    # Ray as start_service starts it, but here, in the main thread: a driver started in
+    # another thread gave its actors an address nobody answered on (ActorUnavailableError).
+    ray.init(namespace="portrait", include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
+    # The rest in a worker thread: start-up runs event loops of its own.
     service = in_thread(lambda: start_service(settings, database, load_demo_catalog=False))
     try:
         yield SystemUnderTest("ray", service.url, service.headers())
