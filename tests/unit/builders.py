@@ -1,14 +1,21 @@
-"""Small deterministic builders for domain unit tests: a catalog, text features, events."""
+"""Small deterministic builders for domain unit tests: a catalog, text features, events,
+profiles replayed from them and a comparison of two profiles."""
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
+import pytest
 
-from portrait.events import Event, RecordedEvent
+from portrait.collaborative import combine
+from portrait.config import ProfileConfig
+from portrait.events import Event, RecordedEvent, event_text
+from portrait.fold import replay
 from portrait.items import ItemIndex, l2_normalise
 from portrait.ports import TextFeatures
+from portrait.profile import ProfileState
 
 DIM = 16
 GENRES = ("action", "comedy", "drama", "horror", "romance", "scifi")
@@ -36,3 +43,55 @@ def recorded(events: list[Event], start_seq: int = 1) -> list[RecordedEvent]:
         RecordedEvent(seq=start_seq + i, position=start_seq + i, recorded_at=0.0, event=e)
         for i, e in enumerate(events)
     ]
+
+
+# The profile config and catalog the profile tests fold with unless they say otherwise.
+CONFIG = ProfileConfig()
+ITEMS = catalog()
+
+
+def retrained(items: ItemIndex, alpha: float, seed: int, extra: int = 0) -> ItemIndex:
+    """Another item space over ``items``' text vectors: text blended with fresh random
+    "collaborative" vectors (a third of the items without one), and ``extra`` new items
+    ``new-0``... appended (tagged like the first items)."""
+    rng = np.random.default_rng(seed)
+    n = len(items) + extra
+    text = np.vstack([items.matrix, l2_normalise(rng.normal(size=(extra, items.dim)))])
+    collab = l2_normalise(rng.normal(size=(n, 5)))
+    collab[rng.random(n) < 1 / 3] = 0.0
+    ids = list(items.ids) + [f"new-{k}" for k in range(extra)]
+    tags = list(items.all_tags()) + [items.tags(k % len(items)) for k in range(extra)]
+    return ItemIndex(
+        ids, combine(text, collab, alpha), tags, text_dim=items.dim, space_version=f"s{seed}"
+    )
+
+
+def texts_for(events: list[Event]) -> dict[str, TextFeatures]:
+    """The text features of every event that has text, by event id."""
+    return {e.event_id: text_features(t) for e in events if (t := event_text(e)) is not None}
+
+
+def profile_of(events: list[Event], config: ProfileConfig = CONFIG, **kw: Any) -> ProfileState:
+    """User ``u``'s profile replayed from ``events`` (in this order) over :data:`ITEMS`."""
+    return replay(recorded(events), config, ITEMS, texts_for(events), user_id="u", **kw)
+
+
+def assert_same_profile(
+    a: ProfileState, b: ProfileState, config: ProfileConfig = CONFIG, items: ItemIndex = ITEMS
+) -> None:
+    """The two states read the same (vectors and weights within 1e-6, the rest exactly)."""
+    for name in ("long_vector", "short_vector"):
+        np.testing.assert_allclose(
+            getattr(a, name)(config, items), getattr(b, name)(config, items), atol=1e-6, rtol=1e-6
+        )
+    for name in ("tag_weights", "keyword_weights"):
+        wa, wb = getattr(a, name)(config), getattr(b, name)(config)
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert wa[k] == pytest.approx(wb[k], abs=1e-6, rel=1e-6), k
+    assert a.counts == b.counts
+    assert a.recent == b.recent
+    assert a.excluded == b.excluded
+    assert a.attribute_values() == b.attribute_values()
+    assert a.t_ref == b.t_ref
+    assert a.event_count == b.event_count
