@@ -29,8 +29,8 @@ from offline.commands import cmd_ab, cmd_evaluate, cmd_tune
 from offline.documents import InvalidConfigFile
 from offline.prepare import SPLITS
 from portrait.evaluation.metrics import DEFAULT_RESAMPLES
+from portrait.item_space import CollabSettings
 from portrait.ports import Encoder
-from portrait.tuned_config import CollabSettings
 from storage.datasets import DATASET_NAMES, Dataset, DatasetUnavailable
 from storage.datasets.paths import repo_root
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from portrait.errors import InvalidField, InvalidInput
 from portrait.evaluation.tuning import PortraitParams
-from portrait.tuned_config import CollabSettings, ItemVectorSettings, TunedConfig
+from portrait.item_space import CollabSettings
+from portrait.tuned_config import ItemVectorSettings, TunedConfig
 
 
 class InvalidConfigFile(InvalidField):

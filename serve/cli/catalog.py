@@ -52,8 +52,8 @@ def cmd_train_items(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from actors.item_space_trainer import ItemSpaceTrainer
+    from portrait.item_space import CollabSettings
     from portrait.progress import on_bar
-    from portrait.tuned_config import CollabSettings
     from serve.composition import store_factory
     from storage.migrate import upgrade
 

@@ -8,9 +8,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from portrait.collaborative import ItemSpace
+from portrait.item_space import CollabSettings, ItemSpace
 from portrait.ports import ItemSpaceStore
-from portrait.tuned_config import CollabSettings
 from storage.item_spaces import KEEP_VERSIONS, InMemoryItemSpaceStore, PostgresItemSpaceStore
 from storage.stores import Stores
 from tests.contract.backends import OnEmbeddedPostgres, OnMachinePostgres, OnMemory

@@ -8,13 +8,9 @@ import pytest
 
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField, InvalidInput, MissingField
+from portrait.item_space import CollabSettings
 from portrait.ranking import RankingConfig
-from portrait.tuned_config import (
-    DOCUMENT_VERSION,
-    CollabSettings,
-    ItemVectorSettings,
-    TunedConfig,
-)
+from portrait.tuned_config import DOCUMENT_VERSION, ItemVectorSettings, TunedConfig
 from storage.datasets.paths import repo_root
 
 SHIPPED = repo_root() / "configs" / "tuned-movielens.json"
