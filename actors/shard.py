@@ -27,6 +27,7 @@ from actors.catalog_view import CatalogFeed
 from actors.dependencies import EncoderConnector, StoreOpener
 from actors.generations import detached_actor
 from actors.shard_fleet import ShardDirectory
+from actors.shard_router import ShardRouter
 from actors.shard_service import ShardService, ShardSettings
 from portrait.errors import PortraitError, ShardUnavailable
 from portrait.routing import Topology, shard_names
@@ -157,6 +158,50 @@ class RayFleet:
             ray.kill(handle, no_restart=True)
 
 
+@dataclass(frozen=True)
+class ShardLookup:
+    """Handles to running shard actors by name; starts none (what a process that must not
+    start shards attaches with: the catalog publication's)."""
+
+    timeout_s: float = 60.0
+
+    async def attach(self, names: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name in names:
+            try:
+                found[name] = ShardProxy(ray.get_actor(name, namespace=NAMESPACE), name,
+                                         self.timeout_s)
+            except ValueError:  # retired meanwhile: a newer topology follows
+                continue
+        return found
+
+    async def retire(self, names: Sequence[str]) -> None:
+        raise NotImplementedError("a lookup stops no shards")
+
+
+class ClusterShards:
+    """The shards of the cluster's live topology, found through the directory actor
+    (:class:`~actors.catalog_publication.LiveShards`). Picklable: it finds the directory in
+    the process that calls it."""
+
+    def __init__(self, timeout_s: float = 60.0) -> None:
+        self._timeout_s = timeout_s
+        self._router: ShardRouter | None = None
+
+    def __reduce__(self) -> tuple[type[ClusterShards], tuple[float]]:
+        return (ClusterShards, (self._timeout_s,))
+
+    async def live(self) -> Sequence[Any]:
+        if self._router is None:
+            directory = RemoteDirectory(shard_directory(), self._timeout_s)
+            self._router = ShardRouter((), directory, ShardLookup(self._timeout_s))
+        await self._router.follow_topology()
+        router = self._router
+        # A shard of the topology that is gone (retired between the read and the lookup)
+        # has no handle: it is skipped, and the next topology has no such name.
+        return [router.shard(n) for n in router.topology.names if router.known(n)]
+
+
 def current_names(default: int) -> tuple[str, ...]:
     """The shard names of the cluster's topology (``default`` shards if none is recorded)."""
     topology: Topology = ray.get(shard_directory().current.remote(), timeout=60)
@@ -179,11 +224,13 @@ class ShardProxy:
     """
 
     def __init__(self, handle: Any, name: str, timeout_s: float = 60.0, *,
-                 what: str | None = None) -> None:
+                 what: str | None = None,
+                 unavailable: type[PortraitError] = ShardUnavailable) -> None:
         self._handle = handle
         self.name = name
         self._timeout_s = timeout_s
         self._what = what or f"shard {name}"  # how errors name the callee
+        self._unavailable = unavailable  # what a callee that does not answer is
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         remote = getattr(self._handle, method)
@@ -192,25 +239,26 @@ class ShardProxy:
             try:
                 return await asyncio.wait_for(_awaited(remote.remote(*args)), self._timeout_s)
             except TimeoutError:
-                raise ShardUnavailable(
+                raise self._unavailable(
                     f"{self._what} did not answer {method} within {self._timeout_s:g} s"
                 ) from None
             except RayTaskError as exc:
-                # Ray wraps what the actor raised; callers map Portrait's own errors.
+                # Ray wraps what the actor raised (as a class named "RayTaskError(...)" that
+                # the API would show); callers map Portrait's own errors.
                 if isinstance(exc.cause, PortraitError):
                     raise exc.cause from None
                 raise
             except RayActorError as exc:
-                raise ShardUnavailable(
+                raise self._unavailable(
                     f"{self._what} is restarting ({type(exc).__name__})"
                 ) from exc
             except asyncio.CancelledError:
-                # Ray surfaces a task cancelled on the shard's side as a cancellation of
+                # Ray surfaces a task cancelled on the callee's side as a cancellation of
                 # ours; only our own (the caller went away) may unwind as one.
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
-                raise ShardUnavailable(f"{self._what} cancelled {method}") from None
+                raise self._unavailable(f"{self._what} cancelled {method}") from None
 
         return call
 

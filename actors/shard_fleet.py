@@ -1,5 +1,6 @@
 """The shard set at run time: which shards exist (the directory) and how to start and stop
-them (the fleet). See :meth:`serve.api.context.ApiContext.resize` for the hand-off protocol.
+them (the fleet). See :meth:`actors.shard_controller.ShardController.resize` for the
+hand-off protocol.
 
 :class:`ShardDirectory` keeps the cluster's current :class:`~portrait.routing.Topology` and a
 lease on resizing it (one resize at a time, whichever ingress replica asks first). In the Ray

@@ -22,16 +22,15 @@ from typing import Any, TypeVar, cast
 
 from actors.catalog_view import CatalogFeed, CatalogView, ViewKey
 from actors.dependencies import EncoderConnector, HostStores, StoreOpener
-from actors.host import HostSettings, UserHost
+from actors.host import HostSettings, Outcome, UserHost
 from actors.text_features import TextFeatureSource
 from portrait import codec
 from portrait.config import ProfileConfig
 from portrait.erasure import ErasureRecord
-from portrait.errors import NotReady, PortraitError
+from portrait.errors import NotReady
 from portrait.impression import INTERLEAVE
 from portrait.inspection import ProfileDiff, diff, summarize
 from portrait.interleaving import seed_of, team_draft
-from portrait.ports import AppendResult
 from portrait.ranking import Reason, Recommendation, recommend
 from portrait.routing import Topology
 from portrait.variants import Variant, VariantPolicy
@@ -55,10 +54,6 @@ def _counted(method: _Method) -> _Method:
             self._calls_in_flight -= 1
 
     return cast(_Method, counted)
-
-
-# What one user's batch came to: its per-event results, or the error that refused it.
-UserOutcome = list[AppendResult] | PortraitError
 
 
 @dataclass(frozen=True)
@@ -216,10 +211,15 @@ class ShardService:
             self._catalog = view
         return self._catalog.key if self._catalog is not None else (-1, -1, -1)
 
+    async def catalog_key(self) -> ViewKey:
+        """The key of the view this shard ranks with now, without looking for a newer one
+        (what a test reads to see whether a publication reached the shard)."""
+        return self._catalog.key if self._catalog is not None else (-1, -1, -1)
+
     # -- commands and queries --------------------------------------------------------------
 
     @_counted
-    async def ingest(self, batches: dict[str, list[bytes]]) -> dict[str, UserOutcome]:
+    async def ingest(self, batches: dict[str, list[bytes]]) -> dict[str, Outcome]:
         """Append and fold each user's batch; per user, its results or the error refusing it.
 
         Payloads are the codec's bytes of events the ingress has already validated; they are

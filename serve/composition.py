@@ -15,17 +15,20 @@ Every adapter is constructed here and passed in through constructors.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from fastapi import FastAPI
 
+from actors.catalog_publication import CatalogPublication, RetrainPolicy
 from actors.catalog_view import LocalCatalogChannel
 from actors.dependencies import ConnectedEncoder
-from actors.item_space_job import ItemSpaceJob
-from actors.item_space_trainer import ItemSpaceTrainer
+from actors.ingress_control import IngressControl
+from actors.shard_controller import ShardController, resize_bound
 from actors.shard_fleet import LocalFleet, ShardDirectory
+from actors.shard_router import ShardRouter
 from actors.shard_service import ShardService, ShardSettings
 from portrait.ports import AsyncEncoder
 from portrait.pseudonyms import pseudonymizer
@@ -45,6 +48,27 @@ ENCODER_DEPLOYMENT = "EncoderDeployment"
 
 def shard_settings(settings: Settings) -> ShardSettings:
     return ShardSettings(variants=settings.variant_policy(), host=settings.host_settings())
+
+
+def retrain_policy(settings: Settings) -> RetrainPolicy | None:
+    """The item-space retrain; None when no variant ranks with collaborative vectors."""
+    collab = settings.collab_settings()
+    if collab is None:
+        return None
+    return RetrainPolicy(collab, settings.retrain_every_events, settings.retrain_max_age_s)
+
+
+def shard_controller(settings: Settings, router: ShardRouter, fleet: Any, directory: Any,
+                     cpus: float) -> ShardController:
+    """The resizes and autoscaling of an ingress: bounded by ``PORTRAIT_SHARDS_MAX``, else
+    by what ``cpus`` can run (:func:`actors.shard_controller.resize_bound`)."""
+    scaling = settings.shard_scaling()
+    bound = resize_bound(scaling.max_shards if scaling is not None else 0, cpus,
+                         at_least=settings.shards)
+    # Removed shards run on long enough for every ingress replica to have followed (each
+    # checks at its control tick, and at once when a shard refuses a user).
+    return ShardController(router, fleet, directory, bound, scaling,
+                           grace_s=max(1.0, 2 * settings.catalog_refresh_s))
 
 
 def api_limits(settings: Settings) -> ApiLimits:
@@ -79,15 +103,12 @@ def build_app(settings: Settings, database_url: str) -> Any:
         current_names(settings.shards), stores, connector, RegistryChannel(),
         shard_settings(settings),
     )
-    collab = settings.collab_settings()
-    retrainer = None
-    if collab is not None:
-        from actors.item_space_actor import spawn_item_space_actor
+    from actors.publication_actor import spawn_publication_actor
 
-        retrainer = spawn_item_space_actor(
-            stores, connector, RegistryChannel(), shards, settings.variant_policy().alphas(),
-            collab, settings.retrain_every_events, settings.retrain_max_age_s,
-        )
+    publication = spawn_publication_actor(
+        stores, connector, RegistryChannel(), tuple(settings.variant_policy().alphas()),
+        retrain_policy(settings), settings.catalog_refresh_s, settings.shard_call_timeout_s,
+    )
     encoder = build_encoder_app(settings.encoder)
     build_context: Callable[..., ApiContext] = ray_ingress_context
     context_args: tuple[Any, ...] = ()
@@ -109,18 +130,20 @@ def build_app(settings: Settings, database_url: str) -> Any:
         # No database URL in the deployment's arguments (Ray keeps them in its GCS): the
         # replica opens its stores from ``stores``, whose password comes from its environment.
     ).bind(build_context, dataclasses.replace(settings, database_url=None), stores,
-           encoder, shards, retrainer, *context_args)
+           encoder, shards, publication, *context_args)
 
 
 def ray_ingress_context(
     settings: Settings, stores: StoreFactory, encoder_handle: Any, shard_handles: list[Any],
-    retrainer: Any,
+    publication_handle: Any, summaries: SummaryService | None = None,
 ) -> ApiContext:
     """The ingress replica's context: its own store pool, the encoder through its handle,
-    the shards through proxies, the catalog through the registry, retraining through the
-    retrain actor."""
+    the shards through proxies, the catalog's publication and retraining through their
+    actor."""
+    import ray
+
     from actors.catalog_registry import RegistryChannel
-    from actors.item_space_actor import RemoteRetraining
+    from actors.publication_actor import RemotePublication
     from actors.shard import RayFleet, RemoteDirectory, proxies, shard_directory
     from serve.encoder_deployment import ServeEncoderConnector, not_cancelled
 
@@ -129,27 +152,30 @@ def ray_ingress_context(
         return stats
 
     api_stores = stores.open_now()
-    context = ApiContext(
-        # proxies forward every Shard method
+    fleet = RayFleet(stores, ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME),
+                     RegistryChannel(), shard_settings(settings), settings.shard_call_timeout_s)
+    directory = RemoteDirectory(shard_directory())
+    # proxies forward every Shard method
+    router = ShardRouter(
         cast("list[Shard]", proxies(shard_handles, settings.shard_call_timeout_s)),
-        api_stores,
+        directory, fleet)
+    # The shards take no CPU of Ray's accounting; the cluster's CPUs say what it can run.
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))  # type: ignore[no-untyped-call]
+    publication = RemotePublication(publication_handle)
+    control = IngressControl(
+        router, publication, RegistryChannel(),
         ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME, handle=encoder_handle),
-        RegistryChannel(),
-        api_limits(settings),
-        encoder_stats,
-        alphas=settings.variant_policy().alphas(),
-        retraining=RemoteRetraining(retrainer) if retrainer is not None else None,
+        api_stores, shard_controller(settings, router, fleet, directory, cpus),
+        tick_s=settings.catalog_refresh_s)
+    return ApiContext(
+        api_stores, router, control, api_limits(settings), encoder_stats,
+        retraining=publication if retrain_policy(settings) is not None else None,
         # The key is read here, in the replica's process (environment or key file).
         auth=authenticator(settings, api_stores),
         pseudonym=pseudonym_of(settings),
-        fleet=RayFleet(stores, ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME),
-                       RegistryChannel(), shard_settings(settings),
-                       settings.shard_call_timeout_s),
-        directory=RemoteDirectory(shard_directory()),
-        scaling=settings.shard_scaling(),
+        experiments=experiments(settings, api_stores),
+        summaries=summaries,
     )
-    context.experiments = experiments(settings, api_stores)
-    return context
 
 
 def experiments(settings: Settings, stores: Stores) -> Experiments:
@@ -160,15 +186,15 @@ def experiments(settings: Settings, stores: Stores) -> Experiments:
 
 def ray_ingress_context_with_summaries(
     settings: Settings, stores: StoreFactory, encoder_handle: Any, shard_handles: list[Any],
-    retrainer: Any, summarizer_handle: Any,
+    publication_handle: Any, summarizer_handle: Any,
 ) -> ApiContext:
     """:func:`ray_ingress_context`, with summaries written by the PortraitSummarizer
     deployment."""
     from serve.summarizer_deployment import ServeSummarizer
 
-    context = ray_ingress_context(settings, stores, encoder_handle, shard_handles, retrainer)
-    context.summaries = summary_service(settings, ServeSummarizer(summarizer_handle))
-    return context
+    return ray_ingress_context(
+        settings, stores, encoder_handle, shard_handles, publication_handle,
+        summary_service(settings, ServeSummarizer(summarizer_handle)))
 
 
 def summary_service(settings: Settings, summarizer: Summarizer | None) -> SummaryService:
@@ -224,7 +250,7 @@ class InProcessSystem:
     app: FastAPI
     context: ApiContext
     fleet: LocalFleet
-    retraining: ItemSpaceJob | None = None
+    publication: CatalogPublication
 
     @property
     def shards(self) -> list[ShardService]:
@@ -232,10 +258,9 @@ class InProcessSystem:
         return list(self.fleet.running.values())
 
     async def close(self) -> None:
-        """Stop retraining, snapshot every user and close the stores."""
+        """Stop publication and retraining, snapshot every user and close the stores."""
         await self.context.close()
-        if self.retraining is not None:
-            await self.retraining.close()
+        await self.publication.close()
         for shard in self.shards:
             await shard.close()
         await self.context.stores.close()
@@ -259,28 +284,28 @@ def in_process(
     def make_shard(name: str) -> ShardService:
         return ShardService(name, factory, connector, channel, policy, directory.current)
 
-    shards = [make_shard(name) for name in shard_names(settings.shards)]
-    fleet = LocalFleet(make_shard, shards)
+    fleet = LocalFleet(make_shard, [make_shard(name) for name in shard_names(settings.shards)])
+    router = ShardRouter(list(fleet.running.values()), directory, fleet)
     stores = factory.open_now()
-    context = ApiContext(shards, stores, connector, channel, api_limits(settings),
-                         alphas=policy.variants.alphas(),
-                         auth=authenticator(settings, stores, secret_key),
-                         pseudonym=pseudonym_of(settings, secret_key),
-                         fleet=fleet, directory=directory, scaling=settings.shard_scaling())
-    context.experiments = experiments(settings, stores)
+    # The one publication of this system; it reaches the shards through the live router.
+    retrain = retrain_policy(settings)
+    publication = CatalogPublication(factory, connector, channel, router,
+                                     policy.variants.alphas(), retrain,
+                                     settings.catalog_refresh_s)
+    control = IngressControl(
+        router, publication, channel, connector, stores,
+        shard_controller(settings, router, fleet, directory, float(os.cpu_count() or 1)),
+        tick_s=settings.catalog_refresh_s)
     if summarizer is None and settings.summaries.enabled:
         from serve.summarizer import VllmSummarizer
 
         summarizer = LocalSummarizer(VllmSummarizer(settings.summaries, settings.data_dir))
-    context.summaries = summary_service(settings, summarizer)
-    collab = settings.collab_settings()
-    job = None
-    if collab is not None:
-        trainer = ItemSpaceTrainer(
-            stores.events, stores.item_spaces, collab,
-            min_new_events=settings.retrain_every_events, max_age_s=settings.retrain_max_age_s,
-        )
-        job = context.retraining = ItemSpaceJob(
-            trainer, lambda: context.publish_catalog(force=True)
-        )
-    return InProcessSystem(create_app(context), context, fleet, job)
+    context = ApiContext(
+        stores, router, control, api_limits(settings),
+        retraining=publication if retrain is not None else None,
+        auth=authenticator(settings, stores, secret_key),
+        pseudonym=pseudonym_of(settings, secret_key),
+        experiments=experiments(settings, stores),
+        summaries=summary_service(settings, summarizer),
+    )
+    return InProcessSystem(create_app(context), context, fleet, publication)

@@ -65,7 +65,7 @@ _PUBLIC_MESSAGE = {
     StorageUnavailable: "the event store is unreachable; retry later",
     StorageError: "the event store failed; the server log has the details",
     EncoderUnavailable: "the text encoder is unavailable; retry later",
-    ShardUnavailable: "the shard serving this user is restarting; retry later",
+    ShardUnavailable: "a shard is restarting or moving; retry later",
     NotReady: "the service is still starting; retry later",
     VersionConflict: "the user's events are being written elsewhere; retry later",
 }
@@ -81,6 +81,15 @@ def public_reason(exc: BaseException) -> str:
         return "still starting (timed out waiting for the store, catalog or shards)"
     _log.warning("not ready: %s", type(exc).__name__, exc_info=exc)
     return f"internal error ({type(exc).__name__}); see the server log"
+
+
+def error_name(exc: PortraitError) -> str:
+    """The name a client sees for ``exc``: the Portrait error class it is. An error raised
+    in a Ray actor reaches its caller as an instance of a class Ray makes on the fly,
+    ``RayTaskError(ShardUnavailable)``, a subclass of both; that name is Ray's, not ours."""
+    cls = next(c for c in type(exc).__mro__ if issubclass(c, PortraitError)
+               and c.__module__.split(".")[0] != "ray")
+    return cls.__name__
 
 
 def status_of(exc: PortraitError) -> int:
@@ -102,7 +111,7 @@ def error_body(exc: PortraitError, prefix: str = "") -> dict[str, Any]:
         message = next(
             (m for cls, m in _PUBLIC_MESSAGE.items() if isinstance(exc, cls)), str(exc)
         )
-    return {"error": type(exc).__name__, "message": message,
+    return {"error": error_name(exc), "message": message,
             **({"field": field} if field else {})}
 
 
@@ -127,7 +136,7 @@ class InRequest(Exception):
 
 def error_response(exc: PortraitError, prefix: str = "") -> JSONResponse:
     status = status_of(exc)
-    count(status, type(exc).__name__, exc)
+    count(status, error_name(exc), exc)
     return JSONResponse(error_body(exc, prefix), status, headers=retry_headers(status, exc))
 
 

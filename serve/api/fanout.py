@@ -64,13 +64,13 @@ async def _send(ctx: ApiContext, per_user: dict[str, list[bytes]]) -> dict[str, 
     outcome: dict[str, Any] = {}
     todo = per_user
     for attempt in range(4):
-        routed_by = ctx.topology.epoch
+        routed_by = ctx.router.topology.epoch
         by_shard: dict[str, dict[str, list[bytes]]] = defaultdict(dict)
         for user_id, payloads in todo.items():
-            by_shard[ctx.topology.owner(user_id)][user_id] = payloads
+            by_shard[ctx.router.topology.owner(user_id)][user_id] = payloads
         names = list(by_shard)
         replies = await asyncio.gather(
-            *(ctx.shard_for(next(iter(by_shard[n]))).ingest(by_shard[n]) for n in names),
+            *(ctx.router.shard_for(next(iter(by_shard[n]))).ingest(by_shard[n]) for n in names),
             return_exceptions=True)
         failed: BaseException | None = None
         refused = False  # a shard said a user moved: a new topology is being published
@@ -90,7 +90,7 @@ async def _send(ctx: ApiContext, per_user: dict[str, list[bytes]]) -> dict[str, 
                     outcome[user_id] = result
         if not moved:
             return outcome
-        if attempt == 3 or not await ctx.follow_topology(routed_by,
+        if attempt == 3 or not await ctx.router.follow_topology(routed_by,
                                                          wait_s=5.0 if refused else 0.0):
             if failed is not None:
                 raise failed

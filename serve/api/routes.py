@@ -220,7 +220,7 @@ def _items(app: FastAPI) -> None:
                 raise errors.InRequest(exc, prefix.format(i=i)) from None
         await ctx.ready()
         result = await ctx.catalog.upsert(records)
-        version = await ctx.publish_catalog()
+        version = await ctx.control.publish()
         return JSONResponse(responses.upserted(result, version))
 
     @app.post("/v1/items", response_model=m.UpsertResponse, tags=["items"],
@@ -254,14 +254,14 @@ def _shards(app: FastAPI) -> None:
         """The shard set this ingress routes by, with each shard's load."""
         ctx = _ctx(request)
         await ctx.ready()
-        await ctx.follow_topology()
-        stats = await asyncio.gather(*(s.stats() for s in ctx.shards))
+        await ctx.router.follow_topology()
+        stats = await asyncio.gather(*(s.stats() for s in ctx.router.shards))
         return JSONResponse({
-            "epoch": ctx.topology.epoch,
+            "epoch": ctx.router.topology.epoch,
             "shards": [{"name": n, "active_users": st.get("active_users", 0),
                         "pending_events": st.get("pending_events", 0),
                         "calls_in_flight": st.get("calls_in_flight", 0)}
-                       for n, st in zip(ctx.names, stats, strict=True)],
+                       for n, st in zip(ctx.router.names, stats, strict=True)],
         })
 
     @app.post("/v1/shards", response_model=m.ResizeResponse, tags=["operations"],
@@ -270,7 +270,7 @@ def _shards(app: FastAPI) -> None:
         """Change the number of shards under traffic: users move by rendezvous hashing
         (about 1/N per added shard), each handed off by its old shard (snapshot, then
         refused there) before the new one serves it."""
-        return JSONResponse(await _ctx(request).resize(body.count))
+        return JSONResponse(await _ctx(request).control.resize(body.count))
 
 
 def _experiments(app: FastAPI) -> None:
@@ -361,19 +361,20 @@ def _operations(app: FastAPI) -> None:
         try:
             await asyncio.wait_for(ctx.ready(), timeout=30)
             await ctx.stores.catalog_store.version()
-            await asyncio.wait_for(asyncio.gather(*(s.ready() for s in ctx.shards)), timeout=10)
+            await asyncio.wait_for(asyncio.gather(*(s.ready() for s in ctx.router.shards)),
+                                   timeout=10)
         except Exception as exc:  # readiness reports, it does not raise
             return JSONResponse({"status": "unavailable", "reason": errors.public_reason(exc)},
                                 503, headers=errors.retry_headers(503))
-        return JSONResponse({"status": "ready", "shards": len(ctx.shards),
-                             "catalog_version": ctx.catalog_version})
+        return JSONResponse({"status": "ready", "shards": len(ctx.router.shards),
+                             "catalog_version": ctx.control.catalog_version})
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
              dependencies=[requires("metrics:read")])
     async def metrics_endpoint(request: Request) -> PlainTextResponse:
         """Prometheus metrics: this process's, plus every shard's and the encoder's."""
         ctx = _ctx(request)
-        shard_stats = await asyncio.gather(*(s.stats() for s in ctx.shards),
+        shard_stats = await asyncio.gather(*(s.stats() for s in ctx.router.shards),
                                            return_exceptions=True)
         try:
             encoder_stats = await ctx.encoder_stats()
@@ -385,6 +386,6 @@ def _operations(app: FastAPI) -> None:
                 retrain = await ctx.retraining.stats()
             except Exception:  # as above
                 retrain = None
-        text = metrics.render(dict(zip(ctx.names, shard_stats, strict=True)), encoder_stats,
+        text = metrics.render(dict(zip(ctx.router.names, shard_stats, strict=True)), encoder_stats,
                               retrain)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -430,8 +430,9 @@ async def test_a_refused_batch_leaves_no_text_features_for_a_later_event(
 async def test_oversized_bodies_are_refused_before_they_are_read(store_url: str) -> None:
     settings = Settings(shards=1)
     sys_ = auth.system(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
-    sys_.context.limits = dataclasses.replace(sys_.context.limits, max_body_bytes=4096)
-    app = create_app(sys_.context)  # built after the limit changed
+    context = sys_.context
+    app = create_app(dataclasses.replace(  # the context is frozen: a copy with the limit
+        context, limits=dataclasses.replace(context.limits, max_body_bytes=4096)))
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://portrait",

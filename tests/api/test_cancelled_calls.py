@@ -57,8 +57,10 @@ class CancelledOnce:
 async def test_a_start_up_cancelled_by_a_callee_is_tried_again_by_the_next_request() -> None:
     url = "memory://cancelled-start"
     system = auth.system(Settings(shards=1), url, ThreadedEncoder(HashingEncoder(dim=32)))
-    # The context's connector is the composition root's; wrap it to fail the first start.
-    flaky = system.context._encoder = CancelledOnce(system.context._encoder)
+    # The publication's connector is the composition root's; wrap it to fail the first
+    # start (it publishes the first catalog view, so the start-up waits for it).
+    publication = system.publication
+    flaky = publication._connector = CancelledOnce(publication._connector)  # type: ignore[assignment]
     try:
         transport = httpx.ASGITransport(app=system.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
@@ -101,13 +103,18 @@ async def test_a_new_ingress_serves_events_while_the_encoder_is_away() -> None:
             assert (await http.post("/v1/items", json={"items": [item]})).status_code == 200
         # A second ingress over the same shards and registry (its channel), whose encoder
         # is away, as after an ingress kill during an encoder reload.
+        from actors.ingress_control import IngressControl
+        from actors.shard_router import ShardRouter
         from serve.api.context import ApiContext
         from serve.api.routes import create_app
         from serve.composition import api_limits, authenticator
 
         first = system.context
-        away = AwayThenBack(first._encoder)  # the composition root's connector, wrapped
-        second = ApiContext(first.shards, first.stores, away, first._sink,
+        away = AwayThenBack(first.control._encoder)  # the composition root's, wrapped
+        router = ShardRouter(first.router.shards, first.router.directory, system.fleet)
+        control = IngressControl(router, system.publication, first.control._sink, away,
+                                 first.stores, tick_s=0.1)
+        second = ApiContext(first.stores, router, control,
                             api_limits(Settings(shards=2, catalog_refresh_s=0.1)),
                             auth=authenticator(Settings(), first.stores, auth.TEST_KEY))
         app = create_app(second)

@@ -179,7 +179,7 @@ async def test_a_resize_back_up_keeps_shards_waiting_to_be_retired(
     ahead under it and the resize failed with a 500 KeyError (found by the API fuzzer)."""
     await resize(http, 4)
     await resize(http, 2)
-    fleet = system.context._fleet
+    fleet = system.context.control.controller.fleet  # type: ignore[union-attr]
     attach, gate = fleet.attach, asyncio.Event()
 
     async def slow_attach(names: Any) -> Any:  # starting shards 4 and 5 takes a while
@@ -217,33 +217,97 @@ async def test_the_autoscaler_follows_active_users(store_url: str) -> None:
             events = [{"type": "view", "event_id": f"a-{u}", "user_id": u,
                        "occurred_at": T0, "item_id": "m1"} for u in USERS[:50]]
             assert (await http.post("/v1/events", json={"events": events})).status_code == 200
-            grown = await sys_.context.autoscale()
+            controller = sys_.context.control.controller
+            assert controller is not None
+            grown = await controller.autoscale()
             # 50 active users at 20 per shard: 3 shards (the maximum)
-            assert grown is not None and len(sys_.context.names) == 3
+            assert grown is not None and len(sys_.context.router.names) == 3
             for shard in sys_.shards:  # everyone goes idle and is passivated
                 await shard.passivate_all()
-            out = await sys_.context.autoscale()
+            out = await controller.autoscale()
             assert out is not None and len(out["shards"]) == 1
-            assert await sys_.context.autoscale() is None  # nothing to do now
+            assert await controller.autoscale() is None  # nothing to do now
             page = await http.get(f"/v1/users/{USERS[7]}/events")
             assert [e["event"]["event_id"] for e in page.json()["events"]] == [f"a-{USERS[7]}"]
     finally:
         await sys_.close()
 
 
-async def test_a_resize_the_database_cannot_serve_changes_nothing(
-    system: InProcessSystem, http: httpx.AsyncClient, store_url: str
+async def test_a_resize_beyond_what_the_cluster_runs_is_refused(
+    system: InProcessSystem, http: httpx.AsyncClient
 ) -> None:
+    """Measured by a user: POST /v1/shards {"count": 145} on a 2-core machine started 72
+    shard processes (10 GB) before the request timed out. Without PORTRAIT_SHARDS_MAX the
+    bound is what the machine's CPUs can run; nothing starts beyond it."""
+    bound = system.context.control.controller.max_shards  # type: ignore[union-attr]
+    assert bound < 145
+    resp = await http.post("/v1/shards", json={"count": 145})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == "count" and str(bound) in resp.json()["message"]
+    assert sorted(s.name for s in system.shards) == list(shard_names(2))
+
+
+async def test_shards_max_bounds_a_manual_resize(store_url: str) -> None:
+    tuned = Settings(shards=2, shards_min=2, shards_max=3, catalog_refresh_s=0.5)
+    sys_ = auth.system(tuned, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    try:
+        transport = httpx.ASGITransport(app=sys_.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                     headers=await auth.headers(sys_)) as http:
+            resp = await http.post("/v1/shards", json={"count": 4})
+            assert resp.status_code == 422 and resp.json()["field"] == "count", resp.text
+            assert "between 1 and 3" in resp.json()["message"]
+    finally:
+        await sys_.close()
+
+
+async def test_a_retrain_after_a_shrink_reaches_the_remaining_shard(
+    system: InProcessSystem, http: httpx.AsyncClient
+) -> None:
+    """After 2 -> 4 -> 1, a retrain is published to the one shard left (the live topology),
+    not to the shards it was started with: its catalog view has the new item space."""
+    await resize(http, 4)
+    await resize(http, 1)
+    events = [{"type": "view", "event_id": f"rt-{u}-{i}", "user_id": f"rt-{u}",
+               "occurred_at": T0 + k, "item_id": i} for u in range(12)
+              for k, i in enumerate(("m1", "m2"))]
+    assert (await http.post("/v1/events", json={"events": events})).status_code == 200
+    resp = await http.post("/v1/item-space/retrain")
+    assert resp.status_code == 200, resp.text
+    version = resp.json()["version"]
+    assert version >= 1, resp.json()
+    remaining = next(s for s in system.shards if s.name == "portrait-shard-0")
+    assert (await remaining.refresh_catalog())[1] == version
+    assert remaining._view().space_version == version
+    await resize(http, 2)
+
+
+async def test_a_resize_the_database_cannot_serve_changes_nothing(store_url: str) -> None:
     """Found by the API fuzzer: 512 shards each opening a pool ran Postgres out of
     connections, the new shards' start failed with a bare driver error (500), and the half-
     started fleet kept the connections. Now it is a 503, the added shards are stopped again,
     and the topology is as before."""
     if not store_url.startswith("postgres"):
         pytest.skip("memory stores have no connection limit")
+    # A bound this high has to be configured (it also turns the autoscaler on: held at 2).
+    tuned = Settings(shards=2, shards_min=2, shards_max=400, snapshot_every=5,
+                     catalog_refresh_s=0.5)
+    system = auth.system(tuned, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    try:
+        transport = httpx.ASGITransport(app=system.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                     headers=await auth.headers(system)) as http:
+            assert (await http.post("/v1/items", json={"items": ITEMS})).status_code == 200
+            await _database_cannot_serve(system, http)
+    finally:
+        await system.close()
+
+
+async def _database_cannot_serve(system: InProcessSystem, http: httpx.AsyncClient) -> None:
     resp = await http.post("/v1/shards", json={"count": 400})
     assert resp.status_code == 503, resp.text
     assert resp.json()["error"] == "StorageUnavailable"
-    assert system.context.topology.names == shard_names(2)
+    assert system.context.router.topology.names == shard_names(2)
     assert sorted(s.name for s in system.shards) == list(shard_names(2))
     event = {"type": "view", "event_id": "after-1", "user_id": USERS[0],
              "occurred_at": T0, "item_id": "m1"}

@@ -5,6 +5,7 @@ not (counted), the cache per (user, last_seq, model), failures not cached, scope
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 from typing import Any
@@ -57,9 +58,12 @@ async def _client(summarizer: CannedSummarizer | None,
     url = f"memory://summaries-{next(_names)}"
     system = auth.system(Settings(shards=2), url, ThreadedEncoder(HashingEncoder(dim=32)))
     if summarizer is not None:  # what in_process(..., summarizer=) builds
+        from serve.api.routes import create_app
         from serve.composition import summary_service
 
-        system.context.summaries = summary_service(Settings(), summarizer)
+        system.context = dataclasses.replace(
+            system.context, summaries=summary_service(Settings(), summarizer))
+        system.app = create_app(system.context)
     try:
         transport = httpx.ASGITransport(app=system.app)
         admin = await auth.headers(system)
