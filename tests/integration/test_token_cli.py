@@ -59,4 +59,5 @@ def test_missing_or_short_keys_are_clear_settings_errors(
     with pytest.raises(SettingsError, match="at least 32 bytes"):
         load_secret_key(settings)
     monkeypatch.setenv("PORTRAIT_SECRET_KEY", "ab" * 32)
-    assert load_secret_key(settings) == bytes.fromhex("ab" * 32)  # the environment wins
+    # The environment wins; settings read it when they are built (each process its own).
+    assert load_secret_key(Settings(data_dir=tmp_path)) == bytes.fromhex("ab" * 32)
