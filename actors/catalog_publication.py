@@ -12,12 +12,12 @@ one view, not one per replica.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from actors.background import retry_until_done, stop_all
 from actors.catalog_publisher import CatalogPublisher
 from actors.catalog_view import CatalogSink, ViewKey, newer
 from actors.dependencies import EncoderConnector, PublisherStores, StoresOpener
@@ -122,16 +122,13 @@ class CatalogPublication:
 
     async def _run(self) -> None:
         """Connect (if the start did not), then refresh every ``refresh_s``."""
-        delay = 0.5
-        while self._publisher is None:
-            try:
-                await self._connect()
-                await self._notify()
-            except Exception as exc:  # the encoder is still away: try again
-                _log.info("catalog publisher not connected yet (%s); retrying in %.1f s",
-                          type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(10.0, delay * 2)
+
+        async def connect() -> None:
+            await self._connect()
+            await self._notify()
+
+        if self._publisher is None:
+            await retry_until_done(connect, "catalog publisher connected")
         while True:
             await asyncio.sleep(self._refresh_s)
             try:
@@ -218,10 +215,7 @@ class CatalogPublication:
 
     async def close(self) -> None:
         """Stop the refresh and the retrain triggers, and close the stores."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_all(self._tasks)
         self._tasks = []
         if self._job is not None:
             await self._job.close()

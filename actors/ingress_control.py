@@ -12,10 +12,10 @@ owns it, and this process only asks it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Protocol
 
+from actors.background import retry_until_done, stop_all
 from actors.catalog_view import CatalogSink, ViewKey
 from actors.dependencies import EncoderConnector
 from actors.shard_controller import ShardController
@@ -126,15 +126,7 @@ class IngressControl:
         self._catalog = self._stores.catalog(await self._encoder.connect())
 
     async def _connect_later(self) -> None:
-        delay = 0.5
-        while self._catalog is None:
-            try:
-                await self._connect()
-            except Exception as exc:  # the encoder is still away: try again
-                _log.info("catalog not connected yet (%s); retrying in %.1f s",
-                          type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(10.0, delay * 2)
+        await retry_until_done(self._connect, "item catalog connected")
 
     async def tick(self) -> None:
         """Follow the cluster's topology, step the autoscaler, and check the publication
@@ -171,10 +163,7 @@ class IngressControl:
 
     async def close(self) -> None:
         """Stop the control tick and the background connection, and pending retirements."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_all(self._tasks)
         self._tasks = []
         if self.controller is not None:
             await self.controller.close()
