@@ -14,7 +14,6 @@ Every adapter is constructed here and passed in through constructors.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,36 +46,38 @@ ENCODER_DEPLOYMENT = "EncoderDeployment"
 
 
 def shard_settings(settings: Settings) -> ShardSettings:
-    return ShardSettings(variants=settings.variant_policy(), host=settings.host_settings())
+    return ShardSettings(variants=settings.experiments.variant_policy(),
+                         host=settings.users.host_settings())
 
 
 def retrain_policy(settings: Settings) -> RetrainPolicy | None:
     """The item-space retrain; None when no variant ranks with collaborative vectors."""
-    collab = settings.collab_settings()
+    collab = settings.experiments.collab_settings()
     if collab is None:
         return None
-    return RetrainPolicy(collab, settings.retrain_every_events, settings.retrain_max_age_s)
+    return RetrainPolicy(collab, settings.retrain.every_events, settings.retrain.max_age_s)
 
 
 def shard_controller(settings: Settings, router: ShardRouter, fleet: Any, directory: Any,
                      cpus: float) -> ShardController:
     """The resizes and autoscaling of an ingress: bounded by ``PORTRAIT_SHARDS_MAX``, else
     by what ``cpus`` can run (:func:`actors.shard_controller.resize_bound`)."""
-    scaling = settings.shard_scaling()
+    scaling = settings.shards.scaling()
     bound = resize_bound(scaling.max_shards if scaling is not None else 0, cpus,
-                         at_least=settings.shards)
+                         at_least=settings.shards.count)
     # Removed shards run on long enough for every ingress replica to have followed (each
     # checks at its control tick, and at once when a shard refuses a user).
     return ShardController(router, fleet, directory, bound, scaling,
-                           grace_s=max(1.0, 2 * settings.catalog_refresh_s))
+                           grace_s=max(1.0, 2 * settings.api.catalog_refresh_s))
 
 
 def api_limits(settings: Settings) -> ApiLimits:
     return ApiLimits(
-        max_batch_events=settings.max_batch_events,
-        catalog_refresh_s=settings.catalog_refresh_s,
-        max_future_skew_s=settings.max_future_skew_s,
-        max_body_bytes=settings.max_body_bytes,
+        max_batch_events=settings.api.max_batch_events,
+        catalog_refresh_s=settings.api.catalog_refresh_s,
+        max_future_skew_s=settings.api.max_future_skew_s,
+        max_body_bytes=settings.api.max_body_bytes,
+        secure_cookie=settings.security.inspector_secure_cookie,
     )
 
 
@@ -100,14 +101,14 @@ def build_app(settings: Settings, database_url: str) -> Any:
     connector = ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME)
     # A resized cluster keeps its shard count across redeploys (the directory has it).
     shards = spawn_shards(
-        current_names(settings.shards), stores, connector, RegistryChannel(),
+        current_names(settings.shards.count), stores, connector, RegistryChannel(),
         shard_settings(settings),
     )
     from actors.publication_actor import spawn_publication_actor
 
     publication = spawn_publication_actor(
-        stores, connector, RegistryChannel(), tuple(settings.variant_policy().alphas()),
-        retrain_policy(settings), settings.catalog_refresh_s, settings.shard_call_timeout_s,
+        stores, connector, RegistryChannel(), tuple(settings.experiments.variant_policy().alphas()),
+        retrain_policy(settings), settings.api.catalog_refresh_s, settings.shards.call_timeout_s,
     )
     encoder = build_encoder_app(settings.encoder)
     build_context: Callable[..., ApiContext] = ray_ingress_context
@@ -116,20 +117,20 @@ def build_app(settings: Settings, database_url: str) -> Any:
         from serve.summarizer_deployment import build_summarizer_app
 
         build_context = ray_ingress_context_with_summaries
-        context_args = (build_summarizer_app(settings.summaries, settings.data_dir),)
+        context_args = (build_summarizer_app(settings.summaries, settings.storage.data_dir),)
     return PortraitIngress.options(  # type: ignore[attr-defined]  # added by @serve.deployment
         autoscaling_config={
-            "min_replicas": settings.ingress_min_replicas,
-            "max_replicas": settings.ingress_max_replicas,
+            "min_replicas": settings.api.ingress_min_replicas,
+            "max_replicas": settings.api.ingress_max_replicas,
             "target_ongoing_requests": 32,
         },
         # Beyond this many waiting requests per caller, Serve answers 503 at once instead of
         # queueing without bound.
-        max_queued_requests=settings.max_queued_requests,
+        max_queued_requests=settings.api.max_queued_requests,
         ray_actor_options={"num_cpus": 0.25},
         # No database URL in the deployment's arguments (Ray keeps them in its GCS): the
         # replica opens its stores from ``stores``, whose password comes from its environment.
-    ).bind(build_context, dataclasses.replace(settings, database_url=None), stores,
+    ).bind(build_context, settings.replace(storage={"database_url": None}), stores,
            encoder, shards, publication, *context_args)
 
 
@@ -153,11 +154,11 @@ def ray_ingress_context(
 
     api_stores = stores.open_now()
     fleet = RayFleet(stores, ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME),
-                     RegistryChannel(), shard_settings(settings), settings.shard_call_timeout_s)
+                     RegistryChannel(), shard_settings(settings), settings.shards.call_timeout_s)
     directory = RemoteDirectory(shard_directory())
     # proxies forward every Shard method
     router = ShardRouter(
-        cast("list[Shard]", proxies(shard_handles, settings.shard_call_timeout_s)),
+        cast("list[Shard]", proxies(shard_handles, settings.shards.call_timeout_s)),
         directory, fleet)
     # The shards take no CPU of Ray's accounting; the cluster's CPUs say what it can run.
     cpus = float(ray.cluster_resources().get("CPU", 1.0))  # type: ignore[no-untyped-call]
@@ -166,7 +167,7 @@ def ray_ingress_context(
         router, publication, RegistryChannel(),
         ServeEncoderConnector(ENCODER_DEPLOYMENT, APP_NAME, handle=encoder_handle),
         api_stores, shard_controller(settings, router, fleet, directory, cpus),
-        tick_s=settings.catalog_refresh_s)
+        tick_s=settings.api.catalog_refresh_s)
     return ApiContext(
         api_stores, router, control, api_limits(settings), encoder_stats,
         retraining=publication if retrain_policy(settings) is not None else None,
@@ -180,8 +181,8 @@ def ray_ingress_context(
 
 def experiments(settings: Settings, stores: Stores) -> Experiments:
     """An ingress's impression recorder and experiment reports."""
-    return Experiments(stores, settings.variant_policy().experiment,
-                       window_s=settings.attribution_window_s)
+    return Experiments(stores, settings.experiments.variant_policy().experiment,
+                       window_s=settings.experiments.attribution_window_s)
 
 
 def ray_ingress_context_with_summaries(
@@ -206,8 +207,8 @@ def summary_service(settings: Settings, summarizer: Summarizer | None) -> Summar
 def store_factory(settings: Settings, database_url: str) -> StoreFactory:
     """How every process of the system opens its stores: encrypted at rest unless
     ``PORTRAIT_ENCRYPTION=off``, each process reading the master key itself."""
-    key_file = settings.master_key_file or settings.data_dir / "master.key"
-    return StoreFactory(database_url, encrypt=settings.encryption,
+    key_file = settings.security.master_key_file or settings.storage.data_dir / "master.key"
+    return StoreFactory(database_url, encrypt=settings.security.encryption,
                         master_key_file=str(key_file))
 
 
@@ -215,7 +216,7 @@ def pseudonym_of(
     settings: Settings, secret_key: bytes | None = None
 ) -> Callable[[str], str] | None:
     """The user-id pseudonyms of an ingress, or None when ids are stored as given."""
-    if not settings.pseudonymize:
+    if not settings.security.pseudonymize:
         return None
     return pseudonymizer(secret_key if secret_key is not None else load_secret_key(settings))
 
@@ -224,20 +225,20 @@ def authenticator(
     settings: Settings, stores: Stores, secret_key: bytes | None = None
 ) -> Authenticator | None:
     """The token checks of an ingress, or None with ``PORTRAIT_AUTH=off``."""
-    if not settings.auth:
+    if not settings.security.auth:
         return None
     key = secret_key if secret_key is not None else load_secret_key(settings)
-    return Authenticator(stores.tokens, key, cache_s=settings.token_cache_s,
-                         requests_per_s=settings.rate_limit_rps,
-                         events_per_s=settings.rate_limit_events_per_s)
+    return Authenticator(stores.tokens, key, cache_s=settings.security.token_cache_s,
+                         requests_per_s=settings.security.rate_limit_rps,
+                         events_per_s=settings.security.rate_limit_events_per_s)
 
 
 def app_from_env(args: dict[str, Any] | None = None) -> Any:
     """Serve application builder for ``serve run``/RayService: settings from the environment."""
     settings = Settings.from_env()
-    if not settings.database_url:
+    if not settings.storage.database_url:
         raise SettingsError("PORTRAIT_DATABASE_URL: required when deployed on a cluster")
-    return build_app(settings, settings.database_url)
+    return build_app(settings, settings.storage.database_url)
 
 
 # -- in one process -----------------------------------------------------------------------
@@ -272,7 +273,7 @@ def in_process(
 ) -> InProcessSystem:
     """The system without Ray: the real routes, error mapping and shard logic over stores
     opened from ``url`` (``memory://…`` or a migrated ``postgresql://…``). Tokens are checked
-    unless ``settings.auth`` is off, with ``secret_key`` or else the configured one.
+    unless ``settings.security.auth`` is off, with ``secret_key`` or else the configured one.
     Summaries come from ``summarizer``, else from the model in this process when
     ``settings.summaries`` enables it, else from the template."""
     channel = LocalCatalogChannel()
@@ -284,22 +285,23 @@ def in_process(
     def make_shard(name: str) -> ShardService:
         return ShardService(name, factory, connector, channel, policy, directory.current)
 
-    fleet = LocalFleet(make_shard, [make_shard(name) for name in shard_names(settings.shards)])
+    fleet = LocalFleet(make_shard,
+                       [make_shard(name) for name in shard_names(settings.shards.count)])
     router = ShardRouter(list(fleet.running.values()), directory, fleet)
     stores = factory.open_now()
     # The one publication of this system; it reaches the shards through the live router.
     retrain = retrain_policy(settings)
     publication = CatalogPublication(factory, connector, channel, router,
                                      policy.variants.alphas(), retrain,
-                                     settings.catalog_refresh_s)
+                                     settings.api.catalog_refresh_s)
     control = IngressControl(
         router, publication, channel, connector, stores,
         shard_controller(settings, router, fleet, directory, float(os.cpu_count() or 1)),
-        tick_s=settings.catalog_refresh_s)
+        tick_s=settings.api.catalog_refresh_s)
     if summarizer is None and settings.summaries.enabled:
         from serve.summarizer import VllmSummarizer
 
-        summarizer = LocalSummarizer(VllmSummarizer(settings.summaries, settings.data_dir))
+        summarizer = LocalSummarizer(VllmSummarizer(settings.summaries, settings.storage.data_dir))
     context = ApiContext(
         stores, router, control, api_limits(settings),
         retraining=publication if retrain is not None else None,

@@ -18,6 +18,7 @@ from actors.ingress_control import IngressControl
 from actors.shard_router import Shard, ShardRouter
 from serve.api.auth import Authenticator
 from serve.experiments import Experiments
+from serve.settings.sections import ApiSettings, SecuritySettings
 from serve.summary_service import SummaryService
 from storage.catalog import ItemCatalog
 from storage.stores import Stores
@@ -34,12 +35,19 @@ class Retraining(Protocol):
     async def stats(self) -> dict[str, Any]: ...
 
 
+_API = ApiSettings()
+_SECURITY = SecuritySettings.model_construct()  # its defaults only: no secrets read here
+
+
 @dataclass(frozen=True)
 class ApiLimits:
-    max_batch_events: int = 1000
-    catalog_refresh_s: float = 10.0
-    max_future_skew_s: float = 86_400.0
-    max_body_bytes: int = 32 * 1024 * 1024
+    """The ingress's limits; the defaults are the settings model's (serve/settings)."""
+
+    max_batch_events: int = _API.max_batch_events
+    catalog_refresh_s: float = _API.catalog_refresh_s
+    max_future_skew_s: float = _API.max_future_skew_s
+    max_body_bytes: int = _API.max_body_bytes
+    secure_cookie: str = _SECURITY.inspector_secure_cookie  # the inspector's login cookie
 
 
 EncoderStats = Callable[[], Awaitable[Mapping[str, Any] | None]]

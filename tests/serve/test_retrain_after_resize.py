@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from actors.catalog_registry import NAMESPACE  # noqa: E402
-from serve.encoder_settings import EncoderSettings  # noqa: E402
+from encoding.settings import EncoderSettings  # noqa: E402
 from serve.service import start_service  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 from tests.conftest import scratch_database  # noqa: E402
