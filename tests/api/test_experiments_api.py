@@ -20,7 +20,7 @@ from actors.text_features import ThreadedEncoder
 from portrait.errors import StorageUnavailable
 from portrait.impression import Impression
 from portrait.tuned_config import TunedConfig
-from serve import main as cli
+from serve import cli
 from serve.api import models as m
 from serve.composition import InProcessSystem
 from serve.impression_recorder import ImpressionRecorder
