@@ -12,7 +12,8 @@ Per variant, over its impressions (each served list is one trial):
 * ``conversion``: impressions with an attributed purchase or rating >= 4, Wilson interval;
 * ``mrr``: mean over impressions of 1 / (1 + position) of the first item the user interacted
   with (0 when none), bootstrap interval;
-* ``coverage``: distinct items served over the catalog size, bootstrap interval.
+* ``coverage``: distinct items served over the catalog size, bootstrap interval corrected
+  for the distinct count's downward bias under resampling (it contains the estimate).
 
 ``differences`` holds each other variant minus the first (the control) with intervals and
 p-values. Under interleaving every impression serves both variants: a variant's figures

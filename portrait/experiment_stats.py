@@ -7,8 +7,12 @@ Pure: numpy and the standard library only. All intervals are two-sided at 95% un
   approximation does not.
 * A difference of two rates: Newcombe's hybrid score interval (his method 10), built from
   the two Wilson intervals; p-value from the pooled two-proportion z-test.
-* Means of skewed per-impression values (reciprocal rank) and statistics that are not means
-  (coverage, a count of distinct items): percentile bootstrap, resampling impressions.
+* Means of skewed per-impression values (reciprocal rank): percentile bootstrap, resampling
+  impressions.
+* Coverage (a count of distinct items): a bootstrap resample holds only ~63% of the distinct
+  lists, so its count sits below the estimate in nearly every replicate; the replicates are
+  shifted by that bias (their median moved onto the estimate) before the percentiles are
+  read, so the interval measures the spread around the estimate and always contains it.
 * Interleaving: the exact two-sided sign test on wins against losses.
 """
 
@@ -148,14 +152,20 @@ def _distinct_counts(lists: Sequence[Sequence[int]], resamples: int, seed: int) 
 def coverage(
     lists: Sequence[Sequence[int]], catalog_size: int, *, resamples: int = 200, seed: int = 0
 ) -> tuple[Estimate, np.ndarray]:
-    """Distinct served items over the catalog size, with a bootstrap interval over the
-    served lists (item ids as ints); also the bootstrap replicates, for differences."""
+    """Distinct served items over the catalog size, with a bias-corrected bootstrap interval
+    over the served lists (item ids as ints) that always contains the estimate; also the
+    corrected bootstrap replicates, for differences."""
     if catalog_size <= 0 or not lists:
         return Estimate(0.0, 0.0, 0.0), np.zeros(resamples)
     point = np.unique(np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])).size
-    reps = _distinct_counts(lists, resamples, seed) / catalog_size
+    value = point / catalog_size
+    raw = _distinct_counts(lists, resamples, seed) / catalog_size
+    # Bias-corrected: the raw percentile interval lay wholly below the estimate (a resample
+    # draws each list at most once and misses about a third of them). Centring the
+    # replicates' median on the estimate keeps their spread and puts the estimate inside.
+    reps = np.clip(raw + (value - float(np.median(raw))), 0.0, 1.0)
     lo, hi = np.percentile(reps, [2.5, 97.5])
-    return Estimate(point / catalog_size, float(lo), float(hi)), reps
+    return Estimate(value, min(float(lo), value), max(float(hi), value)), reps
 
 
 def replicate_difference(point: float, control: np.ndarray, treatment: np.ndarray) -> Difference:
