@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ class RunningService:
     def stop(self) -> None:
         """Passivate users (writing their snapshots), then stop Serve and Ray."""
         import ray
-        from ray import serve
 
         from actors.shard import existing_shards
 
@@ -52,8 +52,20 @@ class RunningService:
             ray.get([s.passivate_all.remote() for s in shards], timeout=30)
         except Exception as exc:  # best effort: snapshots are an optimisation
             print(f"warning: snapshots on shutdown failed ({exc!r}); users replay from the log")
+        stop_ray(self.settings)
+
+
+def stop_ray(settings: Settings | None) -> None:
+    """Stop Serve, then Portrait's actors on a joined cluster (``settings`` names it), then
+    this process's Ray, without Ray's reports of the actors that stopping kills."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return
+    with without_kill_reports():
         serve.shutdown()  # type: ignore[no-untyped-call]
-        if self.settings.api.ray_address:
+        if settings is not None and settings.api.ray_address:
             # A cluster this run joined outlives it: stop the detached actors it started
             # (shards, directory, registry, retrain), as stopping a Ray of its own would, so
             # that the next run starts from the log with PORTRAIT_SHARDS, not on actors
@@ -63,6 +75,56 @@ class RunningService:
                     with contextlib.suppress(Exception):
                         ray.kill(ray.get_actor(actor["name"], namespace=NAMESPACE))
         ray.shutdown()
+
+
+# What Ray says of a call to an actor that a shutdown killed.
+KILLED_BY_RAY = "killed by `ray.kill`"
+
+
+@contextlib.contextmanager
+def without_kill_reports() -> Iterator[None]:
+    """Leave out the driver's reports of calls to actors killed on purpose, while inside.
+
+    ``serve.shutdown`` ends with the Serve controller's ``graceful_shutdown`` killing the
+    controller itself; Ray then reports that call (and any other waiting on an actor the
+    shutdown kills) to the driver, which prints every error its job reports whatever
+    ``log_to_driver`` says: ``(raylet) Task ServeController.graceful_shutdown failed ...
+    The actor is dead because it was killed by `ray.kill`.`` After a clean Ctrl-C those
+    lines read like a crash. Other reports still print.
+    """
+    from ray._private import worker
+
+    printing = worker.print_to_stdstream
+
+    def filtered(data: dict[str, Any], ignore_prefix: bool) -> None:
+        lines = [line for line in data.get("lines", ()) if KILLED_BY_RAY not in line]
+        if lines:
+            printing({**data, "lines": lines}, ignore_prefix)
+
+    worker.print_to_stdstream = filtered
+    try:
+        yield
+    finally:
+        worker.print_to_stdstream = printing
+
+
+def interruptible(work: Callable[[], int], what: str = "start-up") -> int:
+    """``work``'s exit status, or 130 when Ctrl-C (SIGINT) ends it: then one line, no
+    traceback, and the clean-up on the way out (``finally`` blocks, context managers: the
+    embedded Postgres, :func:`stop_ray`) runs to its end, further Ctrl-Cs ignored."""
+
+    def interrupt(*_: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up below is not cut short
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted during {what}: stopped", flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def wait_ready(url: str, timeout_s: float = 300.0) -> dict[str, Any]:
@@ -131,14 +193,19 @@ def start_service(
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
         )
-    serve.start(proxy_location=settings.api.proxy_location,
-                http_options={"host": settings.api.host, "port": settings.api.port})
-    serve.run(build_app(settings, database_url), name=APP_NAME, route_prefix="/", blocking=False)
-    url = f"http://{settings.api.host}:{settings.api.port}"
-    ready = wait_ready(url)
-    service = RunningService(url, settings, database_url, token)
-    if load_demo_catalog and ready.get("catalog_version") == 0:
-        _import_demo_catalog(url, settings.api.max_batch_events, service.headers())
+    try:
+        serve.start(proxy_location=settings.api.proxy_location,
+                    http_options={"host": settings.api.host, "port": settings.api.port})
+        serve.run(build_app(settings, database_url), name=APP_NAME, route_prefix="/",
+                  blocking=False)
+        url = f"http://{settings.api.host}:{settings.api.port}"
+        ready = wait_ready(url)
+        service = RunningService(url, settings, database_url, token)
+        if load_demo_catalog and ready.get("catalog_version") == 0:
+            _import_demo_catalog(url, settings.api.max_batch_events, service.headers())
+    except KeyboardInterrupt:
+        stop_ray(settings)  # what started so far; no users to snapshot yet
+        raise
     return service
 
 

@@ -13,10 +13,13 @@ from serve.settings import Settings
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """The service on the configured (or embedded) database until Ctrl-C."""
-    from serve.service import run_service
+    from serve.service import interruptible, run_service
 
-    with database(settings) as url:
-        return run_service(settings, url, load_demo_catalog=not args.no_catalog)
+    def run() -> int:
+        with database(settings) as url:
+            return run_service(settings, url, load_demo_catalog=not args.no_catalog)
+
+    return interruptible(run)  # Ctrl-C before the service is up: one line, a clean stop
 
 
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
