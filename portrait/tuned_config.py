@@ -35,10 +35,7 @@ from typing import Any
 
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField, InvalidInput, MissingField
-
-# The type of the document's ``item_vectors.collaborative``, so part of what this module
-# offers its readers (the service's settings read it from here).
-from portrait.item_space import CollabSettings as CollabSettings
+from portrait.item_space import CollabSettings
 from portrait.ranking import RankingConfig
 from portrait.validation import is_number
 

@@ -208,6 +208,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = TIERS.get(parts[0]) if len(parts) > 1 else None
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
+    # The multi-node cluster (token auth, its own ports) goes last: a Ray system started
+    # after it in the same session found its GCS refusing the token-less driver.
+    items.sort(key=lambda item: Path(str(item.fspath)).name == "test_multinode.py")
 
 
 @pytest.fixture(autouse=True)

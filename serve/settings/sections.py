@@ -18,8 +18,9 @@ from actors.host import HostSettings
 from portrait.default_config import default_config
 from portrait.errors import PortraitError
 from portrait.experiments import Experiment
+from portrait.item_space import CollabSettings
 from portrait.scaling import ShardScaling
-from portrait.tuned_config import CollabSettings, TunedConfig
+from portrait.tuned_config import TunedConfig
 from portrait.variants import Variant, VariantPolicy
 from storage.secrets import ProcessSecrets
 
