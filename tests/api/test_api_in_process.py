@@ -28,6 +28,7 @@ from serve.settings import Settings
 from storage.stores import forget_memory
 from tests import auth
 from tests.fakes import HashingEncoder
+from tests.http_calls import ev
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T0 = 1_700_000_000
@@ -115,10 +116,6 @@ async def http(system: InProcessSystem) -> AsyncIterator[httpx.AsyncClient]:
         assert resp.status_code == 200, resp.text
         check_schema(resp.json(), m.UpsertResponse)
         yield client
-
-
-def ev(kind: str, eid: str, user: str, t: float, **fields: Any) -> dict[str, Any]:
-    return {"type": kind, "event_id": eid, "user_id": user, "occurred_at": t, **fields}
 
 
 def check_schema(body: dict[str, Any], model: type[BaseModel]) -> None:

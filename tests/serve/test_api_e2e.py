@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import socket
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -26,16 +24,13 @@ from serve.service import start_service  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 from storage.datasets.movielens import load_movielens  # noqa: E402
 from tests.conftest import run_blocking, scratch_database  # noqa: E402
+from tests.database_reads import catalog_index, recorded_events  # noqa: E402
+from tests.http_calls import ev, get_retrying, post_events  # noqa: E402
+from tests.live_server import free_port  # noqa: E402
 
 pytestmark = pytest.mark.ray
 N_ITEMS = 120
 T0 = 1_700_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -67,31 +62,6 @@ def service(embedded_pg, tmp_path_factory):
 def http(service) -> httpx.Client:
     with httpx.Client(base_url=service.url, timeout=60, headers=service.headers()) as client:
         yield client
-
-
-def ev(kind: str, eid: str, user: str, t: float, **fields: Any) -> dict[str, Any]:
-    return {"type": kind, "event_id": eid, "user_id": user, "occurred_at": t, **fields}
-
-
-def post_events(
-    http: httpx.Client, events: list[dict[str, Any]], retries: int = 20
-) -> httpx.Response:
-    """POST with the client behaviour we document: retry 503s with the same event_ids."""
-    for _ in range(retries):
-        resp = http.post("/v1/events", json={"events": events})
-        if resp.status_code != 503:
-            return resp
-        time.sleep(float(resp.headers.get("Retry-After", "1")) / 4)
-    return resp
-
-
-def get_retrying(http: httpx.Client, path: str, retries: int = 40) -> httpx.Response:
-    for _ in range(retries):
-        resp = http.get(path)
-        if resp.status_code != 503:
-            return resp
-        time.sleep(0.25)
-    return resp
 
 
 def sci_fi_and_others(http: httpx.Client) -> tuple[list[str], list[str]]:
@@ -174,8 +144,8 @@ def test_profile_at_a_past_seq_equals_replaying_the_log(http: httpx.Client, serv
     at = http.get("/v1/users/tina/profile", params={"at_seq": 7, "top": 50}).json()
     audit = http.get("/v1/users/tina/events", params={"limit": 7}).json()
     assert [e["seq"] for e in audit["events"]] == list(range(1, 8)) and audit["next_after"] == 7
-    recorded = run_blocking(lambda: _recorded(service.database_url, "tina"))
-    index = run_blocking(lambda: _index(service.database_url))
+    recorded = run_blocking(lambda: recorded_events(service.database_url, "tina"))
+    index = run_blocking(lambda: catalog_index(service.database_url))
     expect = summarize(
         replay(recorded, ProfileConfig(), index, user_id="tina", until_seq=7),
         ProfileConfig(),
@@ -191,34 +161,6 @@ def test_profile_at_a_past_seq_equals_replaying_the_log(http: httpx.Client, serv
     assert changes["events_between"] == len(events) - 6 and changes["rose"] + changes["fell"]
 
 
-async def _recorded(url: str, user: str):
-    from storage.database import create_engine
-    from storage.postgres import PostgresEventLog
-    from storage.user_keys import UserKeys
-
-    engine = create_engine(url)
-    try:
-        return await PostgresEventLog(engine, keys=UserKeys.from_environment()).read(user)
-    finally:
-        await engine.dispose()
-
-
-async def _index(url: str):
-    from encoding.settings import DEFAULT_MODEL_ID
-    from storage.catalog import ItemCatalog
-    from storage.database import create_engine
-    from storage.postgres_catalog import PostgresCatalogStore
-
-    class ModelOnly:  # load_index needs only the model id and dimension
-        model_id, dim = DEFAULT_MODEL_ID, 384
-
-    engine = create_engine(url)
-    try:
-        return await ItemCatalog(PostgresCatalogStore(engine), ModelOnly()).load_index()  # type: ignore[arg-type]
-    finally:
-        await engine.dispose()
-
-
 def test_concurrent_requests_for_one_user_stay_ordered(http: httpx.Client, service) -> None:
     def send(k: int) -> httpx.Response:
         with httpx.Client(base_url=service.url, timeout=60, headers=service.headers()) as c:
@@ -228,7 +170,7 @@ def test_concurrent_requests_for_one_user_stay_ordered(http: httpx.Client, servi
 
     with cf.ThreadPoolExecutor(8) as pool:
         assert all(r.status_code == 200 for r in pool.map(send, range(16)))
-    recorded = run_blocking(lambda: _recorded(service.database_url, "carl"))
+    recorded = run_blocking(lambda: recorded_events(service.database_url, "carl"))
     assert [r.seq for r in recorded] == list(range(1, 81))
     for k in range(16):  # each request's events are contiguous and in request order
         seqs = [r.seq for r in recorded if r.event.event_id.startswith(f"c{k}-")]
@@ -264,72 +206,10 @@ def test_killing_a_shard_loses_and_duplicates_nothing(http: httpx.Client, servic
             f.result()
     assert len(acked) == 6 * 10 * 4
     for user in users:
-        recorded = run_blocking(lambda u=user: _recorded(service.database_url, u))
+        recorded = run_blocking(lambda u=user: recorded_events(service.database_url, u))
         assert [r.seq for r in recorded] == list(range(1, 41)), user
         assert {r.event.event_id for r in recorded} == {e for e, u in acked.items() if u == user}
         assert http.get(f"/v1/users/{user}/profile").json()["event_count"] == 40
-
-
-@pytest.mark.parametrize(
-    ("body", "status", "field"),
-    [
-        (
-            {
-                "events": [
-                    {
-                        "type": "rating",
-                        "event_id": "x",
-                        "user_id": "u",
-                        "occurred_at": 1,
-                        "item_id": "1",
-                        "rating": 9,
-                    }
-                ]
-            },
-            422,
-            "events[0].rating",
-        ),
-        (
-            {"events": [{"type": "teleport", "event_id": "x", "user_id": "u", "occurred_at": 1}]},
-            422,
-            "events[0].type",
-        ),
-        (
-            {"events": [{"type": "view", "event_id": "x", "user_id": "u", "item_id": "1"}]},
-            422,
-            "events[0].occurred_at",
-        ),
-        ({"events": "nope"}, 422, "events"),
-        ({}, 422, "events"),
-        (
-            {
-                "events": [
-                    {
-                        "type": "view",
-                        "event_id": f"x{i}",
-                        "user_id": "u",
-                        "occurred_at": 1,
-                        "item_id": "1",
-                    }
-                    for i in range(201)
-                ]
-            },
-            413,
-            "events",
-        ),
-    ],
-)
-def test_malformed_requests_get_documented_errors(http: httpx.Client, body, status, field) -> None:
-    resp = http.post("/v1/events", json=body)
-    assert resp.status_code == status, resp.text
-    assert resp.json()["field"] == field
-
-
-def test_one_bad_event_writes_nothing(http: httpx.Client) -> None:
-    good = ev("view", "ok-1", "olga", T0, item_id="1")
-    bad = ev("rating", "ok-2", "olga", T0, item_id="1", rating="five")
-    assert http.post("/v1/events", json={"events": [good, bad]}).status_code == 422
-    assert http.get("/v1/users/olga/events").status_code == 404
 
 
 def test_the_python_client_over_http(service) -> None:
@@ -435,7 +315,7 @@ def test_killing_the_encoder_under_text_writes_loses_nothing(
             f.result()
     assert len(acked) == len(users) * 8 * 2
     for user in users:
-        recorded = run_blocking(lambda u=user: _recorded(service.database_url, u))
+        recorded = run_blocking(lambda u=user: recorded_events(service.database_url, u))
         assert [r.seq for r in recorded] == list(range(1, 17)), user
         assert {r.event.event_id for r in recorded} == {e for e, u in acked.items() if u == user}
         profile = get_retrying(http, f"/v1/users/{user}/profile").json()
@@ -534,7 +414,7 @@ def test_resizing_the_shards_under_writes_loses_nothing(http: httpx.Client, serv
         "portrait-shard-0", "portrait-shard-1"]
     assert len(acked) == len(users) * 12 * 3
     for user in users:
-        recorded = run_blocking(lambda u=user: _recorded(service.database_url, u))
+        recorded = run_blocking(lambda u=user: recorded_events(service.database_url, u))
         assert [r.seq for r in recorded] == list(range(1, 37)), user
         assert {r.event.event_id for r in recorded} == {e for e, u in acked.items() if u == user}
         assert get_retrying(http, f"/v1/users/{user}/profile").json()["event_count"] == 36

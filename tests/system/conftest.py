@@ -13,7 +13,6 @@ upserted through the API, reached only through the HTTP API with an admin token:
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from storage.migrate import upgrade
 from tests import auth
 from tests.conftest import in_thread, scratch_database
 from tests.fakes import HashingEncoder
+from tests.live_server import free_port
 
 # The catalog every system starts with: two genres, so that what a user did shows in what
 # they are recommended whatever the encoder.
@@ -60,12 +60,6 @@ class SystemUnderTest:
                                  headers=self.headers if token else {})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def plain_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Untuned defaults, text vectors only: the scenarios reason about content, not about
@@ -93,7 +87,7 @@ async def _ray(database: str, plain_config: Path, data_dir: Path
     # the settings use, wherever that lives.
     encoder = type(Settings().encoder)(dtype="float32", num_cpus=1)
     settings = Settings(
-        data_dir=data_dir, port=_free_port(), shards=2, snapshot_every=3, encoder=encoder,
+        data_dir=data_dir, port=free_port(), shards=2, snapshot_every=3, encoder=encoder,
         profile_config=plain_config,
     )
     import ray

@@ -13,13 +13,11 @@ import httpx
 import pytest
 
 from portrait.erasure import user_hash
+from serve.settings import Settings
+from tests.http_calls import ev
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T0 = 1_700_000_000.0
-
-
-def ev(kind: str, eid: str, user: str, t: float, **fields: Any) -> dict[str, Any]:
-    return {"type": kind, "event_id": eid, "user_id": user, "occurred_at": t, **fields}
 
 
 def ids(recommended: dict[str, Any]) -> list[str]:
@@ -134,6 +132,29 @@ async def test_bad_input_is_refused_naming_the_field(
         assert error.get("field") == field, error
     assert (await http.get("/v1/users/bo/events")).status_code == 404  # nothing was written
     assert (await http.get("/v1/items/x1")).status_code == 404
+
+
+def _view(i: int) -> dict[str, Any]:
+    return ev("view", f"m{i}", "mo", T0, item_id="r1")
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    ({"events": [{**_view(0), "type": "rating", "rating": 9}]}, 422, "events[0].rating"),
+    ({"events": [{**_view(0), "type": "teleport"}]}, 422, "events[0].type"),
+    ({"events": [{k: v for k, v in _view(0).items() if k != "occurred_at"}]}, 422,
+     "events[0].occurred_at"),
+    ({"events": [{**_view(0), "rating": "five", "type": "rating"}]}, 422, "events[0].rating"),
+    ({"events": "nope"}, 422, "events"),
+    ({}, 422, "events"),
+    ({"events": [_view(i) for i in range(Settings().api.max_batch_events + 1)]}, 413, "events"),
+])
+async def test_malformed_batches_get_documented_errors(
+    http: httpx.AsyncClient, body: Any, status: int, field: str,
+) -> None:
+    resp = await http.post("/v1/events", json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["field"] == field
+    assert (await http.get("/v1/users/mo/events")).status_code == 404  # nothing was written
 
 
 async def test_a_request_without_a_token_is_refused(http: httpx.AsyncClient) -> None:
