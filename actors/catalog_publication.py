@@ -2,7 +2,7 @@
 
 Catalog changes (an item upsert), new popularity, a new item space (a retrain, background or
 explicit) and the periodic refresh (items or spaces written by another process) all go
-through :class:`CatalogPublication`: it builds the view once (:class:`CatalogPublisher`),
+through :class:`CatalogPublication`: it builds the view once (:class:`CatalogViewBuilder`),
 hands it to the sink, and tells the shards of the *live* topology to pick it up. In one
 process it is a plain object; across a Ray cluster one detached actor hosts it
 (:mod:`actors.publication_actor`) and every ingress replica calls it, so a retrain builds
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.background import retry_until_done, stop_all
-from actors.catalog_publisher import CatalogPublisher
 from actors.catalog_view import CatalogSink, ViewKey, newer
+from actors.catalog_view_builder import CatalogViewBuilder
 from actors.dependencies import EncoderConnector, PublisherStores, StoresOpener
 from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
@@ -83,7 +83,7 @@ class CatalogPublication:
         self._lock = asyncio.Lock()
         self._stores: PublisherStores | None = None
         self._job: ItemSpaceJob | None = None
-        self._publisher: CatalogPublisher | None = None
+        self._publisher: CatalogViewBuilder | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> ViewKey:
@@ -115,7 +115,7 @@ class CatalogPublication:
     async def _connect(self) -> None:
         assert self._stores is not None
         encoder = await self._connector.connect()
-        publisher = CatalogPublisher(self._stores.catalog(encoder), self._stores.item_spaces,
+        publisher = CatalogViewBuilder(self._stores.catalog(encoder), self._stores.item_spaces,
                                      encoder, self._sink, self._alphas)
         await publisher.publish(force=True)
         self._publisher = publisher
@@ -149,7 +149,7 @@ class CatalogPublication:
         await self.publish(force=lost)
         return publisher.key
 
-    def _connected(self) -> CatalogPublisher:
+    def _connected(self) -> CatalogViewBuilder:
         if self._publisher is None:
             raise EncoderUnavailable("the catalog cannot be published until the text encoder "
                                      "answers")

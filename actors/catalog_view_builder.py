@@ -1,5 +1,6 @@
-"""Publishing catalog views: the catalog store's items in the newest item space, as a view
-every shard ranks with."""
+"""Building catalog views: the catalog store's items in the newest item space, as a view
+every shard ranks with. Only :class:`actors.catalog_publication.CatalogPublication`, the
+one owner of publication, builds them."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class LatestItemSpace(Protocol):
     async def latest_version(self) -> int: ...
 
 
-class CatalogPublisher:
+class CatalogViewBuilder:
     """Builds a :class:`CatalogView` of the current catalog and item space for the sink.
 
     Args:
