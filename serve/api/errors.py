@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from portrait.errors import (
     BatchTooLarge,
@@ -30,10 +32,12 @@ from portrait.errors import (
     StorageError,
     StorageUnavailable,
     Unauthenticated,
+    UnknownUser,
     UserErased,
     VersionConflict,
 )
 from serve import metrics
+from serve.api.context import ApiContext
 
 RETRY_AFTER_S = "2"
 _log = logging.getLogger(__name__)
@@ -140,6 +144,12 @@ def error_response(exc: PortraitError, prefix: str = "") -> JSONResponse:
     return JSONResponse(error_body(exc, prefix), status, headers=retry_headers(status, exc))
 
 
+async def unknown_user(ctx: ApiContext, user_id: str) -> PortraitError:
+    """The error for an id with nothing recorded: 410 if it was erased, else 404."""
+    erased = await ctx.stores.eraser.last_erasure(ctx.internal(user_id))
+    return UnknownUser(user_id) if erased is None else UserErased(user_id, erased.erased_at)
+
+
 def count(
     status: int, error: str, exc: BaseException | None = None, *, unexpected: bool = False
 ) -> None:
@@ -152,6 +162,34 @@ def count(
         _log.error("answered %d: unhandled %s", status, error, exc_info=exc)
     elif status >= 500:
         _log.warning("answered %d: %s: %s", status, error, exc if exc is not None else "")
+
+
+_STARLETTE_ERRORS = {404: "NotFound", 405: "MethodNotAllowed"}
+
+
+def validation_field(error: Mapping[str, Any]) -> tuple[str, str]:
+    """The field a FastAPI validation error names, the way Portrait names fields
+    (``events[3].rating``), and its message. A body that is not JSON names ``body`` (FastAPI
+    puts the byte offset where the field goes)."""
+    msg = str(error.get("msg", "invalid"))
+    if error.get("type") == "json_invalid":
+        where = error.get("loc", ("body", 0))[-1]
+        reason = (error.get("ctx") or {}).get("error", msg)
+        return "body", f"not valid JSON ({reason} at character {where})"
+    field = ""
+    for part in error.get("loc", ()):
+        if isinstance(part, int):
+            field += f"[{part}]"
+        elif part not in ("body", "query", "path") or field:
+            field += f".{part}" if field else str(part)
+    return field or "body", msg
+
+
+def invalid_field(field: str, message: str) -> JSONResponse:
+    """A 422 ``InvalidField`` for input that FastAPI itself refused."""
+    count(422, "InvalidField")
+    return JSONResponse({"error": "InvalidField", "message": f"{field}: {message}",
+                         "field": field}, 422)
 
 
 def install(app: FastAPI) -> None:
@@ -169,11 +207,20 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
-        field = ".".join(loc) or "body"
-        count(422, "InvalidField")
-        return JSONResponse({"error": "InvalidField", "message": f"{field}: {first.get('msg')}",
-                             "field": field}, 422)
+        field, message = validation_field(first)
+        return invalid_field(field, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's one 400: a body it could not read as text (not UTF-8), where a body
+            # that is not JSON is a 422 naming ``body``; a client sees the same for both.
+            return invalid_field("body", "not valid JSON (not UTF-8 text)")
+        # Starlette's own answers (no such route, a method the route lacks), in our shape.
+        name = _STARLETTE_ERRORS.get(exc.status_code, "HTTPError")
+        count(exc.status_code, name)
+        return JSONResponse({"error": name, "message": str(exc.detail)}, exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -17,23 +17,17 @@ from portrait.errors import (
     InvalidField,
     PortraitError,
     UnknownItem,
-    UnknownUser,
-    UserErased,
 )
 from portrait.events import MAX_ID_LENGTH
 from portrait.validation import MAX_UNIX_TIME, check_id
 from serve import inspector, metrics
-from serve.api import errors, fanout, responses, summaries
+from serve.api import errors, fanout, openapi, responses, summaries
 from serve.api import models as m
 from serve.api.auth import requires
 from serve.api.body_limit import BodyLimit
 from serve.api.context import ApiContext
+from serve.api.errors import unknown_user
 from serve.experiments import UnknownExperiment, UnknownImpression, new_request_id
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": m.ErrorBody} for status in (404, 409, 413, 422, 503)
-}
-
 
 # Sequence numbers and positions are Postgres bigints: a larger query value is a 422 here,
 # not an overflow in the driver.
@@ -65,7 +59,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(
         title="Portrait", version="1",
         description="Live, LLM-encoded, event-sourced user profiles and recommendations.",
-        responses=_ERRORS,
         # FastAPI's own pages load Swagger UI and ReDoc from a CDN: blank where our users run
         # without internet. /docs is served from the swagger-ui-bundle package instead.
         docs_url=None, redoc_url=None,
@@ -73,6 +66,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.portrait = ctx
     app.add_middleware(BodyLimit, max_bytes=ctx.limits.max_body_bytes)
     errors.install(app)
+    controller = ctx.control.controller  # its bound on a manual resize goes in the document
+    openapi.install(app, max_batch=ctx.limits.max_batch_events,
+                    max_future_skew_s=ctx.limits.max_future_skew_s,
+                    max_shards=controller.max_shards if controller is not None else None)
     _events(app)
     _users(app)
     summaries.install(app)  # GET /v1/users/{id}/summary
@@ -199,12 +196,6 @@ def _users(app: FastAPI) -> None:
             raise await unknown_user(ctx, user_id)
         metrics.ERASURES.inc()
         return JSONResponse(responses.erasure(record, user_id))
-
-
-async def unknown_user(ctx: ApiContext, user_id: str) -> PortraitError:
-    """The error for an id with nothing recorded: 410 if it was erased, else 404."""
-    erased = await ctx.stores.eraser.last_erasure(ctx.internal(user_id))
-    return UnknownUser(user_id) if erased is None else UserErased(user_id, erased.erased_at)
 
 
 def _items(app: FastAPI) -> None:

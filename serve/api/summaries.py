@@ -19,6 +19,7 @@ from portrait.events import MAX_ID_LENGTH
 from portrait.validation import check_id
 from serve.api.auth import requires
 from serve.api.context import ApiContext
+from serve.api.errors import unknown_user
 from serve.summary_service import SummaryService
 
 # The profile read for the facts: more tags and keywords than the text uses, so that the
@@ -90,8 +91,6 @@ def install(app: FastAPI) -> None:
         recently chosen items and the attributes: written by the summary model when it is
         on (``PORTRAIT_SUMMARIES``) and names only interests the profile holds, else by a
         template from the same facts. Cached per (user, last_seq, model)."""
-        from serve.api.routes import unknown_user  # routes imports this module
-
         ctx: ApiContext = request.app.state.portrait
         await ctx.ready()
         stored = ctx.internal(user_id)
