@@ -21,6 +21,7 @@ import msgpack
 
 from portrait.errors import InvalidField, MissingField, PayloadTooLarge, UnknownEventType
 from portrait.events import EVENT_TYPES, AttributesSet, Event, ReviewWritten
+from portrait.validation import is_number
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 ENVELOPE_FIELDS = ("event_id", "user_id", "occurred_at")
@@ -34,8 +35,12 @@ def _review_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in fields.items() if k not in ("body", "stars")}
     if "body" in fields:
         out["text"] = fields["body"]
-    if fields.get("stars") is not None:
-        out["rating"] = float(fields["stars"])
+    stars = fields.get("stars")
+    if stars is not None:
+        # A client may still send v1 reviews: a non-number is its error (422), not a crash.
+        if not is_number(stars):
+            raise InvalidField("stars", "must be a number")
+        out["rating"] = float(stars)
     return out
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from portrait.catalog import MAX_ITEM_ID_LENGTH
 from portrait.catalog import from_dict as item_from_dict
 from portrait.errors import (
     BatchTooLarge,
@@ -27,6 +26,7 @@ from serve.api.auth import requires
 from serve.api.body_limit import BodyLimit
 from serve.api.context import ApiContext
 from serve.api.errors import unknown_user
+from serve.api.path_params import ItemId, UserId
 from serve.experiments import UnknownExperiment, UnknownImpression, new_request_id
 
 # Sequence numbers and positions are Postgres bigints: a larger query value is a 422 here,
@@ -34,20 +34,6 @@ from serve.experiments import UnknownExperiment, UnknownImpression, new_request_
 INT64_MAX = 2**63 - 1
 
 
-# Async, so FastAPI checks them inline: a plain function would be run in its thread pool, a
-# thread hop on every request.
-async def _user_id(user_id: str = Path(..., description="The user's id.")) -> str:
-    check_id("user_id", user_id, MAX_ID_LENGTH)
-    return user_id
-
-
-async def _item_id(item_id: str = Path(..., description="The item's id.")) -> str:
-    check_id("item_id", item_id, MAX_ITEM_ID_LENGTH)
-    return item_id
-
-
-UserId = Annotated[str, Depends(_user_id)]
-ItemId = Annotated[str, Depends(_item_id)]
 
 
 def _ctx(request: Request) -> ApiContext:

@@ -8,18 +8,17 @@ the recently touched items); :class:`serve.summary_service.SummaryService` write
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from portrait.errors import EncoderUnavailable
-from portrait.events import MAX_ID_LENGTH
-from portrait.validation import check_id
 from serve.api.auth import requires
 from serve.api.context import ApiContext
 from serve.api.errors import unknown_user
+from serve.api.path_params import UserId
 from serve.summary_service import SummaryService
 
 # The profile read for the facts: more tags and keywords than the text uses, so that the
@@ -57,11 +56,6 @@ class SummaryResponse(BaseModel):
     rejected: dict[str, Any] | None = None
 
 
-async def _user_id(user_id: str = Path(..., description="The user's id.")) -> str:
-    check_id("user_id", user_id, MAX_ID_LENGTH)
-    return user_id
-
-
 async def _recent_items(ctx: ApiContext, summary: dict[str, Any]
                         ) -> tuple[dict[str, str], set[str]]:
     """Titles and tags of the recently touched items; none while the catalog is away (the
@@ -85,7 +79,7 @@ async def _recent_items(ctx: ApiContext, summary: dict[str, Any]
 def install(app: FastAPI) -> None:
     @app.get("/v1/users/{user_id}/summary", response_model=SummaryResponse, tags=["profiles"],
              dependencies=[requires("profiles:read")])
-    async def summary(user_id: Annotated[str, Depends(_user_id)],
+    async def summary(user_id: UserId,
                       request: Request) -> JSONResponse:
         """The profile in two or three sentences, from its strongest tags and keywords, the
         recently chosen items and the attributes: written by the summary model when it is

@@ -74,3 +74,17 @@ def test_starlette_answers_take_our_shape(api: tuple[str, dict[str, str]]) -> No
     wrong = httpx.patch(f"{base}/v1/items/m1", headers=headers)
     assert wrong.status_code == 405 and wrong.json()["error"] == "MethodNotAllowed"
     assert "PUT" in wrong.headers["allow"]
+
+
+@pytest.mark.parametrize("stars", ["five", [1], {"n": 1}, True])
+def test_a_v1_review_whose_stars_are_no_number_is_a_422(
+    api: tuple[str, dict[str, str]], stars: object,
+) -> None:
+    # The v1 upcaster called float() on them: "five" crashed the request with a 500.
+    base, headers = api
+    review = {"type": "review", "schema_version": 1, "event_id": "v1", "user_id": "rev",
+              "occurred_at": 1_700_000_000, "item_id": "m1", "body": "fine", "stars": stars}
+    resp = httpx.post(f"{base}/v1/events", headers=headers, json={"events": [review]})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == "events[0].stars"
+    assert httpx.get(f"{base}/v1/users/rev/events", headers=headers).status_code == 404

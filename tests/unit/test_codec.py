@@ -64,6 +64,14 @@ def test_review_v1_payload_is_upcast_to_v2() -> None:
     assert codec.to_dict(event)["schema_version"] == 2
 
 
+@pytest.mark.parametrize("stars", ["five", [2], True])
+def test_a_v1_review_whose_stars_are_no_number_is_refused_naming_stars(stars: object) -> None:
+    with pytest.raises(InvalidField) as err:
+        codec.from_dict({"type": "review", "schema_version": 1, **BASE, "item_id": "i9",
+                         "body": "Meh.", "stars": stars})
+    assert err.value.field == "stars"
+
+
 def test_unknown_type() -> None:
     with pytest.raises(UnknownEventType) as err:
         codec.from_dict({"type": "teleport", **BASE})
