@@ -26,8 +26,9 @@ from serve.service import start_service
 from serve.settings import Settings
 from storage.datasets.movielens import load_movielens
 from tests.conftest import run_blocking, scratch_database
+from tests.database_reads import recorded_events
+from tests.live_server import free_port
 from tests.replay_check import assert_same_json, drop_snapshots
-from tests.serve.test_api_e2e import _recorded, free_port
 
 T0 = 1_700_000_000
 SHARDS = 4
@@ -133,7 +134,7 @@ def test_shards_spread_and_survive_a_worker_node_loss(cluster: Any) -> None:
         live = {u: http.get(f"/v1/users/{u}/profile", params={"top": 50}).json()
                 for u in users}
     for user in users:
-        recorded = run_blocking(lambda u=user: _recorded(svc.database_url, u))
+        recorded = run_blocking(lambda u=user: recorded_events(svc.database_url, u))
         ids = [r.event.event_id for r in recorded]
         assert len(ids) == len(set(ids)) == 48 and set(ids) == acked[user], user
         assert [r.seq for r in recorded] == list(range(1, 49))

@@ -20,7 +20,7 @@ from encoding.settings import EncoderSettings  # noqa: E402
 from serve.service import start_service  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 from tests.conftest import scratch_database  # noqa: E402
-from tests.serve.test_api_e2e import free_port  # noqa: E402
+from tests.live_server import free_port  # noqa: E402
 
 pytestmark = pytest.mark.ray
 T0 = 1_700_000_000
