@@ -75,11 +75,7 @@ def main() -> int:
     systems = baseline_systems(choice, interactions(test.train_events, item_ids).matrix, item_ids)
     timings["baselines: validation grid + test fit"] = time.perf_counter() - t0
     print(f"baselines chosen on validation: {choice.to_dict()}", flush=True)
-    chosen = {
-        "item-knn": f"knn:{choice.knn_neighbors}",
-        "item-knn-seq": f"knnseq:{choice.knn_seq_neighbors}:{choice.knn_seq_half_life:g}",
-        "recent-popular": f"recent:{choice.recent_window_days:g}",
-    }
+    chosen = choice.candidates()
     print("  their validation NDCG@10: " + ", ".join(
         f"{n} {choice.validation[c]['NDCG@10']:.4f}" for n, c in chosen.items()), flush=True)
 

@@ -20,7 +20,7 @@ CAVEATS = [
     "which is not their true order.",
 ]
 ISSUE_GOAL_LABEL = "the issue's baselines (most-popular, recent-popular, item-knn)"
-ALL_GOAL_LABEL = "all baselines, including the sequence-aware item-knn-seq"
+ALL_GOAL_LABEL = "all baselines, including the sequence-aware item-knn-seq and EASE"
 
 
 def number(x: float | None, digits: int = 4) -> str:

@@ -20,8 +20,8 @@ from portrait.evaluation.runner import System
 from portrait.evaluation.tuning import PortraitFactory, PortraitParams
 
 REFERENCE = "portrait"
-BASELINES = ("most-popular", "recent-popular", "item-knn", "item-knn-seq")
-# the baselines the issue lists; item-knn-seq is an extra, sequence-aware one
+BASELINES = ("most-popular", "recent-popular", "item-knn", "item-knn-seq", "ease")
+# the baselines the issue lists; item-knn-seq (sequence-aware) and EASE are extras
 ISSUE_BASELINES = ("most-popular", "recent-popular", "item-knn")
 
 
@@ -84,12 +84,8 @@ def best_validation_baseline(choice: BaselineChoice, metric: str = "NDCG@10") ->
     """The tuned baseline with the best validation ``metric``.
 
     Returns:
-        ``(baseline name, candidate name in choice.validation)``; the popularity-only
-        ``most-popular`` has no parameters and is not a candidate.
+        ``(baseline name, candidate name in choice.validation)``.
     """
     return max(
-        ("item-knn", f"knn:{choice.knn_neighbors}"),
-        ("item-knn-seq", f"knnseq:{choice.knn_seq_neighbors}:{choice.knn_seq_half_life:g}"),
-        ("recent-popular", f"recent:{choice.recent_window_days:g}"),
-        key=lambda kv: choice.validation[kv[1]][metric],
+        choice.candidates().items(), key=lambda kv: choice.validation[kv[1]][metric]
     )

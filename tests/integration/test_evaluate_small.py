@@ -119,6 +119,7 @@ def test_evaluate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
         "recent-popular",
         "item-knn",
         "item-knn-seq",
+        "ease",
     ):
         assert name in systems
         for metric in ("HR@5", "HR@10", "HR@20", "NDCG@10", "MRR"):
@@ -126,6 +127,7 @@ def test_evaluate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
             assert m["low"] <= m["mean"] <= m["high"]
     assert doc["test"]["cases"] == doc["split"]["test"]["cases"] > 10
     assert doc["test"]["goal"]["best_baseline"] in BASELINES
+    assert doc["baselines"]["chosen"]["ease"]["l2"] > 0
     report = (out / "report.md").read_text()
     assert "## Test metrics" in report and "portrait" in report and "Timing" in report
     # the cache is used on a second run: no new encoder calls for item texts or text events

@@ -10,7 +10,7 @@ import pytest
 
 from portrait.collaborative import interactions
 from portrait.config import ProfileConfig
-from portrait.evaluation.baselines import ItemKNN, MostPopular, RecentPopular
+from portrait.evaluation.baselines import EASE, ItemKNN, MostPopular, RecentPopular
 from portrait.evaluation.runner import (
     CaseContext,
     LeakageError,
@@ -55,6 +55,7 @@ def systems_for(split: Split) -> list:
         RecentPopular(10.0),
         ItemKNN(inc, IDS, 10),
         ItemKNN(inc, IDS, 10, name="item-knn-seq", recency_half_life=2.0),
+        EASE(inc, IDS, 5.0),
     ]
 
 

@@ -61,10 +61,13 @@ def test_headline_systems_keep_the_order_and_drop_ablations() -> None:
 
 
 def test_best_validation_baseline_names_the_candidate() -> None:
-    choice = BaselineChoice(20, 50, 2.0, 7.0, {
+    choice = BaselineChoice(20, 50, 2.0, 7.0, 520.0, {
         "knn:20": {"NDCG@10": 0.1}, "knnseq:50:2": {"NDCG@10": 0.3}, "recent:7": {"NDCG@10": 0.2},
+        "ease:520": {"NDCG@10": 0.25},
     })
     assert best_validation_baseline(choice) == ("item-knn-seq", "knnseq:50:2")
+    choice.validation["ease:520"]["NDCG@10"] = 0.4
+    assert best_validation_baseline(choice) == ("ease", "ease:520")
 
 
 def test_bucket_labels() -> None:
