@@ -24,6 +24,7 @@ import pytest_asyncio
 
 from actors.text_features import ThreadedEncoder
 from portrait.tuned_config import TunedConfig
+from serve.service import stop_ray
 from serve.settings import Settings
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import upgrade
@@ -94,6 +95,8 @@ async def _ray(database: str, plain_config: Path, data_dir: Path
 
     # Ray as start_service starts it, but here, in the main thread: a driver started in
     # another thread gave its actors an address nobody answered on (ActorUnavailableError).
+    if ray.is_initialized():  # a Ray an earlier module left in this process (seen in CI)
+        stop_ray(None)
     ray.init(namespace="portrait", include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
     # The rest in a worker thread: start-up runs event loops of its own.
