@@ -66,8 +66,7 @@ KNN_NEIGHBORS = (10, 20, 50, 100, 200, 400)
 KNN_HALF_LIVES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 RECENT_WINDOWS_DAYS = (1.0, 7.0, 30.0, 90.0, 365.0)
 # EASE's l2 in units of the mean item count (see ease_l2_grid); each costs one matrix inverse.
-# On ml-latest-small validation NDCG@10 fell monotonically over 5..300 (0.0431 at 5, 0.0312 at
-# 300), so the grid reaches below one mean count.
+# On ml-latest-small validation NDCG@10 peaks at 5 (0.0431; 0.0361 at 0.5, 0.0347 at 100).
 EASE_L2_FACTORS = (0.5, 1.0, 2.0, 5.0, 20.0, 100.0)
 
 
