@@ -175,9 +175,6 @@ class ShardLookup:
                 continue
         return found
 
-    async def retire(self, names: Sequence[str]) -> None:
-        raise NotImplementedError("a lookup stops no shards")
-
 
 class ClusterShards:
     """The shards of the cluster's live topology, found through the directory actor

@@ -59,12 +59,16 @@ class ShardDirectory:
             self._lease = None
 
 
-class Fleet(Protocol):
-    """Starts and stops shards by name."""
+class ShardAttacher(Protocol):
+    """Gives a callable shard per name (what a router needs for names it has not seen)."""
 
     async def attach(self, names: Sequence[str]) -> dict[str, Any]:
-        """A callable shard per name, started if it is not running."""
+        """A callable shard per name (a fleet starts any that are not running)."""
         ...
+
+
+class Fleet(ShardAttacher, Protocol):
+    """Starts and stops shards by name (what a resize needs)."""
 
     async def retire(self, names: Sequence[str]) -> None:
         """Snapshot and stop these shards (they own no users any more)."""
@@ -91,4 +95,4 @@ class LocalFleet:
                 await shard.close()
 
 
-__all__ = ["Fleet", "LocalFleet", "ShardDirectory"]
+__all__ = ["Fleet", "LocalFleet", "ShardAttacher", "ShardDirectory"]

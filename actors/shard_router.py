@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from actors.catalog_view import ViewKey
 from actors.host import Outcome
-from actors.shard_fleet import Fleet
+from actors.shard_fleet import ShardAttacher
 from actors.shard_service import ProfileReport, Recommendations
 from portrait.erasure import ErasureRecord
 from portrait.errors import NotOwner, ShardUnavailable
@@ -68,7 +68,7 @@ class ShardRouter:
     """
 
     def __init__(self, shards: Sequence[Shard], directory: ShardDirectoryLike | None = None,
-                 fleet: Fleet | None = None) -> None:
+                 fleet: ShardAttacher | None = None) -> None:
         self._by_name: dict[str, Shard] = {s.name: s for s in shards}
         self.topology = Topology(0, tuple(s.name for s in shards))
         self.directory = directory
