@@ -21,9 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ranking_report import print_test_table  # noqa: E402
+
 from portrait.collaborative import interactions  # noqa: E402
 from portrait.evaluation.baseline_tuning import baseline_systems, tune_baselines  # noqa: E402
-from portrait.evaluation.metrics import paired_bootstrap  # noqa: E402
 from portrait.evaluation.runner import run  # noqa: E402
 from portrait.evaluation.splits import leave_last_out  # noqa: E402
 from storage.datasets import DATASET_NAMES, load_dataset  # noqa: E402
@@ -56,21 +57,7 @@ def main() -> int:
 
     result = run(test, systems, item_ids)
     timings["test replay"] = result.seconds
-    metrics = result.metrics((10,))
-    print(f"\nTEST ({len(test.cases)} users, {len(item_ids)} items, full catalog)")
-    table = {}
-    for name, m in sorted(metrics.items(), key=lambda kv: -kv[1]["NDCG@10"].mean()):
-        table[name] = {k: float(m[k].mean()) for k in ("NDCG@10", "HR@10", "MRR")}
-        print(f"{name:16s} NDCG@10 {table[name]['NDCG@10']:.4f}  HR@10 "
-              f"{table[name]['HR@10']:.4f}  MRR {table[name]['MRR']:.4f}")
-    paired = {}
-    for name in metrics:
-        if name != "ease":
-            d = paired_bootstrap(metrics["ease"]["NDCG@10"], metrics[name]["NDCG@10"],
-                                 seed=args.seed)
-            paired[name] = d.to_dict()
-            print(f"ease - {name}: NDCG@10 {d.diff.mean:+.4f} [{d.diff.low:+.4f}, "
-                  f"{d.diff.high:+.4f}]")
+    table, paired = print_test_table(result, len(test.cases), "ease", seed=args.seed)
     print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

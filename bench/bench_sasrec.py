@@ -31,11 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from ranking_report import print_test_table  # noqa: E402
 
 from offline.sasrec_tuning import GRID, tune_sasrec  # noqa: E402
 from portrait.collaborative import interactions  # noqa: E402
 from portrait.evaluation.baseline_tuning import baseline_systems, tune_baselines  # noqa: E402
-from portrait.evaluation.metrics import paired_bootstrap  # noqa: E402
 from portrait.evaluation.runner import run  # noqa: E402
 from portrait.evaluation.splits import leave_last_out  # noqa: E402
 from portrait.progress import on_bar  # noqa: E402
@@ -126,21 +126,7 @@ def main() -> int:
 
     result = run(test, systems, item_ids)
     timings["test replay (all systems)"] = result.seconds
-    metrics = result.metrics((10,))
-    print(f"\nTEST ({len(test.cases)} users, full catalog)")
-    print(f"{'system':18s} {'NDCG@10':>8s} {'HR@10':>8s} {'MRR':>8s} {'replay s':>9s}")
-    table = {}
-    for name, m in sorted(metrics.items(), key=lambda kv: -kv[1]["NDCG@10"].mean()):
-        table[name] = {k: float(m[k].mean()) for k in ("NDCG@10", "HR@10", "MRR")}
-        print(f"{name:18s} {table[name]['NDCG@10']:8.4f} {table[name]['HR@10']:8.4f} "
-              f"{table[name]['MRR']:8.4f} {result.systems[name].seconds:9.1f}")
-    paired = {}
-    for name in metrics:
-        if name != "sasrec":
-            d = paired_bootstrap(metrics["sasrec"]["NDCG@10"], metrics[name]["NDCG@10"], seed=0)
-            paired[name] = d.to_dict()
-            print(f"sasrec - {name}: NDCG@10 diff {d.diff.mean:+.4f} "
-                  f"[{d.diff.low:+.4f}, {d.diff.high:+.4f}]")
+    table, paired = print_test_table(result, len(test.cases), "sasrec")
     print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
