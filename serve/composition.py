@@ -33,7 +33,7 @@ from portrait.ports import AsyncEncoder
 from portrait.pseudonyms import pseudonymizer
 from portrait.routing import shard_names
 from serve.api.auth import Authenticator
-from serve.api.context import ApiContext, ApiLimits, Shard
+from serve.api.context import ApiContext, Shard
 from serve.api.routes import create_app
 from serve.experiments import Experiments
 from serve.secret_key import load_secret_key
@@ -69,16 +69,6 @@ def shard_controller(settings: Settings, router: ShardRouter, fleet: Any, direct
     # checks at its control tick, and at once when a shard refuses a user).
     return ShardController(router, fleet, directory, bound, scaling,
                            grace_s=max(1.0, 2 * settings.api.catalog_refresh_s))
-
-
-def api_limits(settings: Settings) -> ApiLimits:
-    return ApiLimits(
-        max_batch_events=settings.api.max_batch_events,
-        catalog_refresh_s=settings.api.catalog_refresh_s,
-        max_future_skew_s=settings.api.max_future_skew_s,
-        max_body_bytes=settings.api.max_body_bytes,
-        secure_cookie=settings.security.inspector_secure_cookie,
-    )
 
 
 # -- the Ray system -----------------------------------------------------------------------
@@ -169,7 +159,8 @@ def ray_ingress_context(
         api_stores, shard_controller(settings, router, fleet, directory, cpus),
         tick_s=settings.api.catalog_refresh_s)
     return ApiContext(
-        api_stores, router, control, api_limits(settings), encoder_stats,
+        api_stores, router, control, settings.api, encoder_stats,
+        secure_cookie=settings.security.inspector_secure_cookie,
         retraining=publication if retrain_policy(settings) is not None else None,
         # The key is read here, in the replica's process (environment or key file).
         auth=authenticator(settings, api_stores),
@@ -303,7 +294,8 @@ def in_process(
 
         summarizer = LocalSummarizer(VllmSummarizer(settings.summaries, settings.storage.data_dir))
     context = ApiContext(
-        stores, router, control, api_limits(settings),
+        stores, router, control, settings.api,
+        secure_cookie=settings.security.inspector_secure_cookie,
         retraining=publication if retrain is not None else None,
         auth=authenticator(settings, stores, secret_key),
         pseudonym=pseudonym_of(settings, secret_key),

@@ -35,19 +35,8 @@ class Retraining(Protocol):
     async def stats(self) -> dict[str, Any]: ...
 
 
-_API = ApiSettings()
-_SECURITY = SecuritySettings.model_construct()  # its defaults only: no secrets read here
-
-
-@dataclass(frozen=True)
-class ApiLimits:
-    """The ingress's limits; the defaults are the settings model's (serve/settings)."""
-
-    max_batch_events: int = _API.max_batch_events
-    catalog_refresh_s: float = _API.catalog_refresh_s
-    max_future_skew_s: float = _API.max_future_skew_s
-    max_body_bytes: int = _API.max_body_bytes
-    secure_cookie: str = _SECURITY.inspector_secure_cookie  # the inspector's login cookie
+# The inspector's login cookie policy when none is given (the security section's default).
+_SECURE_COOKIE = SecuritySettings.model_construct().inspector_secure_cookie  # no secrets read
 
 
 EncoderStats = Callable[[], Awaitable[Mapping[str, Any] | None]]
@@ -66,25 +55,27 @@ class ApiContext:
         stores: this process's stores (the log, tokens, impressions, ...).
         router: user -> shard, following the cluster's topology.
         control: start-up, the item catalog, publication and resizes.
-        limits: request limits.
+        limits: request limits (the settings' api section).
         encoder_stats: the encoder deployment's stats for ``/metrics``.
         retraining: the item-space retrain; None when no variant ranks with it.
         auth: token checks; None with ``PORTRAIT_AUTH=off``.
         pseudonym: user id -> stored id; None when ids are stored as given.
         experiments: impressions and experiment reports.
         summaries: ``GET /v1/users/{id}/summary``; None: the template's only.
+        secure_cookie: the inspector's login cookie policy (``auto``, ``on``, ``off``).
     """
 
     stores: Stores
     router: ShardRouter
     control: IngressControl
-    limits: ApiLimits = ApiLimits()
+    limits: ApiSettings = ApiSettings()
     encoder_stats: EncoderStats = no_encoder_stats
     retraining: Retraining | None = None
     auth: Authenticator | None = None
     pseudonym: Callable[[str], str] | None = None
     experiments: Experiments | None = None
     summaries: SummaryService | None = None
+    secure_cookie: str = _SECURE_COOKIE
 
     def internal(self, user_id: str) -> str:
         """The id the log and the shards know the user by."""
@@ -112,4 +103,4 @@ class ApiContext:
         await self.control.close()
 
 
-__all__ = ["ApiContext", "ApiLimits", "EncoderStats", "Retraining", "Shard"]
+__all__ = ["ApiContext", "EncoderStats", "Retraining", "Shard"]

@@ -196,7 +196,7 @@ async def _profile(ctx: ApiContext, user_id: str, at_seq: int | None,
 def create_app(ctx: ApiContext, cookies: CookiePolicy | None = None) -> FastAPI:
     """The inspector's app over ``ctx``; ``cookies`` defaults to the settings' policy
     (``PORTRAIT_INSPECTOR_SECURE_COOKIE``, in the context's limits)."""
-    policy = cookies if cookies is not None else CookiePolicy(ctx.limits.secure_cookie)
+    policy = cookies if cookies is not None else CookiePolicy(ctx.secure_cookie)
     pages = Pages()
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.portrait = ctx

@@ -429,7 +429,7 @@ async def test_oversized_bodies_are_refused_before_they_are_read(store_url: str)
     sys_ = auth.system(settings, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
     context = sys_.context
     app = create_app(dataclasses.replace(  # the context is frozen: a copy with the limit
-        context, limits=dataclasses.replace(context.limits, max_body_bytes=4096)))
+        context, limits=context.limits.model_copy(update={"max_body_bytes": 4096})))
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://portrait",

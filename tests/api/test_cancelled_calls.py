@@ -107,7 +107,7 @@ async def test_a_new_ingress_serves_events_while_the_encoder_is_away() -> None:
         from actors.shard_router import ShardRouter
         from serve.api.context import ApiContext
         from serve.api.routes import create_app
-        from serve.composition import api_limits, authenticator
+        from serve.composition import authenticator
 
         first = system.context
         away = AwayThenBack(first.control._encoder)  # the composition root's, wrapped
@@ -115,7 +115,7 @@ async def test_a_new_ingress_serves_events_while_the_encoder_is_away() -> None:
         control = IngressControl(router, system.publication, first.control._sink, away,
                                  first.stores, tick_s=0.1)
         second = ApiContext(first.stores, router, control,
-                            api_limits(Settings(shards=2, catalog_refresh_s=0.1)),
+                            Settings(shards=2, catalog_refresh_s=0.1).api,
                             auth=authenticator(Settings(), first.stores, auth.TEST_KEY))
         app = create_app(second)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
