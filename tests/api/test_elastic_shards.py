@@ -6,6 +6,7 @@ user that moved away and back is not served from a stale copy)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -60,6 +61,22 @@ async def http(system: InProcessSystem) -> AsyncIterator[httpx.AsyncClient]:
                                  headers=await auth.headers(system)) as client:
         assert (await client.post("/v1/items", json={"items": ITEMS})).status_code == 200
         yield client
+
+
+@contextlib.asynccontextmanager
+async def running(tuned: Settings, store_url: str, *, with_items: bool = True
+                  ) -> AsyncIterator[tuple[InProcessSystem, httpx.AsyncClient]]:
+    """A system of its own with an admin client (and :data:`ITEMS` in its catalog)."""
+    sys_ = auth.system(tuned, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
+    try:
+        transport = httpx.ASGITransport(app=sys_.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
+                                     headers=await auth.headers(sys_)) as client:
+            if with_items:
+                assert (await client.post("/v1/items", json={"items": ITEMS})).status_code == 200
+            yield sys_, client
+    finally:
+        await sys_.close()
 
 
 class Load:
@@ -141,16 +158,10 @@ async def test_resizing_under_load_keeps_every_event_and_profile(
     # Profiles now equal those a fresh system replays from the stores (snapshots + log):
     # users that went 2 -> 4 -> 2 came back to a shard that had dropped its copy.
     served = {u: (await http.get(f"/v1/users/{u}/profile")).json() for u in USERS}
-    fresh_system = auth.system(settings(), store_url, ThreadedEncoder(HashingEncoder(dim=32)))
-    try:
-        transport = httpx.ASGITransport(app=fresh_system.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
-                                     headers=await auth.headers(fresh_system)) as fresh:
-            for user in USERS:
-                replayed = (await fresh.get(f"/v1/users/{user}/profile")).json()
-                assert_same_json(replayed, served[user], user)
-    finally:
-        await fresh_system.close()
+    async with running(settings(), store_url, with_items=False) as (_, fresh):
+        for user in USERS:
+            replayed = (await fresh.get(f"/v1/users/{user}/profile")).json()
+            assert_same_json(replayed, served[user], user)
     print(f"\n{sum(map(len, load.acked.values()))} events acknowledged, {load.retried} "
           f"retried 503s, slowest acknowledged write {load.slowest_s * 1e3:.0f} ms; "
           f"2->4 took {out['seconds']:.3f} s, 4->2 {back['seconds']:.3f} s")
@@ -208,29 +219,22 @@ async def test_the_autoscaler_follows_active_users(store_url: str) -> None:
     shards hold more active users than the target, back in when they are passivated."""
     tuned = Settings(shards=1, shards_min=1, shards_max=3, shard_target_active_users=20,
                      catalog_refresh_s=0.5)
-    sys_ = auth.system(tuned, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
-    try:
-        transport = httpx.ASGITransport(app=sys_.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
-                                     headers=await auth.headers(sys_)) as http:
-            assert (await http.post("/v1/items", json={"items": ITEMS})).status_code == 200
-            events = [{"type": "view", "event_id": f"a-{u}", "user_id": u,
-                       "occurred_at": T0, "item_id": "m1"} for u in USERS[:50]]
-            assert (await http.post("/v1/events", json={"events": events})).status_code == 200
-            controller = sys_.context.control.controller
-            assert controller is not None
-            grown = await controller.autoscale()
-            # 50 active users at 20 per shard: 3 shards (the maximum)
-            assert grown is not None and len(sys_.context.router.names) == 3
-            for shard in sys_.shards:  # everyone goes idle and is passivated
-                await shard.passivate_all()
-            out = await controller.autoscale()
-            assert out is not None and len(out["shards"]) == 1
-            assert await controller.autoscale() is None  # nothing to do now
-            page = await http.get(f"/v1/users/{USERS[7]}/events")
-            assert [e["event"]["event_id"] for e in page.json()["events"]] == [f"a-{USERS[7]}"]
-    finally:
-        await sys_.close()
+    async with running(tuned, store_url) as (sys_, http):
+        events = [{"type": "view", "event_id": f"a-{u}", "user_id": u,
+                   "occurred_at": T0, "item_id": "m1"} for u in USERS[:50]]
+        assert (await http.post("/v1/events", json={"events": events})).status_code == 200
+        controller = sys_.context.control.controller
+        assert controller is not None
+        grown = await controller.autoscale()
+        # 50 active users at 20 per shard: 3 shards (the maximum)
+        assert grown is not None and len(sys_.context.router.names) == 3
+        for shard in sys_.shards:  # everyone goes idle and is passivated
+            await shard.passivate_all()
+        out = await controller.autoscale()
+        assert out is not None and len(out["shards"]) == 1
+        assert await controller.autoscale() is None  # nothing to do now
+        page = await http.get(f"/v1/users/{USERS[7]}/events")
+        assert [e["event"]["event_id"] for e in page.json()["events"]] == [f"a-{USERS[7]}"]
 
 
 async def test_a_resize_beyond_what_the_cluster_runs_is_refused(
@@ -249,16 +253,10 @@ async def test_a_resize_beyond_what_the_cluster_runs_is_refused(
 
 async def test_shards_max_bounds_a_manual_resize(store_url: str) -> None:
     tuned = Settings(shards=2, shards_min=2, shards_max=3, catalog_refresh_s=0.5)
-    sys_ = auth.system(tuned, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
-    try:
-        transport = httpx.ASGITransport(app=sys_.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
-                                     headers=await auth.headers(sys_)) as http:
-            resp = await http.post("/v1/shards", json={"count": 4})
-            assert resp.status_code == 422 and resp.json()["field"] == "count", resp.text
-            assert "between 1 and 3" in resp.json()["message"]
-    finally:
-        await sys_.close()
+    async with running(tuned, store_url, with_items=False) as (_, http):
+        resp = await http.post("/v1/shards", json={"count": 4})
+        assert resp.status_code == 422 and resp.json()["field"] == "count", resp.text
+        assert "between 1 and 3" in resp.json()["message"]
 
 
 async def test_a_retrain_after_a_shrink_reaches_the_remaining_shard(
@@ -292,15 +290,8 @@ async def test_a_resize_the_database_cannot_serve_changes_nothing(store_url: str
     # A bound this high has to be configured (it also turns the autoscaler on: held at 2).
     tuned = Settings(shards=2, shards_min=2, shards_max=400, snapshot_every=5,
                      catalog_refresh_s=0.5)
-    system = auth.system(tuned, store_url, ThreadedEncoder(HashingEncoder(dim=32)))
-    try:
-        transport = httpx.ASGITransport(app=system.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://portrait",
-                                     headers=await auth.headers(system)) as http:
-            assert (await http.post("/v1/items", json={"items": ITEMS})).status_code == 200
-            await _database_cannot_serve(system, http)
-    finally:
-        await system.close()
+    async with running(tuned, store_url) as (system, http):
+        await _database_cannot_serve(system, http)
 
 
 async def _database_cannot_serve(system: InProcessSystem, http: httpx.AsyncClient) -> None:
