@@ -42,6 +42,8 @@ class Impression:
         served_at: Unix seconds (the ingress's clock).
         teams: per position, the contributing variant (interleaving only).
         shown: the item ids the client reported displaying (None: all of ``items``).
+        ranker: which ranker ordered the served list: ``"blend"`` for the linear blend, or
+            ``"learned:<item space version>"`` for the learned ranker stored with that space.
     """
 
     request_id: str
@@ -54,6 +56,7 @@ class Impression:
     served_at: float
     teams: tuple[str, ...] | None = None
     shown: tuple[str, ...] | None = None
+    ranker: str = "blend"
 
     def __post_init__(self) -> None:
         if self.teams is not None and len(self.teams) != len(self.items):

@@ -95,6 +95,9 @@ class ItemSpace:
         trained_through: the event log's global position the training read up to.
         events: item events it was trained on.
         settings: how it was trained.
+        ranker: a serialised learned ranker trained in the same retrain
+            (``portrait.learned_ranker.RankerBundle.to_bytes``), or None when the retrain
+            refused to train one (too little data).
     """
 
     version: int
@@ -103,3 +106,4 @@ class ItemSpace:
     trained_through: int
     events: int
     settings: CollabSettings
+    ranker: bytes | None = None

@@ -54,15 +54,15 @@ class InMemoryImpressionStore:
 
 _COLUMNS = (table.c.request_id, table.c.user_id, table.c.experiment, table.c.variant,
             table.c.config_hash, table.c.item_space, table.c["items"], table.c.served_at,
-            table.c.teams, table.c.shown)
+            table.c.teams, table.c.shown, table.c.ranker)
 
 
 def _impression(row: Sequence[Any]) -> Impression:
-    rid, user, exp, variant, config, space, items, served, teams, shown = row
+    rid, user, exp, variant, config, space, items, served, teams, shown, ranker = row
     return Impression(
         str(rid), str(user), str(exp), str(variant), str(config), int(space), tuple(items),
         float(served), None if teams is None else tuple(teams),
-        None if shown is None else tuple(shown),
+        None if shown is None else tuple(shown), str(ranker),
     )
 
 
@@ -71,7 +71,7 @@ def _row(imp: Impression) -> dict[str, object]:
             "variant": imp.variant, "config_hash": imp.config_hash,
             "item_space": imp.item_space, "items": list(imp.items), "served_at": imp.served_at,
             "teams": None if imp.teams is None else list(imp.teams),
-            "shown": None if imp.shown is None else list(imp.shown)}
+            "shown": None if imp.shown is None else list(imp.shown), "ranker": imp.ranker}
 
 
 class PostgresImpressionStore:

@@ -57,6 +57,7 @@ class PostgresItemSpaceStore:
             "settings": space.settings.to_dict(),
             "item_ids": list(space.item_ids),
             "vectors": vectors.tobytes(),
+            "ranker": space.ranker,
         }
 
         async def run() -> int:
@@ -82,6 +83,7 @@ class PostgresItemSpaceStore:
             return ItemSpace(
                 int(r.version), tuple(r.item_ids), vectors, int(r.trained_through),
                 int(r.events), CollabSettings(**settings),
+                None if r.ranker is None else bytes(r.ranker),
             )
 
         return await self._retry.run(run)

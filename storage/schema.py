@@ -139,6 +139,9 @@ item_spaces = Table(
     Column("settings", JSONB, nullable=False),
     Column("item_ids", ARRAY(Text), nullable=False),
     Column("vectors", LargeBinary, nullable=False),
+    # The learned ranker trained with these vectors (opaque bytes), so one version names
+    # both; null when the retrain trained none.
+    Column("ranker", LargeBinary, nullable=True),
     PrimaryKeyConstraint("version"),
 )
 
@@ -205,6 +208,8 @@ impressions = Table(
     Column("served_at", Double, nullable=False),
     Column("teams", ARRAY(Text), nullable=True),
     Column("shown", ARRAY(Text), nullable=True),
+    # Which ranker ordered the list: "blend", or "learned:<item space version>".
+    Column("ranker", Text, server_default=text("'blend'"), nullable=False),
     PrimaryKeyConstraint("request_id"),
     Index(None, "experiment", "served_at"),
     Index(None, "user_id", "served_at"),

@@ -42,12 +42,14 @@ class ImpressionStoreContract:
     async def test_round_trip_every_field(self, store: ImpressionStore) -> None:
         plain = served("r1")
         mixed = Impression("r2", "u2", "exp", INTERLEAVE, "cfg", 7, ("a", "b"), 101.5,
-                           teams=("control", "treatment"), shown=("a",))
+                           teams=("control", "treatment"), shown=("a",), ranker="learned:7")
         empty = served("r3", items=())
         await store.record_many([plain, mixed, empty])
         assert await store.get("r1") == plain
         assert await store.get("r2") == mixed
         assert await store.get("r3") == empty
+        assert plain.ranker == "blend"  # the default: the linear blend served
+        assert await store.for_experiment("exp") == [plain, empty, mixed]  # the listing too
 
     async def test_recording_an_id_again_keeps_the_first(self, store: ImpressionStore) -> None:
         first = served("r1")
@@ -72,6 +74,10 @@ class ImpressionStoreContract:
         assert await store.set_shown("r1", []) is True  # shown nothing: not "everything"
         assert (await store.get("r1")).shown == ()  # type: ignore[union-attr]
         assert (await store.get("r2")).shown is None  # type: ignore[union-attr]
+        learned = dataclasses.replace(served("r3"), ranker="learned:4")
+        await store.record_many([learned])
+        assert await store.set_shown("r3", ["i1"]) is True  # the ranker survives the update
+        assert await store.get("r3") == dataclasses.replace(learned, shown=("i1",))
 
     async def test_forget_user_deletes_only_theirs(self, store: ImpressionStore) -> None:
         await store.record_many([served("r1"), served("r2", at=101.0), served("r3", user="u2")])

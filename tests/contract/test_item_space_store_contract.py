@@ -3,6 +3,7 @@ embedded Postgres and on the machine's Postgres (skipped if unreachable)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import numpy as np
@@ -49,6 +50,17 @@ class ItemSpaceStoreContract:
         assert got.item_ids == second.item_ids and got.settings == second.settings
         assert (got.trained_through, got.events) == (102, 52)
         assert got.vectors.shape == (5, 7) and np.array_equal(got.vectors, second.vectors)
+
+    async def test_the_ranker_is_stored_with_its_space(self, store: ItemSpaceStore) -> None:
+        # Opaque bytes, NULs and high bytes included; None (no ranker trained) stays None.
+        ranker = b"\x00ranker\xff" * 3
+        with_ranker = await store.save(dataclasses.replace(space(1), ranker=ranker))
+        got = await store.latest()
+        assert got is not None and got.version == with_ranker.version
+        assert got.ranker == ranker and isinstance(got.ranker, bytes)
+        await store.save(space(2))
+        got = await store.latest()
+        assert got is not None and got.ranker is None
 
     async def test_only_the_newest_versions_are_kept(self, store: ItemSpaceStore) -> None:
         saved = [await store.save(space(seed)) for seed in range(KEEP_VERSIONS + 2)]

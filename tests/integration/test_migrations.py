@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -12,6 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from storage.database import create_engine
+from storage.impression_store import PostgresImpressionStore
+from storage.item_spaces import PostgresItemSpaceStore
 from storage.migrate import downgrade_async, upgrade_async
 from storage.schema import metadata
 
@@ -65,12 +68,46 @@ async def test_upgrade_downgrade_upgrade(
     assert diff == []
 
 
+@pytest.mark.asyncio(loop_scope="session")
+async def test_rows_from_before_0008_read_back_with_the_defaults(
+    embedded_scratch_url: str,
+) -> None:
+    """Rows the previous release wrote (naming no ranker column), before or after the
+    upgrade, read back as a space without a ranker and an impression served by the blend."""
+    await upgrade_async(embedded_scratch_url, "0007")
+    impression = ("INSERT INTO impressions (request_id, user_id, experiment, variant, "
+                  "config_hash, item_space, items, served_at) VALUES "
+                  "(:rid, 'u1', 'exp', 'control', 'cfg', -1, ARRAY['i1'], 100.0)")
+    space = ("INSERT INTO item_spaces (trained_through, events, dim, settings, item_ids, "
+             "vectors) VALUES (:through, 1, 1, '{}'::jsonb, ARRAY['i1'], :vectors)")
+    vectors = np.ones(1, dtype="<f4").tobytes()
+    engine = create_engine(embedded_scratch_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(impression), {"rid": "before"})
+            await conn.execute(text(space), {"through": 1, "vectors": vectors})
+        await upgrade_async(embedded_scratch_url, "head")
+        async with engine.begin() as conn:  # the previous release, on the migrated schema
+            await conn.execute(text(impression), {"rid": "after"})
+            await conn.execute(text(space), {"through": 2, "vectors": vectors})
+        impressions = PostgresImpressionStore(engine)
+        for rid in ("before", "after"):
+            got = await impressions.get(rid)
+            assert got is not None and got.ranker == "blend"
+        got_space = await PostgresItemSpaceStore(engine).latest()
+        assert got_space is not None and got_space.trained_through == 2
+        assert got_space.ranker is None
+    finally:
+        await engine.dispose()
+
+
 def test_alembic_ini_serves_the_cli() -> None:
     config = Config(str(REPO / "alembic.ini"))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == REPO / "migrations"
-    assert script.get_heads() == ["0007"]  # one linear history, no branches
+    assert script.get_heads() == ["0008"]  # one linear history, no branches
     assert [Path(s.path).name for s in script.walk_revisions()] == [
+        "2026_12_07_0008_ranker_and_impression_ranker.py",
         "2026_11_29_0007_impressions.py",
         "2026_11_29_0006_user_keys_and_erasure.py",
         "2026_11_29_0005_event_ids_per_user.py",
