@@ -8,6 +8,7 @@ ingress and its stores.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -100,9 +101,7 @@ class Experiments:
         if not self.recorder.set_shown_buffered(request_id, shown):
             if not await self._stores.impressions.set_shown(request_id, shown):
                 raise UnknownImpression(request_id)
-            self.recorder.note_shown(Impression(
-                imp.request_id, imp.user_id, imp.experiment, imp.variant, imp.config_hash,
-                imp.item_space, imp.items, imp.served_at, imp.teams, shown))
+            self.recorder.note_shown(dataclasses.replace(imp, shown=shown))
         return len(shown)
 
     async def forget_user(self, user_id: str) -> None:

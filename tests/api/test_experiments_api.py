@@ -5,6 +5,7 @@ interleaving, erasure of impressions, the recorder when the store is away, and t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -23,9 +24,10 @@ from portrait.tuned_config import TunedConfig
 from serve import cli
 from serve.api import models as m
 from serve.composition import InProcessSystem
+from serve.experiments import Experiments
 from serve.impression_recorder import ImpressionRecorder
 from serve.settings import Settings
-from storage.stores import forget_memory
+from storage.stores import forget_memory, open_stores
 from tests import auth
 from tests.api.test_api_in_process import check_schema
 from tests.fakes import HashingEncoder
@@ -232,3 +234,23 @@ async def test_cli_report(embedded_pg_url: str, monkeypatch: pytest.MonkeyPatch,
     # the command runs its own event loop: in a thread, beside the test's
     assert await asyncio.to_thread(cli.main, ["experiment", "report", "never-ran"]) == 2
     assert "no experiment 'never-ran'" in capsys.readouterr().err
+
+
+async def test_shown_after_the_flush_keeps_every_field_of_the_impression() -> None:
+    """Reporting displayed items of a written impression replaces the remembered copy with
+    the same impression plus ``shown``: the ranker that served it included."""
+    stores = open_stores("memory://experiments-shown")
+    try:
+        experiments = Experiments(stores, None)
+        served = Impression("r1", "u", "", "default", "h", 3, ("m1", "m2"), T0,
+                            ranker="learned:3")
+        experiments.recorder.record(served)
+        await experiments.recorder.flush()  # written: set_shown goes to the store
+        assert experiments.recorder.buffered("r1") is None
+        assert await experiments.set_shown("r1", "u", ["m2"]) == 1
+        want = dataclasses.replace(served, shown=("m2",))
+        assert experiments.recorder.recent("r1") == want
+        assert await stores.impressions.get("r1") == want
+        await experiments.recorder.close()
+    finally:
+        forget_memory("memory://experiments-shown")
