@@ -79,7 +79,12 @@ class TagTable:
         self.cols = np.asarray(cols, dtype=np.int64)
         counts = np.bincount(self.rows, minlength=len(items)) if rows else np.zeros(len(items))
         self._per_item = np.sqrt(np.maximum(counts, 1)).astype(np.float32)
+        self._counts = np.asarray(counts, dtype=np.float32)
         self.n_items = len(items)
+
+    def per_item_counts(self) -> np.ndarray:
+        """How many tags each item carries."""
+        return self._counts
 
     def affinity(self, tag_weights: dict[str, float]) -> np.ndarray:
         """Per item: the user's tag weights (scaled to [-1, 1]) summed over the item's tags,

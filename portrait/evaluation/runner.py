@@ -61,8 +61,10 @@ class LeakageError(PortraitError):
 class CaseContext:
     """What a session may use besides its own events: the case and time-respecting popularity."""
 
-    def __init__(self, case: Case, clock: PopularityClock) -> None:
+    def __init__(self, case: Case, clock: PopularityClock, history: Sequence[str] = ()) -> None:
         self.case = case
+        # the items the user interacted with before the case (the runner excludes them)
+        self.history = tuple(history)
         self._clock = clock
         self._counts: np.ndarray | None = None
         self._popularity: np.ndarray | None = None
@@ -350,7 +352,7 @@ def run(
         target_rows = [row_of.get(t) for t in case.targets]
         outside += sum(1 for r in target_rows if r is None)
         known = [r for r in target_rows if r is not None]
-        ctx = CaseContext(case, clock)
+        ctx = CaseContext(case, clock, history)
         for s, sess in zip(systems, user_sessions, strict=True):
             t0 = time.perf_counter()
             sc = np.asarray(sess.scores(ctx), dtype=np.float64)
