@@ -6,11 +6,12 @@ log, or an evaluation split's training events).
 For each user with at least three distinct items, each of their last few new items
 (``labels_per_user``) is a *label* in turn, and the profile that ranks for it is folded from
 every event before its first interaction (their own stream, in time order: nothing from
-their future reaches their features). The neighbour models used to build
-the training features are fitted on the histories before each user's first label only, so the transition from a user's last
-item to their label is not already in them (that would teach the ranker to trust
-co-occurrence more than it deserves at serving time, when the next item is unknown). Popularity
-is counted on the histories too. The bundle that serves is then fitted on every event.
+their future reaches their features). The neighbour models used to build the training
+features are fitted on the histories before each user's first label only, so the transition
+from a user's last item to their label is not already in them (that would teach the ranker to
+trust co-occurrence more than it deserves at serving time, when the next item is unknown).
+Popularity is counted on those histories too. The bundle that serves is then fitted on every
+event.
 
 Users are held out for early stopping (:func:`portrait.learned_ranker.train_model`).
 """
