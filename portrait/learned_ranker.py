@@ -52,6 +52,7 @@ class RankerSettings:
         sequence_half_life: recency half-life of the user's recent items, in items.
         retrievers, extras: which retrievers and extra features (ablations drop some).
         labels_per_user: each user's last this many new items are labels, one group each.
+        max_label_share: but never more than this share of a user's items (at least one).
         min_groups: fewer groups (labels the retrievers found) refuses training.
         max_groups: users sampled at most (bounds the retrain time).
         rounds, learning_rate, num_leaves, min_data_in_leaf: the GBDT.
@@ -67,6 +68,7 @@ class RankerSettings:
     retrievers: tuple[str, ...] = RETRIEVERS
     extras: tuple[str, ...] = EXTRAS
     labels_per_user: int = 5
+    max_label_share: float = 0.25
     min_groups: int = 30
     max_groups: int = 5_000
     rounds: int = 400
@@ -207,12 +209,12 @@ class BoundRanker:
     def predict(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] == 0:
             return np.zeros(0)
-        out: np.ndarray = self.booster.predict(x, num_threads=1)
+        out = np.asarray(self.booster.predict(x, num_threads=1))
         return out
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Per row, each feature's additive contribution to its score (last column: bias)."""
-        out: np.ndarray = self.booster.predict(x, pred_contrib=True, num_threads=1)
+        out = np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1))
         return out
 
 

@@ -4,14 +4,15 @@ Pure: no I/O; the caller hands over the users' event streams (what the retrain r
 log, or an evaluation split's training events).
 
 For each user with at least three distinct items, each of their last few new items
-(``labels_per_user``) is a *label* in turn, and the profile that ranks for it is folded from
-every event before its first interaction (their own stream, in time order: nothing from
-their future reaches their features). The neighbour models used to build the training
-features are fitted on the histories before each user's first label only, so the transition
-from a user's last item to their label is not already in them (that would teach the ranker to
-trust co-occurrence more than it deserves at serving time, when the next item is unknown).
-Popularity is counted on those histories too. The bundle that serves is then fitted on every
-event.
+(``labels_per_user``, never more than ``max_label_share`` of their items, so that the
+histories the neighbour models learn from keep most of the data) is a *label* in turn, and
+the profile that ranks for it is folded from every event before its first interaction (their
+own stream, in time order: nothing from their future reaches their features). The neighbour
+models used to build the training features are fitted on the histories before each user's
+first label only, so the transition from a user's last item to their label is not already in
+them (that would teach the ranker to trust co-occurrence more than it deserves at serving
+time, when the next item is unknown). Popularity is counted on those histories too. The
+bundle that serves is then fitted on every event.
 
 Users are held out for early stopping (:func:`portrait.learned_ranker.train_model`).
 """
@@ -61,15 +62,17 @@ def fit_neighbours(
     )
 
 
-def label_cuts(stream: Sequence[Event], labels: int) -> list[int]:
-    """Indices in ``stream`` of the first interactions with the user's last ``labels`` new
-    items, oldest first, each with at least ``MIN_ITEMS - 1`` distinct items before it."""
+def label_cuts(stream: Sequence[Event], labels: int, max_share: float = 1.0) -> list[int]:
+    """Indices in ``stream`` of the first interactions with the user's last new items, oldest
+    first: at most ``labels`` of them and at most ``max_share`` of the user's items (at least
+    one), each with at least ``MIN_ITEMS - 1`` distinct items before it."""
     first: dict[str, int] = {}
     for i, ev in enumerate(stream):
         if isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES:
             first.setdefault(ev.item_id, i)
     starts = sorted(first.values())
-    return starts[max(MIN_ITEMS - 1, len(starts) - labels):]
+    n = min(labels, max(1, int(len(starts) * max_share)))
+    return starts[max(MIN_ITEMS - 1, len(starts) - n):]
 
 
 def training_set(
@@ -87,7 +90,10 @@ def training_set(
     Args:
         streams: each user's events in time order (``(occurred_at, event_id)``).
     """
-    cuts = {u: label_cuts(s, settings.labels_per_user) for u, s in streams.items()}
+    cuts = {
+        u: label_cuts(s, settings.labels_per_user, settings.max_label_share)
+        for u, s in streams.items()
+    }
     histories = {u: (s[: c[0]] if (c := cuts[u]) else s) for u, s in streams.items()}
     cooc, trans = fit_neighbours(histories, items, settings)
     row_of = {item: i for i, item in enumerate(items.ids)}
