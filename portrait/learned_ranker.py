@@ -59,6 +59,8 @@ class RankerSettings:
         early_stopping: rounds without a better validation NDCG@10 before stopping.
         validation_share: share of the training users held out for early stopping.
         seed: of the user sampling, the validation split and LightGBM.
+        threads: LightGBM's training threads (more than the CPUs free makes OpenMP spin:
+            two threads on a busy two-CPU machine took a minute for what one does in 0.2 s).
     """
 
     candidates: int = 100
@@ -78,6 +80,7 @@ class RankerSettings:
     early_stopping: int = 30
     validation_share: float = 0.2
     seed: int = 0
+    threads: int = 2
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.retrievers if r not in RETRIEVERS]
@@ -86,6 +89,8 @@ class RankerSettings:
         feature_names(self.retrievers, self.extras)  # raises on unknown extras
         if self.candidates < 1 or self.neighbours < 1 or self.window < 1:
             raise ValueError("candidates, neighbours and window must be at least 1")
+        if self.threads < 1:
+            raise ValueError("threads must be at least 1")
         if not 0.0 < self.validation_share < 1.0:
             raise ValueError("validation_share must be between 0 and 1")
 
@@ -252,7 +257,7 @@ def train_model(data: TrainingSet, settings: RankerSettings) -> tuple[str, dict[
         "min_data_in_leaf": settings.min_data_in_leaf, "feature_fraction": 0.9,
         "bagging_fraction": 0.9, "bagging_freq": 1, "lambdarank_truncation_level": 20,
         "seed": settings.seed, "deterministic": True, "force_row_wise": True,
-        "num_threads": 2, "verbose": -1,
+        "num_threads": settings.threads, "verbose": -1,
     }
     booster = lgb.train(
         params, train, num_boost_round=settings.rounds, valid_sets=[check],

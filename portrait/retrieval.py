@@ -174,7 +174,8 @@ _SCORERS = {
 class Retriever(Protocol):
     """Proposes candidates for a query and scores the candidates others proposed."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def propose(self, query: UserQuery, n: int, allowed: np.ndarray) -> np.ndarray:
         """Up to ``n`` allowed rows with a positive claim, best first."""

@@ -76,7 +76,7 @@ def catalog_scores(query: UserQuery, ranker: BoundRanker, allowed: np.ndarray) -
     base = query.full_scores("vector").astype(np.float64)
     if ranked.rows.size == 0:
         return base
-    out = base - (base.max() - base.min() + 1.0) + (ranked.scores.min() - 1.0)
+    out: np.ndarray = base - (base.max() - base.min() + 1.0) + (ranked.scores.min() - 1.0)
     out[ranked.rows] = ranked.scores
     return out
 
