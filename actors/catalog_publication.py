@@ -23,6 +23,7 @@ from actors.catalog_view_builder import CatalogViewBuilder
 from actors.dependencies import EncoderConnector, PublisherStores, StoresOpener
 from actors.item_space_job import ItemSpaceJob
 from actors.item_space_trainer import ItemSpaceTrainer
+from actors.ranker_trainer import CatalogRankerSources, RankerPolicy, RankerTrainer
 from actors.shard_router import Shard
 from portrait.errors import EncoderUnavailable
 from portrait.item_space import CollabSettings
@@ -39,11 +40,13 @@ class LiveShards(Protocol):
 
 @dataclass(frozen=True)
 class RetrainPolicy:
-    """When and how the collaborative item space is retrained (plain data: Ray ships it)."""
+    """When and how the collaborative item space is retrained (plain data: Ray ships it),
+    and the learned ranker trained with it (None: none, the blend serves)."""
 
     settings: CollabSettings
     min_new_events: int = 10_000
     max_age_s: float = 3600.0
+    ranker: RankerPolicy | None = None
 
 
 class CatalogPublication:
@@ -98,10 +101,14 @@ class CatalogPublication:
             if self._stores is None:
                 stores = await self._opener.open()
                 if self._policy is not None:
+                    ranker = None
+                    if self._policy.ranker is not None:
+                        ranker = RankerTrainer(self._policy.ranker, CatalogRankerSources(
+                            stores, stores.text_features, self._connector))
                     trainer = ItemSpaceTrainer(
                         stores.events, stores.item_spaces, self._policy.settings,
                         min_new_events=self._policy.min_new_events,
-                        max_age_s=self._policy.max_age_s)
+                        max_age_s=self._policy.max_age_s, ranker=ranker)
                     await trainer.load_latest()
                     self._job = ItemSpaceJob(trainer, self._after_retrain)
                 self._stores = stores

@@ -6,19 +6,25 @@ loop, and saves the space whole; the caller publishes it. Triggers: enough new e
 new events and enough time since the last retrain. Concurrent retrains coalesce: a call while
 one runs shares its result. A failure keeps the previous space and is counted with its reason;
 too little data is a skip, not a failure, and the service ranks with text vectors meanwhile.
+
+With a :class:`~actors.ranker_trainer.RankerTrainer`, the same read of the log also trains the
+learned ranker in the new space, saved in the same row (one transaction): a ranker that is
+refused or fails leaves the space without one (the blend serves), never loses the space.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from actors.ranker_trainer import RankerOutcome, RankerTrainer
 from portrait.collaborative import pairs_interactions, train_item_space
 from portrait.errors import NotEnoughInteractions
-from portrait.events import POSITIVE_ITEM_TYPES, ItemEvent
+from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
 from portrait.item_space import CollabSettings, ItemSpace
 from portrait.ports import EventLog, ItemSpaceStore
 from portrait.progress import Progress
@@ -42,6 +48,10 @@ class RetrainStats:
     trained_through: int = 0
     new_events: int = 0
     running: bool = False
+    # The learned ranker of the current version: trained (its figures), or why not.
+    ranker_trained: bool = False
+    ranker_skipped_reason: str | None = None
+    ranker_metrics: dict[str, float] = field(default_factory=dict)
 
 
 class ItemSpaceTrainer:
@@ -54,6 +64,7 @@ class ItemSpaceTrainer:
         min_new_events: new events that make a retrain due.
         max_age_s: with any new events, a retrain is due this long after the last one.
         clock: monotonic seconds (tests pass their own).
+        ranker: trains the learned ranker with each space; None: no ranker (the blend).
     """
 
     def __init__(
@@ -65,6 +76,7 @@ class ItemSpaceTrainer:
         min_new_events: int = 10_000,
         max_age_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        ranker: RankerTrainer | None = None,
     ) -> None:
         self._events = events
         self._spaces = spaces
@@ -72,6 +84,7 @@ class ItemSpaceTrainer:
         self._min_new = min_new_events
         self._max_age = max_age_s
         self._clock = clock
+        self._ranker = ranker
         self._last_run = clock()
         self._current: asyncio.Future[ItemSpace | None] | None = None
         self._follow_up: asyncio.Future[ItemSpace | None] | None = None
@@ -91,6 +104,7 @@ class ItemSpaceTrainer:
         if space is not None:
             self.stats.version = space.version
             self.stats.trained_through = space.trained_through
+            self.stats.ranker_trained = space.ranker is not None
         return space
 
     async def retrain(
@@ -125,7 +139,7 @@ class ItemSpaceTrainer:
         self.stats.running = True
         counted = self.stats.new_events
         try:
-            space = await self._train(progress)
+            space, ranker = await self._train(progress)
             space = await self._spaces.save(space)
         except NotEnoughInteractions as exc:
             self.stats.skipped += 1
@@ -148,26 +162,40 @@ class ItemSpaceTrainer:
         self.stats.last_events = space.events
         self.stats.last_items = len(space.item_ids)
         self.stats.trained_through = space.trained_through
+        self.stats.ranker_trained = space.ranker is not None
+        if ranker is not None:
+            self.stats.ranker_skipped_reason = ranker.skipped_reason
+            self.stats.ranker_metrics = ranker.metrics
         _log.info("item space %d: %d items from %d events in %.1fs", space.version,
                   len(space.item_ids), space.events, self.stats.last_seconds)
         return space
 
-    async def _train(self, progress: Progress | None) -> ItemSpace:
+    async def _train(
+        self, progress: Progress | None
+    ) -> tuple[ItemSpace, RankerOutcome | None]:
         users: dict[str, int] = {}
         items: dict[str, int] = {}
         us: list[int] = []
         rows: list[int] = []
+        streams: dict[str, list[Event]] = {}  # every event, by user: the ranker's training
+        keep = self._ranker is not None
         after = events = 0
         while page := await self._events.read_all(after_position=after, limit=READ_PAGE):
             for rec in page:
                 e = rec.event
+                if keep:
+                    streams.setdefault(e.user_id, []).append(e)
                 if isinstance(e, ItemEvent) and e.TYPE in POSITIVE_ITEM_TYPES:
                     us.append(users.setdefault(e.user_id, len(users)))
                     rows.append(items.setdefault(e.item_id, len(items)))
                     events += 1
             after = page[-1].position
         pairs = pairs_interactions(tuple(users), us, rows, len(items))
-        return await asyncio.to_thread(
+        space = await asyncio.to_thread(
             train_item_space, pairs, list(items), self.settings,
             trained_through=after, events=events, progress=progress,
         )
+        if self._ranker is None:
+            return space, None
+        outcome = await self._ranker.train(streams, space)
+        return dataclasses.replace(space, ranker=outcome.ranker), outcome

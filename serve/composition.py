@@ -25,6 +25,7 @@ from actors.catalog_publication import CatalogPublication, RetrainPolicy
 from actors.catalog_view import LocalCatalogChannel
 from actors.dependencies import ConnectedEncoder
 from actors.ingress_control import IngressControl
+from actors.ranker_trainer import RankerPolicy
 from actors.shard_controller import ShardController, resize_bound
 from actors.shard_fleet import LocalFleet, ShardDirectory
 from actors.shard_router import ShardRouter
@@ -32,6 +33,7 @@ from actors.shard_service import ShardService, ShardSettings
 from portrait.ports import AsyncEncoder
 from portrait.pseudonyms import pseudonymizer
 from portrait.routing import shard_names
+from portrait.variants import DEFAULT_VARIANT
 from serve.api.auth import Authenticator
 from serve.api.context import ApiContext, Shard
 from serve.api.routes import create_app
@@ -55,7 +57,21 @@ def retrain_policy(settings: Settings) -> RetrainPolicy | None:
     collab = settings.experiments.collab_settings()
     if collab is None:
         return None
-    return RetrainPolicy(collab, settings.retrain.every_events, settings.retrain.max_age_s)
+    return RetrainPolicy(collab, settings.retrain.every_events, settings.retrain.max_age_s,
+                         ranker_policy(settings))
+
+
+def ranker_policy(settings: Settings) -> RankerPolicy | None:
+    """The learned ranker trained with each item space: in the served default variant's
+    configuration (the one named ``default``, else the first that ranks with collaborative
+    vectors, whose settings the item space is trained with); None when it is off."""
+    ranker = settings.ranker.ranker_settings()
+    if ranker is None:
+        return None
+    variants = settings.experiments.variant_policy().variants
+    served = variants.get(DEFAULT_VARIANT) or next(
+        (v for v in variants.values() if v.items.alpha > 0.0), next(iter(variants.values())))
+    return RankerPolicy(ranker, served.profile, served.ranking, served.items.alpha)
 
 
 def shard_controller(settings: Settings, router: ShardRouter, fleet: Any, directory: Any,

@@ -48,22 +48,31 @@ def cmd_import_catalog(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train_items(args: argparse.Namespace, settings: Settings) -> int:
-    """Train the collaborative item space from the event log now and store it."""
+    """Train the collaborative item space, and the learned ranker with it, from the event log
+    now and store them."""
     from tqdm import tqdm
 
     from actors.item_space_trainer import ItemSpaceTrainer
+    from actors.ranker_trainer import CatalogRankerSources, RankerTrainer
     from portrait.item_space import CollabSettings
     from portrait.progress import on_bar
-    from serve.composition import store_factory
+    from serve.composition import ranker_policy, store_factory
     from storage.migrate import upgrade
 
     collab = settings.experiments.collab_settings() or CollabSettings()
+    policy = ranker_policy(settings)
     with database(settings) as url:
         upgrade(url)
 
         async def run() -> int:
             stores = await dataclasses.replace(store_factory(settings, url), pool_size=2).open()
-            trainer = ItemSpaceTrainer(stores.events, stores.item_spaces, collab)
+            ranker = None
+            if policy is not None:  # the encoder names the catalog's vectors, encodes what
+                # text features the cache lacks: started here only when a ranker trains
+                ranker = RankerTrainer(policy, CatalogRankerSources(
+                    stores, stores.text_features, _StartedOnUse(settings)))
+            trainer = ItemSpaceTrainer(stores.events, stores.item_spaces, collab,
+                                       ranker=ranker)
             await trainer.load_latest()
             started = time.perf_counter()
             with tqdm(unit="block", desc="co-occurrence", file=sys.stdout) as bar:
@@ -80,9 +89,40 @@ def cmd_train_items(args: argparse.Namespace, settings: Settings) -> int:
                   f"{space.vectors.shape[1]} dims from {space.events} events in "
                   f"{time.perf_counter() - started:.1f}s (a running service publishes it within "
                   "PORTRAIT_CATALOG_REFRESH_S)")
+            print(ranker_line(stats.ranker_trained, stats.ranker_skipped_reason,
+                              stats.ranker_metrics, enabled=policy is not None))
             return 0
 
         return asyncio.run(run())
+
+
+def ranker_line(trained: bool, reason: str | None, metrics: dict[str, float], *,
+                enabled: bool) -> str:
+    """What ``train-items`` says of the learned ranker: its figures, or why there is none."""
+    if not enabled:
+        return "learned ranker: off (PORTRAIT_RANKER_ENABLED); the blend serves"
+    if trained:
+        return (f"learned ranker: trained on {int(metrics.get('groups', 0))} users' next items, "
+                f"validation NDCG@10 {metrics.get('validation_ndcg10', float('nan')):.4f} "
+                f"after {int(metrics.get('rounds', 0))} rounds")
+    return f"learned ranker: not trained ({reason}); the blend serves"
+
+
+class _StartedOnUse:
+    """The encoder in this process, started on first use (an :class:`EncoderConnector`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._encoder: Any = None
+
+    async def connect(self) -> Any:
+        if self._encoder is None:
+            from actors.text_features import ThreadedEncoder
+            from encoding.vllm_encoder import VllmEncoder
+
+            engine = await asyncio.to_thread(VllmEncoder(self._settings.encoder).start)
+            self._encoder = ThreadedEncoder(engine)
+        return self._encoder
 
 
 def register(sub: Subcommands) -> None:

@@ -23,6 +23,7 @@ from serve.settings.sections import (
     ApiSettings,
     ExperimentsSettings,
     LoggingSettings,
+    RankerSection,
     RetrainSettings,
     SecuritySettings,
     ShardsSettings,
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     experiments: ExperimentsSettings = Field(default_factory=ExperimentsSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    ranker: RankerSection = Field(default_factory=RankerSection)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     encoder: EncoderSettings = Field(default_factory=EncoderSettings)
     summaries: SummarizerSettings = Field(default_factory=SummarizerSettings)

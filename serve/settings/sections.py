@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -23,6 +23,9 @@ from portrait.scaling import ShardScaling
 from portrait.tuned_config import TunedConfig
 from portrait.variants import Variant, VariantPolicy
 from storage.secrets import ProcessSecrets
+
+if TYPE_CHECKING:
+    from portrait.learned_ranker import RankerSettings
 
 PREFIX = "PORTRAIT_"
 MIB = 1024 * 1024
@@ -245,6 +248,42 @@ class RetrainSettings(Section):
                              "are new events")
 
 
+class RankerSection(Section):
+    """The learned ranker each retrain trains beside the item space (the blend serves until
+    one exists, and for users without history)."""
+
+    enabled: bool = Field(True, json_schema_extra=env("RANKER_ENABLED"), description=(
+        "train a learned ranker with each item-space retrain; off: the blend always serves"))
+    candidates: int = Field(100, ge=1, le=2000, json_schema_extra=env("RANKER_CANDIDATES"),
+                            description="rows each retriever proposes (their union is ranked)")
+    labels_per_user: int = Field(5, ge=1, le=100, json_schema_extra=env(
+        "RANKER_LABELS_PER_USER"), description="each user's last this many new items are "
+        "training labels")
+    max_groups: int = Field(5000, ge=1, json_schema_extra=env("RANKER_MAX_GROUPS"),
+                            description="training users sampled at most (bounds the retrain "
+                            "time)")
+    min_groups: int = Field(30, ge=2, json_schema_extra=env("RANKER_MIN_GROUPS"), description=(
+        "fewer users whose next item the retrievers find refuses training (the blend keeps "
+        "serving)"))
+    min_data_in_leaf: int = Field(50, ge=1, json_schema_extra=env("RANKER_MIN_DATA_IN_LEAF"),
+                                  description="LightGBM's smallest leaf (small logs need "
+                                  "fewer)")
+
+    threads: int = Field(1, ge=1, le=64, json_schema_extra=env("RANKER_THREADS"), description=(
+        "LightGBM's training threads; the retrain runs beside serving, and threads beyond the "
+        "free CPUs make it far slower, not faster"))
+
+    def ranker_settings(self) -> RankerSettings | None:
+        """The trainer's settings (other fields: the domain's defaults); None when off."""
+        from portrait.learned_ranker import RankerSettings  # lightgbm: only where it trains
+
+        if not self.enabled:
+            return None
+        return RankerSettings(candidates=self.candidates, labels_per_user=self.labels_per_user,
+                              max_groups=self.max_groups, min_groups=self.min_groups,
+                              min_data_in_leaf=self.min_data_in_leaf, threads=self.threads)
+
+
 class LoggingSettings(Section):
     """The ``portrait`` command's logging."""
 
@@ -294,5 +333,6 @@ def _load_config(path: Path | None, variable: str) -> TunedConfig:
 
 __all__ = [
     "LOG_LEVELS", "PREFIX", "ApiSettings", "ExperimentsSettings", "LoggingSettings",
-    "RetrainSettings", "SecuritySettings", "ShardsSettings", "StorageSettings", "UsersSettings",
+    "RankerSection", "RetrainSettings", "SecuritySettings", "ShardsSettings", "StorageSettings",
+    "UsersSettings",
 ]
