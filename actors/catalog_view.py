@@ -1,7 +1,8 @@
 """The catalog as shards rank with it, and how a published version reaches them.
 
 A :class:`CatalogView` is one catalog version: the item index, its tag table, popularity,
-the tag vocabulary and titles. The publisher hands views to a :class:`CatalogSink`; shards
+the tag vocabulary and titles, and the learned ranker stored with its item space (bound to
+its rows) when there is one. The publisher hands views to a :class:`CatalogSink`; shards
 read the newest from a :class:`CatalogFeed`. In one process both are a
 :class:`LocalCatalogChannel`; across a Ray cluster they are the registry actor and the
 object store (:mod:`actors.catalog_registry`).
@@ -17,13 +18,16 @@ import numpy as np
 
 from portrait.interests import TagVocabulary
 from portrait.items import ItemIndex
+from portrait.learned_ranker import BoundRanker
 from portrait.ranking import TagTable
+from portrait.two_stage import BLEND, LEARNED
 
 # How a view crosses processes: plain lists and arrays that pickle (and map zero-copy from
 # Ray's object store); see to_parts/from_parts.
 IndexParts = tuple[list[str], np.ndarray, list[list[str]], str]
 ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray, list[str]]
-SpaceParts = tuple[int, list[tuple[float, np.ndarray]]]  # (space version, [(alpha, matrix)])
+# (space version, [(alpha, matrix)], the bound ranker: its Booster pickles as its model text)
+SpaceParts = tuple[int, list[tuple[float, np.ndarray]], BoundRanker | None]
 # (catalog version, item-space version, event-log position popularity is counted through);
 # each part only grows.
 ViewKey = tuple[int, int, int]
@@ -36,7 +40,8 @@ class CatalogView:
     ``items`` is the text-only index: the fold reads tags from it, and a variant ranking with
     text vectors alone ranks in it. ``spaces`` holds the blended indexes (text plus the
     collaborative vectors of item-space ``space_version``) by collaborative share, with the
-    same rows; an item the space does not cover keeps its text vector there.
+    same rows; an item the space does not cover keeps its text vector there. ``ranker`` is the
+    learned ranker trained with that item space, over the same rows (None: the blend ranks).
     """
 
     version: int
@@ -47,6 +52,7 @@ class CatalogView:
     space_version: int = 0
     spaces: dict[float, ItemIndex] = field(default_factory=dict)
     popularity_through: int = 0
+    ranker: BoundRanker | None = None
     tags: TagTable = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +69,12 @@ class CatalogView:
         view.popularity, view.popularity_through = popularity, through
         return view
 
+    @property
+    def ranker_name(self) -> str:
+        """What a learned ranking says ranked it: ``learned:<item space version>``; ``blend``
+        when there is no ranker."""
+        return f"{LEARNED}:{self.space_version}" if self.ranker is not None else BLEND
+
     def items_for(self, alpha: float) -> ItemIndex:
         """The index a variant with collaborative share ``alpha`` ranks in."""
         return self.spaces.get(alpha, self.items)
@@ -78,7 +90,7 @@ class CatalogView:
              [list(t) for t in self.items.all_tags()], self.items.model_id),
             (self.popularity, list(vocab.names) if vocab else [],
              vocab.matrix if vocab else np.zeros((0, self.items.dim), np.float32), self.titles),
-            (self.space_version, [(a, ix.matrix) for a, ix in self.spaces.items()]),
+            (self.space_version, [(a, ix.matrix) for a, ix in self.spaces.items()], self.ranker),
         )
 
     @classmethod
@@ -87,7 +99,7 @@ class CatalogView:
     ) -> CatalogView:
         ids, matrix, tags, model_id = index
         popularity, names, vocab_matrix, titles = extras
-        space_version, blended = space
+        space_version, blended, ranker = space
         vocabulary = TagVocabulary(tuple(names), vocab_matrix) if names else None
         items = ItemIndex(ids, matrix, tags, model_id=model_id)
         spaces = {
@@ -95,7 +107,8 @@ class CatalogView:
                              space_version=space_version)
             for alpha, m in blended
         }
-        return cls(key[0], items, popularity, vocabulary, titles, space_version, spaces, key[2])
+        return cls(key[0], items, popularity, vocabulary, titles, space_version, spaces, key[2],
+                   ranker)
 
 
 class CatalogSink(Protocol):

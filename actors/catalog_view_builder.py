@@ -1,6 +1,10 @@
 """Building catalog views: the catalog store's items in the newest item space, as a view
 every shard ranks with. Only :class:`actors.catalog_publication.CatalogPublication`, the
-one owner of publication, builds them."""
+one owner of publication, builds them.
+
+The learned ranker stored with the item space is decoded and bound to the view's rows here,
+once per view: a ranker the running code cannot use (another features version, bytes that
+do not decode) is never loaded, a warning says why once, and the blend keeps serving."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import numpy as np
 from actors.catalog_view import CatalogSink, CatalogView, ViewKey
 from portrait.collaborative import blended_index
 from portrait.interests import TagVocabulary, tag_prompt
-from portrait.items import l2_normalise
+from portrait.items import ItemIndex, l2_normalise
+from portrait.learned_ranker import BoundRanker, IncompatibleRanker, RankerBundle
 from portrait.ports import AsyncEncoder
 from portrait.prompts import prompts_of
 from portrait.ranking import popularity_scores
@@ -64,6 +69,7 @@ class CatalogViewBuilder:
         self._counted_through = 0
         # An erasure takes the user's events out of popularity: counted again from the start.
         self._erasures = 0
+        self._refused_rankers: set[int] = set()  # item-space versions warned about
 
     @property
     def version(self) -> int:
@@ -97,12 +103,27 @@ class CatalogViewBuilder:
                     {a: blended_index(index, space, a)
                      for a in self._alphas} if space else {},
                     popularity_through=through,
+                    ranker=self._ranker(space, index),
                 )
             await self._sink.publish(view)
             self._view, self.key = view, view.key
         _log.info("catalog %d, item space %d, popularity through %d published: %d items",
                   *view.key, len(view.items))
         return version
+
+    def _ranker(self, space: Any, index: ItemIndex) -> BoundRanker | None:
+        """The space's learned ranker over ``index``'s rows (every alpha's index has the same
+        rows), or None: no ranker stored, or one this code must not load."""
+        if space is None or space.ranker is None:
+            return None
+        try:
+            return RankerBundle.from_bytes(space.ranker).bind(index)
+        except IncompatibleRanker as exc:
+            if space.version not in self._refused_rankers:
+                self._refused_rankers.add(space.version)
+                _log.warning("item space %d: its learned ranker is not loaded (%s); the blend "
+                             "serves", space.version, exc)
+            return None
 
     async def _recount_after_erasures(self) -> bool:
         erasures = await self._catalog.store.erasure_count()

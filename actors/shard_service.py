@@ -7,6 +7,10 @@ as a Ray actor; the in-process system (tests, benchmarks) calls it directly.
 
 Dependencies are opened on first use, in the process that uses them: after Ray restarts a
 shard in a fresh process, the first call re-opens its stores and re-reads the catalog.
+
+When the catalog view carries a learned ranker, recommendations are ranked by it
+(:func:`portrait.two_stage.recommend_learned`); for a user it has nothing to rank by (no
+history), or without a ranker, the linear blend serves. Each response says which ranked it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar, cast
 
+import numpy as np
+
 from actors.catalog_view import CatalogFeed, CatalogView, ViewKey
 from actors.dependencies import EncoderConnector, HostStores, StoreOpener
 from actors.host import HostSettings, Outcome, UserHost
@@ -32,7 +38,9 @@ from portrait.impression import INTERLEAVE
 from portrait.inspection import ProfileDiff, diff, summarize
 from portrait.interleaving import seed_of, team_draft
 from portrait.ranking import Reason, Recommendation, recommend
+from portrait.retrieval import RetrievalContext
 from portrait.routing import Topology
+from portrait.two_stage import BLEND, recommend_learned
 from portrait.variants import Variant, VariantPolicy
 from storage import retry
 
@@ -77,7 +85,8 @@ class RecommendedItem:
 class Recommendations:
     """A user's top items as served: which variant ranked them, as of which event; the
     serving configuration's hash and item-space version (impressions record them); under
-    interleaving, the team (variant) that contributed each position."""
+    interleaving, the team (variant) that contributed each position; which ranker ordered
+    them (``blend``, or ``learned:<item space version>``)."""
 
     user_id: str
     variant: str
@@ -86,6 +95,7 @@ class Recommendations:
     config_hash: str = ""
     item_space: int = -1
     teams: tuple[str, ...] | None = None
+    ranker: str = BLEND
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,8 @@ class ShardService:
         self._rec_seconds = 0.0
         self._rec_count = 0
         self._config_hashes: dict[str, str] = {}
+        # The learned ranker's retrieval context per collaborative share, of one view.
+        self._contexts: dict[float, tuple[ViewKey, RetrievalContext]] = {}
         self._calls_in_flight = 0
         self._topology = Topology(0, ())  # epoch 0: not told yet, owns everyone
 
@@ -247,7 +259,15 @@ class ShardService:
         state = await host.state(user_id)
         view = self._view()
 
-        def ranked_by(variant: Variant) -> list[Recommendation]:
+        def ranked_by(variant: Variant) -> tuple[list[Recommendation], str]:
+            ctx = self._retrieval_context(view, variant.items.alpha)
+            if ctx is not None and view.ranker is not None:
+                learned = recommend_learned(
+                    state, variant.profile, variant.ranking, ctx, view.ranker, k,
+                    exclude=exclude, tags=tags, diversity=diversity,
+                )
+                if learned is not None:
+                    return learned, view.ranker_name
             return recommend(
                 state,
                 variant.profile,
@@ -259,7 +279,7 @@ class ShardService:
                 exclude=exclude,
                 tags=tags,
                 diversity=diversity,
-            )
+            ), BLEND
 
         def space_of(variant: Variant) -> int:
             return view.key[1] if variant.items.alpha > 0 else -1
@@ -268,20 +288,21 @@ class ShardService:
         teams: tuple[str, ...] | None = None
         if pair is None:
             variant = host.variants.for_user(user_id)
-            ranked = ranked_by(variant)
+            ranked, ranker = ranked_by(variant)
             name, config_hash, space = variant.name, self._hash_of(variant), space_of(variant)
         else:
             a, b = pair
-            lists = {a.name: ranked_by(a), b.name: ranked_by(b)}
-            by_id = {r.item_id: r for rs in lists.values() for r in rs}
+            (list_a, ranker_a), (list_b, ranker_b) = ranked_by(a), ranked_by(b)
+            by_id = {r.item_id: r for rs in (list_a, list_b) for r in rs}
             ids, teams = team_draft(
-                [r.item_id for r in lists[a.name]], [r.item_id for r in lists[b.name]], k,
+                [r.item_id for r in list_a], [r.item_id for r in list_b], k,
                 team_a=a.name, team_b=b.name, seed=seed_of(request_id or user_id),
             )
             ranked = [by_id[i] for i in ids]
             name = INTERLEAVE
             config_hash = f"{self._hash_of(a)}+{self._hash_of(b)}"
             space = max(space_of(a), space_of(b))
+            ranker = ranker_a if ranker_a == ranker_b else f"{ranker_a}+{ranker_b}"
         out = Recommendations(
             user_id,
             name,
@@ -293,10 +314,32 @@ class ShardService:
             config_hash,
             space,
             teams,
+            ranker,
         )
         self._rec_seconds += time.perf_counter() - started
         self._rec_count += 1
         return out
+
+    def _retrieval_context(self, view: CatalogView, alpha: float) -> RetrievalContext | None:
+        """The learned ranker's models over the index variants of share ``alpha`` rank in;
+        built once per view and share (its text norms are computed once, on first use), and
+        given the new prior when only popularity moved. None when the view has no ranker."""
+        ranker = view.ranker
+        if ranker is None:
+            return None
+        cached = self._contexts.get(alpha)
+        if cached is not None and cached[0] == view.key:
+            return cached[1]
+        items = view.items_for(alpha)
+        popularity = (view.popularity if view.popularity is not None
+                      else np.zeros(len(items), dtype=np.float32))
+        if cached is not None and cached[0][:2] == view.key[:2]:
+            ctx = cached[1].with_popularity(popularity)
+        else:
+            ctx = RetrievalContext(items, view.tags, popularity, ranker.cooc, ranker.trans,
+                                   ranker.settings.sequence_half_life)
+        self._contexts[alpha] = (view.key, ctx)
+        return ctx
 
     def _hash_of(self, variant: Variant) -> str:
         known = self._config_hashes.get(variant.name)

@@ -51,12 +51,14 @@ class Recommendation(TypedDict):
     item_id: str
     score: float
     title: str | None
+    # {"kind": "similar_to" | "interest" | "keyword" | "popular", "value": ..., "weight": ...}
     reasons: list[dict[str, Any]]
 
 
 class Recommendations(TypedDict):
     user_id: str
     variant: str
+    ranker: str  # "blend", or "learned:<item space version>"
     as_of_seq: int
     items: list[Recommendation]
 

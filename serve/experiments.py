@@ -63,7 +63,7 @@ class Experiments:
         """Queue the impression of a response (no I/O; see :class:`ImpressionRecorder`)."""
         self.recorder.record(Impression(
             request_id, out.user_id, self.name, out.variant, out.config_hash, out.item_space,
-            tuple(r.item_id for r in out.items), time.time(), out.teams,
+            tuple(r.item_id for r in out.items), time.time(), out.teams, ranker=out.ranker,
         ))
 
     def observe(

@@ -62,7 +62,9 @@ class UpsertResponse(BaseModel):
 
 
 class Reason(BaseModel):
-    kind: str
+    kind: str = Field(..., description="What the item was recommended for: `similar_to` (a "
+                      "recent item, `value` its id), `interest` (a tag), `keyword` (a word of "
+                      "the user's reviews and searches), `popular`.")
     value: str
     weight: float
 
@@ -81,6 +83,11 @@ class RecommendationsResponse(BaseModel):
     request_id: str = Field(..., description="This response's id: send it as `request_id` "
                             "on the events it leads to, and to /v1/impressions/{id}/shown.")
     variant: str = Field(..., description="The A/B variant that produced this ranking.")
+    ranker: str = Field(..., description="Which ranker ordered the list: `blend` (the linear "
+                        "blend: before a learned ranker exists, and for a user without "
+                        "history) or `learned:<item space version>` (the learned ranker "
+                        "trained with that item space); under interleaving, both variants' "
+                        "joined by `+` when they differ.")
     as_of_seq: int
     items: list[RecommendedItem]
 

@@ -37,6 +37,7 @@ def recommendations(out: Recommendations, user_id: str, request_id: str) -> dict
         "user_id": user_id,
         "request_id": request_id,
         "variant": out.variant,
+        "ranker": out.ranker,
         "as_of_seq": out.as_of_seq,
         "items": items,
     }
