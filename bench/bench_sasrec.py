@@ -108,7 +108,7 @@ def main() -> int:
     if args.portrait_config is not None:
         from offline.documents import portrait_params, read_tuned_config
         from offline.prepare import prepare
-        from portrait.evaluation.roster import portrait_systems
+        from portrait.evaluation.roster import REFERENCE
 
         t0 = time.perf_counter()
         try:
@@ -117,7 +117,7 @@ def main() -> int:
             prep = prepare(args.dataset, None, cache_dir=args.cache_dir, dataset=ds)
             assert prep.item_ids == item_ids
             phase = prep.phase("test", collab)
-            systems.append(portrait_systems(phase.factory, params, collab is not None)[0])
+            systems.append(phase.factory.system(REFERENCE, params))  # the tuned blend
             val_m = config.metadata.get("validation_metrics", {}).get("NDCG@10")
             print(f"Portrait from {args.portrait_config} (validation NDCG@10 {val_m})", flush=True)
         except Exception as exc:  # the SASRec figures stand without Portrait

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,7 +66,11 @@ def cmd_evaluate(
     t0 = time.perf_counter()
     systems = baseline_systems(choice, test_phase.incidence, prep.item_ids)
     timings["baselines fit (test)"] = time.perf_counter() - t0
-    systems += portrait_systems(test_phase.factory, params, collab is not None)
+    t0 = time.perf_counter()
+    roster = portrait_systems(test_phase.factory, params, collab is not None, test_phase.split,
+                              log=_log)
+    timings["rankers training (test phase's training events)"] = time.perf_counter() - t0
+    systems += roster.systems
     result = run_with_progress(test_phase.split, systems, prep.item_ids, "test replay")
     timings["test replay (all systems)"] = result.seconds
     t0 = time.perf_counter()
@@ -101,6 +106,7 @@ def cmd_evaluate(
             "trials": [dataclasses.asdict(t) for t in tuning.trials] if tuning else None,
         },
         "baselines": {"chosen": choice.to_dict(), "validation": choice.validation},
+        "ranker": roster.to_dict(),
         "test": summary,
         "timings": timings,
         "caveats": CAVEATS,
@@ -238,6 +244,10 @@ def _weights(spec: str) -> dict[str, int]:
         name, _, weight = part.partition("=")
         split[name.strip()] = int(weight)
     return split
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _now() -> str:

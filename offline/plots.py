@@ -78,7 +78,8 @@ def write_plots(summary: Mapping[str, Any], out: Path) -> list[str]:
     lows = [m["mean"] - m["low"] for m in ndcg]
     highs = [m["high"] - m["mean"] for m in ndcg]
     colors = [
-        "tab:red" if s == REFERENCE else "tab:blue" if s.startswith(REFERENCE) else "tab:grey"
+        "tab:red" if s == REFERENCE else "tab:blue" if s.startswith((REFERENCE, "blend-"))
+        else "tab:grey"
         for s in names
     ]
     ax.barh(names, means, xerr=[lows, highs], color=colors, capsize=3)

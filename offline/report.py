@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from portrait.evaluation.roster import headline_systems
+from portrait.evaluation.roster import BLEND, REFERENCE, headline_systems
 from portrait.evaluation.summary import KS
 
 CAVEATS = [
@@ -15,7 +15,13 @@ CAVEATS = [
     "the co-occurrence models (collaborative vectors, item-kNN), as in most published "
     "leave-last-out results; the temporal split (`--split temporal`) is the strictly "
     "time-respecting check. Popularity is time-respecting in both.",
-    "Ablations remove one component from the tuned configuration without re-tuning the others.",
+    "Ablations remove one component from the tuned configuration without re-tuning the others "
+    "(each two-stage ablation trains its own ranker with one retriever or the text features "
+    "left out).",
+    "Tuned on validation only: the blend's parameters (also the two-stage system's profile and "
+    "ranking configuration) come from the validation split; the learned ranker has fixed "
+    "settings and stops early on held-out users of the test phase's training events. Nothing "
+    "sees the test points.",
     "MovieLens timestamps often tie (users rate in bursts); tied events are ordered by event id, "
     "which is not their true order.",
 ]
@@ -50,10 +56,11 @@ def write_report(doc: Mapping[str, Any], out: Path, plots: Sequence[str]) -> Non
     order = sorted(s["systems"], key=lambda n: -s["systems"][n]["metrics"]["NDCG@10"]["mean"])
     lines = [f"# Portrait offline evaluation: {doc['dataset']['name']}", "",
              f"Generated {doc['created']} by `{doc['command']}`.", ""]
-    lines += _headline(s)
+    lines += _headline(s, doc.get("ranker"))
     lines += _setup(doc)
     lines += _metric_tables(s, order)
     lines += _configurations(doc)
+    lines += _ranker(doc.get("ranker"))
     lines += ["## Timing", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {step} | {sec:.1f} |" for step, sec in doc["timings"].items()]
     lines.append("")
@@ -67,18 +74,29 @@ def write_report(doc: Mapping[str, Any], out: Path, plots: Sequence[str]) -> Non
     (out / "report.md").write_text("\n".join(lines))
 
 
-def _headline(s: Mapping[str, Any]) -> list[str]:
+def what_portrait_is(ranker: Mapping[str, Any] | None) -> str:
+    """One line saying which system the ``portrait`` row is (the fallback said plainly)."""
+    if ranker is None:
+        return f"`{REFERENCE}` is the tuned linear blend."
+    if ranker.get("note"):
+        return str(ranker["note"])
+    return (f"`{REFERENCE}` is the two-stage system (retrievers, then a LightGBM lambdarank "
+            "ranker trained on the test phase's training events), what the service serves once "
+            f"a ranker exists; `{BLEND}` is the tuned linear blend it serves before.")
+
+
+def _headline(s: Mapping[str, Any], ranker: Mapping[str, Any] | None = None) -> list[str]:
     goals = [(g, label) for g, label in (
         (s.get("goal_issue_baselines"), ISSUE_GOAL_LABEL),
         (s.get("goal"), ALL_GOAL_LABEL),
     ) if g]
-    if not goals:
+    if not goals and ranker is None:
         return []
-    lines = ["## Headline", ""]
+    lines = ["## Headline", "", f"* {what_portrait_is(ranker)}"]
     for goal, label in goals:
         verdict = "MET" if goal["met"] else "NOT MET"
         lines.append(
-            f"* Against {label}: best is `{goal['best_baseline']}`. Portrait (tuned) NDCG@10 "
+            f"* Against {label}: best is `{goal['best_baseline']}`. `{REFERENCE}` NDCG@10 "
             f"relative lift **{goal['relative_lift'] * 100:+.1f}%** "
             f"(95% paired bootstrap CI {goal['relative_ci'][0] * 100:+.1f}% to "
             f"{goal['relative_ci'][1] * 100:+.1f}%), absolute difference {number(goal['diff'])} "
@@ -116,7 +134,9 @@ def _setup(doc: Mapping[str, Any]) -> list[str]:
         "system; every interaction is a target whatever its rating; stream order is "
         "(occurred_at, event_id), so tied timestamps are ordered by event id; each profile is "
         "folded with the real `portrait.fold.fold` from the user's events strictly before the "
-        "test point and scored with the real `portrait.ranking.score_items`.",
+        "test point and scored with the real `portrait.two_stage.catalog_scores` (two-stage "
+        "systems) or `portrait.ranking.score_items` (blends).",
+        f"* Portrait: {what_portrait_is(doc.get('ranker'))}",
         "* Global models (collaborative vectors, item-kNN) learn from the split's training events "
         "only; popularity (prior and baselines) counts only training events before each user's "
         "test time.",
@@ -128,6 +148,38 @@ def _setup(doc: Mapping[str, Any]) -> list[str]:
         "differences use the paired bootstrap (same users resampled).",
         "",
     ]
+
+
+def _ranker(ranker: Mapping[str, Any] | None) -> list[str]:
+    """The learned rankers' training figures and the reference's feature importance."""
+    if not ranker:
+        return []
+    lines = ["## Learned ranker", "", what_portrait_is(ranker), "",
+             "Settings (fixed, not tuned): `" + json.dumps(ranker["settings"]) + "`.", ""]
+    if ranker["training"]:
+        lines += ["Trained on the test phase's training events; validation NDCG@10 is on "
+                  "held-out training users (early stopping), not on test.", "",
+                  "| system | validation NDCG@10 | rounds | groups | candidate recall | "
+                  "seconds |", "|---|---|---|---|---|---|"]
+        for name, m in ranker["training"].items():
+            lines.append(
+                f"| {name} | {number(m.get('validation_ndcg10'))} | {m.get('rounds', 0):.0f} "
+                f"| {m.get('groups', 0):.0f} | {number(m.get('candidate_recall'), 3)} "
+                f"| {m.get('seconds', 0):.1f} |"
+            )
+        lines.append("")
+    for name, reason in ranker.get("refused", {}).items():
+        lines.append(f"* `{name}`: not trained: {reason}")
+    if ranker.get("refused"):
+        lines.append("")
+    gains = ranker.get("importance") or {}
+    total = sum(gains.values()) or 1.0
+    if gains:
+        lines += [f"Feature importance of `{REFERENCE}`'s ranker (total gain):", "",
+                  "| feature | gain | share |", "|---|---|---|"]
+        lines += [f"| {f} | {g:.1f} | {g / total * 100:.1f}% |" for f, g in gains.items()]
+        lines.append("")
+    return lines
 
 
 def _metric_tables(s: Mapping[str, Any], order: Sequence[str]) -> list[str]:

@@ -1,5 +1,5 @@
 """The configuration the service runs with when none is given, and the one the evaluation's
-``portrait-defaults`` row measures: the same value, so the row is what users get.
+``blend-defaults`` row measures: the same value, so the row is what users get.
 
 It is ``configs/tuned-movielens.json`` (``portrait tune`` on ml-latest-small's validation split;
 that file keeps the search's provenance and figures), restricted to what changes behaviour.

@@ -112,9 +112,10 @@ def test_evaluate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     systems = doc["test"]["systems"]
     for name in (
         "portrait",
-        "portrait-defaults",
-        "portrait-no-decay",
-        "portrait-text-only",
+        "portrait-blend",
+        "blend-defaults",
+        "blend-no-decay",
+        "blend-text-only",
         "most-popular",
         "recent-popular",
         "item-knn",
@@ -130,6 +131,13 @@ def test_evaluate_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     assert doc["baselines"]["chosen"]["ease"]["l2"] > 0
     report = (out / "report.md").read_text()
     assert "## Test metrics" in report and "portrait" in report and "Timing" in report
+    # the reference is the two-stage system; its ranker's figures and importance are reported
+    ranker = doc["ranker"]
+    assert ranker["reference"] == "two-stage" and ranker["note"] is None
+    assert {"portrait", "portrait-seed1", "portrait-no-text-features"} <= set(ranker["training"])
+    assert ranker["training"]["portrait"]["groups"] >= ranker["settings"]["min_groups"]
+    assert "portrait-no-text-features" in systems and ranker["importance"]
+    assert "## Learned ranker" in report and "two-stage system" in report.split("## Setup")[0]
     # the cache is used on a second run: no new encoder calls for item texts or text events
     calls = len(encoder.calls)
     cli.main(
