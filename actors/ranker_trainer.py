@@ -143,15 +143,6 @@ class RankerTrainer:
     async def _streams(
         self, events: Mapping[str, Sequence[Event]]
     ) -> tuple[dict[str, tuple[Event, ...]], dict[str, TextFeatures]]:
-        """Each user's events in time order (``(occurred_at, event_id)``, as the evaluation
-        orders them), and the features of their text events.
-
-        The fold looks a text event's features up by event id, and event ids are unique per
-        user only: each text event is renamed ``t<n>``, unique in this retrain (only
-        attribute events are ordered by id within a time, and they keep theirs). A text
-        event whose features cannot be had (no encoder answers) is left out: the ranker then
-        learns without that user's words rather than not at all.
-        """
         wanted = [e for evs in events.values() for e in evs if event_text(e) is not None]
         found: dict[str, dict[str, TextFeatures]] = {}
         if wanted:
@@ -159,21 +150,36 @@ class RankerTrainer:
                 found = await self._sources.text_features(wanted)
             except PortraitError as exc:
                 _log.warning("learned ranker trains without text events: %s", exc)
-        texts: dict[str, TextFeatures] = {}
-        streams: dict[str, tuple[Event, ...]] = {}
-        for user, evs in events.items():
-            theirs = found.get(user, {})
-            out: list[Event] = []
-            for e in sorted(evs, key=lambda e: (e.occurred_at, e.event_id)):
-                if event_text(e) is None:
-                    out.append(e)
-                elif (f := theirs.get(e.event_id)) is not None:
-                    name = f"t{len(texts)}"
-                    texts[name] = f
-                    out.append(dataclasses.replace(e, event_id=name))
-            streams[user] = tuple(out)
-        return streams, texts
+        return training_streams(events, found)
+
+
+def training_streams(
+    events: Mapping[str, Sequence[Event]], found: Mapping[str, Mapping[str, TextFeatures]]
+) -> tuple[dict[str, tuple[Event, ...]], dict[str, TextFeatures]]:
+    """Each user's events in time order (``(occurred_at, event_id)``, as the evaluation
+    orders them), and the features of their text events (``found``: by user, then event id).
+
+    The fold looks a text event's features up by event id, and event ids are unique per user
+    only: each text event is renamed ``t<n>``, unique in this retrain (only attribute events
+    are ordered by id within a time, and they keep theirs). A text event without features (no
+    encoder answered) is left out: the ranker then learns without those words rather than
+    not at all.
+    """
+    texts: dict[str, TextFeatures] = {}
+    streams: dict[str, tuple[Event, ...]] = {}
+    for user, evs in events.items():
+        theirs = found.get(user, {})
+        out: list[Event] = []
+        for e in sorted(evs, key=lambda e: (e.occurred_at, e.event_id)):
+            if event_text(e) is None:
+                out.append(e)
+            elif (f := theirs.get(e.event_id)) is not None:
+                name = f"t{len(texts)}"
+                texts[name] = f
+                out.append(dataclasses.replace(e, event_id=name))
+        streams[user] = tuple(out)
+    return streams, texts
 
 
 __all__ = ["CatalogRankerSources", "RankerOutcome", "RankerPolicy", "RankerSources",
-           "RankerTrainer"]
+           "RankerTrainer", "training_streams"]
