@@ -143,3 +143,12 @@ def test_events_after_a_label_never_reach_its_features() -> None:
     b = training_set(later, ITEMS, TAGS, {}, PROFILE, RANKING, SETTINGS)
     np.testing.assert_array_equal(a.x, b.x)
     np.testing.assert_array_equal(a.groups, b.groups)
+
+
+def test_path_contributions_add_up_to_the_score() -> None:
+    bundle = train_bundle(walks(), ITEMS, TAGS, {}, PROFILE, RANKING, SETTINGS)
+    ranker = bundle.bind(ITEMS)
+    x = np.random.default_rng(1).normal(size=(9, len(bundle.features))).astype(np.float32)
+    contrib = ranker.contributions(x)
+    assert contrib.shape == (9, len(bundle.features) + 1)
+    np.testing.assert_allclose(contrib.sum(axis=1), ranker.predict(x), rtol=1e-5, atol=1e-6)
