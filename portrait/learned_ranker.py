@@ -270,7 +270,10 @@ class TreePaths:
                 return out
             r, f, at = row[inner], feat[inner], node[inner]
             child = np.where(x[r, f] <= self.threshold[at], self.left[at], self.right[at])
-            np.add.at(out, (r, f), self.value[child] - self.value[at])
+            width = self.n_features + 1
+            out += np.bincount(
+                r * width + f, weights=self.value[child] - self.value[at], minlength=n * width
+            ).reshape(n, width)
             node[inner] = child
 
 

@@ -229,6 +229,16 @@ class ProfileState:
         w = self.item_weights
         return {i: (float(w[0, s]) * dl, float(w[1, s]) * ds) for i, s in self.item_slots.items()}
 
+    def long_weights_of(self, config: ProfileConfig, item_ids: list[str]) -> np.ndarray:
+        """Decayed long-term weight of each of ``item_ids`` at ``t_ref`` (0 for ids not folded);
+        what :meth:`item_weights_at` gives for a few ids, without a dict over every item."""
+        slots = self.item_slots
+        cols = np.fromiter((slots.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        found = cols >= 0
+        out = np.zeros(len(item_ids))
+        out[found] = self.item_weights[0, cols[found]] * self._decay(config.long_half_life_s)
+        return out
+
     def tag_weights(self, config: ProfileConfig) -> dict[str, float]:
         """Decayed interest weight per tag at ``t_ref``; negative means disliked."""
         d = self._decay(config.tag_half_life_s)

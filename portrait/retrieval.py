@@ -116,10 +116,7 @@ class UserQuery:
         self.recent_rows = np.asarray(rows, dtype=np.int64)
         self.recent_times = np.asarray(times, dtype=np.float64)
         self.recency = np.exp2(-np.arange(len(rows)) / ctx.sequence_half_life)
-        weights = state.item_weights_at(config)
-        self.recent_levels = np.asarray(
-            [weights.get(i, (0.0, 0.0))[0] for i in self.recent_ids], dtype=np.float64
-        )
+        self.recent_levels = state.long_weights_of(config, self.recent_ids)
         self.tag_weights = state.tag_weights(config)
         self.keyword_weights = state.keyword_weights(config)
         self._scores: dict[str, np.ndarray] = {}
