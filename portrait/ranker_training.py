@@ -11,8 +11,9 @@ own stream, in time order: nothing from their future reaches their features). Th
 models used to build the training features are fitted on the histories before each user's
 first label only, so the transition from a user's last item to their label is not already in
 them (that would teach the ranker to trust co-occurrence more than it deserves at serving
-time, when the next item is unknown). Popularity is counted on those histories too. The
-bundle that serves is then fitted on every event.
+time, when the next item is unknown). Popularity is counted from every
+event before each label's time, as the evaluation and the service count it. The bundle that
+serves is then fitted on every event.
 
 Users are held out for early stopping (:func:`portrait.learned_ranker.train_model`).
 """
@@ -75,6 +76,34 @@ def label_cuts(stream: Sequence[Event], labels: int, max_share: float = 1.0) -> 
     return starts[max(MIN_ITEMS - 1, len(starts) - n):]
 
 
+class _PopularityClock:
+    """The popularity prior from the positive item events strictly before a time (queried
+    at non-decreasing times, so counting is incremental)."""
+
+    def __init__(
+        self, streams: Mapping[str, Sequence[Event]], row_of: Mapping[str, int], n_items: int
+    ) -> None:
+        pairs = sorted(
+            (ev.occurred_at, r)
+            for stream in streams.values() for ev in stream
+            if isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES
+            and (r := row_of.get(ev.item_id)) is not None
+        )
+        self.times = np.asarray([t for t, _ in pairs], dtype=np.float64)
+        self.rows = np.asarray([r for _, r in pairs], dtype=np.int64)
+        self.counts = np.zeros(n_items)
+        self.counted = 0
+        self.popularity = popularity_scores(self.counts)
+
+    def until(self, t: float) -> np.ndarray:
+        end = int(np.searchsorted(self.times, t, side="left"))
+        if end > self.counted:
+            self.counts += np.bincount(self.rows[self.counted:end], minlength=self.counts.size)
+            self.counted = end
+            self.popularity = popularity_scores(self.counts)
+        return self.popularity
+
+
 def training_set(
     streams: Mapping[str, Sequence[Event]],
     items: ItemIndex,
@@ -97,42 +126,44 @@ def training_set(
     histories = {u: (s[: c[0]] if (c := cuts[u]) else s) for u, s in streams.items()}
     cooc, trans = fit_neighbours(histories, items, settings)
     row_of = {item: i for i, item in enumerate(items.ids)}
-    counts = np.zeros(len(items))
-    for seq in (item_sequence(h, row_of) for h in histories.values()):
-        np.add.at(counts, seq, 1.0)
+    clock = _PopularityClock(streams, row_of, len(items))
     ctx = RetrievalContext(
-        items, tag_table, popularity_scores(counts), cooc, trans, settings.sequence_half_life
+        items, tag_table, clock.popularity, cooc, trans, settings.sequence_half_life
     )
     retrievers = exact_retrievers(settings.retrievers)
     eligible = sorted(u for u, c in cuts.items() if c)
     rng = np.random.default_rng(settings.seed)
     if len(eligible) > settings.max_groups:
         eligible = sorted(rng.choice(eligible, size=settings.max_groups, replace=False).tolist())
+    # Labels in time order, so that popularity is counted up to each label's time as the
+    # evaluation and the service count it (what had happened by then, nothing later).
+    labels = sorted((streams[u][c].occurred_at, u, c) for u in eligible for c in cuts[u])
+    states: dict[str, tuple[ProfileState, int, list[int]]] = {}
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     groups: list[int] = []
     considered = 0
-    for n, user in enumerate(eligible):
+    for n, (at, user, cut) in enumerate(labels):
         stream = streams[user]
-        state = ProfileState(user, items.text_dim)
-        folded = 0
-        allowed = np.ones(len(items), dtype=bool)
-        for cut in cuts[user]:
-            label = stream[cut]
-            assert isinstance(label, ItemEvent)
-            # the profile as it stood just before this label: its own past, nothing later
-            recs = [
-                RecordedEvent(i + 1, i + 1, ev.occurred_at, ev)
-                for i, ev in enumerate(stream[folded:cut], start=folded)
-            ]
-            fold(state, recs, profile, items, texts)
-            for ev in stream[folded:cut]:
-                if isinstance(ev, ItemEvent) and (r := row_of.get(ev.item_id)) is not None:
-                    allowed[r] = False
-            folded = cut
-            target = row_of.get(label.item_id)
-            if target is None:
-                continue
+        state, folded, seen = states.get(user) or (ProfileState(user, items.text_dim), 0, [])
+        label = stream[cut]
+        assert isinstance(label, ItemEvent)
+        # the profile as it stood just before this label: its own past, nothing later
+        recs = [
+            RecordedEvent(i + 1, i + 1, ev.occurred_at, ev)
+            for i, ev in enumerate(stream[folded:cut], start=folded)
+        ]
+        fold(state, recs, profile, items, texts)
+        seen += [
+            r for ev in stream[folded:cut]
+            if isinstance(ev, ItemEvent) and (r := row_of.get(ev.item_id)) is not None
+        ]
+        states[user] = (state, cut, seen)
+        target = row_of.get(label.item_id)
+        if target is not None:
+            allowed = np.ones(len(items), dtype=bool)
+            allowed[seen] = False
+            ctx.popularity = clock.until(at)
             query = UserQuery(state, profile, ranking, ctx)
             cands = retrieve(query, retrievers, settings.candidates, allowed)
             hit = cands.rows == target
@@ -142,7 +173,7 @@ def training_set(
                 ys.append(hit.astype(np.float32))
                 groups.append(int(cands.rows.size))
         if progress is not None:
-            progress(n + 1, len(eligible))
+            progress(n + 1, len(labels))
     width = len(settings.feature_names)
     return TrainingSet(
         np.concatenate(xs) if xs else np.zeros((0, width), np.float32),
