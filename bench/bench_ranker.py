@@ -35,6 +35,7 @@ from portrait.learned_ranker import RankerSettings
 from portrait.profile import ProfileState
 from portrait.ranking import popularity_scores, recommend
 from portrait.two_stage import recommend_learned
+from storage.datasets.paths import repo_root
 
 
 def main() -> None:
@@ -43,7 +44,9 @@ def main() -> None:
     parser.add_argument("--config", default="configs/tuned-movielens.json")
     args = parser.parse_args()
     params, collab = portrait_params(read_tuned_config(args.config))
-    phase = prepare("movielens", None).phase("test", collab)
+    phase = prepare("movielens", None, cache_dir=repo_root() / ".portrait" / "cache").phase(
+        "test", collab
+    )
     portrait = phase.factory.system("portrait", params)
     began = time.perf_counter()
     system = TwoStageSystem.trained("two-stage", portrait, phase.split, RankerSettings())
