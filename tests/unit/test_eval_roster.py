@@ -38,7 +38,7 @@ from tests.unit.builders import catalog
 ITEMS = catalog(n=40)
 IDS = list(ITEMS.ids)
 SETTINGS = RankerSettings(candidates=20, neighbours=10, rounds=30, min_groups=20,
-                          min_data_in_leaf=5, labels_per_user=3)
+                          min_data_in_leaf=5, labels_per_user=3, threads=1)
 T0 = 1_600_000_000.0
 
 
