@@ -191,14 +191,13 @@ class ExactRetriever:
 
     def propose(self, query: UserQuery, n: int, allowed: np.ndarray) -> np.ndarray:
         s = query.full_scores(self.name)
-        masked = np.where(allowed, s, -np.inf)
-        if self.name != "vector":  # a zero score is no claim (no neighbours, no tags, ...)
-            masked = np.where(masked > 0, masked, -np.inf)
-        n = min(n, int(np.isfinite(masked).sum()))
-        if n <= 0:
-            return np.zeros(0, dtype=np.int64)
-        head = np.argpartition(-masked, n - 1)[:n]
-        out: np.ndarray = head[np.lexsort((head, -masked[head]))]
+        if self.name == "vector":
+            rows = np.flatnonzero(allowed)
+        else:  # a zero score is no claim (no neighbours, no tags, ...): most rows, skipped
+            rows = np.flatnonzero((s > 0) & allowed)
+        if rows.size > n:
+            rows = rows[np.argpartition(-s[rows], n - 1)[:n]]
+        out: np.ndarray = rows[np.lexsort((rows, -s[rows]))]
         return out
 
     def score(self, query: UserQuery, rows: np.ndarray) -> np.ndarray:
