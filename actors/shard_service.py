@@ -8,9 +8,11 @@ as a Ray actor; the in-process system (tests, benchmarks) calls it directly.
 Dependencies are opened on first use, in the process that uses them: after Ray restarts a
 shard in a fresh process, the first call re-opens its stores and re-reads the catalog.
 
-When the catalog view carries a learned ranker, recommendations are ranked by it
+When the catalog view carries a learned ranker, the variant it was trained for
+(:meth:`~portrait.variants.VariantPolicy.learned`) ranks by it
 (:func:`portrait.two_stage.recommend_learned`); for a user it has nothing to rank by (no
-history), or without a ranker, the linear blend serves. Each response says which ranked it.
+history), without a ranker, and for an experiment's other variants, the linear blend serves.
+Each response says which ranked it.
 """
 
 from __future__ import annotations
@@ -137,6 +139,10 @@ class ShardService:
         self._rec_seconds = 0.0
         self._rec_count = 0
         self._config_hashes: dict[str, str] = {}
+        # The variant the learned ranker serves (trained in its configuration); the others
+        # of an experiment rank as they are configured.
+        learned = settings.variants.learned()
+        self._learned_variant = learned.name if learned is not None else None
         # The learned ranker's retrieval context per collaborative share, of one view.
         self._contexts: dict[float, tuple[ViewKey, RetrievalContext]] = {}
         self._calls_in_flight = 0
@@ -260,7 +266,9 @@ class ShardService:
         view = self._view()
 
         def ranked_by(variant: Variant) -> tuple[list[Recommendation], str]:
-            ctx = self._retrieval_context(view, variant.items.alpha)
+            ctx = None
+            if variant.name == self._learned_variant:
+                ctx = self._retrieval_context(view, variant.items.alpha)
             if ctx is not None and view.ranker is not None:
                 learned = recommend_learned(
                     state, variant.profile, variant.ranking, ctx, view.ranker, k,

@@ -83,6 +83,14 @@ class VariantPolicy:
         )
         return cls({DEFAULT_VARIANT: variant})
 
+    def learned(self) -> Variant | None:
+        """The variant the learned ranker is trained for and serves: the only one, or under
+        an experiment the one named ``default``; None when an experiment has none of that
+        name (its variants are compared as configured, not all replaced by one ranker)."""
+        if self._only is not None:
+            return self._only
+        return self.variants.get(DEFAULT_VARIANT)
+
     def alphas(self) -> tuple[float, ...]:
         """The collaborative shares the variants rank with (0 = text only), sorted."""
         return tuple(sorted({v.items.alpha for v in self.variants.values()}))

@@ -33,7 +33,6 @@ from actors.shard_service import ShardService, ShardSettings
 from portrait.ports import AsyncEncoder
 from portrait.pseudonyms import pseudonymizer
 from portrait.routing import shard_names
-from portrait.variants import DEFAULT_VARIANT
 from serve.api.auth import Authenticator
 from serve.api.context import ApiContext, Shard
 from serve.api.routes import create_app
@@ -62,15 +61,12 @@ def retrain_policy(settings: Settings) -> RetrainPolicy | None:
 
 
 def ranker_policy(settings: Settings) -> RankerPolicy | None:
-    """The learned ranker trained with each item space: in the served default variant's
-    configuration (the one named ``default``, else the first that ranks with collaborative
-    vectors, whose settings the item space is trained with); None when it is off."""
+    """The learned ranker trained with each item space, in the configuration of the variant
+    it serves (:meth:`VariantPolicy.learned`); None when it is off or serves no variant."""
     ranker = settings.ranker.ranker_settings()
-    if ranker is None:
+    served = settings.experiments.variant_policy().learned()
+    if ranker is None or served is None:
         return None
-    variants = settings.experiments.variant_policy().variants
-    served = variants.get(DEFAULT_VARIANT) or next(
-        (v for v in variants.values() if v.items.alpha > 0.0), next(iter(variants.values())))
     return RankerPolicy(ranker, served.profile, served.ranking, served.items.alpha)
 
 

@@ -5,6 +5,7 @@ who reuse event ids, a retrain cancelled while the ranker trains."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 
 import numpy as np
@@ -14,11 +15,13 @@ from actors.item_space_trainer import ItemSpaceTrainer
 from actors.ranker_trainer import RankerPolicy, RankerTrainer, training_streams
 from portrait.config import ProfileConfig
 from portrait.events import Event, ItemViewed, SearchPerformed
+from portrait.experiments import Experiment
 from portrait.item_space import CollabSettings
 from portrait.items import ItemIndex, l2_normalise
 from portrait.learned_ranker import RankerBundle, RankerSettings
 from portrait.ports import TextFeatures
 from portrait.ranking import RankingConfig
+from portrait.variants import Variant, VariantPolicy
 from serve.cli.catalog import ranker_line
 from serve.settings import Settings
 from storage.item_spaces import InMemoryItemSpaceStore
@@ -150,3 +153,16 @@ def test_train_items_says_whether_a_ranker_was_trained() -> None:
     refused = ranker_line(False, "3 users ...", {}, enabled=True)
     assert "not trained (3 users ...)" in refused
     assert "off" in ranker_line(False, None, {}, enabled=False)
+
+
+def test_the_ranker_serves_one_variant_and_an_experiment_without_a_default_keeps_its_own() -> None:
+    # An experiment compares its variants as configured: one learned ranker ranking every
+    # variant's list alike would hide the difference it measures.
+    plain = Variant("default", ProfileConfig(), RankingConfig())
+    other = Variant("popular", ProfileConfig(), RankingConfig(popularity_weight=5.0))
+    assert VariantPolicy({"default": plain}).learned() is plain
+    split = Experiment("exp", (("default", 50), ("popular", 50)))
+    assert VariantPolicy({"default": plain, "popular": other}, split).learned() is plain
+    named = Experiment("exp", (("tuned", 50), ("popular", 50)))
+    tuned = dataclasses.replace(plain, name="tuned")
+    assert VariantPolicy({"tuned": tuned, "popular": other}, named).learned() is None
