@@ -277,16 +277,24 @@ def _print_summary(summary: Mapping[str, Any], timings: Mapping[str, float], out
 def cmd_evaluate_served(
     args: argparse.Namespace, encoder: Encoder | None = None, dataset: Dataset | None = None
 ) -> int:
-    """``evaluate --served URL``: see :mod:`offline.served`."""
+    """``evaluate --served URL``: see :mod:`offline.served`.
+
+    The offline reference takes the collaborative settings and the ranker settings the service
+    derives from the same configuration and ``PORTRAIT_*`` settings: default collaborative
+    settings where the config names none, and the ``PORTRAIT_RANKER_*`` settings (or their
+    defaults) for the ranker, not the domain's defaults."""
     import asyncio
 
     import httpx
 
     from offline.served import evaluate_served, offline_reference, served_report
     from portrait.default_config import default_config
+    from serve.settings.sections import RankerSection
 
     config = read_tuned_config(args.config) if args.config else default_config()
     params, collab = portrait_params(config)
+    settings = getattr(args, "settings", None)
+    ranker = (settings.ranker if settings is not None else RankerSection()).ranker_settings()
     prep = _prepare(args, encoder, dataset)
 
     async def serve_run() -> dict[str, Any]:
@@ -296,7 +304,10 @@ def cmd_evaluate_served(
             return await evaluate_served(prep, client, prefix=args.served_prefix)
 
     served = asyncio.run(serve_run())
-    offline = offline_reference(prep, params, collab if params.alpha > 0 else None)
+    # As the service: collaborative vectors whenever the blend uses them (its defaults where
+    # the config names none).
+    offline = offline_reference(prep, params, (collab or CollabSettings())
+                                if params.alpha > 0 else None, ranker)
     table = served_report(served, offline)
     print(f"{prep.name}, {prep.split_kind}, {served['cases']} test users, "
           f"{served['events']} events replayed over HTTP; item space "
@@ -307,5 +318,6 @@ def cmd_evaluate_served(
         out.mkdir(parents=True, exist_ok=True)
         (out / "served.md").write_text(table + "\n")
         write_json(out / "served.json", {"served": served, "offline": offline,
-                                         "dataset": prep.name, "split": prep.split_kind})
+                                         "dataset": prep.name, "split": prep.split_kind,
+                                         "command": "portrait " + " ".join(args.argv)})
     return 0

@@ -2,22 +2,33 @@
 
 A running service gets the evaluation's catalog, then each test user's events before their
 test case (exactly what the offline run folds; no event after a case's cutoff is sent), then
-retrains its collaborative item space if its config uses one. Each test user's top K is then
-asked for over HTTP and scored with the offline metrics; the offline evaluation of the same
-configuration on the same split, and the popularity and item-kNN baselines, run alongside, so
-the gap between what is measured and what is served is one table.
+is asked to retrain: the retrain builds the collaborative item space and trains the learned
+ranker beside it, and only then does the service rank with the two-stage system (before, and
+when the ranker is refused, it serves the blend). Each test user's top K is then asked for over
+HTTP and scored with the offline metrics, and each response's ``ranker`` is counted, so the
+report says which ranker the served figure is of.
+
+The offline reference is the evaluation's ``portrait`` row as the service would train it: the
+two-stage system (:class:`~portrait.evaluation.two_stage_system.TwoStageSystem`) over the same
+profile and ranking configuration, its ranker trained on the split's training events with the
+service's ranker settings (``PORTRAIT_RANKER_*``: the service proposes more candidates than the
+domain's default), plus the blend (``portrait-blend``) as a second row and the popularity and
+item-kNN baselines.
 
 Differences that remain by design: the service's popularity prior counts every replayed event
-(offline counts those up to each case's horizon), and its collaborative vectors are trained
-on the items of the events it holds, in its own order (same model and settings). Ranks are
-read from a top-K list: a target below K counts as a miss, so MRR is MRR@K.
+(offline counts those up to each case's horizon), and its collaborative vectors and ranker are
+trained on the events it holds (the test users' events before their cases; offline: the
+split's training events, the same events for leave-last-out when every user is evaluated),
+in its own order (same model and settings). Ranks are read from a top-K list: a target below K
+counts as a miss, so MRR is MRR@K.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -27,11 +38,14 @@ from offline.prepare import Prepared
 from portrait import catalog, codec
 from portrait.evaluation.baselines import ItemKNN, MostPopular
 from portrait.evaluation.metrics import per_user_metrics
+from portrait.evaluation.roster import BLEND, REFERENCE
 from portrait.evaluation.runner import System, run
 from portrait.evaluation.summary import KS
 from portrait.evaluation.tuning import PortraitParams
+from portrait.evaluation.two_stage_system import TwoStageSystem
 from portrait.events import Event
 from portrait.item_space import CollabSettings
+from portrait.learned_ranker import NotEnoughTraining, RankerSettings
 
 TOP_K = 50
 ITEM_BATCH = 500
@@ -99,12 +113,12 @@ async def evaluate_served(
     seconds["event replay"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    space = (await client.get("/v1/item-space")).json()
-    if space.get("enabled"):
-        space = await _post(client, "/v1/item-space/retrain", {})
+    space = await retrain(client)
     seconds["item-space retrain"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+
+    rankers: Counter[str] = Counter()
 
     async def ask(case_index: int) -> tuple[float, ...]:
         case = split.cases[case_index]
@@ -116,7 +130,9 @@ async def evaluate_served(
                 params={"k": TOP_K, "exclude": exclude}, timeout=120,
             )
         resp.raise_for_status()
-        listed = [i["item_id"] for i in resp.json()["items"]]
+        body = resp.json()
+        rankers[str(body.get("ranker"))] += 1
+        listed = [i["item_id"] for i in body["items"]]
         return tuple(float(listed.index(t)) if t in listed else float(TOP_K)
                      for t in case.targets)
 
@@ -124,32 +140,123 @@ async def evaluate_served(
     seconds["recommendations"] = time.perf_counter() - t0
     served = {name: float(np.mean(v)) for name, v in per_user_metrics(ranks, KS).items()}
     return {"metrics": served, "cases": len(split.cases), "events": len(events),
-            "item_space": space, "seconds": seconds}
+            "item_space": space, "rankers": dict(sorted(rankers.items())),
+            "seconds": seconds}
+
+
+async def retrain(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Ask the service to retrain now (the item space and, with it, the learned ranker) and
+    return its item-space state: ``ranker_trained`` and ``ranker_skipped_reason`` say whether
+    the two-stage system will serve.
+
+    Always asked: the ranker serves whatever the blend's configuration. A service that does not
+    retrain (no variant uses collaborative vectors, so it trains no ranker either) answers
+    ``{"enabled": false, "reason": ...}`` and serves the blend; that is what is returned."""
+    resp = await client.post("/v1/item-space/retrain", json={}, timeout=600)
+    if resp.status_code in (400, 422):
+        space = (await client.get("/v1/item-space")).json()
+        if not space.get("enabled", True):
+            return dict(space)
+    if resp.status_code == 503:
+        return dict(await _post(client, "/v1/item-space/retrain", {}))
+    if resp.status_code >= 400:
+        raise RuntimeError(f"/v1/item-space/retrain: {resp.status_code} {resp.text[:300]}")
+    return dict(resp.json())
+
+
+def ranker_counts(rankers: Mapping[str, int]) -> tuple[int, int, int]:
+    """``(learned, blend, other)``: how many responses each kind of ranker ranked."""
+    learned = sum(n for r, n in rankers.items() if r.startswith("learned:"))
+    blend = rankers.get("blend", 0)
+    return learned, blend, sum(rankers.values()) - learned - blend
+
+
+def ranker_line(space: Mapping[str, Any]) -> str:
+    """The retrain's outcome for the ranker, in words."""
+    if not space.get("enabled", False):
+        return f"no retrain, no learned ranker: {space.get('reason', 'retraining is off')}"
+    version = space.get("version", "-")
+    if space.get("ranker_trained"):
+        m = space.get("ranker_metrics") or {}
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in m.items()
+                            if k in ("groups", "rounds", "validation_ndcg10", "candidate_recall"))
+        return f"item space {version}: ranker trained ({figures})"
+    reason = space.get("ranker_skipped_reason") or space.get("last_error") or "no reason given"
+    return f"item space {version}: ranker NOT trained ({reason}); the blend serves"
 
 
 def offline_reference(
-    prep: Prepared, params: PortraitParams, collab: CollabSettings | None, phase: str = "test"
-) -> dict[str, dict[str, float]]:
-    """The same configuration, most-popular and item-kNN, offline on the same split."""
+    prep: Prepared,
+    params: PortraitParams,
+    collab: CollabSettings | None,
+    ranker: RankerSettings | None,
+    phase: str = "test",
+) -> dict[str, Any]:
+    """The same configuration offline on the same split: the two-stage system (``portrait``,
+    trained with ``ranker``: the service's settings), the blend (``portrait-blend``),
+    most-popular and item-kNN. Without ``ranker`` (the service's is off), or when training is
+    refused, ``portrait`` is the blend, as the service would serve it; ``"ranker"`` says
+    which, with the training figures or the reason."""
     ph = prep.phase(phase, collab)
+    blend = ph.factory.system(BLEND, params, state_cache={})
+    reference: System = ph.factory.system(REFERENCE, params)
+    info: dict[str, Any] = {"reference": "blend", "settings": None, "metrics": {},
+                            "reason": "the service's ranker is off"}
+    if ranker is not None:
+        info["settings"] = ranker.to_dict()
+        try:
+            two_stage = TwoStageSystem.trained(REFERENCE, blend, ph.split, ranker)
+        except NotEnoughTraining as exc:
+            info["reason"] = str(exc)
+        else:
+            reference = two_stage
+            info.update(reference="two-stage", reason=None,
+                        metrics=dict(two_stage.bundle.metrics))
     systems: list[System] = [
-        ph.factory.system("portrait", params),
+        reference,
+        blend,
         MostPopular("most-popular"),
         ItemKNN(ph.incidence, prep.item_ids, 100, "item-knn"),
     ]
     result = run(ph.split, systems, prep.item_ids, top_k=TOP_K)
-    return {name: {m: float(np.mean(v)) for m, v in metrics.items()}
-            for name, metrics in result.metrics(KS).items()}
+    metrics = {name: {m: float(np.mean(v)) for m, v in per.items()}
+               for name, per in result.metrics(KS).items()}
+    return {"metrics": metrics, "ranker": info}
 
 
-def served_report(served: dict[str, Any], offline: dict[str, dict[str, float]],
+def served_report(served: Mapping[str, Any], offline: Mapping[str, Any],
                   names: Sequence[str] = ("HR@10", "NDCG@10", "NDCG@20", "MRR")) -> str:
-    """A Markdown table: served vs offline, the gap, and the baselines' ratios."""
-    lines = ["| metric | served | offline | served / offline | served / most-popular | "
-             "served / item-kNN |", "|---|---|---|---|---|---|"]
+    """A Markdown table: served vs the offline two-stage system (the gap) and vs the blend,
+    the baselines' ratios; then which ranker ranked the served responses and the offline
+    reference."""
+    ref = offline["metrics"]
+    label = "two-stage" if offline["ranker"]["reference"] == "two-stage" else "= blend"
+    lines = [f"| metric | served | offline portrait ({label}) | served / offline | "
+             "offline blend | served / blend | served / most-popular | served / item-kNN |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in names:
-        s, o = served["metrics"][m], offline["portrait"][m]
-        pop, knn = offline["most-popular"][m], offline["item-knn"][m]
-        lines.append(f"| {m} | {s:.4f} | {o:.4f} | {s / o if o else 0:.3f} | "
-                     f"{s / pop if pop else 0:.2f}x | {s / knn if knn else 0:.2f}x |")
+        s, o, b = served["metrics"][m], ref[REFERENCE][m], ref[BLEND][m]
+        pop, knn = ref["most-popular"][m], ref["item-knn"][m]
+        lines.append(f"| {m} | {s:.4f} | {o:.4f} | {_ratio(s, o):.3f} | {b:.4f} | "
+                     f"{_ratio(s, b):.3f} | {_ratio(s, pop):.2f}x | {_ratio(s, knn):.2f}x |")
+    learned, blend, other = ranker_counts(served["rankers"])
+    total = learned + blend + other
+    lines += ["", f"Served responses ranked by the learned ranker (learned:*): {learned} of "
+              f"{total}; by the blend: {blend}" + (f"; other: {other}" if other else "") + ".",
+              f"Service: {ranker_line(served['item_space'])}.",
+              f"Offline portrait: {_offline_line(offline['ranker'])}."]
     return "\n".join(lines)
+
+
+def _offline_line(info: Mapping[str, Any]) -> str:
+    if info["reference"] == "two-stage":
+        m = info["metrics"]
+        return (f"two-stage, ranker trained on the split's training events "
+                f"({int(m.get('groups', 0))} groups, validation NDCG@10 "
+                f"{m.get('validation_ndcg10', float('nan')):.4f}; candidates "
+                f"{info['settings']['candidates']} per retriever, as the service)")
+    return f"the blend ({info['reason']})"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
