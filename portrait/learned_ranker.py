@@ -29,7 +29,7 @@ from portrait.ranker_features import EXTRAS, feature_names
 from portrait.retrieval import RETRIEVERS, ExactRetriever, exact_retrievers
 
 # Bumped whenever a feature's meaning changes without its name changing.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 _FORMAT = 1
 
 

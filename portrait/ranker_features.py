@@ -12,6 +12,9 @@ Per candidate, besides each retriever's score and rank (:mod:`portrait.retrieval
   averaged with the candidate's similarity to each as weight: "how they rated items like it";
 * ``keyword_tags``: the user's keywords (from their reviews and searches) matched to the
   candidate's tags;
+* ``text_sim_last``, ``text_sim_recent_max``: the same similarities to the recent items as
+  ``sim_*`` but in the text part of the item vectors alone (what the language model says
+  of the items' descriptions, apart from who else interacted with them);
 * ``item_tags``: how many tags the item has; ``user_events``, ``user_items``, ``user_texts``:
   how active the user is (log1p counts).
 
@@ -28,11 +31,15 @@ from portrait.retrieval import RETRIEVERS, Candidates, UserQuery
 
 EXTRAS = (
     "cos_long", "cos_short", "sim_last", "sim_recent_max", "sim_recent_age",
-    "hours_since_similar", "rating_level", "keyword_tags", "item_tags", "user_events",
-    "user_items", "user_texts",
+    "hours_since_similar", "rating_level", "keyword_tags", "text_sim_last",
+    "text_sim_recent_max", "item_tags", "user_events", "user_items", "user_texts",
 )
-# What the "no text" ablation removes: the text retriever's features and the keyword match.
-TEXT_FEATURES = ("text_score", "text_rank", "keyword_tags")
+# What the "no text" ablation removes: the text retriever's features (the user's own words),
+# the keyword match, and the similarity of the items' texts alone (the encoder's part of the
+# item vectors, apart from the collaborative part).
+TEXT_FEATURES = (
+    "text_score", "text_rank", "keyword_tags", "text_sim_last", "text_sim_recent_max"
+)
 
 
 def feature_names(retrievers: Sequence[str] = RETRIEVERS, extras: Sequence[str] = EXTRAS) -> tuple[
@@ -81,8 +88,17 @@ def features(query: UserQuery, cands: Candidates, extras: Sequence[str] = EXTRAS
         values["rating_level"] = np.where(
             weight > 0, (pos @ query.recent_levels) / np.where(weight > 0, weight, 1.0), 0.0
         )
+        if "text_sim_last" in extras or "text_sim_recent_max" in extras:
+            td = items.text_dim
+            norms = query.ctx.text_norms()
+            text = (m[:, :td] / norms[rows, None]) @ (
+                items.matrix[recent, :td] / norms[recent, None]
+            ).T
+            values["text_sim_last"] = text[:, 0]
+            values["text_sim_recent_max"] = text.max(axis=1)
     else:
-        for name in ("sim_last", "sim_recent_max", "hours_since_similar", "rating_level"):
+        for name in ("sim_last", "sim_recent_max", "hours_since_similar", "rating_level",
+                     "text_sim_last", "text_sim_recent_max"):
             values[name] = np.zeros(n)
         values["sim_recent_age"] = np.full(n, float(query.config.recent_items))
     if "keyword_tags" in extras:
