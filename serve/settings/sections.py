@@ -254,7 +254,7 @@ class RankerSection(Section):
 
     enabled: bool = Field(True, json_schema_extra=env("RANKER_ENABLED"), description=(
         "train a learned ranker with each item-space retrain; off: the blend always serves"))
-    candidates: int = Field(100, ge=1, le=2000, json_schema_extra=env("RANKER_CANDIDATES"),
+    candidates: int = Field(50, ge=1, le=2000, json_schema_extra=env("RANKER_CANDIDATES"),
                             description="rows each retriever proposes (their union is ranked)")
     labels_per_user: int = Field(5, ge=1, le=100, json_schema_extra=env(
         "RANKER_LABELS_PER_USER"), description="each user's last this many new items are "

@@ -205,3 +205,17 @@ def test_the_readme_table_is_the_models() -> None:
     for name in ("PORTRAIT_SHARDS_MAX", "PORTRAIT_SUMMARIES_TIMEOUT_S", "PORTRAIT_MASTER_KEY",
                  "PORTRAIT_INSPECTOR_SECURE_COOKIE", "PORTRAIT_ENCODER_MODEL"):
         assert f"`{name}`" in generated
+
+
+def test_the_ranker_section_defaults_are_the_domains() -> None:
+    """One default per ranker setting: the section's fields start where RankerSettings does
+    (a service left at its defaults trains what the evaluation measures)."""
+    from portrait.learned_ranker import RankerSettings
+    from serve.settings.sections import RankerSection
+
+    section = RankerSection()
+    trained = section.ranker_settings()
+    assert trained is not None
+    domain = RankerSettings()
+    for name in ("candidates", "labels_per_user", "max_groups", "min_groups", "min_data_in_leaf"):
+        assert getattr(trained, name) == getattr(domain, name), name
