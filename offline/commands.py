@@ -282,7 +282,8 @@ def cmd_evaluate_served(
     The offline reference takes the collaborative settings and the ranker settings the service
     derives from the same configuration and ``PORTRAIT_*`` settings: default collaborative
     settings where the config names none, and the ``PORTRAIT_RANKER_*`` settings (or their
-    defaults) for the ranker, not the domain's defaults."""
+    defaults) for the ranker: a service run with other ranker settings trains another ranker
+    than the reference."""
     import asyncio
 
     import httpx

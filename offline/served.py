@@ -11,8 +11,8 @@ report says which ranker the served figure is of.
 The offline reference is the evaluation's ``portrait`` row as the service would train it: the
 two-stage system (:class:`~portrait.evaluation.two_stage_system.TwoStageSystem`) over the same
 profile and ranking configuration, its ranker trained on the split's training events with the
-service's ranker settings (``PORTRAIT_RANKER_*``: the service proposes more candidates than the
-domain's default), plus the blend (``portrait-blend``) as a second row and the popularity and
+service's ranker settings (``PORTRAIT_RANKER_*``, read by this command as by the service:
+set them alike for both), plus the blend (``portrait-blend``) as a second row and the popularity and
 item-kNN baselines.
 
 Differences that remain by design: the service's popularity prior counts every replayed event
@@ -37,7 +37,7 @@ import numpy as np
 from offline.prepare import Prepared
 from portrait import catalog, codec
 from portrait.evaluation.baselines import ItemKNN, MostPopular
-from portrait.evaluation.metrics import per_user_metrics
+from portrait.evaluation.metrics import PairedDifference, paired_bootstrap, per_user_metrics
 from portrait.evaluation.roster import BLEND, REFERENCE
 from portrait.evaluation.runner import System, run
 from portrait.evaluation.summary import KS
@@ -51,6 +51,7 @@ TOP_K = 50
 ITEM_BATCH = 500
 EVENT_BATCH = 500
 RETRIES = 30
+PAIRED = ("HR@10", "NDCG@10")  # the metrics compared per user
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Any:
@@ -141,7 +142,7 @@ async def evaluate_served(
     served = {name: float(np.mean(v)) for name, v in per_user_metrics(ranks, KS).items()}
     return {"metrics": served, "cases": len(split.cases), "events": len(events),
             "item_space": space, "rankers": dict(sorted(rankers.items())),
-            "seconds": seconds}
+            "ranks": [list(r) for r in ranks], "seconds": seconds}
 
 
 async def retrain(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -219,9 +220,25 @@ def offline_reference(
         ItemKNN(ph.incidence, prep.item_ids, 100, "item-knn"),
     ]
     result = run(ph.split, systems, prep.item_ids, top_k=TOP_K)
+    per_case = result.metrics(KS)
     metrics = {name: {m: float(np.mean(v)) for m, v in per.items()}
-               for name, per in result.metrics(KS).items()}
-    return {"metrics": metrics, "ranker": info}
+               for name, per in per_case.items()}
+    # per case, in the split's order (as the served ranks): the paired comparison's input
+    paired = {name: {m: [float(x) for x in per_case[name][m]] for m in PAIRED}
+              for name in (REFERENCE, BLEND)}
+    return {"metrics": metrics, "per_case": paired, "ranker": info}
+
+
+def paired_gap(
+    served: Mapping[str, Any], offline: Mapping[str, Any], system: str = REFERENCE,
+    metric: str = "NDCG@10", resamples: int = 2000,
+) -> PairedDifference:
+    """Served minus offline ``system``, the same test users paired (bootstrap over users):
+    whether a gap is more than the noise of one split's users."""
+    ranks = [tuple(r) for r in served["ranks"]]
+    a = per_user_metrics(ranks, KS)[metric]
+    b = np.asarray(offline["per_case"][system][metric])
+    return paired_bootstrap(a, b, resamples, seed=0)
 
 
 def served_report(served: Mapping[str, Any], offline: Mapping[str, Any],
@@ -239,9 +256,14 @@ def served_report(served: Mapping[str, Any], offline: Mapping[str, Any],
         pop, knn = ref["most-popular"][m], ref["item-knn"][m]
         lines.append(f"| {m} | {s:.4f} | {o:.4f} | {_ratio(s, o):.3f} | {b:.4f} | "
                      f"{_ratio(s, b):.3f} | {_ratio(s, pop):.2f}x | {_ratio(s, knn):.2f}x |")
+    gap = paired_gap(served, offline)
+    rel = gap.relative
+    lines += ["", f"Served / offline portrait NDCG@10, users paired: {rel.mean + 1:.3f} "
+              f"(95% bootstrap CI {rel.low + 1:.3f} to {rel.high + 1:.3f}); difference "
+              f"{gap.diff.mean:+.4f} [{gap.diff.low:+.4f}, {gap.diff.high:+.4f}]."]
     learned, blend, other = ranker_counts(served["rankers"])
     total = learned + blend + other
-    lines += ["", f"Served responses ranked by the learned ranker (learned:*): {learned} of "
+    lines += [f"Served responses ranked by the learned ranker (learned:*): {learned} of "
               f"{total}; by the blend: {blend}" + (f"; other: {other}" if other else "") + ".",
               f"Service: {ranker_line(served['item_space'])}.",
               f"Offline portrait: {_offline_line(offline['ranker'])}."]

@@ -16,6 +16,7 @@ from offline.prepare import Prepared, prepare
 from offline.served import (
     evaluate_served,
     offline_reference,
+    paired_gap,
     ranker_counts,
     replayed_events,
     served_report,
@@ -97,7 +98,7 @@ async def test_the_served_two_stage_system_is_counted_and_compared(tmp_path: Pat
     assert ranker_counts(served["rankers"]) == (cases, 0, 0)
 
     ranker = Settings(**SMALL_RANKER).ranker.ranker_settings()  # the service's settings
-    assert ranker is not None and ranker.candidates == 100  # the service's, not the domain's
+    assert ranker is not None
     params = PortraitParams(config.profile, config.ranking, 0.5)
     offline = offline_reference(prep, params, collab, ranker)
     assert offline["ranker"]["reference"] == "two-stage", offline["ranker"]
@@ -109,7 +110,13 @@ async def test_the_served_two_stage_system_is_counted_and_compared(tmp_path: Pat
         # split's training events, which add other users' later events here) and counts
         # popularity over all of them: close, not equal.
         assert served["metrics"][metric] == pytest.approx(metrics["portrait"][metric], abs=0.1)
+    # The paired gap pairs each test user's served list with their offline one.
+    gap = paired_gap(served, offline)
+    assert gap.mean_a == pytest.approx(served["metrics"]["NDCG@10"])
+    assert gap.mean_b == pytest.approx(metrics["portrait"]["NDCG@10"])
+    assert gap.diff.low <= gap.diff.mean <= gap.diff.high
     report = served_report(served, offline)
+    assert "Served / offline portrait NDCG@10, users paired: " in report
     assert f"(learned:*): {cases} of {cases}; by the blend: 0." in report
     assert f"item space {space['version']}: ranker trained (" in report
     assert "| NDCG@10 |" in report and "offline portrait (two-stage)" in report
