@@ -298,9 +298,9 @@ class BoundRanker:
         return out
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        """Per row, each feature's additive contribution to its score (last column: bias)."""
-        out = np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1))
-        return out
+        """Per row, each feature's additive contribution to its score (last column: bias):
+        the path attribution of :class:`TreePaths`, not LightGBM's TreeSHAP (see there)."""
+        return self.paths.contributions(x)
 
 
 def train_model(data: TrainingSet, settings: RankerSettings) -> tuple[str, dict[str, float]]:

@@ -3,11 +3,12 @@ ranker. The one code path the service serves and the evaluation measures.
 
 Pure: numpy and the learned ranker, no I/O.
 
-Explanations come from what drove each score: LightGBM's per-feature contributions
-(``pred_contrib``) of the shown items, summed by the kind of evidence behind each feature and
-mapped back to the profile's part that produced it: the recent item the candidate follows or
-resembles (co-occurrence, transition, similarity features), the interest (tag) or the user's
-own words (keywords, text similarity) it matches, or its popularity.
+Explanations come from what drove each score: the ranker's per-feature contributions of the
+shown items (path attribution over the trees, :class:`portrait.learned_ranker.TreePaths`),
+summed by the kind of evidence behind each feature and mapped back to the profile's part that
+produced it: the recent item the candidate follows or resembles (co-occurrence, transition,
+similarity features), the interest (tag) or the user's own words (keywords, text
+similarity) it matches, or its popularity.
 """
 
 from __future__ import annotations

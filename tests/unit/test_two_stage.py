@@ -152,3 +152,6 @@ def test_path_contributions_add_up_to_the_score() -> None:
     contrib = ranker.contributions(x)
     assert contrib.shape == (9, len(bundle.features) + 1)
     np.testing.assert_allclose(contrib.sum(axis=1), ranker.predict(x), rtol=1e-5, atol=1e-6)
+    # the path credits, not LightGBM's TreeSHAP (pred_contrib), which costs more than a whole
+    # request: both add up to the score, but they split it differently
+    np.testing.assert_allclose(contrib, ranker.paths.contributions(x))
