@@ -144,6 +144,8 @@ class ItemSpaceTrainer:
         except NotEnoughInteractions as exc:
             self.stats.skipped += 1
             self.stats.last_error = str(exc)
+            if self._ranker is not None:  # it is trained with the space: say so, not nothing
+                self.stats.ranker_skipped_reason = f"no item space was trained ({exc})"
             _log.warning("item-space retrain skipped: %s", exc)
             return None
         except Exception as exc:  # the service keeps its previous space; say why

@@ -166,3 +166,13 @@ def test_the_ranker_serves_one_variant_and_an_experiment_without_a_default_keeps
     named = Experiment("exp", (("tuned", 50), ("popular", 50)))
     tuned = dataclasses.replace(plain, name="tuned")
     assert VariantPolicy({"tuned": tuned, "popular": other}, named).learned() is None
+
+
+async def test_a_skipped_item_space_names_why_no_ranker_was_trained() -> None:
+    """Found on a fresh `./dev run`: a retrain over one user's events skipped the space and
+    GET /v1/item-space said nothing about the ranker."""
+    trainer = ItemSpaceTrainer(await walks(1), InMemoryItemSpaceStore(), COLLAB,
+                               ranker=RankerTrainer(POLICY, Sources()))
+    assert await trainer.retrain() is None
+    assert not trainer.stats.ranker_trained
+    assert "no item space was trained" in (trainer.stats.ranker_skipped_reason or "")
