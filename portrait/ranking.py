@@ -225,6 +225,31 @@ def explain(
     return out
 
 
+def check_request(k: int, diversity: float) -> None:
+    """A recommendation request's own arguments, refused naming the field."""
+    if k < 1:
+        raise InvalidField("k", "must be at least 1")
+    if not 0.0 <= diversity <= 1.0:
+        raise InvalidField("diversity", "must be between 0 and 1")
+
+
+def allowed_rows(
+    state: ProfileState,
+    items: ItemIndex,
+    tag_table: TagTable,
+    tags: Sequence[str] = (),
+    exclude: Collection[str] = (),
+) -> np.ndarray:
+    """Rows a recommendation may show: carrying one of ``tags`` (when given), neither
+    excluded by the profile nor in ``exclude``. Both rankers filter through this."""
+    allowed = tag_table.mask(tags) if tags else np.ones(len(items), dtype=bool)
+    for item_id in (*state.excluded, *exclude):
+        r = items.row(item_id)
+        if r is not None:
+            allowed[r] = False
+    return allowed
+
+
 def recommend(
     state: ProfileState,
     config: ProfileConfig,
@@ -246,16 +271,9 @@ def recommend(
         tags: when given, only items carrying at least one of these tags.
         diversity: MMR trade-off in [0, 1]; 0 ranks by score alone.
     """
-    if k < 1:
-        raise InvalidField("k", "must be at least 1")
-    if not 0.0 <= diversity <= 1.0:
-        raise InvalidField("diversity", "must be between 0 and 1")
+    check_request(k, diversity)
     scores = score_items(state, config, ranking, items, tag_table, popularity)
-    allowed = tag_table.mask(tags) if tags else np.ones(len(items), dtype=bool)
-    for item_id in (*state.excluded, *exclude):
-        r = items.row(item_id)
-        if r is not None:
-            allowed[r] = False
+    allowed = allowed_rows(state, items, tag_table, tags, exclude)
     masked = np.where(allowed, scores, -np.inf)
     pool = min(int(allowed.sum()), max(k, ranking.mmr_pool if diversity > 0 else k))
     if pool == 0:

@@ -19,11 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from portrait.config import ProfileConfig
-from portrait.errors import InvalidField
 from portrait.learned_ranker import BoundRanker
 from portrait.profile import ProfileState
 from portrait.ranker_features import features
-from portrait.ranking import RankingConfig, Reason, Recommendation, _mmr
+from portrait.ranking import (
+    RankingConfig,
+    Reason,
+    Recommendation,
+    _mmr,
+    allowed_rows,
+    check_request,
+)
 from portrait.retrieval import RetrievalContext, UserQuery, retrieve
 
 LEARNED = "learned"
@@ -142,19 +148,12 @@ def recommend_learned(
     """The top ``k`` by the learned ranker; None when it has nothing of the user's to rank by
     (the caller serves the blend then). Same exclusions, tag filter and diversity as
     :func:`portrait.ranking.recommend`."""
-    if k < 1:
-        raise InvalidField("k", "must be at least 1")
-    if not 0.0 <= diversity <= 1.0:
-        raise InvalidField("diversity", "must be between 0 and 1")
+    check_request(k, diversity)
     query = UserQuery(state, config, ranking, ctx)
     if not can_rank(query):
         return None
     items = ctx.items
-    allowed = ctx.tag_table.mask(tags) if tags else np.ones(len(items), dtype=bool)
-    for item_id in (*state.excluded, *exclude):
-        r = items.row(item_id)
-        if r is not None:
-            allowed[r] = False
+    allowed = allowed_rows(state, items, ctx.tag_table, tags, exclude)
     ranked = rank_candidates(query, ranker, allowed)
     if ranked.rows.size == 0:
         return []
