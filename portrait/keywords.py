@@ -20,6 +20,7 @@ import numpy as np
 
 from portrait.errors import InvalidField
 from portrait.ports import TextFeatures
+from portrait.segmentation import cjk_phrases, script_runs
 
 STOP_WORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before
@@ -37,19 +38,33 @@ MAX_CANDIDATES = 24
 
 
 def candidate_phrases(text: str, max_ngram: int = 2, limit: int = MAX_CANDIDATES) -> list[str]:
-    """Candidate keyword phrases of ``text``, most frequent first (ties: first seen)."""
+    """Candidate keyword phrases of ``text``, most frequent first (ties: first seen).
+
+    Chinese and Japanese runs are cut into words first (:mod:`portrait.segmentation`): their
+    candidates are nouns and short noun phrases; the text around them is cut into words here.
+    """
+    counts: dict[str, int] = {}
+    for run, is_cjk in script_runs(text):
+        phrases = cjk_phrases(run, max_ngram) if is_cjk else _word_ngrams(run, max_ngram)
+        for phrase in phrases:
+            counts[phrase] = counts.get(phrase, 0) + 1
+    order = {p: i for i, p in enumerate(counts)}
+    return sorted(counts, key=lambda p: (-counts[p], order[p]))[:limit]
+
+
+def _word_ngrams(text: str, max_ngram: int) -> list[str]:
+    """The 1- to ``max_ngram``-word n-grams of space-separated text, in order, repeats kept;
+    none starts or ends with a stop word."""
     words = [w.strip("'-") for w in _WORD.findall(text.lower())]
     words = [w for w in words if len(w) > 1]
-    counts: dict[str, int] = {}
+    phrases = []
     for n in range(1, max_ngram + 1):
         for i in range(len(words) - n + 1):
             gram = words[i : i + n]
             if gram[0] in STOP_WORDS or gram[-1] in STOP_WORDS:
                 continue
-            phrase = " ".join(gram)
-            counts[phrase] = counts.get(phrase, 0) + 1
-    order = {p: i for i, p in enumerate(counts)}
-    return sorted(counts, key=lambda p: (-counts[p], order[p]))[:limit]
+            phrases.append(" ".join(gram))
+    return phrases
 
 
 def select_keywords(
