@@ -25,7 +25,9 @@ import pytest  # noqa: E402
 
 from actors.text_features import ThreadedEncoder  # noqa: E402
 from encoding.vllm_encoder import VllmEncoder  # noqa: E402
+from portrait.keywords import TextFeatureBatch  # noqa: E402
 from portrait.prompts import prompts_of  # noqa: E402
+from portrait.segmentation import MAX_CHARS  # noqa: E402
 from portrait.tuned_config import TunedConfig  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 from storage.stores import forget_memory  # noqa: E402
@@ -75,7 +77,9 @@ CATALOG = [
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos: np.ndarray = np.sum(a * b, axis=1) / norms
+    return cos
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +106,19 @@ def test_chinese_query_finds_the_english_passage(e5: VllmEncoder) -> None:
     en = e5.encode(prompts.passages(SENTENCES[4:8]))
     assert list(np.argmax(zh @ en.T, axis=1)) == [0, 1, 2, 3]
 
+
+
+def test_keywords_of_a_chinese_review_are_words(e5: VllmEncoder) -> None:
+    """The review's keywords were whole clauses (太空战斗场面宏大 ...) before Chinese was
+    segmented; with segmentation they are the nouns a reader would pick."""
+    review = "这部电影的特效非常震撼，太空战斗场面宏大，我很喜欢科幻题材和星际冒险故事。"
+    batch = TextFeatureBatch([review])
+    (features,) = batch.assemble(e5.encode(prompts_of(e5).queries(batch.inputs)))
+    print(f"\nkeywords of {review!r}: {features.keywords}")
+    words = [k for k, _ in features.keywords]
+    assert len(words) == 5, features.keywords
+    assert all(len(w) <= MAX_CHARS and w in review for w in words), words
+    assert len({"特效", "太空战斗", "科幻题材", "星际冒险"} & set(words)) >= 2, words
 
 # -- a profile fed Chinese text, through the in-process system ----------------------------
 
