@@ -172,10 +172,10 @@ def verify_checkpoint(folder: Path, record: EncoderRecord) -> None:
 
 def settings_for(folder: Path, record: EncoderRecord, base: EncoderSettings) -> EncoderSettings:
     """``base`` (batching, dtype, placement) loading this folder under the record's model id,
-    with the base model's prompts."""
+    with the base model's prompts and the token window it was trained with."""
     return base.model_copy(update={
         "model": record.base_name, "model_path": str(folder), "model_id": record.model_id,
-        "query_prefix": None, "passage_prefix": None,
+        "query_prefix": None, "passage_prefix": None, "max_length": record.max_length,
     })
 
 

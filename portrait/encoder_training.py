@@ -49,9 +49,9 @@ class ExampleSettings:
         seed: for the validation sample.
     """
 
-    history: int = 8
+    history: int = 5
     user_texts: int = 2
-    validation_share: float = 0.1
+    validation_share: float = 0.15
     max_per_user: int = 60
     max_validation: int = 600
     min_train: int = 200
