@@ -9,6 +9,11 @@ encoder renewed each epoch, see :func:`_step_loss`); the loss is the cross-entro
 profile against the batch's next items, encoded live, at temperature ``tau`` (InfoNCE), with
 a batch item that is in the example's own history masked out (it is not a negative: the
 service excludes it from recommendations). Only the top layers train (:class:`_Encoder`).
+Two terms keep the space the base's where the behaviour says nothing: each live item vector
+stays near its base vector (``anchor``) and the live items' pairwise cosines stay at the
+base's (``geometry``). Without them a few hundred examples pulled every item toward the
+average profile (Magazine: mean item-item cosine 0.24 -> 0.66-0.83) and the tuned ranking,
+whose weights balance text against popularity on the base's cosines, got 10-20% worse.
 
 Validation is the text-only ranking the loss stands for: the whole catalog encoded (no
 gradient), each validation profile scored against it, the history excluded, NDCG@10 of the
@@ -72,6 +77,9 @@ class FineTuneSettings:
         patience: epochs without a better validation figure before stopping.
         trainable_layers: the top layers that train (the rest stay the base's, see
             :class:`_Encoder`).
+        anchor: the weight of keeping item vectors near the base's (see :func:`_step_loss`).
+        geometry: the weight of keeping the live items' pairwise cosines at the base's.
+        live_history: encode the history items in each step too (see :func:`_step_loss`).
         seed: sampling, initialisation of nothing (the weights are the base's), dropout.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         threads: torch threads on CPU (None: torch's default).
@@ -87,6 +95,9 @@ class FineTuneSettings:
     max_length: int = 64
     patience: int = 2
     trainable_layers: int = 2
+    anchor: float = 1.0
+    geometry: float = 5.0
+    live_history: bool = False
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -319,6 +330,7 @@ def fine_tune(
     t0 = time.perf_counter()
     user_texts = [t for ex in [*data.train, *data.validation] for t in ex.user_texts]
     snap = _snapshot(enc, item_ids, passages, user_texts, query)
+    base = snap  # the base encoder's vectors: the anchor
     base_ndcg = validation_ndcg(snap, data.validation, s)
     history: list[dict[str, float]] = [
         {"epoch": 0, "loss": float("nan"), "validation_ndcg10": base_ndcg,
@@ -342,7 +354,7 @@ def fine_tune(
         tell(f"epoch {epoch}/{s.epochs}", 0, steps_per_epoch)
         for b in range(steps_per_epoch):
             batch = sample[b * s.batch_size:(b + 1) * s.batch_size]
-            loss = _step_loss(enc, snap, batch, items, prompts.passage, s)
+            loss = _step_loss(enc, snap, base, batch, items, prompts.passage, query, s)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(enc.parameters()), 1.0)
@@ -387,33 +399,63 @@ def fine_tune(
 
 
 def _step_loss(
-    enc: _Encoder, snap: _Snapshot, batch: Sequence[NextItemExample],
-    items: Mapping[str, str], passage: str, s: FineTuneSettings,
+    enc: _Encoder, snap: _Snapshot, base: _Snapshot, batch: Sequence[NextItemExample],
+    items: Mapping[str, str], passage: str, query: Callable[[str], str], s: FineTuneSettings,
 ) -> Any:
-    """InfoNCE of the examples' profiles against the batch's next items.
+    """InfoNCE of the examples' profiles against the batch's next items, plus the anchor.
 
-    The profiles come from the epoch's snapshot (no gradient); only the next items are
-    encoded live. Backpropagating through every history item as well cost five times as much
-    per step here, and the snapshot is renewed each epoch, so the profile side follows the
-    encoder with an epoch's lag (the validation encodes the catalog anyway).
+    With ``live_history`` the profiles are composed from vectors encoded in the step (the
+    gradient reaches both sides); without, from the epoch's snapshot, and only the next
+    items are encoded live (a fifth of the cost, the profile side an epoch behind). The
+    anchor keeps every live item vector near its base vector (``anchor`` times the mean of
+    ``1 - cos``): without it, 900 Magazine examples pulled every item toward the average
+    profile (mean item-item cosine 0.24 -> 0.83) and the ranking got worse on held-out users.
     """
     torch = enc.torch
     targets = list(dict.fromkeys(ex.target for ex in batch))
-    col = {item: k for k, item in enumerate(targets)}
-    vectors = enc.encode([passage + items[i] for i in targets])
-    profiles = torch.nn.functional.normalize(
-        torch.from_numpy(_profiles(snap, batch, s)).to(vectors), dim=-1)
-    logits = profiles @ vectors.T / s.tau
+    live_items = targets
+    if s.live_history:
+        live_items = list(dict.fromkeys([*targets, *(i for ex in batch for i in ex.history)]))
+    col = {item: k for k, item in enumerate(live_items)}
+    vectors = enc.encode([passage + items[i] for i in live_items])
+    if s.live_history:
+        weights = torch.zeros((len(batch), len(live_items)), dtype=vectors.dtype)
+        for r, ex in enumerate(batch):
+            for w, item in zip(_profile_weights(ex, s), ex.history, strict=True):
+                weights[r, col[item]] += w
+        profiles = weights @ vectors
+        texts = list(dict.fromkeys(t for ex in batch for t in ex.user_texts))
+        if texts:
+            text_vectors = enc.encode([query(t) for t in texts])
+            tw = torch.zeros((len(batch), len(texts)), dtype=vectors.dtype)
+            for r, ex in enumerate(batch):
+                for t in ex.user_texts:
+                    tw[r, texts.index(t)] += s.text_weight
+            profiles = profiles + tw @ text_vectors
+    else:
+        profiles = torch.from_numpy(_profiles(snap, batch, s)).to(vectors)
+    profiles = torch.nn.functional.normalize(profiles, dim=-1)
+    candidates = vectors[: len(targets)]
+    logits = profiles @ candidates.T / s.tau
     # A batch item in the example's own history is no negative (the service never
     # recommends it back).
     mask = torch.zeros(logits.shape, dtype=torch.bool, device=vectors.device)
     for r, ex in enumerate(batch):
         for item in ex.history:
-            if item in col and item != ex.target:
+            if item in col and col[item] < len(targets) and item != ex.target:
                 mask[r, col[item]] = True
     logits = logits.masked_fill(mask, float("-inf"))
     labels = torch.tensor([col[ex.target] for ex in batch], device=vectors.device)
-    return torch.nn.functional.cross_entropy(logits, labels)
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    if s.anchor > 0 or s.geometry > 0:
+        anchors = torch.from_numpy(base.items[[base.row[i] for i in live_items]]).to(vectors)
+        if s.anchor > 0:
+            loss = loss + s.anchor * (1.0 - (vectors * anchors).sum(-1)).mean()
+        if s.geometry > 0:
+            # the live items' pairwise cosines against the base's: a drift of every vector
+            # toward one direction raises them all, which this forbids
+            loss = loss + s.geometry * ((vectors @ vectors.T - anchors @ anchors.T) ** 2).mean()
+    return loss
 
 
 def _write_folder(enc: _Encoder, base: Path, out: Path) -> Path:

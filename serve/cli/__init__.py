@@ -5,6 +5,7 @@
     portrait cluster          up|down|status|kill-worker K: a multi-node Ray on this machine
     portrait import-catalog   encode and store a dataset's catalog, with a progress bar
     portrait train-items      train the collaborative item space from the event log
+    portrait train-encoder    fine-tune the text encoder on the event log, register it
     portrait migrate          apply the Alembic migrations to PORTRAIT_DATABASE_URL
     portrait master-key       new|status|rotate: the master key that wraps users' data keys
     portrait token            create, list and revoke API tokens
@@ -27,12 +28,21 @@ import sys
 from collections.abc import Sequence
 
 from portrait.errors import PortraitError
-from serve.cli import catalog, database, events, experiments, run, summaries, tokens
+from serve.cli import (
+    catalog,
+    database,
+    events,
+    experiments,
+    run,
+    summaries,
+    tokens,
+    train_encoder,
+)
 from serve.cli.command import Handler
 from serve.settings import Settings, SettingsError
 
 OFFLINE_COMMANDS = ("evaluate", "tune", "ab")
-_FAMILIES = (run, catalog, database, tokens, events, experiments, summaries)
+_FAMILIES = (run, catalog, database, tokens, events, experiments, summaries, train_encoder)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,33 @@ async def log_events(events: Any, progress: Any = None) -> list[Any]:
     return out
 
 
+async def register_folder(settings: Settings, url: str, folder: Path) -> Any:
+    """Verify ``folder`` against its record and register it as a new encoder version.
+
+    Raises:
+        CheckpointMismatch: the folder is not what its record says.
+        InvalidField: its name or model id is taken.
+    """
+    from encoding.encoder_checkpoint import read_record, verify_checkpoint
+    from encoding.settings import MODELS
+    from portrait.encoder_versions import EncoderVersion
+    from serve.composition import store_factory
+
+    folder = Path(folder).resolve()
+    record = read_record(folder)
+    verify_checkpoint(folder, record)
+    version = EncoderVersion(
+        0, record.name, record.model_id, record.base_model, record.base_name, str(folder),
+        record.dim, created_at=record.created_at, record=record.to_dict(),
+        prompts=MODELS[record.base_name].prompts,
+    )
+    stores = await dataclasses.replace(store_factory(settings, url), pool_size=1).open()
+    try:
+        return await stores.encoder_versions.register(version)
+    finally:
+        await stores.close()
+
+
 def default_name(base: str) -> str:
     return f"{base}-ft-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
@@ -119,8 +146,6 @@ def cmd_train_encoder(args: argparse.Namespace, settings: Settings) -> int:
                   "weights under a new id; switching to it gains nothing", file=sys.stderr)
         if args.no_register:
             return 0
-        from serve.cli.encoders import register_folder
-
         version = asyncio.run(register_folder(settings, url, folder))
         print(f"registered as version {version.version} ({version.model_id}); switch with: "
               f"portrait encoder switch {version.name}")
@@ -146,4 +171,4 @@ def register(sub: Subcommands) -> None:
     p.set_defaults(handler=cmd_train_encoder)
 
 
-__all__ = ["cmd_train_encoder", "log_events", "register"]
+__all__ = ["cmd_train_encoder", "log_events", "register", "register_folder"]
