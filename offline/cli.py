@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "default $PORTRAIT_TOKEN)")
     ev.add_argument("--served-prefix", default="", metavar="P",
                     help="prefix for user and event ids, so one service can take several runs")
+    ev.add_argument("--encoder", type=Path, default=None, metavar="FOLDER",
+                    help="evaluate with this encoder version (a folder `portrait train-encoder` "
+                         "wrote) instead of the base model, end to end through vLLM")
+    ev.add_argument("--fine-tune-encoder", default=None, metavar="SEEDS",
+                    help="also fine-tune the encoder on the test phase's training events, once "
+                         "per seed (e.g. 0,1), and add the text-only, blend and two-stage "
+                         "systems over its vectors, paired with the base encoder's")
     ev.add_argument("--no-plots", action="store_true")
     tu = sub.add_parser("tune", help="tune Portrait on the validation split, write a config file")
     _common(tu)

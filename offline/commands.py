@@ -16,7 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from encoding.encoder_checkpoint import CheckpointMismatch, read_record, verify_checkpoint
+from encoding.encoder_checkpoint import settings_for as checkpoint_settings
+from encoding.settings import EncoderSettings
 from offline.documents import portrait_params, read_tuned_config, tuned_config, write_json
+from offline.fine_tuned_encoder import fine_tuned_systems, parse_seeds
 from offline.plots import write_plots
 from offline.prepare import Prepared, prepare
 from offline.progress import run_with_progress, tune_with_progress
@@ -71,10 +75,18 @@ def cmd_evaluate(
                               log=_log)
     timings["rankers training (test phase's training events)"] = time.perf_counter() - t0
     systems += roster.systems
+    fine_tuned = []
+    if args.fine_tune_encoder:
+        t0 = time.perf_counter()
+        fine_tuned = fine_tuned_systems(prep, test_phase, params, parse_seeds(
+            args.fine_tune_encoder), args.cache_dir, log=_log)
+        timings["fine-tuned encoders (train, encode, rankers)"] = time.perf_counter() - t0
+        systems += [s for ft in fine_tuned for s in ft.systems]
     result = run_with_progress(test_phase.split, systems, prep.item_ids, "test replay")
     timings["test replay (all systems)"] = result.seconds
     t0 = time.perf_counter()
-    summary = summarise_run(result, REFERENCE, args.resamples, args.seed)
+    summary = summarise_run(result, REFERENCE, args.resamples, args.seed,
+                            pairs={k: v for ft in fine_tuned for k, v in ft.pairs.items()})
     timings["bootstrap"] = time.perf_counter() - t0
     if tuning is not None:
         timings["Portrait tuning (validation)"] = tuning_seconds
@@ -107,6 +119,9 @@ def cmd_evaluate(
         },
         "baselines": {"chosen": choice.to_dict(), "validation": choice.validation},
         "ranker": roster.to_dict(),
+        "fine_tuned_encoders": [
+            {"seed": ft.seed, "folder": str(ft.folder), "record": ft.record,
+             "seconds": ft.seconds, "refused": ft.refused} for ft in fine_tuned],
         "test": summary,
         "timings": timings,
         "caveats": CAVEATS,
@@ -202,16 +217,29 @@ def cmd_ab(
 
 
 def _from_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What :func:`prepare` takes from the ``PORTRAIT_*`` settings (read once by the CLI)."""
+    """What :func:`prepare` takes from the ``PORTRAIT_*`` settings (read once by the CLI);
+    ``--encoder FOLDER`` puts that version's checkpoint, verified against its record, in
+    place of the base model."""
     settings = getattr(args, "settings", None)
-    if settings is None:
+    folder = getattr(args, "encoder", None)
+    if settings is None and folder is None:
         return {}
-    encoder = settings.encoder
+    encoder = settings.encoder if settings is not None else EncoderSettings()
     if encoder.dtype == "float32":
         # The service's default; offline runs take bf16 where the CPU or GPU has it natively
         # (auto-cpu resolves to float32 elsewhere). Vectors keep the model id either way.
         encoder = encoder.model_copy(update={"dtype": "auto-cpu"})
-    return {"datasets_dir": settings.storage.datasets_dir, "encoder_settings": encoder}
+    if folder is not None:
+        try:
+            record = read_record(folder)
+            verify_checkpoint(folder, record)
+        except CheckpointMismatch as exc:
+            raise SystemExit(f"--encoder: {exc}") from None
+        encoder = checkpoint_settings(Path(folder), record, encoder)
+    out: dict[str, Any] = {"encoder_settings": encoder}
+    if settings is not None:
+        out["datasets_dir"] = settings.storage.datasets_dir
+    return out
 
 
 def _prepare(

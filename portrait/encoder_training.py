@@ -103,39 +103,32 @@ class TrainingSet:
 def _user_examples(
     events: Sequence[Event], catalog: Collection[str], settings: ExampleSettings
 ) -> list[NextItemExample]:
-    """Every next-item example of one user's events (already in stream order)."""
+    """Every next-item example of one user's events (already in stream order).
+
+    Stream order is ``(occurred_at, event_id)``, as the evaluation orders a user's events
+    (Amazon's reviews are dated to the day, so one day's purchases are a sequence too). A
+    review of the item being predicted is never among the user's words for it.
+    """
     out: list[NextItemExample] = []
     wanted: list[str] = []
     texts: list[tuple[str | None, str]] = []  # (item reviewed, text)
-    i = 0
-    while i < len(events):
-        # Events at one instant are one step: none of them is history for another (a review
-        # written with its rating must not describe the item it predicts).
-        j = i
-        while j < len(events) and events[j].occurred_at == events[i].occurred_at:
-            j += 1
-        step = events[i:j]
-        seen = set(wanted)
-        for ev in step:
-            if (isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES
-                    and ev.item_id in catalog and ev.item_id not in seen and wanted):
-                own = [t for item, t in texts if item != ev.item_id]
-                out.append(NextItemExample(
-                    ev.user_id, tuple(wanted[-settings.history:]),
-                    tuple(own[-settings.user_texts:]) if settings.user_texts else (),
-                    ev.item_id, ev.occurred_at,
-                ))
-                seen.add(ev.item_id)
-        for ev in step:
-            text = event_text(ev)
-            if text is not None and text.strip():
-                texts.append((ev.item_id if isinstance(ev, ItemEvent) else None, text))
-            if (isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES
-                    and ev.item_id in catalog):
-                if ev.item_id in wanted:
-                    wanted.remove(ev.item_id)
-                wanted.append(ev.item_id)
-        i = j
+    for ev in events:
+        positive = (isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES
+                    and ev.item_id in catalog)
+        if positive and wanted and ev.item_id not in wanted:
+            own = [t for item, t in texts if item != ev.item_id]
+            out.append(NextItemExample(
+                ev.user_id, tuple(wanted[-settings.history:]),
+                tuple(own[-settings.user_texts:]) if settings.user_texts else (),
+                ev.item_id, ev.occurred_at,
+            ))
+        text = event_text(ev)
+        if text is not None and text.strip():
+            texts.append((ev.item_id if isinstance(ev, ItemEvent) else None, text))
+        if positive:
+            if ev.item_id in wanted:
+                wanted.remove(ev.item_id)
+            wanted.append(ev.item_id)
     return out
 
 

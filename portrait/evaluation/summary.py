@@ -7,7 +7,7 @@ report, plots and ``metrics.json`` are written from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from portrait.evaluation.goals import GOAL_METRIC, goal
@@ -64,7 +64,10 @@ def history_buckets(result: RunResult, metric: str = GOAL_METRIC) -> dict[str, A
     return out
 
 
-def summarise_run(result: RunResult, reference: str, resamples: int, seed: int) -> dict[str, Any]:
+def summarise_run(
+    result: RunResult, reference: str, resamples: int, seed: int,
+    pairs: Mapping[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
     """The JSON-ready summary of a test run.
 
     Args:
@@ -72,6 +75,9 @@ def summarise_run(result: RunResult, reference: str, resamples: int, seed: int) 
         reference: the system compared against every other (tuned Portrait).
         resamples: bootstrap resamples for every interval.
         seed: bootstrap seed.
+        pairs: further paired comparisons by label, ``(a, b)`` for ``a - b`` (the fine-tuned
+            encoder's systems against the base encoder's); pairs naming an absent system
+            are left out.
 
     Returns:
         Per system its metric intervals, list metrics, run time and HR/NDCG curves; the best
@@ -103,6 +109,11 @@ def summarise_run(result: RunResult, reference: str, resamples: int, seed: int) 
                 for m in COMPARED_METRICS
                 if m in metrics[other]
             }
+    extra = {
+        label: {m: paired_bootstrap(metrics[a][m], metrics[b][m], resamples, seed=seed).to_dict()
+                for m in COMPARED_METRICS if m in metrics[a] and m in metrics[b]}
+        for label, (a, b) in (pairs or {}).items() if a in metrics and b in metrics
+    }
     return {
         "cases": len(result.cases),
         "n_items": result.n_items,
@@ -112,6 +123,8 @@ def summarise_run(result: RunResult, reference: str, resamples: int, seed: int) 
         "best_baseline": best,
         "comparisons_vs": reference,
         "comparisons": comparisons,
+        "pairs": {label: {"a": a, "b": b, **extra[label]}
+                  for label, (a, b) in (pairs or {}).items() if label in extra},
         "goal": goal(comparisons, metrics, BASELINES),
         "goal_issue_baselines": goal(comparisons, metrics, ISSUE_BASELINES),
         "history_buckets": history_buckets(result),

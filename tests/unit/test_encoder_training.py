@@ -40,8 +40,8 @@ def test_own_words_before_the_target_only_and_never_the_review_of_the_target() -
     events = [
         *clicks("u", ["a", "b"]),
         SearchPerformed("s1", "u", 2.5, "space operas"),
-        # a review written at the same instant as the target's click describes the target
-        ReviewWritten("r1", "u", 3.0, "c", "loved this one about pirates"),
+        # a review of the target, ordered before its click, describes the target
+        ReviewWritten("c2", "u", 3.0, "c", "loved this one about pirates"),
         ItemClicked("c3", "u", 3.0, "c"),
         ReviewWritten("r2", "u", 4.0, "a", "the first was fine"),
         ItemClicked("c4", "u", 5.0, "d"),
@@ -51,6 +51,17 @@ def test_own_words_before_the_target_only_and_never_the_review_of_the_target() -
     assert by_target["c"].user_texts == ("space operas",)
     # the review of c, written before d, is the user's words for d
     assert by_target["d"].user_texts == ("loved this one about pirates", "the first was fine")
+
+
+def test_items_of_one_day_are_a_sequence_in_event_id_order() -> None:
+    # Amazon dates reviews to the day: a user's purchases of one day still follow each other
+    events = [ReviewWritten(f"r{i}", "u", 86400.0, item, f"about {item}")
+              for i, item in enumerate("abc")]
+    events.append(ItemClicked("later", "u", 2 * 86400.0, "d"))
+    data = build_training_set(events, set("abcd"), SMALL)
+    assert [(e.history, e.user_texts, e.target) for e in data.train] == [
+        (("a",), ("about a",), "b"), (("a", "b"), ("about a", "about b"), "c")]
+    assert [e.target for e in data.validation] == ["d"]
 
 
 def test_dismissals_are_not_wanted() -> None:
