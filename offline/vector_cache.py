@@ -43,6 +43,11 @@ class EncoderProvider:
             self._settings = EncoderSettings()
 
     @property
+    def settings(self) -> Any:
+        """The vLLM encoder's settings (None when a given encoder is used instead)."""
+        return self._settings
+
+    @property
     def model_id(self) -> str:
         """The model the vectors come from, known without starting the encoder."""
         return self._encoder.model_id if self._encoder is not None else self._settings.model_id
