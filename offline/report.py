@@ -61,6 +61,7 @@ def write_report(doc: Mapping[str, Any], out: Path, plots: Sequence[str]) -> Non
     lines += _metric_tables(s, order)
     lines += _configurations(doc)
     lines += _ranker(doc.get("ranker"))
+    lines += _fine_tuned(doc.get("fine_tuned_encoders") or [], s.get("pairs") or {})
     lines += ["## Timing", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {step} | {sec:.1f} |" for step, sec in doc["timings"].items()]
     lines.append("")
@@ -72,6 +73,35 @@ def write_report(doc: Mapping[str, Any], out: Path, plots: Sequence[str]) -> Non
     lines += [f"* {c}" for c in doc.get("caveats", [])]
     lines.append("")
     (out / "report.md").write_text("\n".join(lines))
+
+
+def _fine_tuned(encoders: Sequence[Mapping[str, Any]],
+                pairs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The fine-tuned encoders (``--fine-tune-encoder``) and their paired differences."""
+    if not encoders:
+        return []
+    lines = ["## Fine-tuned encoder", "",
+             "Fine-tuned on the test phase's training events (never a test target), one per "
+             "seed; the systems over its vectors keep the tuned parameters (nothing re-tuned).",
+             ""]
+    for e in encoders:
+        if e.get("refused"):
+            lines.append(f"* seed {e['seed']}: not trained: {e['refused'].get('encoder')}")
+            continue
+        v = e["record"].get("validation", {})
+        t = e["record"].get("training", {})
+        lines.append(
+            f"* seed {e['seed']}: `{e['record'].get('model_id')}`, validation text-only NDCG@10 "
+            f"{number(v.get('base_ndcg10'))} (base) -> {number(v.get('ndcg10'))} (epoch "
+            f"{v.get('best_epoch')}), {t.get('seconds', 0):.0f}s training")
+    lines += ["", "| NDCG@10, fine-tuned minus base (paired) | difference | relative |",
+              "|---|---|---|"]
+    for label, p in pairs.items():
+        d = p.get("NDCG@10", {})
+        lines.append(f"| {label} | {interval(d['diff']) if 'diff' in d else '-'} | "
+                     f"{relative_interval(d['relative']) if 'relative' in d else '-'} |")
+    lines.append("")
+    return lines
 
 
 def what_portrait_is(ranker: Mapping[str, Any] | None) -> str:
