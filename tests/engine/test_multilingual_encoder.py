@@ -210,3 +210,47 @@ async def test_chinese_text_moves_the_profile_toward_its_meaning(
     # MiniLM has Chinese characters in its vocabulary but never learnt what they mean: it
     # does not find the topic (measured here; README records the figures).
     assert margin_minilm < 0 < margin_e5, with_minilm
+
+
+@pytest.fixture(scope="module")
+def fine_tuned_e5(e5: VllmEncoder, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """e5 fine-tuned (top two layers) on a log where people who want a film of a topic in one
+    language want its film in the other language next, served by vLLM from its folder."""
+    pytest.importorskip("torch")
+    from encoding.encoder_checkpoint import settings_for
+    from encoding.fine_tune import FineTuneSettings, fine_tune
+    from portrait.encoder_training import ExampleSettings, build_training_set
+    from portrait.events import ItemClicked
+
+    items = {i: f"{t}. {d}" for i, t, d in CATALOG}
+    topics = sorted({i.split("-")[0] for i in items})
+    events = []
+    for u in range(160):
+        topic, first = topics[u % len(topics)], ("en", "zh")[u % 2]
+        second = "zh" if first == "en" else "en"
+        for step, lang in enumerate((first, second)):
+            events.append(ItemClicked(f"e{u}-{step}", f"u{u}", T0 + u + step * 0.1,
+                                      f"{topic}-{lang}"))
+    data = build_training_set(events, set(items), ExampleSettings(
+        min_train=20, min_validation=5, validation_share=0.2))
+    out = tmp_path_factory.mktemp("ft-e5") / "encoder"
+    result = fine_tune(Path(e5.settings.resolved_model_path()), e5.settings.model,
+                       e5.model_id, items, data, out, name="e5-pairs",
+                       settings=FineTuneSettings(epochs=2, batch_size=16, threads=2,
+                                                 device="cpu"))
+    enc = VllmEncoder(settings_for(out, result.record, e5.settings)).start()
+    yield enc
+    enc.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_chinese_review_still_moves_the_fine_tuned_profile(
+    fine_tuned_e5: VllmEncoder, plain_config: Path
+) -> None:
+    """The same training works for the multilingual encoder, and what it read in Chinese
+    still counts after it: the review pulls the cooking films up."""
+    assert fine_tuned_e5.model_id.startswith("portrait-ft/multilingual-e5-small/")
+    ranked = await _recommend_after(fine_tuned_e5, plain_config, REVIEW)
+    margin = _report("e5 ft", ranked, "cook")
+    assert ranked[0][0] == "cook-zh", ranked
+    assert margin > 0, ranked
