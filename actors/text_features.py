@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from actors.dependencies import EncoderConnector
+from portrait.encoder_versions import EncoderVersion
 from portrait.errors import EncoderUnavailable, PortraitError
 from portrait.events import Event, event_text
 from portrait.keywords import TextFeatureBatch
@@ -22,11 +23,19 @@ class TextFeatureSource:
     The encoder is connected when a text event first needs features (and again after a failed
     attempt), not before: a shard starts, and serves every user without text, while the
     encoder is down.
+
+    Features are those of one encoder version, named per call or by ``version`` (a shard's:
+    its catalog view's), never "whatever the encoder serves now": between a switch and the
+    shard's next view, the shard keeps folding in its view's space.
     """
 
-    def __init__(self, store: TextFeatureStore, connector: EncoderConnector) -> None:
+    def __init__(
+        self, store: TextFeatureStore, connector: EncoderConnector,
+        version: Callable[[], EncoderVersion | None] = lambda: None,
+    ) -> None:
         self._store = store
         self._connector = connector
+        self._version = version
         self._encoder: AsyncEncoder | None = None
         self.encoded = 0  # texts sent to the encoder, for metrics
 
@@ -41,24 +50,25 @@ class TextFeatureSource:
         return self._encoder
 
     async def features_for(
-        self, events: Iterable[Event]
+        self, events: Iterable[Event], version: EncoderVersion | None = None
     ) -> dict[str, dict[str, TextFeatures]]:
-        """Features of every text event in ``events``, by user and then event id (event ids are
-        unique per user only, so one call's users may share one)."""
+        """Features of every text event in ``events`` under ``version`` (default: this
+        source's, else the encoder's own), by user and then event id (event ids are unique per
+        user only, so one call's users may share one)."""
         texts = {(e.user_id, e.event_id): t for e in events
                  if (t := event_text(e)) is not None}
         if not texts:
             return {}
         keys = {k: TextKey(k[0], k[1], text_digest(t)) for k, t in texts.items()}
         encoder = await self._connected()
-        model = encoder.model_id
+        version = version or self._version()
+        model = encoder.model_id if version is None else version.model_id
         cached = await self._store.get_many(list(keys.values()), model)
         found = {k: cached[key] for k, key in keys.items() if key in cached}
         missing = [k for k in texts if k not in found]
         if missing:
-            batch = TextFeatureBatch([texts[k] for k in missing])
-            vectors = await encoder.encode(prompts_of(encoder).queries(batch.inputs))
-            fresh = dict(zip(missing, batch.assemble(vectors), strict=True))
+            encoded = await encode_features(encoder, version, [texts[k] for k in missing])
+            fresh = dict(zip(missing, encoded, strict=True))
             self.encoded += len(missing)
             await self._store.put_many({keys[k]: f for k, f in fresh.items()}, model)
             found.update(fresh)
@@ -66,6 +76,25 @@ class TextFeatureSource:
         for (user_id, event_id), features in found.items():
             by_user.setdefault(user_id, {})[event_id] = features
         return by_user
+
+
+async def encode_features(
+    encoder: AsyncEncoder, version: EncoderVersion | None, texts: Sequence[str]
+) -> list[TextFeatures]:
+    """The texts' features under ``version`` (None or the base: ``encoder``'s own model),
+    with the query prompts of that version's model."""
+    batch = TextFeatureBatch(texts)
+    if version is None or version.model_id == encoder.model_id:
+        vectors = await encoder.encode(prompts_of(encoder).queries(batch.inputs))
+        model = encoder.model_id
+    else:
+        encode_for = getattr(encoder, "encode_for", None)
+        if encode_for is None:
+            raise EncoderUnavailable(f"the encoder serves {encoder.model_id!r} only, not "
+                                     f"version {version.name!r}")
+        vectors = await encode_for(version, version.prompts.queries(batch.inputs))
+        model = version.model_id
+    return batch.assemble(vectors, model)
 
 
 def text_digest(text: str) -> str:

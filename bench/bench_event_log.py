@@ -91,7 +91,8 @@ def cached_text_features(events: Sequence[Event], dim: int = 384) -> dict[str, T
     """What the text-feature cache returns for the history's searches (a cache hit)."""
     rng = np.random.default_rng(1)
     return {
-        e.event_id: TextFeatures(l2_normalise(rng.normal(size=(1, dim)))[0], (("headphones", 0.6),))
+        e.event_id: TextFeatures(l2_normalise(rng.normal(size=(1, dim)))[0],
+                                 (("headphones", 0.6),), model_id="")
         for e in events if isinstance(e, SearchPerformed)
     }
 

@@ -165,5 +165,7 @@ def text_event_features(
     batch = TextFeatureBatch([t for _, t in text_events])
     vectors, info = cached_encode(provider.prompts.queries(batch.inputs), provider, cache_dir,
                                   stem, label="text events")
-    feats = batch.assemble(vectors)
+    # Under the provider's model id, as its item vectors are: profiles compose text only in
+    # an item space of the encoder that made it.
+    feats = batch.assemble(vectors, provider.model_id)
     return {eid: f for (eid, _), f in zip(text_events, feats, strict=True)}, info

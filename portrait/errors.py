@@ -14,6 +14,7 @@ them so that the HTTP layer and the CLI map a short, documented list to response
     ├── EventIdConflict                  event_id reused for a different event -> HTTP 409
     ├── ResizeInProgress                 another shard resize is under way     -> HTTP 409
     ├── MissingFeatures                  fold called without a text event's vector
+    ├── MixedTextSpaces                  text vectors of two encoders met (never summed)
     ├── NotEnoughInteractions            too little data to train collaborative vectors
     ├── SnapshotIncompatible             a snapshot of another format; replay the log instead
     ├── EncoderUnavailable               the text encoder did not answer; retry -> 503
@@ -113,6 +114,19 @@ class EventIdConflict(PortraitError):
 
 class MissingFeatures(PortraitError):
     """The fold was given a text event without its encoded features."""
+
+
+class MixedTextSpaces(PortraitError):
+    """Text vectors of two encoders were about to be added up or compared: a profile's text
+    part folded by one encoder version and a feature or an item space of another. Each
+    encoder has its own space, so the sum would mean nothing; the caller re-folds the
+    profile's text from the log under one version instead (see "Encoder versions")."""
+
+    def __init__(self, have: str | None, got: str, where: str) -> None:
+        super().__init__(f"{where}: text of encoder {got!r} cannot meet text of "
+                         f"encoder {have!r}")
+        self.have = have
+        self.got = got
 
 
 class SnapshotIncompatible(PortraitError):

@@ -16,7 +16,7 @@ from sys import intern
 import numpy as np
 
 from portrait.config import ProfileConfig
-from portrait.errors import InvalidField, MissingFeatures
+from portrait.errors import InvalidField, MissingFeatures, MixedTextSpaces
 from portrait.events import (
     AttributesSet,
     Event,
@@ -44,6 +44,17 @@ def _strongest(weights: dict[str, float], keep: int) -> dict[str, float]:
     the profile's anchor, so stored values compare as decayed ones would."""
     top = heapq.nlargest(keep, weights.items(), key=lambda kv: (kv[1], kv[0]))
     return dict(top)
+
+
+def _check_one_space(state: ProfileState, features: Sequence[TextFeatures]) -> None:
+    """Every feature from one encoder, and the state's own if it has text already: a sum of
+    vectors from two encoders' spaces would be meaningless, so it is refused whole."""
+    models = {f.model_id for f in features}
+    if len(models) > 1:
+        first, *rest = sorted(models)
+        raise MixedTextSpaces(first, rest[0], "text features of one fold")
+    if state.text_acc is not None and models and (got := models.pop()) != state.text_model:
+        raise MixedTextSpaces(state.text_model, got, f"profile of {state.user_id!r}")
 
 
 def _rebase(state: ProfileState, new_anchor: float, config: ProfileConfig) -> None:
@@ -77,8 +88,10 @@ def fold(
     Events at or below ``state.last_seq`` are skipped (already folded), so a snapshot plus an
     overlapping tail is safe. ``texts`` maps a text event's event_id to its encoded features;
     a review or search without them, or with a vector of another width than the state's
-    earlier ones, raises before anything changes. ``items`` is read for tags only: item
-    weights are kept per item id, whatever the catalog holds (see the module docstring).
+    earlier ones, raises before anything changes; so do features of another encoder than the
+    state's text (or of two encoders in one call): :class:`MixedTextSpaces`. ``items`` is read
+    for tags only: item weights are kept per item id, whatever the catalog holds (see the
+    module docstring).
     """
     texts = texts or {}
     base = state.last_seq
@@ -102,6 +115,7 @@ def fold(
         weighted_texts = [
             (e, tw) for e in text_evs if (tw := text_weights.get(e.TYPE, 0.0)) != 0.0
         ]
+        _check_one_space(state, [texts[e.event_id] for e in text_evs])
         widths = {np.shape(texts[e.event_id].vector) for e, _ in weighted_texts}
         if state.text_dim is not None:
             widths.add((state.text_dim,))
@@ -193,6 +207,7 @@ def fold(
         if acc is None:
             width = int(np.shape(texts[weighted_texts[0][0].event_id].vector)[0])
             state.text_dim = width
+            state.text_model = texts[weighted_texts[0][0].event_id].model_id
             acc = state.text_acc = np.zeros((2, width), dtype=np.float64)
         keywords = state.keywords
         if len(weighted_texts) > _FEW:

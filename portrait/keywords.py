@@ -112,8 +112,9 @@ class TextFeatureBatch:
         self._phrase_row = {p: len(self.texts) + i for p, i in unique.items()}
         self.inputs: list[str] = self.texts + list(unique)
 
-    def assemble(self, vectors: np.ndarray) -> list[TextFeatures]:
-        """Features per text, given the encoder's output for :attr:`inputs` (same order)."""
+    def assemble(self, vectors: np.ndarray, model_id: str) -> list[TextFeatures]:
+        """Features per text, given the output of encoder ``model_id`` for :attr:`inputs`
+        (same order)."""
         if vectors.shape[0] != len(self.inputs):
             raise InvalidField(
                 "vectors", f"expected {len(self.inputs)} rows, got {vectors.shape[0]}"
@@ -122,5 +123,6 @@ class TextFeatureBatch:
         for i, cands in enumerate(self.candidates):
             rows = [self._phrase_row[p] for p in cands]
             kws = select_keywords(vectors[i], cands, vectors[rows], k=self.k) if rows else ()
-            out.append(TextFeatures(np.asarray(vectors[i], dtype=np.float32), kws))
+            out.append(TextFeatures(np.asarray(vectors[i], dtype=np.float32), kws,
+                                    model_id=model_id))
         return out

@@ -8,7 +8,7 @@ against every adapter of a port.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -81,10 +81,13 @@ class ItemLookup(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TextFeatures:
-    """What the encoder made of one text event: its vector and weighted keywords."""
+    """What the encoder made of one text event: its vector and weighted keywords, and which
+    encoder (``model_id``) made them: vectors of two encoders live in different spaces, and
+    the fold refuses to add them up (:class:`portrait.errors.MixedTextSpaces`)."""
 
     vector: np.ndarray
     keywords: tuple[tuple[str, float], ...] = ()
+    model_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ import weakref
 import numpy as np
 
 from portrait.config import ProfileConfig
-from portrait.errors import InvalidField
+from portrait.errors import InvalidField, MixedTextSpaces
 from portrait.items import ItemIndex
 
 # Initial capacity of the per-item weight rows; they double when full.
@@ -68,6 +68,11 @@ class ProfileState:
             weight per item; only the first ``len(item_slots)`` columns are in use.
         text_dim: width of the text vectors folded so far (None until the first one, unless
             given), which must be the ``text_dim`` of any item space the vectors are read in.
+        text_model: the encoder (model id) whose vectors ``text_acc`` sums, set with it by
+            the first text fold; only an item space of that encoder may read them
+            (:meth:`composed` raises :class:`MixedTextSpaces` otherwise). None with text
+            folded means unknown (a snapshot written before it was recorded): not to be
+            trusted, re-fold from the log.
         text_acc: ``(2, text_dim)`` float64, anchored long and short sums of text vectors;
             None until a text event is folded (most users never write one).
     """
@@ -75,6 +80,7 @@ class ProfileState:
     __slots__ = (
         "user_id",
         "text_dim",
+        "text_model",
         "anchor",
         "t_ref",
         "item_slots",
@@ -102,6 +108,7 @@ class ProfileState:
             raise InvalidField("text_dim", "must be positive")
         self.user_id = user_id
         self.text_dim = text_dim
+        self.text_model: str | None = None
         self.anchor: float | None = None
         self.t_ref: float | None = None
         self.item_slots: dict[str, int] = {}
@@ -122,6 +129,7 @@ class ProfileState:
     def copy(self) -> ProfileState:
         """An independent deep copy."""
         other = ProfileState(self.user_id, self.text_dim)
+        other.text_model = self.text_model
         other.anchor, other.t_ref = self.anchor, self.t_ref
         other.item_slots = dict(self.item_slots)
         n = len(self.item_slots)
@@ -193,6 +201,9 @@ class ProfileState:
                 np.dot(weights[0], block, out=out[0])
                 np.dot(weights[1], block, out=out[1])
         if self.text_acc is not None:
+            if items.model_id != self.text_model:
+                raise MixedTextSpaces(self.text_model, items.model_id,
+                                      f"profile of {self.user_id!r} read in an item space")
             if self.text_acc.shape[1] != items.text_dim:
                 raise InvalidField(
                     "items.text_dim",

@@ -4,6 +4,10 @@ Format 2 stores the basis-independent state of :mod:`portrait.profile`: per-item
 item id and text accumulators, no item vectors. Format 1 held item-vector sums, which cannot
 be turned into per-item weights; decoding it raises :class:`SnapshotIncompatible`, and the
 host then replays the user's log from the start (a snapshot is only a shortcut).
+
+``text_model`` (the encoder whose vectors the text accumulators sum) was added to format 2
+later: a snapshot without it decodes with ``text_model`` None, which a loader must treat as
+unknown and, when the snapshot holds text, not use (see :mod:`actors.profile_loader`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def state_to_bytes(state: ProfileState) -> bytes:
         "format": SNAPSHOT_FORMAT,
         "user_id": state.user_id,
         "text_dim": state.text_dim,
+        "text_model": state.text_model,
         "anchor": state.anchor,
         "t_ref": state.t_ref,
         # Ids in column order (the dict's insertion order), then the long row and the short row.
@@ -66,6 +71,8 @@ def state_from_bytes(data: bytes) -> ProfileState:
         )
     text_dim = doc["text_dim"]
     state = ProfileState(doc["user_id"], None if text_dim is None else int(text_dim))
+    text_model = doc.get("text_model")
+    state.text_model = None if text_model is None else str(text_model)
     state.anchor = doc["anchor"]
     state.t_ref = doc["t_ref"]
     ids = doc["item_ids"]

@@ -4,6 +4,11 @@ An item's embedding is stored with the model id that produced it. Upserting an i
 encoder text (:func:`portrait.catalog.item_text`) and model are unchanged writes nothing, so
 re-importing a catalog is cheap and idempotent. A model change is handled by
 :meth:`ItemCatalog.reencode`, which re-encodes every item the current model did not produce.
+
+With an encoder-version store, "the current model" is the active encoder version (see
+:mod:`portrait.encoder_versions`): after a switch, upserts encode with it and the index is
+read under its model id; the encoder passed in must then be able to encode with a named
+version (``encode_for``).
 The stores are :class:`storage.postgres_catalog.PostgresCatalogStore` and
 :class:`storage.memory_catalog.InMemoryCatalogStore`.
 """
@@ -13,8 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from portrait.catalog import ItemRecord, item_text
-from portrait.errors import InvalidField
+from portrait.encoder_versions import BASE_VERSION, EncoderVersion, EncoderVersionStore
+from portrait.errors import EncoderUnavailable, InvalidField
 from portrait.items import ItemIndex, l2_normalise
 from portrait.ports import AsyncEncoder, CatalogStore, StoredItem
 from portrait.progress import Progress
@@ -35,15 +43,46 @@ class ItemCatalog:
     """Catalog reads and writes. ``encoder`` may be the Serve handle client or a local engine."""
 
     def __init__(
-        self, store: CatalogStore, encoder: AsyncEncoder, *, chunk_size: int = 256
+        self, store: CatalogStore, encoder: AsyncEncoder, *, chunk_size: int = 256,
+        versions: EncoderVersionStore | None = None,
     ) -> None:
         self.store = store
         self._encoder = encoder
         self._chunk = chunk_size
+        self._versions = versions
 
     @property
     def model_id(self) -> str:
+        """The base encoder's model id (see :meth:`encoder` for the active one)."""
         return self._encoder.model_id
+
+    async def encoder(self) -> EncoderVersion:
+        """The active encoder version: the base (this catalog's encoder) unless a switch made
+        another one active."""
+        base = EncoderVersion(BASE_VERSION, "base", self._encoder.model_id,
+                              self._encoder.model_id, "", None, self._encoder.dim, "active",
+                              prompts=prompts_of(self._encoder))
+        if self._versions is None:
+            return base
+        active = await self._versions.active()
+        if active.version == BASE_VERSION:
+            return base
+        version = await self._versions.get(active.version)
+        if version is None:
+            raise InvalidField("encoder", f"the active encoder version {active.version} is "
+                                          "not registered")
+        return version
+
+    async def _encode(self, version: EncoderVersion, texts: list[str]) -> np.ndarray:
+        if version.is_base:
+            return await self._encoder.encode(texts)
+        encode_for = getattr(self._encoder, "encode_for", None)
+        if encode_for is None:
+            raise EncoderUnavailable(
+                f"encoder version {version.name!r} is active, and this encoder encodes with "
+                "the base only")
+        vectors: np.ndarray = await encode_for(version, texts)
+        return vectors
 
     async def upsert(
         self, records: Sequence[ItemRecord], progress: Progress | None = None
@@ -60,7 +99,8 @@ class ItemCatalog:
                 raise InvalidField(f"items[{i}].id", f"duplicate item id {rec.item_id!r}")
             seen.add(rec.item_id)
         inserted = updated = unchanged = encoded = 0
-        model = self._encoder.model_id
+        version = await self.encoder()
+        model = version.model_id
         for start in range(0, len(records), self._chunk):
             chunk = records[start : start + self._chunk]
             existing = await self.store.existing([r.item_id for r in chunk])
@@ -76,9 +116,8 @@ class ItemCatalog:
                     else:
                         updated += 1
             if todo:
-                vectors = await self._encoder.encode(
-                    prompts_of(self._encoder).passages([item_text(r) for r in todo])
-                )
+                vectors = await self._encode(
+                    version, version.prompts.passages([item_text(r) for r in todo]))
                 encoded += len(todo)
                 await self.store.write(
                     [StoredItem(r, v, model) for r, v in zip(todo, vectors, strict=True)]
@@ -89,18 +128,20 @@ class ItemCatalog:
 
     async def stale_count(self) -> int:
         """Items whose embedding the current model did not produce."""
-        return len(await self.store.not_embedded_by(self._encoder.model_id))
+        return len(await self.store.not_embedded_by((await self.encoder()).model_id))
 
     async def reencode(self, progress: Progress | None = None) -> int:
         """Re-encode every item not embedded by the current model. Returns how many."""
-        records = await self.store.not_embedded_by(self._encoder.model_id)
+        records = await self.store.not_embedded_by((await self.encoder()).model_id)
         result = await self.upsert(records, progress)
         return result.encoded
 
     async def get(self, item_id: str) -> ItemRecord | None:
         return await self.store.get(item_id)
 
-    async def load_index(self) -> ItemIndex:
-        """Every item embedded by the current model, as an :class:`ItemIndex` (ordered by id)."""
-        got = await self.store.vectors(self._encoder.model_id, self._encoder.dim)
-        return ItemIndex(got.ids, l2_normalise(got.matrix), got.tags, model_id=self.model_id)
+    async def load_index(self, version: EncoderVersion | None = None) -> ItemIndex:
+        """Every item embedded by ``version`` (default: the active one), as an
+        :class:`ItemIndex` (ordered by id)."""
+        version = version or await self.encoder()
+        got = await self.store.vectors(version.model_id, version.dim)
+        return ItemIndex(got.ids, l2_normalise(got.matrix), got.tags, model_id=version.model_id)

@@ -36,6 +36,10 @@ class InMemoryCatalogStore:
             self._items[item.record.item_id] = item
         self._version = next(self._writes)
 
+    def stored(self) -> list[StoredItem]:
+        """Every item as stored (what :mod:`storage.encoder_versions` switches)."""
+        return list(self._items.values())
+
     async def get(self, item_id: str) -> ItemRecord | None:
         stored = self._items.get(item_id)
         return stored.record if stored else None

@@ -18,6 +18,9 @@ Tables:
 * ``api_tokens``: API tokens (:mod:`portrait.access`), by id, with a keyed digest of the secret.
 * ``impressions``: what each recommendation response served (:mod:`storage.impression_store`),
   for online experiments; never folded into a profile.
+* ``encoder_versions``, ``encoder_active``, ``item_vectors``: registered text encoders, which
+  one is active, and item vectors per encoder for a switch between them
+  (:mod:`storage.encoder_versions`).
 """
 
 from __future__ import annotations
@@ -215,7 +218,59 @@ impressions = Table(
     Index(None, "user_id", "served_at"),
 )
 
+# Text encoders registered for a switch (see "Encoder versions" in the README). The shipped
+# encoder has no row: it is version 0, "the base".
+encoder_versions = Table(
+    "encoder_versions",
+    metadata,
+    Column("version", BigInteger, Identity(always=True), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("model_id", Text, nullable=False),
+    Column("base_model", Text, nullable=False),
+    Column("base_name", Text, nullable=False),
+    # The checkpoint folder (a sentence-transformers model with its portrait_encoder.json).
+    Column("path", Text, nullable=True),
+    Column("dim", Integer, nullable=False),
+    Column("record", JSONB, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("activated_at", Double, nullable=True),
+    PrimaryKeyConstraint("version"),
+    UniqueConstraint("name"),
+    UniqueConstraint("model_id"),
+    CheckConstraint("state IN ('registered', 'migrating', 'ready', 'active', 'retired')",
+                    name="state_known"),
+)
+
+# The one row naming the active encoder: version 0 is the base; no row at all is the base
+# too. ``previous`` is what a rollback switches back to (null: nothing to roll back to).
+encoder_active = Table(
+    "encoder_active",
+    metadata,
+    Column("singleton", SmallInteger, server_default=text("1"), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("previous", BigInteger, nullable=True),
+    Column("switched_at", Double, nullable=False),
+    PrimaryKeyConstraint("singleton"),
+    CheckConstraint("singleton = 1", name="one_row"),
+)
+
+# Item vectors by encoder: what a switch re-encodes into (resumable: a row whose text digest
+# matches the item's text is not encoded again) and copies into ``items`` when it commits;
+# the previous encoder's stay, so a rollback copies them back without encoding.
+item_vectors = Table(
+    "item_vectors",
+    metadata,
+    Column("model_id", Text, nullable=False),
+    Column("item_id", Text, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("text_digest", Text, nullable=False),
+    PrimaryKeyConstraint("model_id", "item_id"),
+)
+
 __all__ = [
-    "NAMING_CONVENTION", "api_tokens", "erasures", "events", "impressions", "item_spaces",
-    "items", "metadata", "snapshots", "text_features", "user_keys",
+    "NAMING_CONVENTION", "api_tokens", "encoder_active", "encoder_versions", "erasures",
+    "events", "impressions", "item_spaces", "item_vectors", "items", "metadata", "snapshots",
+    "text_features", "user_keys",
 ]

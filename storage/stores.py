@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from portrait.encoder_versions import EncoderVersionStore
 from portrait.ports import (
     AsyncEncoder,
     CatalogStore,
@@ -56,10 +57,13 @@ class Stores:
     # What recommendation responses served (online experiments); keyword-only so that the
     # positional fields above keep their order.
     impressions: ImpressionStore = field(kw_only=True)
+    # Registered text encoders and the active one (storage.encoder_versions).
+    encoder_versions: EncoderVersionStore = field(kw_only=True)
 
     def catalog(self, encoder: AsyncEncoder) -> ItemCatalog:
-        """The catalog, encoding new and changed items with ``encoder``."""
-        return ItemCatalog(self.catalog_store, encoder)
+        """The catalog, encoding new and changed items with ``encoder`` (under the active
+        encoder version when ``encoder`` can encode with it)."""
+        return ItemCatalog(self.catalog_store, encoder, versions=self.encoder_versions)
 
     async def close(self) -> None:
         await self._close()
@@ -96,6 +100,7 @@ def forget_memory(url: str) -> None:
 
 
 def _open_memory(url: str) -> Stores:
+    from storage.encoder_versions import InMemoryEncoderVersionStore
     from storage.erasure import InMemoryEraser
     from storage.impression_store import InMemoryImpressionStore
     from storage.item_spaces import InMemoryItemSpaceStore
@@ -109,14 +114,17 @@ def _open_memory(url: str) -> Stores:
     features = InMemoryTextFeatureStore()
     impressions = InMemoryImpressionStore()
     eraser = InMemoryEraser(events, snapshots, features, impressions)
+    catalog = InMemoryCatalogStore(events, eraser)
     return Stores(
-        url, events, snapshots, features, InMemoryCatalogStore(events, eraser),
+        url, events, snapshots, features, catalog,
         InMemoryItemSpaceStore(), InMemoryTokenStore(), eraser, impressions=impressions,
+        encoder_versions=InMemoryEncoderVersionStore(catalog),
     )
 
 
 def _open_postgres(url: str, pool_size: int, master_keys: MasterKeys | None) -> Stores:
     from storage.database import create_engine
+    from storage.encoder_versions import PostgresEncoderVersionStore
     from storage.erasure import PostgresEraser
     from storage.impression_store import PostgresImpressionStore
     from storage.item_spaces import PostgresItemSpaceStore
@@ -149,6 +157,7 @@ def _open_postgres(url: str, pool_size: int, master_keys: MasterKeys | None) -> 
         engine.dispose,
         check_keys,
         impressions=PostgresImpressionStore(engine),
+        encoder_versions=PostgresEncoderVersionStore(engine),
     )
 
 

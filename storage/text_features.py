@@ -16,6 +16,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from portrait.errors import InvalidField
 from portrait.ports import TextFeatures, TextKey
 from storage.encryption import TEXT_FEATURES, DataKey
 from storage.retry import DEFAULT_RETRY, RetryPolicy
@@ -28,9 +29,18 @@ def _pack_keywords(features: TextFeatures) -> bytes:
     return packed
 
 
-def _unpack(vector: bytes, keywords: bytes) -> TextFeatures:
+def _unpack(vector: bytes, keywords: bytes, model_id: str) -> TextFeatures:
     kws = tuple((str(k), float(s)) for k, s in msgpack.unpackb(keywords))
-    return TextFeatures(np.frombuffer(vector, dtype="<f4").copy(), kws)
+    return TextFeatures(np.frombuffer(vector, dtype="<f4").copy(), kws, model_id=model_id)
+
+
+def check_models(features: Mapping[TextKey, TextFeatures], model_id: str) -> None:
+    """Refuse features another encoder made than the one they would be cached under: the
+    cache key's model is what keeps encoders' spaces apart."""
+    for key, f in features.items():
+        if f.model_id != model_id:
+            raise InvalidField("model_id", f"features of {key.event_id!r} were made by "
+                                           f"{f.model_id!r}, not {model_id!r}")
 
 
 class PostgresTextFeatureStore:
@@ -91,7 +101,7 @@ class PostgresTextFeatureStore:
                     data_key = data_keys[r.user_id]
                     vector = data_key.open(TEXT_FEATURES, vector)
                     keywords = data_key.open(TEXT_FEATURES, keywords)
-                out[key] = _unpack(vector, keywords)
+                out[key] = _unpack(vector, keywords, model_id)
             return out
 
         return await self._retry.run(run)
@@ -99,6 +109,7 @@ class PostgresTextFeatureStore:
     async def put_many(self, features: Mapping[TextKey, TextFeatures], model_id: str) -> None:
         if not features:
             return
+        check_models(features, model_id)
 
         async def run() -> None:
             async with self._engine.begin() as conn:
@@ -141,6 +152,7 @@ class InMemoryTextFeatureStore:
         return {k: f for k in keys if (f := self._rows.get((k, model_id))) is not None}
 
     async def put_many(self, features: Mapping[TextKey, TextFeatures], model_id: str) -> None:
+        check_models(features, model_id)
         for key, f in features.items():
             self._rows.setdefault((key, model_id), f)
 

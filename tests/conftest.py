@@ -47,7 +47,7 @@ MACHINE_PG_URL = os.environ.get(
 )
 _TRUNCATE = text(
     "TRUNCATE events, snapshots, items, text_features, item_spaces, user_keys, erasures, "
-    "impressions, api_tokens RESTART IDENTITY"
+    "impressions, api_tokens, encoder_versions, encoder_active, item_vectors RESTART IDENTITY"
 )
 
 # Every system the tests start seals personal data at rest, as a deployment does by default;

@@ -26,11 +26,12 @@ from storage.postgres import PostgresEventLog
 from storage.postgres_snapshots import PostgresSnapshotStore
 from storage.text_features import InMemoryTextFeatureStore, PostgresTextFeatureStore
 from tests.fakes import HashingEncoder
-from tests.unit.builders import catalog
+from tests.unit.builders import MODEL, catalog
 
 T0 = 1_600_000_000.0
 CONFIG = ProfileConfig()
-ENCODER = HashingEncoder(dim=16)
+# The builders' model: the catalog's vectors are said to be this encoder's, as a host needs.
+ENCODER = HashingEncoder(dim=16, model_id=MODEL)
 ITEMS: ItemIndex = catalog(dim=16)
 
 

@@ -125,7 +125,8 @@ async def test_a_retrain_cancelled_while_the_ranker_trains_saves_nothing() -> No
 
 
 def test_text_events_of_users_reusing_an_event_id_keep_their_own_features() -> None:
-    a, b = TextFeatures(np.ones(4, np.float32)), TextFeatures(-np.ones(4, np.float32))
+    a = TextFeatures(np.ones(4, np.float32), model_id="m")
+    b = TextFeatures(-np.ones(4, np.float32), model_id="m")
     events: dict[str, list[Event]] = {
         "ann": [ItemViewed("e2", "ann", 5.0, "x"), SearchPerformed("s1", "ann", 1.0, "cats")],
         "bob": [SearchPerformed("s1", "bob", 2.0, "dogs"), SearchPerformed("s2", "bob", 3.0, "?")],

@@ -249,7 +249,7 @@ async def test_an_event_that_cannot_be_folded_is_skipped_not_fatal(stores: Store
     cache = InMemoryTextFeatureStore()  # the new process's cache holds a bad row
     await cache.put_many(
         {TextKey("w", "w-s2", text_digest("noir detective")):
-         TextFeatures(np.ones(7, np.float32))},
+         TextFeatures(np.ones(7, np.float32), model_id=ENCODER.model_id)},
         ENCODER.model_id,
     )
     connector = ConnectedEncoder(ThreadedEncoder(ENCODER))

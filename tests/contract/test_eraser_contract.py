@@ -26,7 +26,7 @@ from tests.contract.backends import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-FEATURES = TextFeatures(np.ones(4, np.float32), (("word", 1.0),))
+FEATURES = TextFeatures(np.ones(4, np.float32), (("word", 1.0),), model_id="model")
 
 
 def views(user: str, n: int, prefix: str = "e") -> list[ItemViewed]:

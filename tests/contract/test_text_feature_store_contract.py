@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from portrait.errors import InvalidField
 from portrait.ports import TextFeatures, TextFeatureStore, TextKey
 from storage.stores import Stores
 from storage.text_features import InMemoryTextFeatureStore, PostgresTextFeatureStore
@@ -22,13 +23,16 @@ from tests.contract.backends import (
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def features(seed: int, keywords: tuple[tuple[str, float], ...] = ()) -> TextFeatures:
+def features(
+    seed: int, keywords: tuple[tuple[str, float], ...] = (), model: str = "m1"
+) -> TextFeatures:
     vector = np.random.default_rng(seed).normal(size=8).astype(np.float32)
-    return TextFeatures(vector, keywords)
+    return TextFeatures(vector, keywords, model_id=model)
 
 
 def same(got: TextFeatures, want: TextFeatures) -> bool:
-    return np.array_equal(got.vector, want.vector) and got.keywords == want.keywords
+    return (np.array_equal(got.vector, want.vector) and got.keywords == want.keywords
+            and got.model_id == want.model_id)
 
 
 class TextFeatureStoreContract:
@@ -60,6 +64,18 @@ class TextFeatureStoreContract:
         assert same(got[k1], review) and same(got[k2], search)
         assert got[k1].vector.dtype == np.float32
 
+    async def test_features_are_cached_under_their_own_model(
+        self, store: TextFeatureStore
+    ) -> None:
+        """The model in the key keeps encoders' spaces apart: features one encoder made are
+        never filed under another's id."""
+        key = TextKey("u1", "e1", "d1")
+        with pytest.raises(InvalidField, match="model_id"):
+            await store.put_many({key: features(1, model="m1")}, "m2")
+        assert await store.get_many([key], "m2") == {}
+        await store.put_many({key: features(1, model="m2")}, "m2")
+        assert (await store.get_many([key], "m2"))[key].model_id == "m2"
+
     async def test_entries_are_per_model_user_and_text(self, store: TextFeatureStore) -> None:
         key = TextKey("u1", "e1", "d1")
         await store.put_many({key: features(1)}, "m1")
@@ -81,7 +97,7 @@ class TextFeatureStoreContract:
 
     async def test_forget_user_drops_only_theirs(self, store: TextFeatureStore) -> None:
         await store.put_many({TextKey("u1", f"e{i}", "d"): features(i) for i in range(3)}, "m1")
-        await store.put_many({TextKey("u1", "e0", "d"): features(0)}, "m2")
+        await store.put_many({TextKey("u1", "e0", "d"): features(0, model="m2")}, "m2")
         await store.put_many({TextKey("u2", "e0", "d"): features(7)}, "m1")
         assert await store.forget_user("u1") == 4  # every model's entries
         assert await store.get_many([TextKey("u1", "e0", "d")], "m1") == {}

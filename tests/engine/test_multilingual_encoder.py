@@ -113,7 +113,7 @@ def test_keywords_of_a_chinese_review_are_words(e5: VllmEncoder) -> None:
     segmented; with segmentation they are the nouns a reader would pick."""
     review = "这部电影的特效非常震撼，太空战斗场面宏大，我很喜欢科幻题材和星际冒险故事。"
     batch = TextFeatureBatch([review])
-    (features,) = batch.assemble(e5.encode(prompts_of(e5).queries(batch.inputs)))
+    (features,) = batch.assemble(e5.encode(prompts_of(e5).queries(batch.inputs)), e5.model_id)
     print(f"\nkeywords of {review!r}: {features.keywords}")
     words = [k for k, _ in features.keywords]
     assert len(words) == 5, features.keywords

@@ -21,11 +21,14 @@ from storage.schema import metadata
 REPO = Path(__file__).resolve().parents[2]
 TABLES = {
     "events", "snapshots", "items", "text_features", "item_spaces", "api_tokens", "impressions",
+    "encoder_versions", "encoder_active", "item_vectors",
 }
 # Constraint names are part of the schema: later migrations refer to them.
 CONSTRAINTS = {
     "pk_events", "uq_events_user_id_event_id", "ck_events_seq_positive", "pk_snapshots",
     "pk_items", "pk_api_tokens", "uq_api_tokens_name", "pk_impressions",
+    "pk_encoder_versions", "uq_encoder_versions_name", "uq_encoder_versions_model_id",
+    "ck_encoder_versions_state_known", "ck_encoder_active_one_row", "pk_item_vectors",
 }
 
 
@@ -105,8 +108,9 @@ def test_alembic_ini_serves_the_cli() -> None:
     config = Config(str(REPO / "alembic.ini"))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == REPO / "migrations"
-    assert script.get_heads() == ["0008"]  # one linear history, no branches
+    assert script.get_heads() == ["0009"]  # one linear history, no branches
     assert [Path(s.path).name for s in script.walk_revisions()] == [
+        "2026_12_08_0009_encoder_versions.py",
         "2026_12_07_0008_ranker_and_impression_ranker.py",
         "2026_11_29_0007_impressions.py",
         "2026_11_29_0006_user_keys_and_erasure.py",

@@ -18,15 +18,18 @@ from portrait.ports import TextFeatures
 from portrait.profile import ProfileState
 
 DIM = 16
+# The encoder every builder's item and text vectors are said to come from.
+MODEL = "test"
 GENRES = ("action", "comedy", "drama", "horror", "romance", "scifi")
 
 
-def catalog(n: int = 30, dim: int = DIM, seed: int = 7) -> ItemIndex:
-    """``n`` items with random unit vectors and one to three genres each."""
+def catalog(n: int = 30, dim: int = DIM, seed: int = 7, model_id: str = MODEL) -> ItemIndex:
+    """``n`` items with random unit vectors and one to three genres each, said to be made
+    by encoder ``model_id``."""
     rng = np.random.default_rng(seed)
     ids = [f"i{k}" for k in range(n)]
     tags = [tuple(GENRES[(k + j) % len(GENRES)] for j in range(1 + k % 3)) for k in range(n)]
-    return ItemIndex(ids, l2_normalise(rng.normal(size=(n, dim))), tags, model_id="test")
+    return ItemIndex(ids, l2_normalise(rng.normal(size=(n, dim))), tags, model_id=model_id)
 
 
 def text_features(text: str, dim: int = DIM) -> TextFeatures:
@@ -34,7 +37,7 @@ def text_features(text: str, dim: int = DIM) -> TextFeatures:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
     vec = l2_normalise(np.random.default_rng(seed).normal(size=(1, dim)))[0]
     words = sorted(set(text.lower().split()))
-    return TextFeatures(vec, tuple((w, 1.0 / len(words)) for w in words))
+    return TextFeatures(vec, tuple((w, 1.0 / len(words)) for w in words), model_id=MODEL)
 
 
 def recorded(events: list[Event], start_seq: int = 1) -> list[RecordedEvent]:
@@ -62,7 +65,8 @@ def retrained(items: ItemIndex, alpha: float, seed: int, extra: int = 0) -> Item
     ids = list(items.ids) + [f"new-{k}" for k in range(extra)]
     tags = list(items.all_tags()) + [items.tags(k % len(items)) for k in range(extra)]
     return ItemIndex(
-        ids, combine(text, collab, alpha), tags, text_dim=items.dim, space_version=f"s{seed}"
+        ids, combine(text, collab, alpha), tags, items.model_id, text_dim=items.dim,
+        space_version=f"s{seed}",
     )
 
 

@@ -183,7 +183,7 @@ class CharacterEncoder(HashingEncoder):
 def test_top_keywords_through_the_batch_are_words_of_the_text() -> None:
     texts = [text for text, _ in REVIEWS]
     batch = TextFeatureBatch(texts)
-    feats = batch.assemble(CharacterEncoder(dim=256).encode(batch.inputs))
+    feats = batch.assemble(CharacterEncoder(dim=256).encode(batch.inputs), "chars")
     for text, feat in zip(texts, feats, strict=True):
         words = [k for k, _ in feat.keywords]
         assert 3 <= len(words) <= 5, (text, words)

@@ -37,7 +37,7 @@ def test_select_keywords_hand_case() -> None:
 def test_one_encoder_call_for_texts_and_candidates() -> None:
     enc = HashingEncoder(dim=64)
     batch = TextFeatureBatch(["gritty space western", "slow romantic drama"])
-    feats = batch.assemble(enc.encode(batch.inputs))
+    feats = batch.assemble(enc.encode(batch.inputs), enc.model_id)
     assert len(enc.calls) == 1
     assert len(feats) == 2
     assert all(abs(np.linalg.norm(f.vector) - 1) < 1e-5 for f in feats)
@@ -51,7 +51,7 @@ def test_batch_refuses_empty_text_and_wrong_row_count() -> None:
     assert err.value.field == "texts[1]"
     batch = TextFeatureBatch(["a phrase"])
     with pytest.raises(InvalidField):
-        batch.assemble(np.zeros((1, 4), dtype=np.float32))
+        batch.assemble(np.zeros((1, 4), dtype=np.float32), "m")
 
 
 def test_zero_shot_tags_rank_the_closest_first() -> None:

@@ -121,7 +121,7 @@ def test_text_vectors_are_composed_into_the_text_part_of_a_blended_space() -> No
 
 def test_a_space_with_another_text_width_is_refused() -> None:
     state = profile_of([SearchPerformed("e1", "u", T0, query="noir")])
-    other = ItemIndex(list(ITEMS.ids), ITEMS.matrix[:, :8], list(ITEMS.all_tags()))
+    other = ItemIndex(list(ITEMS.ids), ITEMS.matrix[:, :8], list(ITEMS.all_tags()), ITEMS.model_id)
     with pytest.raises(InvalidField) as err:
         state.long_vector(CONFIG, other)
     assert err.value.field == "items.text_dim"
