@@ -121,7 +121,7 @@ class FineTuneSettings:
 class FineTuneResult:
     record: EncoderRecord
     folder: Path
-    history: list[dict[str, float]]  # per epoch: loss, validation NDCG@10, seconds
+    history: list[dict[str, float | None]]  # per epoch: loss (None before training), NDCG@10, s
 
 
 def _device(torch: Any, wanted: str) -> str:
@@ -332,8 +332,8 @@ def fine_tune(
     snap = _snapshot(enc, item_ids, passages, user_texts, query)
     base = snap  # the base encoder's vectors: the anchor
     base_ndcg = validation_ndcg(snap, data.validation, s)
-    history: list[dict[str, float]] = [
-        {"epoch": 0, "loss": float("nan"), "validation_ndcg10": base_ndcg,
+    history: list[dict[str, float | None]] = [
+        {"epoch": 0, "loss": None, "validation_ndcg10": base_ndcg,
          "seconds": time.perf_counter() - t0}]
     tell("validation", 0, s.epochs)
     per_epoch = min(s.examples_per_epoch, len(data.train))

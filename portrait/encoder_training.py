@@ -113,22 +113,22 @@ def _user_examples(
     wanted: list[str] = []
     texts: list[tuple[str | None, str]] = []  # (item reviewed, text)
     for ev in events:
-        positive = (isinstance(ev, ItemEvent) and ev.TYPE in POSITIVE_ITEM_TYPES
-                    and ev.item_id in catalog)
-        if positive and wanted and ev.item_id not in wanted:
-            own = [t for item, t in texts if item != ev.item_id]
+        item = ev.item_id if isinstance(ev, ItemEvent) else None
+        positive = item is not None and ev.TYPE in POSITIVE_ITEM_TYPES and item in catalog
+        if positive and wanted and item not in wanted:
+            own = [t for about, t in texts if about != item]
             out.append(NextItemExample(
                 ev.user_id, tuple(wanted[-settings.history:]),
                 tuple(own[-settings.user_texts:]) if settings.user_texts else (),
-                ev.item_id, ev.occurred_at,
+                str(item), ev.occurred_at,
             ))
         text = event_text(ev)
         if text is not None and text.strip():
-            texts.append((ev.item_id if isinstance(ev, ItemEvent) else None, text))
-        if positive:
-            if ev.item_id in wanted:
-                wanted.remove(ev.item_id)
-            wanted.append(ev.item_id)
+            texts.append((item, text))
+        if positive and item is not None:
+            if item in wanted:
+                wanted.remove(item)
+            wanted.append(item)
     return out
 
 
