@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary
 from portrait.items import ItemIndex
 from portrait.learned_ranker import BoundRanker
@@ -24,7 +25,7 @@ from portrait.two_stage import BLEND, LEARNED
 
 # How a view crosses processes: plain lists and arrays that pickle (and map zero-copy from
 # Ray's object store); see to_parts/from_parts.
-IndexParts = tuple[list[str], np.ndarray, list[list[str]], str]
+IndexParts = tuple[list[str], np.ndarray, list[list[str]], str, EncoderVersion | None]
 ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray, list[str]]
 # (space version, [(alpha, matrix)], the bound ranker: its Booster pickles as its model text)
 SpaceParts = tuple[int, list[tuple[float, np.ndarray]], BoundRanker | None]
@@ -42,6 +43,9 @@ class CatalogView:
     collaborative vectors of item-space ``space_version``) by collaborative share, with the
     same rows; an item the space does not cover keeps its text vector there. ``ranker`` is the
     learned ranker trained with that item space, over the same rows (None: the blend ranks).
+    ``encoder`` is the encoder version whose vectors fill the text part (``items.model_id``
+    is its model id): a shard encodes its users' texts with it, so it folds and ranks in one
+    text space until the next view (None: a view built without versions, the encoder's own).
     """
 
     version: int
@@ -53,6 +57,7 @@ class CatalogView:
     spaces: dict[float, ItemIndex] = field(default_factory=dict)
     popularity_through: int = 0
     ranker: BoundRanker | None = None
+    encoder: EncoderVersion | None = None
     tags: TagTable = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,7 +92,7 @@ class CatalogView:
         vocab = self.vocabulary
         return (
             (list(self.items.ids), self.items.matrix,
-             [list(t) for t in self.items.all_tags()], self.items.model_id),
+             [list(t) for t in self.items.all_tags()], self.items.model_id, self.encoder),
             (self.popularity, list(vocab.names) if vocab else [],
              vocab.matrix if vocab else np.zeros((0, self.items.dim), np.float32), self.titles),
             (self.space_version, [(a, ix.matrix) for a, ix in self.spaces.items()], self.ranker),
@@ -97,7 +102,7 @@ class CatalogView:
     def from_parts(
         cls, key: ViewKey, index: IndexParts, extras: ExtraParts, space: SpaceParts
     ) -> CatalogView:
-        ids, matrix, tags, model_id = index
+        ids, matrix, tags, model_id, encoder = index
         popularity, names, vocab_matrix, titles = extras
         space_version, blended, ranker = space
         vocabulary = TagVocabulary(tuple(names), vocab_matrix) if names else None
@@ -108,7 +113,7 @@ class CatalogView:
             for alpha, m in blended
         }
         return cls(key[0], items, popularity, vocabulary, titles, space_version, spaces, key[2],
-                   ranker)
+                   ranker, encoder)
 
 
 class CatalogSink(Protocol):

@@ -17,11 +17,11 @@ import numpy as np
 
 from actors.catalog_view import CatalogSink, CatalogView, ViewKey
 from portrait.collaborative import blended_index
+from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary, tag_prompt
 from portrait.items import ItemIndex, l2_normalise
 from portrait.learned_ranker import BoundRanker, IncompatibleRanker, RankerBundle
 from portrait.ports import AsyncEncoder
-from portrait.prompts import prompts_of
 from portrait.ranking import popularity_scores
 from storage.catalog import ItemCatalog
 
@@ -60,7 +60,8 @@ class CatalogViewBuilder:
         self._encoder = encoder
         self._sink = sink
         self._alphas = tuple(a for a in alphas if a > 0.0)
-        self._tag_vectors: dict[str, np.ndarray] = {}  # tags rarely change: encode each once
+        # Per model id, tag name -> vector: tags rarely change, each is encoded once.
+        self._tag_vectors: dict[str, dict[str, np.ndarray]] = {}
         self._lock = asyncio.Lock()
         self.key: ViewKey = (-1, -1, -1)
         self._view: CatalogView | None = None
@@ -95,21 +96,34 @@ class CatalogViewBuilder:
             if last is not None and not force and key[:2] == last.key[:2]:
                 view = last.with_popularity(self._popularity(ids), through)
             else:
-                index = await self._catalog.load_index()
+                encoder, index = await self._index()
                 space = await self._spaces.latest()
                 view = CatalogView(
-                    version, index, self._popularity(index.ids), await self._vocabulary(index),
+                    version, index, self._popularity(index.ids),
+                    await self._vocabulary(index, encoder),
                     await self._titles(index.ids), space.version if space is not None else 0,
                     {a: blended_index(index, space, a)
                      for a in self._alphas} if space else {},
                     popularity_through=through,
                     ranker=self._ranker(space, index),
+                    encoder=encoder,
                 )
             await self._sink.publish(view)
             self._view, self.key = view, view.key
         _log.info("catalog %d, item space %d, popularity through %d published: %d items",
                   *view.key, len(view.items))
         return version
+
+    async def _index(self) -> tuple[EncoderVersion, ItemIndex]:
+        """The active encoder version and the catalog's vectors under it. A switch that
+        commits between the two reads moves every vector to another model id: read again,
+        rather than publish an index of the items (none) the old model still has."""
+        for _ in range(3):
+            encoder = await self._catalog.encoder()
+            index = await self._catalog.load_index(encoder)
+            if (await self._catalog.encoder()).model_id == encoder.model_id:
+                return encoder, index
+        return encoder, index
 
     def _ranker(self, space: Any, index: ItemIndex) -> BoundRanker | None:
         """The space's learned ranker over ``index``'s rows (every alpha's index has the same
@@ -143,19 +157,22 @@ class CatalogViewBuilder:
         counts = self._counts
         return popularity_scores(np.array([counts.get(i, 0) for i in ids], dtype=np.float64))
 
-    async def _vocabulary(self, index: Any) -> TagVocabulary | None:
+    async def _vocabulary(self, index: Any, encoder: EncoderVersion) -> TagVocabulary | None:
+        """Tag names encoded by the view's encoder version (in its text space)."""
         names = sorted({t for tags in index.all_tags() for t in tags})
-        missing = [n for n in names if n not in self._tag_vectors]
+        known = self._tag_vectors.setdefault(encoder.model_id, {})
+        missing = [n for n in names if n not in known]
         if missing:
-            vectors = await self._encoder.encode(
-                prompts_of(self._encoder).queries([tag_prompt(n) for n in missing])
-            )
-            self._tag_vectors.update(zip(missing, vectors, strict=True))
+            texts = encoder.prompts.queries([tag_prompt(n) for n in missing])
+            if encoder.model_id == self._encoder.model_id:
+                vectors = await self._encoder.encode(texts)
+            else:
+                vectors = await self._encoder.encode_for(  # type: ignore[attr-defined]
+                    encoder, texts)
+            known.update(zip(missing, vectors, strict=True))
         if not names:
             return None
-        return TagVocabulary(
-            tuple(names), l2_normalise(np.stack([self._tag_vectors[n] for n in names]))
-        )
+        return TagVocabulary(tuple(names), l2_normalise(np.stack([known[n] for n in names])))
 
     async def _titles(self, ids: Sequence[str]) -> list[str]:
         titles = await self._catalog.store.titles()

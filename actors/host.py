@@ -33,7 +33,7 @@ from actors.snapshotter import Snapshotter
 from actors.text_features import TextFeatureSource
 from actors.user_locks import UserLocks
 from portrait.config import ProfileConfig
-from portrait.errors import NotOwner, PortraitError, VersionConflict
+from portrait.errors import MixedTextSpaces, NotOwner, PortraitError, VersionConflict
 from portrait.events import Event, RecordedEvent, event_text
 from portrait.fold import fold
 from portrait.items import ItemIndex
@@ -222,6 +222,27 @@ class UserHost:
             self.stats.erasures += 1
             return result
 
+    async def refold_text(self, model_id: str) -> int:
+        """Drop (unsnapshotted) every active user whose text part another encoder than
+        ``model_id`` made: after an encoder switch their next use folds them from the log
+        and the cached features of the new encoder. Users without text are valid in any
+        space and stay. Under their locks, so no call of theirs is half-way. Returns how
+        many were dropped."""
+        stale = [u for u in list(self._users)
+                 if (a := self._users.get(u)) is not None and a.state.text_acc is not None
+                 and a.state.text_model != model_id]
+        if not stale:
+            return 0
+        async with self._locks.hold(stale):
+            for user_id in stale:
+                user = self._users.get(user_id)
+                if user is not None and user.state.text_model != model_id:
+                    self._users.drop(user_id)
+                    self._snapshotter.cancel(user_id)
+        _log.info("%d users' text re-folds under encoder %s on their next use", len(stale),
+                  model_id)
+        return len(stale)
+
     async def hand_off(self) -> int:
         """Passivate every active user this host no longer owns (:attr:`owns` changed): each
         waits for its in-flight calls, is snapshotted and dropped, and later calls for it are
@@ -353,6 +374,12 @@ class UserHost:
         results = shown
         try:
             fold(user.state, fresh, self.config(user_id), self._items(), texts)
+        except MixedTextSpaces:
+            # The catalog view moved to another encoder while these texts were encoded:
+            # the next use folds the user again from the log, in the new view's space.
+            _log.info("%s: encoder switched during an ingest; re-folding from the log", user_id)
+            self._users.drop(user_id)
+            return results
         except Exception:
             # The events are durable and acknowledged; only the in-memory copy failed.
             # Forget it so the next use rebuilds the profile from the log.

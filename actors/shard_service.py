@@ -176,7 +176,8 @@ class ShardService:
         self._host = UserHost(
             stores.events,
             stores.snapshots,
-            TextFeatureSource(stores.text_features, self._encoder_connector),
+            TextFeatureSource(stores.text_features, self._encoder_connector,
+                              lambda: self._view().encoder),
             lambda: self._view().items,
             self._settings.variants,
             self._settings.host,
@@ -227,7 +228,25 @@ class ShardService:
                 # Only popularity moved: keep our indexes and the copies ranking built of them.
                 view = mine.with_popularity(view.popularity, view.popularity_through)
             self._catalog = view
+            if (mine is not None and self._host is not None
+                    and view.items.model_id != mine.items.model_id):
+                # An encoder switch: users' text was folded in the old space. Until this
+                # line the shard ranked old states in the old view (consistent); from now
+                # on they re-fold in the new one on their next use.
+                await self._host.refold_text(view.items.model_id)
         return self._catalog.key if self._catalog is not None else (-1, -1, -1)
+
+    async def _state_in_view(self, host: UserHost, user_id: str) -> tuple[Any, CatalogView]:
+        """The user's state and a view of the same text space. A switch can land between
+        activating a user and reading the view (the state then has the other encoder's
+        text): the user is folded again in the current view, never ranked across spaces."""
+        for _ in range(3):
+            state = await host.state(user_id)
+            view = self._view()
+            if state.text_acc is None or state.text_model == view.items.model_id:
+                return state, view
+            await host.refold_text(view.items.model_id)
+        raise NotReady("the text encoder is being switched; retry shortly")
 
     async def catalog_key(self) -> ViewKey:
         """The key of the view this shard ranks with now, without looking for a newer one
@@ -262,8 +281,7 @@ class ShardService:
         the same list)."""
         host = await self._ready()
         started = time.perf_counter()
-        state = await host.state(user_id)
-        view = self._view()
+        state, view = await self._state_in_view(host, user_id)
 
         def ranked_by(variant: Variant) -> tuple[list[Recommendation], str]:
             ctx = None
@@ -361,10 +379,10 @@ class ShardService:
     ) -> ProfileReport:
         host = await self._ready()
         if at_seq is None and at_time is None:
-            state = await host.state(user_id)
+            state, view = await self._state_in_view(host, user_id)
         else:
+            view = self._view()
             state = await host.state_at(user_id, until_seq=at_seq, until_time=at_time)
-        view = self._view()
         variant = host.variants.for_user(user_id)
         return ProfileReport(
             summarize(

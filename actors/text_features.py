@@ -39,6 +39,10 @@ class TextFeatureSource:
         self._encoder: AsyncEncoder | None = None
         self.encoded = 0  # texts sent to the encoder, for metrics
 
+    def version(self) -> EncoderVersion | None:
+        """The encoder version this source encodes with now (its shard's view's)."""
+        return self._version()
+
     async def _connected(self) -> AsyncEncoder:
         if self._encoder is None:
             try:

@@ -4,8 +4,6 @@ erased users' texts never encoded again."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 
@@ -20,40 +18,12 @@ from portrait.ports import TextKey
 from storage.stores import Stores
 from tests.contract.backends import OnEmbeddedPostgresSealed, OnMemory
 from tests.fakes import HashingEncoder
+from tests.versioned_encoder import BASE_MODEL, Killed, VersionedHashing
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-BASE_MODEL = "test/hashing-encoder"
 ITEMS = [ItemRecord(str(i), f"Film {i}", f"A story about thing {i}.", ("Drama",))
          for i in range(10)]
-
-
-class Killed(Exception):
-    """What the test's encoder raises to stop a migration midway."""
-
-
-class VersionedHashing(ThreadedEncoder):
-    """The base hashing encoder, and any version as another hashing encoder whose vectors
-    are rotated by the version (a different space); counts what each model encoded, and can
-    be told to fail after some calls (a migration killed midway)."""
-
-    def __init__(self) -> None:
-        super().__init__(HashingEncoder(dim=16, model_id=BASE_MODEL))
-        self.texts: dict[str, list[str]] = {}
-        self.fail_after: int | None = None
-
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        self.texts.setdefault(BASE_MODEL, []).extend(texts)
-        return await super().encode(texts)
-
-    async def encode_for(self, version: EncoderVersion, texts: Sequence[str]) -> np.ndarray:
-        if self.fail_after is not None:
-            if self.fail_after == 0:
-                raise Killed("the migration was killed")
-            self.fail_after -= 1
-        self.texts.setdefault(version.model_id, []).extend(texts)
-        vectors = await super().encode(texts)
-        return np.roll(vectors, 1 + version.version, axis=1)
 
 
 def new_version(name: str = "tuned") -> EncoderVersion:
