@@ -5,6 +5,7 @@
     portrait cluster          up|down|status|kill-worker K: a multi-node Ray on this machine
     portrait import-catalog   encode and store a dataset's catalog, with a progress bar
     portrait train-items      train the collaborative item space from the event log
+    portrait encoder          list|register FOLDER|switch NAME|rollback: text encoder versions
     portrait train-encoder    fine-tune the text encoder on the event log, register it
     portrait migrate          apply the Alembic migrations to PORTRAIT_DATABASE_URL
     portrait master-key       new|status|rotate: the master key that wraps users' data keys
@@ -31,6 +32,7 @@ from portrait.errors import PortraitError
 from serve.cli import (
     catalog,
     database,
+    encoders,
     events,
     experiments,
     run,
@@ -42,7 +44,8 @@ from serve.cli.command import Handler
 from serve.settings import Settings, SettingsError
 
 OFFLINE_COMMANDS = ("evaluate", "tune", "ab")
-_FAMILIES = (run, catalog, database, tokens, events, experiments, summaries, train_encoder)
+_FAMILIES = (run, catalog, encoders, database, tokens, events, experiments, summaries,
+             train_encoder)
 
 
 def build_parser() -> argparse.ArgumentParser:
