@@ -91,7 +91,9 @@ class CatalogRankerSources:
     async def text_features(
         self, events: Iterable[Event]
     ) -> dict[str, dict[str, TextFeatures]]:
-        return await self._texts.features_for(events)
+        # Under the active encoder version, like the catalog index: one text space.
+        catalog = self._catalog.catalog(await self._connector.connect())
+        return await self._texts.features_for(events, await catalog.encoder())
 
 
 class CatalogOpener(Protocol):

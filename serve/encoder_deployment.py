@@ -4,6 +4,14 @@ Callers send whole lists (``encode(texts)``); the replica splits them into one c
 into a ``@serve.batch`` method, so texts from many concurrent callers share engine batches,
 and reassembles each caller's vectors in order. :func:`build_encoder_app` is the only place
 the deployment is bound.
+
+One replica serves several encoder versions (see "Encoder versions" in the README): a call
+names the version it wants (a shard names its catalog view's, so it folds in one space until
+its next view), none means the base the settings name. A version is loaded from its folder on
+first use, after its record is checked against the folder (a mismatch is refused and never
+loaded); the least recently used fine-tuned engine beyond the active and previous ones is
+dropped (:mod:`encoding.version_engines`). Texts of different versions share the batcher and
+are encoded per version.
 """
 
 from __future__ import annotations
@@ -18,8 +26,11 @@ import numpy as np
 from ray import serve
 from ray.serve import Application
 
+from encoding.encoder_checkpoint import CheckpointMismatch
 from encoding.settings import EncoderSettings
+from encoding.version_engines import VersionEngines
 from encoding.vllm_encoder import validate_texts
+from portrait.encoder_versions import EncoderVersion
 from portrait.errors import EncoderUnavailable, InvalidField, InvalidInput
 from portrait.ports import Encoder
 from portrait.prompts import TextPrompts, prompts_of
@@ -98,6 +109,8 @@ class EncoderDeployment:
         # team (Ray sets OMP_NUM_THREADS to the replica's num_cpus). Built here, batches ran
         # at about half the direct engine's speed (./dev bench encoder).
         self._encoder: Encoder = self._executor.submit(factory, settings).result()
+        # Version engines are built on the same thread, when a batch first needs them.
+        self._engines = VersionEngines(self._encoder, settings, factory)
         self._load_seconds = time.perf_counter() - t0
         self._batches = 0
         self._texts = 0
@@ -146,6 +159,7 @@ class EncoderDeployment:
             "dtype": getattr(self._encoder, "dtype", None),
             "torch_threads": getattr(self._encoder, "torch_threads", None),
             "rss_max_mib": _max_rss_mib(),
+            "engines": self._engines.loaded(),
         }
 
     def record_autoscaling_stats(self) -> dict[str, float]:
@@ -154,8 +168,11 @@ class EncoderDeployment:
 
     # -- encoding ------------------------------------------------------------------------
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """``(len(texts), dim)`` float32, L2-normalised, in order; batched across callers."""
+    async def encode(
+        self, texts: Sequence[str], version: EncoderVersion | None = None
+    ) -> np.ndarray:
+        """``(len(texts), dim)`` float32, L2-normalised, in order; batched across callers.
+        ``version``: the encoder version to encode with (None: the base)."""
         t0 = time.perf_counter()
         try:
             items = validate_texts(texts)
@@ -170,7 +187,7 @@ class EncoderDeployment:
             # throughput. batch_size_fn counts texts, so a batch still holds up to
             # max_batch_size texts from any number of callers.
             size = self._encode_batch._get_max_batch_size()  # type: ignore[attr-defined]
-            chunks = [items[i : i + size] for i in range(0, len(items), size)]
+            chunks = [(version, items[i : i + size]) for i in range(0, len(items), size)]
             parts = await asyncio.gather(*(self._encode_batch(c) for c in chunks))
             rows = [row for part in parts for row in part]
         except InvalidInput:
@@ -185,7 +202,8 @@ class EncoderDeployment:
         metrics.REQUESTS.labels(outcome="ok").inc()
         metrics.LATENCY.observe(time.perf_counter() - t0)
         if not rows:
-            return np.zeros((0, self._encoder.dim), dtype=np.float32)
+            dim = self._encoder.dim if version is None else version.dim
+            return np.zeros((0, dim), dtype=np.float32)
         return np.stack(rows).astype(np.float32, copy=False)
 
     async def encode_direct(self, texts: Sequence[str]) -> np.ndarray:
@@ -197,15 +215,19 @@ class EncoderDeployment:
     @serve.batch(
         max_batch_size=64,
         batch_wait_timeout_s=0.005,
-        batch_size_fn=lambda chunks: sum(len(c) for c in chunks),
+        batch_size_fn=lambda chunks: sum(len(c[1]) for c in chunks),
     )
-    async def _encode_batch(self, chunks: list[list[str]]) -> list[list[np.ndarray]]:
-        texts = [t for chunk in chunks for t in chunk]
+    async def _encode_batch(
+        self, chunks: list[tuple[EncoderVersion | None, list[str]]]
+    ) -> list[list[np.ndarray]]:
+        texts = [t for _, chunk in chunks for t in chunk]
         loop = asyncio.get_running_loop()
         try:
-            matrix = await loop.run_in_executor(self._executor, self._encoder.encode, texts)
+            matrix = await loop.run_in_executor(self._executor, self._encode_versions, chunks)
         except InvalidInput:
             raise
+        except CheckpointMismatch as exc:  # refused, never loaded: the caller's to fix
+            raise InvalidField("version", str(exc)) from None
         except Exception:
             self._consecutive_failures += 1
             raise
@@ -216,10 +238,30 @@ class EncoderDeployment:
         self._batch_sizes[len(texts)] = self._batch_sizes.get(len(texts), 0) + 1
         metrics.BATCH_SIZE.observe(len(texts))
         out, start = [], 0
-        for chunk in chunks:
+        for _, chunk in chunks:
             out.append(list(matrix[start : start + len(chunk)]))
             start += len(chunk)
         return out
+
+    def _encode_versions(
+        self, chunks: list[tuple[EncoderVersion | None, list[str]]]
+    ) -> list[np.ndarray]:
+        """Rows of every chunk in order, each version's texts in one engine call (on the
+        engine thread, where version engines are also built)."""
+        groups: dict[str, tuple[EncoderVersion | None, list[int], list[str]]] = {}
+        position = 0
+        for version, chunk in chunks:
+            key = "" if version is None else version.model_id
+            _, places, texts = groups.setdefault(key, (version, [], []))
+            places.extend(range(position, position + len(chunk)))
+            texts.extend(chunk)
+            position += len(chunk)
+        rows: list[np.ndarray] = [np.empty(0)] * position
+        for version, places, texts in groups.values():
+            matrix = self._engines.engine_for(version).encode(texts)
+            for place, row in zip(places, matrix, strict=True):
+                rows[place] = row
+        return rows
 
 
 def replica_options(settings: EncoderSettings) -> dict[str, object]:
@@ -315,11 +357,19 @@ class EncoderClient:
         return self._prompts
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return await self.encode_for(None, texts)
+
+    async def encode_for(
+        self, version: EncoderVersion | None, texts: Sequence[str]
+    ) -> np.ndarray:
+        """:meth:`encode` with the named encoder version (None: the base)."""
         items = validate_texts(texts)
         if not items:
-            return np.zeros((0, self._dim or 0), dtype=np.float32)
+            dim = self._dim if version is None else version.dim
+            return np.zeros((0, dim or 0), dtype=np.float32)
         try:
-            result: np.ndarray = await not_cancelled(self._handle.encode.remote(items))
+            result: np.ndarray = await not_cancelled(
+                self._handle.encode.remote(items, version))
             return result
         except InvalidField:
             raise
