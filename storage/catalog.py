@@ -56,12 +56,16 @@ class ItemCatalog:
         """The base encoder's model id (see :meth:`encoder` for the active one)."""
         return self._encoder.model_id
 
+    def base_encoder(self) -> EncoderVersion:
+        """Version 0, the base: this catalog's encoder, whichever version is active."""
+        return EncoderVersion(BASE_VERSION, "base", self._encoder.model_id,
+                              self._encoder.model_id, "", None, self._encoder.dim, "active",
+                              prompts=prompts_of(self._encoder))
+
     async def encoder(self) -> EncoderVersion:
         """The active encoder version: the base (this catalog's encoder) unless a switch made
         another one active."""
-        base = EncoderVersion(BASE_VERSION, "base", self._encoder.model_id,
-                              self._encoder.model_id, "", None, self._encoder.dim, "active",
-                              prompts=prompts_of(self._encoder))
+        base = self.base_encoder()
         if self._versions is None:
             return base
         active = await self._versions.active()

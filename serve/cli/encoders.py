@@ -141,7 +141,7 @@ async def _switch(stores: Any, encoder: Any, name: str | None) -> int:
     from actors.encoder_switch import EncoderSwitch
     from portrait.progress import on_bar
 
-    switch = EncoderSwitch(stores, encoder, await stores.catalog(encoder).encoder())
+    switch = EncoderSwitch(stores, encoder, stores.catalog(encoder).base_encoder())
     started = time.perf_counter()
     with tqdm(unit="item", desc="re-encoding", file=sys.stdout) as bar:
         if name is None:

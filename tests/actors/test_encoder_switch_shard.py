@@ -44,7 +44,7 @@ async def test_a_shard_refolds_text_in_the_new_space_and_keeps_serving() -> None
 
         target = await stores.encoder_versions.register(EncoderVersion(
             0, "tuned", "test/tuned", BASE_MODEL, "all-minilm-l6-v2", "/nowhere", 16))
-        switch = EncoderSwitch(stores, encoder, await stores.catalog(encoder).encoder())
+        switch = EncoderSwitch(stores, encoder, stores.catalog(encoder).base_encoder())
         await switch.switch(target)
         # Switched at rest, not yet published: the shard still ranks in the old space, and
         # a new text event is encoded under its view's (old) encoder.
