@@ -39,6 +39,7 @@ from portrait.errors import NotReady
 from portrait.impression import INTERLEAVE
 from portrait.inspection import ProfileDiff, diff, summarize
 from portrait.interleaving import seed_of, team_draft
+from portrait.profile import ProfileState
 from portrait.ranking import Reason, Recommendation, recommend
 from portrait.retrieval import RetrievalContext
 from portrait.routing import Topology
@@ -236,7 +237,9 @@ class ShardService:
                 await self._host.refold_text(view.items.model_id)
         return self._catalog.key if self._catalog is not None else (-1, -1, -1)
 
-    async def _state_in_view(self, host: UserHost, user_id: str) -> tuple[Any, CatalogView]:
+    async def _state_in_view(
+        self, host: UserHost, user_id: str
+    ) -> tuple[ProfileState, CatalogView]:
         """The user's state and a view of the same text space. A switch can land between
         activating a user and reading the view (the state then has the other encoder's
         text): the user is folded again in the current view, never ranked across spaces."""
@@ -252,6 +255,13 @@ class ShardService:
         """The key of the view this shard ranks with now, without looking for a newer one
         (what a test reads to see whether a publication reached the shard)."""
         return self._catalog.key if self._catalog is not None else (-1, -1, -1)
+
+    async def text_model(self, user_id: str) -> str | None:
+        """The encoder of the user's text part as held here now, None without text (what a
+        test reads to see a profile re-folded after an encoder switch)."""
+        host = await self._ready()
+        state, _ = await self._state_in_view(host, user_id)
+        return state.text_model
 
     # -- commands and queries --------------------------------------------------------------
 
