@@ -66,6 +66,7 @@ class MigrationStatus:
     texts_encoded: int = 0
     log_position: int = 0
     seconds: float = 0.0
+    items_seconds: float = 0.0
     error: str | None = None
     figures: dict[str, float] = field(default_factory=dict)
 
@@ -122,6 +123,7 @@ class EncoderSwitch:
             await self._versions.set_state(target.version, "migrating")
         try:
             await self._migrate_items(target, progress)
+            status.items_seconds = time.perf_counter() - started
             status.phase = "texts"
             await self._migrate_texts(target, progress)
         except BaseException as exc:
