@@ -111,6 +111,7 @@ def fine_tuned_encoder(
     result = fine_tune(
         Path(base.resolved_model_path()), base.model, base.model_id, texts, data, tmp,
         name=f"{prep.name}-s{seed}", settings=s, progress=progress,
+        serve_max_length=base.max_length,
     )
     seconds = time.perf_counter() - t0
     tmp.rename(folder)

@@ -135,7 +135,7 @@ def cmd_train_encoder(args: argparse.Namespace, settings: Settings) -> int:
 
             shutil.rmtree(partial)
         result = fine_tune(Path(base.resolved_model_path()), base.model, base.model_id, items,
-                           data, partial, name, ft, progress)
+                           data, partial, name, ft, progress, serve_max_length=base.max_length)
         partial.rename(folder)
         v = result.record.validation
         print(f"{name}: validation text-only NDCG@10 {v['base_ndcg10']:.4f} (base) -> "

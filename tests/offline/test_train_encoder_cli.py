@@ -60,6 +60,8 @@ def test_trains_writes_and_registers(env: str, tmp_path: Path,
     record = read_record(folder)
     verify_checkpoint(folder, record)
     assert record.name == "genres" and record.data["users"] == 60
+    # served with the base's token window, not the shorter one it trained with
+    assert record.max_length == 256 and record.training["max_length"] == 64
     assert record.data["train_examples"] >= 200 and 20 <= record.data["validation_examples"] <= 60
 
     async def registered() -> tuple[str, str | None]:
