@@ -15,13 +15,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from encoding.encoder_checkpoint import CheckpointMismatch, read_record, verify_checkpoint
+from encoding.encoder_checkpoint import (
+    CheckpointMismatch,
+    EncoderRecord,
+    read_record,
+    verify_checkpoint,
+)
 from encoding.encoder_checkpoint import settings_for as checkpoint_settings
 from encoding.fine_tune import FineTuneSettings, fine_tune
 from offline.prepare import Phase, Prepared
@@ -66,11 +72,22 @@ def _train_digest(prep: Prepared, phase: Phase, s: FineTuneSettings, e: ExampleS
     return h.hexdigest()[:12]
 
 
+def _cached(folder: Path) -> EncoderRecord | None:
+    """The record of a complete folder a previous run left, or None (absent, or not what its
+    record says: trained again)."""
+    try:
+        record = read_record(folder)
+        verify_checkpoint(folder, record)
+    except CheckpointMismatch:
+        return None
+    return record
+
+
 def fine_tuned_encoder(
     prep: Prepared, phase: Phase, seed: int, cache_dir: Path | None,
     settings: FineTuneSettings | None = None, examples: ExampleSettings | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[Path, dict[str, Any], float]:
+) -> tuple[Path, EncoderRecord, float]:
     """The folder of the encoder fine-tuned on ``phase``'s training events with ``seed``
     (trained, or found in the cache), its record, and the training seconds (0 when cached)."""
     base = prep.provider.settings
@@ -80,21 +97,16 @@ def fine_tuned_encoder(
     e = dataclasses.replace(examples or ExampleSettings(), seed=seed)
     root = Path(cache_dir or ".portrait/cache") / "encoders"
     folder = root / f"{prep.name}-{_train_digest(prep, phase, s, e, base.model_id)}-s{seed}"
-    try:
-        record = read_record(folder)
-        verify_checkpoint(folder, record)
+    cached = _cached(folder)
+    if cached is not None:
         log(f"fine-tuned encoder (seed {seed}): cached at {folder}")
-        return folder, record.to_dict(), 0.0
-    except CheckpointMismatch:
-        pass
+        return folder, cached, 0.0
     data = build_training_set(phase.split.train_events, set(prep.item_ids), e)
     texts = {i.item_id: item_text(i) for i in prep.items}
     log(f"fine-tuning the encoder (seed {seed}): {len(data.train)} training and "
         f"{len(data.validation)} validation examples")
     tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        import shutil
-
+    if tmp.exists():  # a run killed while training
         shutil.rmtree(tmp)
     bars: dict[str, Any] = {}
 
@@ -118,7 +130,7 @@ def fine_tuned_encoder(
     v = result.record.validation
     log(f"fine-tuned encoder (seed {seed}): validation NDCG@10 {v['base_ndcg10']:.4f} -> "
         f"{v['ndcg10']:.4f} (epoch {v['best_epoch']}), {seconds:.0f}s")
-    return folder, read_record(folder).to_dict(), seconds
+    return folder, read_record(folder), seconds
 
 
 def fine_tuned_systems(
@@ -137,11 +149,8 @@ def fine_tuned_systems(
             log(f"fine-tuned encoder (seed {seed}) not trained: {exc}")
             out.append(FineTuned(seed, Path(), {}, refused={"encoder": str(exc)}))
             continue
-        ft = FineTuned(seed, folder, record, seconds={"training": train_s})
-        from encoding.encoder_checkpoint import EncoderRecord
-
-        settings = checkpoint_settings(folder, EncoderRecord.from_dict(record),
-                                       prep.provider.settings)
+        ft = FineTuned(seed, folder, record.to_dict(), seconds={"training": train_s})
+        settings = checkpoint_settings(folder, record, prep.provider.settings)
         provider = EncoderProvider(settings=settings)
         t0 = time.perf_counter()
         matrix, _ = cached_encode(
