@@ -79,11 +79,7 @@ class PostgresEncoderVersionStore:
         self._retry = retry
 
     async def _all(self, query: Any) -> list[Any]:
-        async def run() -> list[Any]:
-            async with self._engine.connect() as conn:
-                return list((await conn.execute(query)).all())
-
-        return await self._retry.run(run)
+        return await self._retry.fetch_all(self._engine, query)
 
     async def register(self, version: EncoderVersion) -> EncoderVersion:
         """Store a new version as 'registered'; returns it with its number."""

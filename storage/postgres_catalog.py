@@ -56,11 +56,7 @@ class PostgresCatalogStore:
         self._retry = retry
 
     async def _all(self, query: Any) -> list[Any]:
-        async def run() -> list[Any]:
-            async with self._engine.connect() as conn:
-                return list((await conn.execute(query)).all())
-
-        return await self._retry.run(run)
+        return await self._retry.fetch_all(self._engine, query)
 
     async def existing(self, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         query = select(*_RECORD_COLUMNS, items_table.c.model_id).where(

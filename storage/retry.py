@@ -36,10 +36,11 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portrait.errors import (
     PortraitError,
@@ -225,6 +226,14 @@ class RetryPolicy:
                              attempt, wait, exc)
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def fetch_all(self, engine: AsyncEngine, query: Any) -> list[Any]:
+        """Every row of ``query`` on a fresh connection, retried as :meth:`run` does."""
+        async def read() -> list[Any]:
+            async with engine.connect() as conn:
+                return list((await conn.execute(query)).all())
+
+        return await self.run(read)
 
 
 DEFAULT_RETRY = RetryPolicy()
