@@ -31,7 +31,7 @@ from encoding.encoder_checkpoint import (
 from encoding.encoder_checkpoint import settings_for as checkpoint_settings
 from encoding.fine_tune import FineTuneSettings, fine_tune
 from offline.prepare import Phase, Prepared
-from offline.progress import progress_bar
+from offline.progress import stage_bars
 from offline.vector_cache import EncoderProvider, cached_encode, text_event_features
 from portrait.catalog import item_text
 from portrait.encoder_training import ExampleSettings, NotEnoughText, build_training_set
@@ -108,16 +108,7 @@ def fine_tuned_encoder(
     tmp = folder.with_name(folder.name + ".partial")
     if tmp.exists():  # a run killed while training
         shutil.rmtree(tmp)
-    bars: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = progress_bar(total, f"encoder seed {seed}: {stage}", "step")
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
+    progress = stage_bars(f"encoder seed {seed}: ")
 
     t0 = time.perf_counter()
     result = fine_tune(

@@ -73,6 +73,7 @@ def cmd_train_encoder(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from encoding.fine_tune import FineTuneSettings, fine_tune
+    from offline.progress import stage_bars
     from portrait.catalog import item_text
     from portrait.encoder_training import ExampleSettings, NotEnoughText, build_training_set
     from portrait.errors import InvalidField
@@ -117,17 +118,7 @@ def cmd_train_encoder(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(f"{len(data.train)} training and {len(data.validation)} validation examples "
               f"from {data.users} users, {len(items)} items; base {base.model_id}", flush=True)
-        bars: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar = bars.get(stage)
-            if bar is None:
-                bar = bars[stage] = tqdm(total=total, desc=stage, unit="step", file=sys.stdout)
-            bar.n = done
-            bar.refresh()
-            if done >= total:
-                bar.close()
-
+        progress = stage_bars()
         started = time.perf_counter()
         partial = folder.with_name(folder.name + ".partial")
         if partial.exists():
