@@ -31,7 +31,7 @@ from encoding.encoder_checkpoint import (
 from encoding.encoder_checkpoint import settings_for as checkpoint_settings
 from encoding.fine_tune import FineTuneSettings, fine_tune
 from offline.prepare import Phase, Prepared
-from offline.progress import stage_bars
+from offline.progress import progress_bar
 from offline.vector_cache import EncoderProvider, cached_encode, text_event_features
 from portrait.catalog import item_text
 from portrait.encoder_training import ExampleSettings, NotEnoughText, build_training_set
@@ -39,6 +39,7 @@ from portrait.evaluation.runner import System
 from portrait.evaluation.tuning import PortraitFactory, PortraitParams
 from portrait.evaluation.two_stage_system import TwoStageSystem
 from portrait.learned_ranker import NotEnoughTraining, RankerSettings
+from portrait.progress import stage_bars
 
 TEXT_ONLY = "blend-text-only"
 
@@ -108,7 +109,8 @@ def fine_tuned_encoder(
     tmp = folder.with_name(folder.name + ".partial")
     if tmp.exists():  # a run killed while training
         shutil.rmtree(tmp)
-    progress = stage_bars(f"encoder seed {seed}: ")
+    progress = stage_bars(
+        lambda stage, total: progress_bar(total, f"encoder seed {seed}: {stage}", "step"))
 
     t0 = time.perf_counter()
     result = fine_tune(

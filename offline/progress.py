@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from portrait.evaluation.runner import RunResult, System, run
@@ -17,23 +17,6 @@ def progress_bar(total: int, desc: str, unit: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
-
-
-def stage_bars(prefix: str = "") -> Callable[[str, int, int], None]:
-    """A ``(stage, done, total)`` callback drawing one bar per stage (what
-    :func:`encoding.fine_tune.fine_tune` reports), each closed when its stage is done."""
-    bars: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = progress_bar(total, f"{prefix}{stage}", "step")
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-
-    return progress
 
 
 def run_with_progress(

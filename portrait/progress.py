@@ -7,7 +7,7 @@ adapter (:func:`on_bar`) fits every one of them. Pure: it draws nothing itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 
@@ -44,5 +44,24 @@ def on_bar(bar: Bar) -> Progress:
         if figures:
             bar.set_postfix({name: f"{value:.4f}" for name, value in figures.items()}, False)
         bar.refresh()
+
+    return progress
+
+
+def stage_bars(new_bar: Callable[[str, int], Bar]) -> Callable[[str, int, int], None]:
+    """A ``(stage, done, total)`` callback (a computation in named stages, such as the
+    epochs of :func:`encoding.fine_tune.fine_tune`) drawing one bar per stage through
+    :func:`on_bar`; ``new_bar(stage, total)`` makes each, and a finished stage's bar is closed
+    when it has a ``close``."""
+    bars: dict[str, tuple[Bar, Progress]] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bar = new_bar(stage, total)
+            bars[stage] = (bar, on_bar(bar))
+        bar, advance = bars[stage]
+        advance(done, total)
+        if done >= total and callable(close := getattr(bar, "close", None)):
+            close()
 
     return progress

@@ -73,10 +73,10 @@ def cmd_train_encoder(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from encoding.fine_tune import FineTuneSettings, fine_tune
-    from offline.progress import stage_bars
     from portrait.catalog import item_text
     from portrait.encoder_training import ExampleSettings, NotEnoughText, build_training_set
     from portrait.errors import InvalidField
+    from portrait.progress import stage_bars
     from serve.composition import store_factory
     from storage.migrate import upgrade
 
@@ -118,7 +118,8 @@ def cmd_train_encoder(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(f"{len(data.train)} training and {len(data.validation)} validation examples "
               f"from {data.users} users, {len(items)} items; base {base.model_id}", flush=True)
-        progress = stage_bars()
+        progress = stage_bars(
+            lambda stage, total: tqdm(total=total, desc=stage, unit="step", file=sys.stdout))
         started = time.perf_counter()
         partial = folder.with_name(folder.name + ".partial")
         if partial.exists():
