@@ -8,6 +8,13 @@ An index is one *item space*: its first ``text_dim`` columns are the text part (
 encoder's vectors, scaled when blended) and any further columns a collaborative part that
 retrains replace. Profiles keep per-item weights, not vectors (see :mod:`portrait.profile`),
 so one profile is read in any space; ``space_version`` names the space for caches and logs.
+
+An index grows by *deltas* (:meth:`ItemIndex.extended`): rows appended after a shared base,
+which is never copied, so applying an item upsert costs what changed, not the catalog. A
+changed item gets a new row and its old row is *superseded* (:attr:`ItemIndex.alive` is False
+there): rankers drop it through their allowed-rows mask, and :meth:`ItemIndex.row` answers
+the newest row. The full matrix of a grown index (:attr:`ItemIndex.matrix`) is assembled only
+when something asks for it; row gathers (:meth:`ItemIndex.vectors`) never assemble it.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ class ItemIndex:
 
     __slots__ = (
         "_ids", "_rows", "_matrix", "_tags", "model_id", "_column_major", "text_dim",
-        "space_version", "__weakref__",  # profiles cache compositions under a weak reference
+        "space_version", "_tail", "_tail_rows", "_alive", "_joined",
+        "__weakref__",  # profiles cache compositions under a weak reference
     )
 
     def __init__(
@@ -78,14 +86,89 @@ class ItemIndex:
         self._tags = tuple(tuple(t) for t in tags) if tags is not None else ((),) * len(ids)
         self.model_id = model_id
         self._column_major: np.ndarray | None = None
+        # Rows appended by deltas after the base: their vectors, id -> newest row, which rows
+        # are superseded, and the base and tail assembled (only if asked for).
+        self._tail: np.ndarray | None = None
+        self._tail_rows: dict[str, int] = {}
+        self._alive: np.ndarray | None = None
+        self._joined: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
         return int(self._matrix.shape[1])
 
     @property
-    def matrix(self) -> np.ndarray:
+    def n_base(self) -> int:
+        """Rows of the shared base; rows from here on came with deltas."""
+        return int(self._matrix.shape[0])
+
+    @property
+    def base_matrix(self) -> np.ndarray:
+        """The base's rows (what is shared between processes, never copied)."""
         return self._matrix
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """Every row's vector. For a grown index this assembles base and tail once (a copy of
+        the catalog): row gathers should use :meth:`vectors`, which does not."""
+        if self._tail is None:
+            return self._matrix
+        if self._joined is None:
+            self._joined = np.concatenate([self._matrix, self._tail])
+            self._joined.setflags(write=False)
+        return self._joined
+
+    def vectors(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+        """The vectors of ``rows`` (a new float32 array), base or tail alike."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._tail is None:
+            out: np.ndarray = self._matrix[rows]
+            return out
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        in_base = rows < self.n_base
+        out[in_base] = self._matrix[rows[in_base]]
+        out[~in_base] = self._tail[rows[~in_base] - self.n_base]
+        return out
+
+    @property
+    def alive(self) -> np.ndarray | None:
+        """Per row, False where a newer row of the same item superseded it; None when every
+        row is current (an index that never grew by a changed item)."""
+        return self._alive
+
+    def extended(
+        self, ids: Sequence[str], matrix: np.ndarray, tags: Sequence[Sequence[str]]
+    ) -> ItemIndex:
+        """This index with ``ids`` appended (new items, or new versions of items it holds:
+        their old rows become superseded). The base is shared, not copied: the cost is the
+        tail's. Raises InvalidField on a shape that does not match."""
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape != (len(ids), self.dim):
+            raise InvalidField("matrix", f"shape {matrix.shape} does not match {len(ids)} ids "
+                                         f"of width {self.dim}")
+        if len(tags) != len(ids):
+            raise InvalidField("tags", "must have one entry per item")
+        if len(set(ids)) != len(ids):
+            raise InvalidField("ids", "item ids must be unique")
+        grown: ItemIndex = object.__new__(ItemIndex)
+        start = len(self._ids)
+        grown._ids = self._ids + tuple(ids)
+        grown._rows = self._rows
+        grown._matrix = self._matrix
+        grown._tags = self._tags + tuple(tuple(t) for t in tags)
+        grown.model_id, grown.text_dim = self.model_id, self.text_dim
+        grown.space_version = self.space_version
+        grown._column_major = grown._joined = None
+        tail = matrix if self._tail is None else np.concatenate([self._tail, matrix])
+        tail.setflags(write=False)
+        grown._tail = tail
+        alive = np.ones(start, dtype=bool) if self._alive is None else self._alive.copy()
+        superseded = self.rows_of(ids)
+        alive[superseded[superseded >= 0]] = False
+        grown._alive = np.concatenate([alive, np.ones(len(ids), dtype=bool)])
+        grown._tail_rows = {**self._tail_rows,
+                            **{item_id: start + i for i, item_id in enumerate(ids)}}
+        return grown
 
     def column_major(self) -> np.ndarray:
         """The matrix in column-major order, for scoring the whole catalog.
@@ -96,7 +179,7 @@ class ItemIndex:
         first ranking (one more matrix of memory).
         """
         if self._column_major is None:
-            self._column_major = np.asfortranarray(self._matrix)
+            self._column_major = np.asfortranarray(self.matrix)
             self._column_major.setflags(write=False)
         return self._column_major
 
@@ -108,6 +191,10 @@ class ItemIndex:
         return len(self._ids)
 
     def row(self, item_id: str) -> int | None:
+        if self._tail_rows:
+            row = self._tail_rows.get(item_id)
+            if row is not None:
+                return row
         return self._rows.get(item_id)
 
     def rows_of(self, item_ids: Collection[str]) -> np.ndarray:
@@ -116,9 +203,14 @@ class ItemIndex:
         Composing a profile looks up every item it holds: ``map`` over the dict's own
         ``get`` runs several times faster than calling :meth:`row` per id.
         """
-        return np.fromiter(
+        rows = np.fromiter(
             map(self._rows.get, item_ids, repeat(-1)), dtype=np.int64, count=len(item_ids)
         )
+        if self._tail_rows:
+            newer = np.fromiter(map(self._tail_rows.get, item_ids, repeat(-1)),
+                                dtype=np.int64, count=len(item_ids))
+            rows = np.where(newer >= 0, newer, rows)
+        return rows
 
     def tags(self, row: int) -> Sequence[str]:
         return self._tags[row]

@@ -197,7 +197,7 @@ class ProfileState:
                 # The rows in float64 (the fold always summed in float64), then two
                 # matrix-vector products: measured ~1.5x faster than one gemm with a two-row
                 # left operand, and mixed float32/float64 operands skip BLAS altogether.
-                block = items.matrix[rows].astype(np.float64)
+                block = items.vectors(rows).astype(np.float64)
                 np.dot(weights[0], block, out=out[0])
                 np.dot(weights[1], block, out=out[1])
         if self.text_acc is not None:

@@ -112,6 +112,29 @@ class TagTable:
         out[self.rows[wanted[self.cols]]] = True
         return out
 
+    def extended(self, tags: Sequence[Sequence[str]]) -> TagTable:
+        """This table with rows appended for ``tags`` (one entry per new item, the rows of an
+        :meth:`ItemIndex.extended` delta): costs the delta's tags, not the catalog's."""
+        grown: TagTable = object.__new__(TagTable)
+        names = dict(self.names)
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, item_tags in enumerate(tags):
+            for tag in item_tags:
+                rows.append(self.n_items + i)
+                cols.append(names.setdefault(tag, len(names)))
+        grown.names = names
+        grown.rows = np.concatenate([self.rows, np.asarray(rows, dtype=np.int64)])
+        grown.cols = np.concatenate([self.cols, np.asarray(cols, dtype=np.int64)])
+        counts = np.bincount(np.asarray(rows, dtype=np.int64) - self.n_items,
+                             minlength=len(tags)).astype(np.float32) if rows else np.zeros(
+                                 len(tags), np.float32)
+        grown._counts = np.concatenate([self._counts, counts])
+        grown._per_item = np.concatenate(
+            [self._per_item, np.sqrt(np.maximum(counts, 1)).astype(np.float32)])
+        grown.n_items = self.n_items + len(tags)
+        return grown
+
 
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
@@ -241,8 +264,11 @@ def allowed_rows(
     exclude: Collection[str] = (),
 ) -> np.ndarray:
     """Rows a recommendation may show: carrying one of ``tags`` (when given), neither
-    excluded by the profile nor in ``exclude``. Both rankers filter through this."""
+    excluded by the profile nor in ``exclude``, nor superseded (:attr:`ItemIndex.alive`).
+    Both rankers filter through this."""
     allowed = tag_table.mask(tags) if tags else np.ones(len(items), dtype=bool)
+    if items.alive is not None:  # rows superseded by a newer version of their item
+        allowed &= items.alive
     for item_id in (*state.excluded, *exclude):
         r = items.row(item_id)
         if r is not None:
