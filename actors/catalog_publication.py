@@ -88,6 +88,7 @@ class CatalogPublication:
         self._job: ItemSpaceJob | None = None
         self._publisher: CatalogViewBuilder | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._compacting: asyncio.Future[None] | None = None
 
     async def start(self) -> ViewKey:
         """Open the stores and make sure a view is published; returns the sink's key.
@@ -171,7 +172,25 @@ class CatalogPublication:
         version = await publisher.publish(force=force)
         if force or publisher.key != before:
             await self._notify()
+        self._compact_if_due(publisher)
         return version
+
+    def _compact_if_due(self, publisher: CatalogViewBuilder) -> None:
+        """Fold the deltas into a new base in the background when they are many, or the
+        catalog went quiet (see :meth:`CatalogViewBuilder.compaction_due`); one at a time.
+        Deltas keep going out while it builds; a failed build leaves the current view."""
+        if self._compacting is not None and not self._compacting.done():
+            return
+        if publisher.compaction_due(quiet_s=3 * self._refresh_s):
+            self._compacting = asyncio.ensure_future(self._compact(publisher))
+
+    async def _compact(self, publisher: CatalogViewBuilder) -> None:
+        try:
+            if await publisher.compact():
+                await self._notify()
+        except Exception as exc:  # the grown view keeps serving; the next check tries again
+            _log.warning("catalog compaction failed (the current view stays): %s",
+                         type(exc).__name__, exc_info=exc)
 
     async def publish_now(self, force: bool) -> int:
         """:meth:`publish` with ``force`` positional (how a remote caller passes it)."""
@@ -222,6 +241,8 @@ class CatalogPublication:
 
     async def close(self) -> None:
         """Stop the refresh and the retrain triggers, and close the stores."""
+        if self._compacting is not None:
+            self._compacting.cancel()
         await stop_all(self._tasks)
         self._tasks = []
         if self._job is not None:

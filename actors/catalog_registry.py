@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from actors.catalog_view import CatalogView, ViewKey, newer
+from actors.catalog_view import CatalogDelta, CatalogView, ViewKey, newer
 
 REGISTRY_NAME = "portrait-catalog"
 NAMESPACE = "portrait"
@@ -21,38 +21,62 @@ NAMESPACE = "portrait"
 
 @ray.remote(num_cpus=0, max_restarts=-1, enable_task_events=False)  # type: ignore[call-overload]  # see ProfileShard
 class CatalogRegistry:
-    """Holds ``(key, [index_ref, extras_ref, space_ref])``; refs are kept nested so Ray passes
-    them through unresolved and each reader fetches the shared object itself.
+    """Holds the current view as a base (``[index_ref, extras_ref, space_ref]``), the deltas
+    published since (``[(key, delta_ref)]``) and the newest extras (popularity, vocabulary);
+    refs are kept nested so Ray passes them through unresolved and each reader fetches the
+    shared objects itself, and only those it lacks.
 
     The registry puts the parts into the object store itself, so it owns them: they live as
-    long as it does, not as long as the ingress replica that published them (a shard restarted
-    after that replica died could not load its catalog). If the registry itself restarts it
-    comes back empty, and the next publication (the ingress checks, see
+    long as it does, not as long as the process that published them (a shard restarted
+    after that process died could not load its catalog). If the registry itself restarts it
+    comes back empty, and the next publication (the publisher checks, see
     :meth:`RegistryChannel.current_key`) fills it again.
     """
 
     def __init__(self) -> None:
         self._key: ViewKey = (-1, -1, -1)
+        self._base_key: ViewKey = (-1, -1, -1)
         self._refs: list[Any] = []
+        self._deltas: list[tuple[ViewKey, Any]] = []
+        self._extras: Any = None  # the newest popularity and vocabulary (over every row)
 
     def publish(self, key: ViewKey, parts: list[Any]) -> str:
-        """Make ``key`` current if it supersedes ours. A part given as None is the current
-        view's (index and item space are unchanged when only popularity moved).
+        """Make ``key`` current if it supersedes ours, or if it is our view compacted into a
+        base (same key, all parts). A part given as None is the current view's (only
+        popularity moved: the extras alone are sent, and the view keeps its base and deltas).
 
         Returns ``"published"``, ``"stale"`` (ours is as new or newer) or ``"need-parts"``
         (a part was left out that we do not hold: send them all).
         """
         key = (int(key[0]), int(key[1]), int(key[2]))
-        if self._refs and not newer(key, self._key):
+        compaction = key == self._key != self._base_key and parts[0] is not None
+        if self._refs and not newer(key, self._key) and not compaction:
             return "stale"
-        if any(p is None for p in parts) and (not self._refs or self._key[:2] != key[:2]):
+        if any(p is None for p in parts):
+            if not self._refs or self._key[:2] != key[:2]:
+                return "need-parts"
+            self._extras = ray.put(parts[1])
+            self._key = key
+            return "published"
+        self._refs = [ray.put(p) for p in parts]
+        self._extras = self._refs[1]
+        self._key = self._base_key = key
+        self._deltas = []
+        return "published"
+
+    def publish_delta(self, after: ViewKey, key: ViewKey, delta: Any) -> str:
+        """Append a delta to the current view if that view is ``after``; ``"need-parts"``
+        when it is not (we restarted empty, or another view went out)."""
+        key = (int(key[0]), int(key[1]), int(key[2]))
+        if not self._refs or self._key != tuple(int(k) for k in after):
             return "need-parts"
-        self._refs = [self._refs[i] if p is None else ray.put(p) for i, p in enumerate(parts)]
+        self._deltas.append((key, ray.put(delta)))
         self._key = key
         return "published"
 
-    def current(self) -> tuple[ViewKey, list[Any]]:
-        return self._key, self._refs
+    def current(self) -> tuple[ViewKey, ViewKey, list[Any], list[tuple[ViewKey, Any]], Any]:
+        """(current key, base key, base refs, deltas after the base, newest extras)."""
+        return self._key, self._base_key, self._refs, self._deltas, self._extras
 
 
 def get_or_create_registry() -> Any:
@@ -65,9 +89,9 @@ def get_or_create_registry() -> Any:
 class RegistryChannel:
     """:class:`~actors.catalog_view.CatalogSink` and ``CatalogFeed`` over the registry actor.
 
-    A view that differs from the last one this channel sent only in popularity is sent without
-    its index and item-space parts (the registry keeps its own); stateless otherwise, so it
-    pickles into every shard without that memory.
+    A view that differs from the last one this channel sent only in popularity is sent as its
+    extras alone (the registry keeps the rest); stateless otherwise, so it pickles into every
+    shard without that memory.
     """
 
     def __init__(self) -> None:
@@ -78,24 +102,40 @@ class RegistryChannel:
 
     async def publish(self, view: CatalogView) -> bool:
         registry = get_or_create_registry()
-        index, extras, space = view.to_parts()
-        parts: list[Any] = [index, extras, space]
         if self._sent == view.key[:2]:
-            parts = [None, extras, None]
-        status = await registry.publish.remote(view.key, parts)
+            status = await registry.publish.remote(view.key, [None, view.extras(), None])
+        else:
+            status = "need-parts"
         if status == "need-parts":
-            status = await registry.publish.remote(view.key, [index, extras, space])
+            status = await registry.publish.remote(view.key, list(view.to_parts()))
+        if status == "published":
+            self._sent = view.key[:2]
+        return bool(status == "published")
+
+    async def publish_delta(self, view: CatalogView, delta: CatalogDelta) -> bool:
+        status = await get_or_create_registry().publish_delta.remote(delta.after, delta.key,
+                                                                     delta)
         if status == "published":
             self._sent = view.key[:2]
         return bool(status == "published")
 
     async def current_key(self) -> ViewKey:
-        key, _ = await get_or_create_registry().current.remote()
+        key, *_ = await get_or_create_registry().current.remote()
         return (int(key[0]), int(key[1]), int(key[2]))
 
-    async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
-        key, refs = await get_or_create_registry().current.remote()
-        if not refs or tuple(key) == tuple(newer_than):
+    async def latest(self, mine: CatalogView | None = None) -> CatalogView | None:
+        key, base_key, refs, deltas, extras = await get_or_create_registry().current.remote()
+        key, base_key = tuple(key), tuple(base_key)
+        if not refs or (mine is not None and (mine.key, mine.base_key) == (key, base_key)):
             return None
-        index, extras, space = await asyncio.gather(*refs)
-        return CatalogView.from_parts(tuple(key), index, extras, space)
+        view = mine
+        if view is None or view.base_key != base_key or view.version > key[0]:
+            index, extras, space = await asyncio.gather(*refs)
+            view = CatalogView.from_parts(base_key, index, extras, space)
+        missing = [(k, ref) for k, ref in deltas if tuple(k)[0] > view.version]
+        for delta in await asyncio.gather(*(ref for _, ref in missing)):
+            view = view.with_delta(delta)
+        if view.key != key and view.key[:2] == key[:2]:  # popularity moved since
+            popularity, _, _ = await extras
+            view = view.with_popularity(popularity, key[2])
+        return view

@@ -6,6 +6,11 @@ its rows) when there is one. The publisher hands views to a :class:`CatalogSink`
 read the newest from a :class:`CatalogFeed`. In one process both are a
 :class:`LocalCatalogChannel`; across a Ray cluster they are the registry actor and the
 object store (:mod:`actors.catalog_registry`).
+
+A view is a *base* (built whole: at the start, after a retrain or an encoder switch, or to
+compact) followed by *deltas* (:class:`CatalogDelta`: the items written since, appended
+after the base's rows, see :meth:`ItemIndex.extended`). A reader that holds the base applies
+only the deltas it lacks, so an item upsert costs every process what changed.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from portrait.ranking import TagTable
 from portrait.two_stage import BLEND, LEARNED
 
 # How a view crosses processes: plain lists and arrays that pickle (and map zero-copy from
-# Ray's object store); see to_parts/from_parts.
-IndexParts = tuple[list[str], np.ndarray, list[list[str]], str, EncoderVersion | None]
-ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray, list[str]]
+# Ray's object store); see to_parts/from_parts. Titles travel with the index (they change
+# with it), popularity and the tag vocabulary as the extras (popularity moves on its own).
+IndexParts = tuple[list[str], np.ndarray, list[list[str]], str, EncoderVersion | None, list[str]]
+ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray]
 # (space version, [(alpha, matrix)], the bound ranker: its Booster pickles as its model text)
 SpaceParts = tuple[int, list[tuple[float, np.ndarray]], BoundRanker | None]
 # (catalog version, item-space version, event-log position popularity is counted through);
@@ -59,9 +65,35 @@ class CatalogView:
     ranker: BoundRanker | None = None
     encoder: EncoderVersion | None = None
     tags: TagTable = field(init=False)
+    base_key: ViewKey = field(init=False)  # the key of the base this view's deltas follow
 
     def __post_init__(self) -> None:
         self.tags = TagTable(self.items)
+        self.base_key = self.key
+
+    @property
+    def tail(self) -> int:
+        """Rows that came with deltas (0 for a base)."""
+        return len(self.items) - self.items.n_base
+
+    def with_delta(self, delta: CatalogDelta) -> CatalogView:
+        """This view with ``delta``'s items appended (changed ones superseding their old
+        rows) in every index; the base's arrays are shared, not copied."""
+        view = copy.copy(self)
+        view.items = self.items.extended(delta.ids, delta.matrix, delta.tags)
+        blended = dict(delta.blended)
+        view.spaces = {a: ix.extended(delta.ids, blended[a], delta.tags)
+                       for a, ix in self.spaces.items()}
+        view.tags = self.tags.extended(delta.tags)
+        view.titles = [*self.titles, *delta.titles]
+        old = self.popularity if self.popularity is not None else np.zeros(len(self.items),
+                                                                           np.float32)
+        view.popularity = np.concatenate([old, delta.popularity]).astype(np.float32)
+        if delta.vocabulary is not None:
+            names, matrix = delta.vocabulary
+            view.vocabulary = TagVocabulary(tuple(names), matrix) if names else None
+        view.version, view.popularity_through = delta.key[0], delta.key[2]
+        return view
 
     @property
     def key(self) -> ViewKey:
@@ -88,13 +120,37 @@ class CatalogView:
         row = self.items.row(item_id)
         return (self.titles[row] or None) if row is not None else None
 
-    def to_parts(self) -> tuple[IndexParts, ExtraParts, SpaceParts]:
+    def compacted(self) -> CatalogView:
+        """This view as a base: superseded rows dropped, base and tail in one matrix per
+        index. The ranker is left out: its neighbours are bound to the old rows (the
+        publisher binds it again)."""
+        alive = self.items.alive
+        keep = np.flatnonzero(alive) if alive is not None else np.arange(len(self.items))
+        ids = [self.items.ids[i] for i in keep]
+        tags = [self.items.tags(int(i)) for i in keep]
+
+        def whole(index: ItemIndex) -> ItemIndex:
+            return ItemIndex(ids, index.vectors(keep), tags, model_id=index.model_id,
+                             text_dim=index.text_dim, space_version=index.space_version)
+
+        popularity = self.popularity[keep] if self.popularity is not None else None
+        return CatalogView(self.version, whole(self.items), popularity, self.vocabulary,
+                           [self.titles[i] for i in keep], self.space_version,
+                           {a: whole(ix) for a, ix in self.spaces.items()},
+                           self.popularity_through, None, self.encoder)
+
+    def extras(self) -> ExtraParts:
         vocab = self.vocabulary
+        return (self.popularity, list(vocab.names) if vocab else [],
+                vocab.matrix if vocab else np.zeros((0, self.items.dim), np.float32))
+
+    def to_parts(self) -> tuple[IndexParts, ExtraParts, SpaceParts]:
+        """The view whole, as a base (a view grown by deltas is assembled into one)."""
         return (
             (list(self.items.ids), self.items.matrix,
-             [list(t) for t in self.items.all_tags()], self.items.model_id, self.encoder),
-            (self.popularity, list(vocab.names) if vocab else [],
-             vocab.matrix if vocab else np.zeros((0, self.items.dim), np.float32), self.titles),
+             [list(t) for t in self.items.all_tags()], self.items.model_id, self.encoder,
+             self.titles),
+            self.extras(),
             (self.space_version, [(a, ix.matrix) for a, ix in self.spaces.items()], self.ranker),
         )
 
@@ -102,8 +158,8 @@ class CatalogView:
     def from_parts(
         cls, key: ViewKey, index: IndexParts, extras: ExtraParts, space: SpaceParts
     ) -> CatalogView:
-        ids, matrix, tags, model_id, encoder = index
-        popularity, names, vocab_matrix, titles = extras
+        ids, matrix, tags, model_id, encoder, titles = index
+        popularity, names, vocab_matrix = extras
         space_version, blended, ranker = space
         vocabulary = TagVocabulary(tuple(names), vocab_matrix) if names else None
         items = ItemIndex(ids, matrix, tags, model_id=model_id)
@@ -116,10 +172,41 @@ class CatalogView:
                    ranker, encoder)
 
 
+@dataclass(frozen=True)
+class CatalogDelta:
+    """Items written since the view keyed ``after``, as the view keyed ``key`` holds them.
+
+    ``matrix`` holds their text vectors (unit rows, the text-only index's), ``blended`` their
+    rows in each collaborative share's index (an item the item space does not cover keeps
+    its text vector there, blended with a zero collaborative part), ``popularity`` their prior.
+    ``vocabulary`` is the whole tag vocabulary when the delta's tags changed it, else None.
+    """
+
+    after: ViewKey
+    key: ViewKey
+    ids: tuple[str, ...]
+    matrix: np.ndarray
+    tags: tuple[tuple[str, ...], ...]
+    titles: tuple[str, ...]
+    popularity: np.ndarray
+    blended: tuple[tuple[float, np.ndarray], ...] = ()
+    vocabulary: tuple[list[str], np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class CatalogSink(Protocol):
     async def publish(self, view: CatalogView) -> bool:
         """Make ``view`` current if it supersedes the current one (:func:`newer`); returns
         whether it did."""
+        ...
+
+    async def publish_delta(self, view: CatalogView, delta: CatalogDelta) -> bool:
+        """Make ``view`` (the current view grown by ``delta``) current; readers that hold the
+        current view fetch the delta alone. Returns False when the sink cannot take it (it
+        does not hold ``delta.after``: restarted, or another view went out): the caller
+        publishes the view whole then."""
         ...
 
     async def current_key(self) -> ViewKey:
@@ -129,9 +216,10 @@ class CatalogSink(Protocol):
 
 
 class CatalogFeed(Protocol):
-    async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
-        """The newest published view if its key differs from ``newer_than`` (keys only
-        grow), else None: a shard that is up to date fetches nothing."""
+    async def latest(self, mine: CatalogView | None = None) -> CatalogView | None:
+        """The newest published view if its key differs from ``mine``'s (keys only grow),
+        else None: a shard that is up to date fetches nothing. Built on ``mine`` where it
+        can be (its base with the deltas it lacks, or its indexes with newer popularity)."""
         ...
 
 
@@ -142,17 +230,32 @@ class LocalCatalogChannel:
         self._view: CatalogView | None = None
 
     async def publish(self, view: CatalogView) -> bool:
-        if self._view is not None and not newer(view.key, self._view.key):
+        if self._view is not None and not supersedes(view, self._view.key,
+                                                     self._view.base_key):
             return False
         self._view = view
         return True
 
+    async def publish_delta(self, view: CatalogView, delta: CatalogDelta) -> bool:
+        if self._view is None or self._view.key != delta.after:
+            return False
+        return await self.publish(view)
+
     async def current_key(self) -> ViewKey:
         return self._view.key if self._view is not None else (-1, -1, -1)
 
-    async def latest(self, newer_than: ViewKey = (-1, -1, -1)) -> CatalogView | None:
+    async def latest(self, mine: CatalogView | None = None) -> CatalogView | None:
         view = self._view
-        return view if view is not None and view.key != newer_than else None
+        if view is None or (mine is not None and (view.key, view.base_key)
+                            == (mine.key, mine.base_key)):
+            return None
+        return view
+
+
+def supersedes(view: CatalogView, key: ViewKey, base_key: ViewKey) -> bool:
+    """Whether ``view`` replaces the current view (``key``, grown from ``base_key``): it is
+    :func:`newer`, or it is the same view compacted into a base of its own."""
+    return newer(view.key, key) or (view.key == key and view.base_key == key != base_key)
 
 
 def newer(candidate: ViewKey, current: ViewKey) -> bool:

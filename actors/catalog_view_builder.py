@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
 
-from actors.catalog_view import CatalogSink, CatalogView, ViewKey
-from portrait.collaborative import blended_index
+from actors.catalog_view import CatalogDelta, CatalogSink, CatalogView, ViewKey
+from portrait.collaborative import blended_index, combine
 from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary, tag_prompt
+from portrait.item_space import ItemSpace
 from portrait.items import ItemIndex, l2_normalise
 from portrait.learned_ranker import BoundRanker, IncompatibleRanker, RankerBundle
 from portrait.ports import AsyncEncoder
@@ -26,6 +29,10 @@ from portrait.ranking import popularity_scores
 from storage.catalog import ItemCatalog
 
 _log = logging.getLogger(__name__)
+# A tail of deltas longer than this, and than this share of the base, is compacted into a
+# new base (ranking scans the tail exactly, and each process holds its own copy of it).
+COMPACT_MIN_ROWS = 20_000
+COMPACT_SHARE = 0.25
 
 
 class LatestItemSpace(Protocol):
@@ -71,6 +78,15 @@ class CatalogViewBuilder:
         # An erasure takes the user's events out of popularity: counted again from the start.
         self._erasures = 0
         self._refused_rankers: set[int] = set()  # item-space versions warned about
+        # What deltas need between whole builds: the store version the last read covered,
+        # the item space blended in (and its rows by id), the tag names of the vocabulary,
+        # the popularity scale, when the last delta went out.
+        self._read_at = 0
+        self._space: ItemSpace | None = None
+        self._space_rows: dict[str, int] = {}
+        self._tag_names: set[str] = set()
+        self._popularity_top = 0.0
+        self._last_delta_at = time.monotonic()
 
     @property
     def version(self) -> int:
@@ -80,39 +96,158 @@ class CatalogViewBuilder:
         """Publish the current catalog, item space and popularity if any of them changed
         (or ``force``); returns the catalog version.
 
-        A change of popularity alone (new interactions in the log) republishes the previous
-        view's indexes with the new prior, so nothing is rebuilt or re-encoded for it.
+        Items written since the last view go out as a delta (:class:`CatalogDelta`) built
+        from those items alone; the view is built whole only at the start, when the item
+        space or the encoder changed, when the sink lost it, or by :meth:`compact`. A change
+        of popularity alone republishes the previous view's indexes with the new prior.
         """
         async with self._lock:
-            version = await self._catalog.store.version()
-            space_version = await self._spaces.latest_version()
-            recounted = await self._recount_after_erasures()
-            through = await self._count_new_interactions()
-            key = (version, space_version, through)
-            if key == self.key and not force and not recounted:
-                return version
             last = self._view
-            ids = last.items.ids if last is not None else ()
-            if last is not None and not force and key[:2] == last.key[:2]:
-                view = last.with_popularity(self._popularity(ids), through)
+            read_at = await self._catalog.store.version()
+            encoder = await self._catalog.encoder()
+            space_version = await self._spaces.latest_version()
+            if (force or last is None or space_version != last.space_version
+                    or encoder.model_id != last.items.model_id):
+                view = await self._build(read_at)
+                await self._sink.publish(view)
+            elif read_at != last.version:
+                view = await self._grow(last, read_at)
             else:
-                encoder, index = await self._index()
-                space = await self._spaces.latest()
-                view = CatalogView(
-                    version, index, self._popularity(index.ids),
-                    await self._vocabulary(index, encoder),
-                    await self._titles(index.ids), space.version if space is not None else 0,
-                    {a: blended_index(index, space, a)
-                     for a in self._alphas} if space else {},
-                    popularity_through=through,
-                    ranker=self._ranker(space, index),
-                    encoder=encoder,
-                )
-            await self._sink.publish(view)
+                recounted = await self._recount_after_erasures()
+                through = await self._count_new_interactions()
+                if through == last.popularity_through and not recounted:
+                    return last.version
+                view = last.with_popularity(self._popularity(last.items.ids), through)
+                await self._sink.publish(view)
             self._view, self.key = view, view.key
-        _log.info("catalog %d, item space %d, popularity through %d published: %d items",
-                  *view.key, len(view.items))
-        return version
+        _log.info("catalog %d, item space %d, popularity through %d published: %d items "
+                  "(%d after the base)", *view.key, len(view.items), view.tail)
+        return view.version
+
+    def compaction_due(self, quiet_s: float) -> bool:
+        """Whether the deltas since the base should be folded into a new base: they are a
+        large share of it (ranking scans the tail exactly, and every process holds it), or
+        the catalog has been quiet for ``quiet_s`` with a tail left over."""
+        view = self._view
+        if view is None or view.tail == 0:
+            return False
+        if view.tail > max(COMPACT_MIN_ROWS, COMPACT_SHARE * view.items.n_base):
+            return True
+        return time.monotonic() - self._last_delta_at >= quiet_s
+
+    async def compact(self) -> bool:
+        """Build the view whole from the store (outside the lock: deltas keep going out
+        meanwhile), catch it up with what was written since, and publish it as the new base.
+        Returns whether it did; a failed build leaves the current view serving."""
+        read_at = await self._catalog.store.version()
+        before = self._view
+        if before is None:
+            return False
+        view = await self._build(read_at, counts=False)
+        async with self._lock:
+            last = self._view
+            if (last is None or last.space_version != view.space_version
+                    or last.items.model_id != view.items.model_id):
+                return False  # a retrain or a switch published a whole view meanwhile
+            view = view.with_popularity(self._popularity(view.items.ids),
+                                        last.popularity_through)
+            changes = await self._changes(view, read_at)
+            if changes is not None:  # written during the build: in the base too
+                view = view.with_delta(changes).compacted()
+                view.ranker = self._ranker(self._space, view.items)
+            view.version = last.version
+            view.base_key = view.key
+            if not await self._sink.publish(view):
+                return False
+            self._view, self.key = view, view.key
+        _log.info("catalog compacted: %d items in the new base", len(view.items))
+        return True
+
+    async def _build(self, read_at: int, *, counts: bool = True) -> CatalogView:
+        """The whole view: every item the active encoder embedded, in the newest item space.
+        ``read_at`` is the store version read before any item: changes after it are read
+        again by the next delta."""
+        through = self.key[2]
+        if counts:
+            await self._recount_after_erasures()
+            through = await self._count_new_interactions()
+        encoder, index = await self._index()
+        space = await self._spaces.latest()
+        self._space = space
+        self._space_rows = ({i: r for r, i in enumerate(space.item_ids)}
+                            if space is not None else {})
+        self._read_at = read_at
+        view = CatalogView(
+            read_at, index, self._popularity(index.ids),
+            await self._vocabulary(index.all_tags(), encoder),
+            await self._titles(index.ids), space.version if space is not None else 0,
+            {a: blended_index(index, space, a) for a in self._alphas} if space else {},
+            popularity_through=through,
+            ranker=self._ranker(space, index),
+            encoder=encoder,
+        )
+        return view
+
+    async def _grow(self, last: CatalogView, read_at: int) -> CatalogView:
+        """``last`` with the items written since it, published as a delta (whole when the
+        sink cannot take a delta)."""
+        delta = await self._changes(last, self._read_at)
+        if delta is None:
+            delta = self._delta(last, [], np.zeros((0, last.items.text_dim), np.float32), [],
+                                [], None)
+        delta = replace(delta, key=(read_at, *last.key[1:]))
+        view = last.with_delta(delta)
+        self._read_at = read_at
+        self._last_delta_at = time.monotonic()
+        if not await self._sink.publish_delta(view, delta):
+            await self._sink.publish(view)
+        return view
+
+    async def _changes(self, view: CatalogView, since: int) -> CatalogDelta | None:
+        """The items written after ``since`` that differ from what ``view`` holds (the read
+        looks back over the store's commit skew, so it returns some it already has), as a
+        delta on ``view``; None when there are none."""
+        got = await self._catalog.store.changed_since(since, view.items.model_id,
+                                                      view.items.text_dim)
+        if not got.ids:
+            return None
+        matrix = l2_normalise(got.matrix)
+        rows = view.items.rows_of(got.ids)
+        same = np.zeros(len(got.ids), dtype=bool)
+        held = np.flatnonzero(rows >= 0)
+        if held.size:
+            equal = np.all(view.items.vectors(rows[held]) == matrix[held], axis=1)
+            for j, i in zip(held[equal], rows[held][equal], strict=True):
+                same[j] = (view.titles[i] == got.titles[j]
+                           and tuple(view.items.tags(int(i))) == tuple(got.tags[j]))
+        keep = np.flatnonzero(~same)
+        if keep.size == 0:
+            return None
+        encoder = view.encoder or await self._catalog.encoder()
+        return self._delta(view, [got.ids[i] for i in keep], matrix[keep],
+                           [tuple(got.tags[i]) for i in keep], [got.titles[i] for i in keep],
+                           await self._new_vocabulary([got.tags[i] for i in keep], encoder))
+
+    def _delta(self, view: CatalogView, ids: list[str], matrix: np.ndarray,
+               tags: list[tuple[str, ...]], titles: list[str],
+               vocabulary: TagVocabulary | None) -> CatalogDelta:
+        blended = []
+        if view.spaces and self._space is not None:
+            space = self._space
+            collab = np.zeros((len(ids), space.vectors.shape[1]), dtype=np.float32)
+            for j, item_id in enumerate(ids):
+                r = self._space_rows.get(item_id)
+                if r is not None:
+                    collab[j] = space.vectors[r]
+            blended = [(a, combine(matrix, collab, a)) for a in view.spaces]
+        top = self._popularity_top
+        counts = np.array([self._counts.get(i, 0) for i in ids], dtype=np.float64)
+        popularity = (np.minimum(np.log1p(counts) / top, 1.0) if top > 0
+                      else np.zeros(len(ids))).astype(np.float32)
+        return CatalogDelta(
+            view.key, view.key, tuple(ids), matrix, tuple(tags), tuple(titles), popularity,
+            tuple(blended),
+            (list(vocabulary.names), vocabulary.matrix) if vocabulary is not None else None)
 
     async def _index(self) -> tuple[EncoderVersion, ItemIndex]:
         """The active encoder version and the catalog's vectors under it. A switch that
@@ -154,12 +289,28 @@ class CatalogViewBuilder:
         return through
 
     def _popularity(self, ids: Sequence[str]) -> np.ndarray:
-        counts = self._counts
-        return popularity_scores(np.array([counts.get(i, 0) for i in ids], dtype=np.float64))
+        counts = np.array([self._counts.get(i, 0) for i in ids], dtype=np.float64)
+        # The scale new items' prior is put on until the next whole count (see _delta).
+        self._popularity_top = float(np.log1p(counts.max())) if counts.size else 0.0
+        return popularity_scores(counts)
 
-    async def _vocabulary(self, index: Any, encoder: EncoderVersion) -> TagVocabulary | None:
+    async def _vocabulary(self, tags: Sequence[Sequence[str]],
+                          encoder: EncoderVersion) -> TagVocabulary | None:
         """Tag names encoded by the view's encoder version (in its text space)."""
-        names = sorted({t for tags in index.all_tags() for t in tags})
+        self._tag_names = {t for item_tags in tags for t in item_tags}
+        return await self._vocabulary_of(sorted(self._tag_names), encoder)
+
+    async def _new_vocabulary(self, tags: Sequence[Sequence[str]],
+                              encoder: EncoderVersion) -> TagVocabulary | None:
+        """The whole vocabulary when ``tags`` (a delta's) bring names it lacks, else None."""
+        new = {t for item_tags in tags for t in item_tags} - self._tag_names
+        if not new:
+            return None
+        self._tag_names |= new
+        return await self._vocabulary_of(sorted(self._tag_names), encoder)
+
+    async def _vocabulary_of(self, names: list[str],
+                             encoder: EncoderVersion) -> TagVocabulary | None:
         known = self._tag_vectors.setdefault(encoder.model_id, {})
         missing = [n for n in names if n not in known]
         if missing:

@@ -223,9 +223,10 @@ class ShardService:
         """Install the feed's newest catalog view if it is not ours. Returns our view's key
         (catalog version, item-space version, popularity position)."""
         mine = self._catalog
-        view = await self._feed.latest(newer_than=mine.key if mine else (-1, -1, -1))
+        view = await self._feed.latest(mine)  # ours grown by what we lack, where it can be
         if view is not None:
-            if mine is not None and view.key[:2] == mine.key[:2]:
+            if (mine is not None and view.key[:2] == mine.key[:2]
+                    and view.base_key == mine.base_key):
                 # Only popularity moved: keep our indexes and the copies ranking built of them.
                 view = mine.with_popularity(view.popularity, view.popularity_through)
             self._catalog = view

@@ -261,6 +261,25 @@ class ItemVectors:
     tags: list[tuple[str, ...]]
 
 
+# How far back (in catalog-version units, microseconds for Postgres) a change read looks past
+# the version asked for: a write's version is its transaction's start, so one that began
+# before a reader saw version V can commit after it with a stamp below V.
+CHANGE_SKEW = 30_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ItemChanges:
+    """Items one model embedded that were written after a catalog version: what a catalog
+    delta is built from. ``stamps`` are their versions (the store's :meth:`CatalogStore.version`
+    scale), so a reader can tell an item it already applied from a newer write of it."""
+
+    ids: list[str]
+    matrix: np.ndarray  # (len(ids), dim) float32, as stored (not normalised)
+    tags: list[tuple[str, ...]]
+    titles: list[str]
+    stamps: np.ndarray  # (len(ids),) int64
+
+
 class CatalogStore(Protocol):
     """Where catalog items and their embeddings live. Encoding is the caller's job
     (:class:`storage.catalog.ItemCatalog`); a store only keeps what it is given."""
@@ -287,6 +306,13 @@ class CatalogStore(Protocol):
         ...
 
     async def titles(self) -> dict[str, str]: ...
+
+    async def changed_since(self, version: int, model_id: str, dim: int) -> ItemChanges:
+        """Items ``model_id`` embedded whose version is above ``version`` minus the store's
+        commit skew (:data:`CHANGE_SKEW`): writes that began before a version was read
+        but committed after it are included, so a reader that skips the (id, stamp) pairs it
+        has applied misses nothing and repeats nothing."""
+        ...
 
     async def interaction_counts(self, after_position: int = 0) -> tuple[dict[str, int], int]:
         """Popularity's input: item_id -> positive interaction events in the event log at

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portrait.catalog import ItemRecord, item_text
 from portrait.events import POSITIVE_ITEM_TYPES
-from portrait.ports import ItemVectors, StoredItem
+from portrait.ports import CHANGE_SKEW, ItemChanges, ItemVectors, StoredItem
 from storage.retry import DEFAULT_RETRY, RetryPolicy
 from storage.schema import erasures
 from storage.schema import events as events_table
@@ -64,6 +64,17 @@ class PostgresCatalogStore:
         )
         return {r.id: (item_text(_record(r)), r.model_id) for r in await self._all(query)}
 
+    async def existing_vectors(
+        self, ids: Sequence[str]
+    ) -> dict[str, tuple[str, str | None, bytes]]:
+        """:meth:`existing` with each item's stored vector bytes (little-endian float32): what
+        an upsert bringing its own vectors compares, so an unchanged one writes nothing."""
+        query = select(*_RECORD_COLUMNS, items_table.c.model_id, items_table.c.embedding).where(
+            items_table.c.id.in_(list(ids))
+        )
+        return {r.id: (item_text(_record(r)), r.model_id, bytes(r.embedding or b""))
+                for r in await self._all(query)}
+
     async def write(self, items: Sequence[StoredItem]) -> None:
         if not items:
             return
@@ -107,6 +118,24 @@ class PostgresCatalogStore:
             )
         )
         return int((await self._all(query))[0][0])
+
+    async def changed_since(self, version: int, model_id: str, dim: int) -> ItemChanges:
+        """See :class:`~portrait.ports.CatalogStore`: by ``items_updated_at`` (migration
+        0010), so a delta read costs the rows it returns, not the catalog."""
+        stamp = func.floor(func.extract("epoch", items_table.c.updated_at) * 1e6)
+        since = func.to_timestamp((max(version - CHANGE_SKEW, 0)) / 1e6)
+        query = (
+            select(items_table.c.id, items_table.c.tags, items_table.c.title,
+                   items_table.c.embedding, stamp.label("stamp"))
+            .where(items_table.c.updated_at > since, items_table.c.model_id == model_id)
+            .order_by(items_table.c.id)
+        )
+        rows = await self._all(query)
+        matrix = np.frombuffer(b"".join(r.embedding for r in rows), dtype="<f4")
+        matrix = matrix.reshape(len(rows), dim) if rows else np.zeros((0, dim), np.float32)
+        return ItemChanges([r.id for r in rows], matrix, [tuple(r.tags) for r in rows],
+                           [r.title for r in rows],
+                           np.array([int(r.stamp) for r in rows], dtype=np.int64))
 
     async def titles(self) -> dict[str, str]:
         rows = await self._all(select(items_table.c.id, items_table.c.title))

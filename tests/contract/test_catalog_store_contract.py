@@ -6,6 +6,7 @@ so those tests write through them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -93,6 +94,23 @@ class CatalogStoreContract:
         assert (await store.vectors("m1", 4)).ids == ["2"]
         replaced = await store.vectors("m2", 4)
         assert np.array_equal(replaced.matrix[0], stored(changed, 9).vector)
+
+    async def test_changed_since_returns_what_was_written_after_a_version(
+            self, store: CatalogStore) -> None:
+        await store.write([stored(ALIEN, 1), stored(HEAT, 2)])
+        seen = await store.version()
+        assert (await store.changed_since(0, "m1", 4)).ids == ["1", "2"]
+        changed = replace(HEAT, title="Heat (director's cut)")
+        await store.write([stored(changed, 5), stored(AMELIE, 3), stored(ALIEN, 9, model="m2")])
+        got = await store.changed_since(seen, "m1", 4)
+        # The commit skew may bring back items written just before the version (a reader
+        # compares contents); what was written after it is always there, as written.
+        assert {"2", "3"} <= set(got.ids) and "1" not in got.ids  # "1" is now m2's
+        row = got.ids.index("2")
+        assert got.titles[row] == "Heat (director's cut)" and got.tags[row] == ("Crime",)
+        assert np.array_equal(got.matrix[row], stored(changed, 5).vector)
+        assert got.stamps[row] > 0 and got.matrix.dtype == np.float32
+        assert (await store.changed_since(await store.version(), "m3", 4)).ids == []
 
     async def test_popularity_counts_positive_item_events(self, stores: Stores,
                                                           store: CatalogStore) -> None:

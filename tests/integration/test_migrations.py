@@ -108,8 +108,9 @@ def test_alembic_ini_serves_the_cli() -> None:
     config = Config(str(REPO / "alembic.ini"))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == REPO / "migrations"
-    assert script.get_heads() == ["0009"]  # one linear history, no branches
+    assert script.get_heads() == ["0010"]  # one linear history, no branches
     assert [Path(s.path).name for s in script.walk_revisions()] == [
+        "2026_12_08_0010_items_updated_at.py",
         "2026_12_08_0009_encoder_versions.py",
         "2026_12_07_0008_ranker_and_impression_ranker.py",
         "2026_11_29_0007_impressions.py",

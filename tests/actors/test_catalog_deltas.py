@@ -1,0 +1,177 @@
+"""Catalog deltas: an item upsert reaches the shards as the items that changed, on top of the
+base they hold; compaction folds them into a new base; a failed build keeps what serves."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from actors.catalog_view import LocalCatalogChannel
+from actors.catalog_view_builder import CatalogViewBuilder
+from actors.dependencies import ConnectedEncoder
+from actors.shard_service import ShardService, ShardSettings
+from actors.text_features import ThreadedEncoder
+from portrait import codec
+from portrait.catalog import ItemRecord
+from portrait.events import ItemViewed
+from storage.stores import StoreFactory, Stores, forget_memory, open_stores
+from tests.fakes import HashingEncoder
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+T0 = 1_700_000_000.0
+WORDS = ["space ships", "love in paris", "a detective", "a heist", "deep sea", "old west",
+         "robots", "a wedding"]
+ITEMS = [ItemRecord(f"i{k}", f"Film {k}", f"about {w}", ("Drama",) if k % 2 else ("War",))
+         for k, w in enumerate(WORDS)]
+
+
+class Setup:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stores: Stores = open_stores(url)
+        self.encoder = ThreadedEncoder(HashingEncoder(dim=16))
+        self.catalog = self.stores.catalog(self.encoder)
+        self.channel = LocalCatalogChannel()
+        self.builder = CatalogViewBuilder(self.catalog, self.stores.item_spaces, self.encoder,
+                                          self.channel)
+        self.shard = ShardService("s0", StoreFactory(url), ConnectedEncoder(self.encoder),
+                                  self.channel, ShardSettings())
+
+    async def ranked(self, user: str = "u") -> list[str]:
+        await self.shard.refresh_catalog()
+        return [r.item_id for r in (await self.shard.recommend(user, 8, 0.0, [], [])).items]
+
+    async def close(self) -> None:
+        await self.shard.close()
+        forget_memory(self.url)
+
+
+async def _whole(setup: Setup) -> list[str]:
+    """What a view built whole from the same store ranks for the same user."""
+    channel = LocalCatalogChannel()
+    builder = CatalogViewBuilder(setup.catalog, setup.stores.item_spaces, setup.encoder,
+                                 channel)
+    await builder.publish()
+    shard = ShardService("whole", StoreFactory(setup.url), ConnectedEncoder(setup.encoder),
+                         channel, ShardSettings())
+    try:
+        await shard.refresh_catalog()
+        return [r.item_id for r in (await shard.recommend("u", 8, 0.0, [], [])).items]
+    finally:
+        await shard.close()
+
+
+async def _with_user(setup: Setup) -> None:
+    events = [ItemViewed(f"e{k}", "u", T0 + k, f"i{k}") for k in (0, 2)]
+    await setup.shard.ingest({"u": [codec.encode(e) for e in events]})
+
+
+async def test_an_upsert_goes_out_as_a_delta_and_ranks_as_a_whole_view() -> None:
+    setup = Setup("memory://catalog-deltas")
+    try:
+        await setup.catalog.upsert(ITEMS[:5])
+        await setup.builder.publish()
+        await _with_user(setup)
+        base = await setup.ranked()
+        assert setup.channel._view is not None and setup.channel._view.tail == 0
+
+        changed = ItemRecord("i1", "Film 1 remastered", "about space ships", ("War",))
+        await setup.catalog.upsert([*ITEMS[5:], changed])
+        await setup.builder.publish()
+        view = setup.channel._view
+        assert view is not None
+        assert view.items.n_base == 5 and view.tail == 4  # 3 new + 1 changed: no rebuild
+        assert view.base_key != view.key
+        assert view.title("i1") == "Film 1 remastered" and view.items.row("i1") >= 5
+        ranked = await setup.ranked()
+        assert ranked != base and {"i5", "i6", "i7"} & set(ranked)
+        assert ranked.count("i1") <= 1  # the superseded row is never shown
+        assert ranked == await _whole(setup)
+
+        # Compacted into a base of its own: the same ranking from one matrix.
+        assert await setup.builder.compact()
+        compacted = setup.channel._view
+        assert compacted is not None and compacted.tail == 0 and len(compacted.items) == 8
+        assert compacted.key == view.key and compacted.base_key == compacted.key
+        assert await setup.ranked() == ranked
+        assert (await setup.shard.catalog_key()) == compacted.key
+    finally:
+        await setup.close()
+
+
+async def test_an_item_upserted_during_a_compaction_is_served_meanwhile_and_kept() -> None:
+    setup = Setup("memory://catalog-deltas-during")
+    try:
+        await setup.catalog.upsert(ITEMS[:4])
+        await setup.builder.publish()
+        await setup.catalog.upsert(ITEMS[4:6])
+        await setup.builder.publish()
+        await _with_user(setup)
+
+        building = asyncio.Event()
+        release = asyncio.Event()
+        load = setup.catalog.load_index
+
+        async def slow_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+            index = await load(*args, **kwargs)
+            building.set()
+            await release.wait()
+            return index
+
+        setup.catalog.load_index = slow_load  # type: ignore[method-assign]
+        compaction = asyncio.ensure_future(setup.builder.compact())
+        await building.wait()
+        await setup.catalog.upsert(ITEMS[6:])  # written while the base is being built
+        await setup.builder.publish()  # a delta, not blocked by the build
+        assert "i7" in await setup.ranked()
+        release.set()
+        assert await compaction
+        view = setup.channel._view
+        assert view is not None and view.tail == 0 and view.items.row("i7") is not None
+        assert len(view.items) == 8
+        assert "i7" in await setup.ranked()
+    finally:
+        await setup.close()
+
+
+async def test_a_failed_compaction_leaves_the_grown_view_serving() -> None:
+    setup = Setup("memory://catalog-deltas-failed")
+    try:
+        await setup.catalog.upsert(ITEMS[:4])
+        await setup.builder.publish()
+        await setup.catalog.upsert(ITEMS[4:])
+        await setup.builder.publish()
+        await _with_user(setup)
+        before = setup.channel._view
+        ranked = await setup.ranked()
+
+        async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise OSError("the store went away mid-build")
+
+        setup.catalog.load_index = broken  # type: ignore[method-assign]
+        with pytest.raises(OSError):
+            await setup.builder.compact()
+        assert setup.channel._view is before and before is not None and before.tail == 4
+        assert await setup.ranked() == ranked
+        assert setup.builder.compaction_due(quiet_s=0.0)  # it is tried again
+    finally:
+        await setup.close()
+
+
+async def test_an_unchanged_reupsert_publishes_no_rows() -> None:
+    setup = Setup("memory://catalog-deltas-same")
+    try:
+        await setup.catalog.upsert(ITEMS)
+        await setup.builder.publish()
+        key = setup.builder.key
+        await setup.catalog.upsert(ITEMS)  # nothing to write: the version does not move
+        await setup.builder.publish()
+        assert setup.builder.key == key
+        view = setup.channel._view
+        assert view is not None and view.tail == 0
+        assert np.all(view.popularity == 0)
+    finally:
+        await setup.close()
