@@ -92,6 +92,8 @@ class CatalogView:
         if delta.vocabulary is not None:
             names, matrix = delta.vocabulary
             view.vocabulary = TagVocabulary(tuple(names), matrix) if names else None
+        if self.ranker is not None:
+            view.ranker = self.ranker.grown(len(view.items))
         view.version, view.popularity_through = delta.key[0], delta.key[2]
         return view
 

@@ -19,7 +19,7 @@ followed what, time-decayed on the user's side.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
@@ -31,13 +31,24 @@ class Neighbours:
 
     nbr: np.ndarray  # (n_items, k) int64
     sim: np.ndarray  # (n_items, k) float32
+    # Catalog rows in all: items appended after the lists were bound (a catalog delta) have
+    # none, and are scored 0 until the next retrain (see :meth:`grown`).
+    rows: int = 0
 
     @property
     def n_items(self) -> int:
-        return int(self.nbr.shape[0])
+        return max(int(self.nbr.shape[0]), self.rows)
+
+    def grown(self, n_items: int) -> Neighbours:
+        """These lists over a catalog grown to ``n_items`` rows (the new rows without lists):
+        no copy of the lists."""
+        return replace(self, rows=n_items)
 
     def score(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Per catalog row: the summed neighbour weights of ``rows``, each scaled by its weight."""
+        listed = rows < self.nbr.shape[0]
+        if not listed.all():
+            rows, weights = rows[listed], weights[listed]
         if rows.size == 0 or self.nbr.shape[1] == 0:
             return np.zeros(self.n_items, dtype=np.float64)
         sims = self.sim[rows].astype(np.float64) * weights[:, None]

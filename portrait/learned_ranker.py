@@ -185,7 +185,8 @@ class RankerBundle:
 
         return cls(
             doc["model"], settings, names, tuple(doc["item_ids"]),
-            Neighbours(*(arr(a) for a in doc["cooc"])), Neighbours(*(arr(a) for a in doc["trans"])),
+            Neighbours(arr(doc["cooc"][0]), arr(doc["cooc"][1])),
+            Neighbours(arr(doc["trans"][0]), arr(doc["trans"][1])),
             dict(doc.get("metrics", {})),
         )
 
@@ -301,6 +302,12 @@ class BoundRanker:
         """Per row, each feature's additive contribution to its score (last column: bias):
         the path attribution of :class:`TreePaths`, not LightGBM's TreeSHAP (see there)."""
         return self.paths.contributions(x)
+
+    def grown(self, n_items: int) -> BoundRanker:
+        """This ranker over its catalog grown by a delta to ``n_items`` rows: the new items
+        have no co-occurrence or transition lists until the next retrain."""
+        return dataclasses.replace(self, cooc=self.cooc.grown(n_items),
+                                   trans=self.trans.grown(n_items))
 
 
 def train_model(data: TrainingSet, settings: RankerSettings) -> tuple[str, dict[str, float]]:

@@ -58,3 +58,36 @@ def test_tag_table_extended_equals_a_table_built_whole() -> None:
     assert np.allclose(table.affinity(weights), whole.affinity(weights))
     assert np.array_equal(table.mask(["z"]), whole.mask(["z"]))
     assert np.array_equal(table.per_item_counts(), whole.per_item_counts())
+
+
+def test_the_learned_ranker_ranks_over_a_catalog_grown_by_a_delta() -> None:
+    """A delta adds rows the ranker's neighbour lists do not cover: the new item is scored
+    (without lists until the next retrain), a changed item's old row is never shown."""
+    from portrait.config import ProfileConfig
+    from portrait.events import ItemViewed
+    from portrait.fold import fold
+    from portrait.profile import ProfileState
+    from portrait.ranker_training import train_bundle
+    from portrait.ranking import RankingConfig
+    from portrait.retrieval import RetrievalContext
+    from portrait.two_stage import recommend_learned
+    from tests.unit.builders import recorded
+    from tests.unit.test_two_stage import ITEMS, PROFILE, RANKING, SETTINGS, T0, TAGS, walks
+
+    bundle = train_bundle(walks(), ITEMS, TAGS, {}, PROFILE, RANKING, SETTINGS)
+    ranker = bundle.bind(ITEMS)
+    # i12's new version (the walk's next item after i11) and a new item just like it
+    new = np.stack([ITEMS.matrix[ITEMS.row("i12")]] * 2)
+    grown = ITEMS.extended(["i12", "fresh"], new, [(), ()])
+    grown_ranker = ranker.grown(len(grown))
+    ctx = RetrievalContext(grown, TAGS.extended([(), ()]), np.zeros(len(grown), np.float32),
+                           grown_ranker.cooc, grown_ranker.trans, SETTINGS.sequence_half_life)
+    state = ProfileState("u", grown.text_dim)
+    fold(state, recorded([ItemViewed("x1", "u", T0, "i10"),
+                          ItemViewed("x2", "u", T0 + 60, "i11")]), ProfileConfig(), grown)
+    recs = recommend_learned(state, PROFILE, RankingConfig(), ctx, grown_ranker, 10)
+    assert recs is not None and recs
+    ids = [r.item_id for r in recs]
+    assert ids.count("i12") <= 1 and len(ids) == len(set(ids))
+    assert grown_ranker.cooc.n_items == len(grown)
+    assert ranker.cooc.n_items == len(ITEMS)  # the base's ranker is unchanged
