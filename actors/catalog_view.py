@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from portrait.blended import BlendedIndex
 from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary
 from portrait.items import ItemIndex
@@ -33,8 +34,10 @@ from portrait.two_stage import BLEND, LEARNED
 # with it), popularity and the tag vocabulary as the extras (popularity moves on its own).
 IndexParts = tuple[list[str], np.ndarray, list[list[str]], str, EncoderVersion | None, list[str]]
 ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray]
-# (space version, [(alpha, matrix)], the bound ranker: its Booster pickles as its model text)
-SpaceParts = tuple[int, list[tuple[float, np.ndarray]], BoundRanker | None]
+# (space version, the collaborative shares, each text row's collaborative row (-1: none), the
+# covered items' collaborative vectors and ids, the bound ranker: its Booster pickles as its
+# model text). The blended indexes are composed from these and the text index when read.
+SpaceParts = tuple[int, list[float], np.ndarray, np.ndarray, list[str], BoundRanker | None]
 # (catalog version, item-space version, event-log position popularity is counted through);
 # each part only grows.
 ViewKey = tuple[int, int, int]
@@ -60,7 +63,7 @@ class CatalogView:
     vocabulary: TagVocabulary | None
     titles: list[str]  # by item row: served with recommendations without a database trip
     space_version: int = 0
-    spaces: dict[float, ItemIndex] = field(default_factory=dict)
+    spaces: dict[float, BlendedIndex] = field(default_factory=dict)
     popularity_through: int = 0
     ranker: BoundRanker | None = None
     encoder: EncoderVersion | None = None
@@ -81,9 +84,7 @@ class CatalogView:
         rows) in every index; the base's arrays are shared, not copied."""
         view = copy.copy(self)
         view.items = self.items.extended(delta.ids, delta.matrix, delta.tags)
-        blended = dict(delta.blended)
-        view.spaces = {a: ix.extended(delta.ids, blended[a], delta.tags)
-                       for a, ix in self.spaces.items()}
+        view.spaces = {a: ix.over(view.items) for a, ix in self.spaces.items()}
         view.tags = self.tags.extended(delta.tags)
         view.titles = [*self.titles, *delta.titles]
         old = self.popularity if self.popularity is not None else np.zeros(len(self.items),
@@ -123,23 +124,22 @@ class CatalogView:
         return (self.titles[row] or None) if row is not None else None
 
     def compacted(self) -> CatalogView:
-        """This view as a base: superseded rows dropped, base and tail in one matrix per
-        index. The ranker is left out: its neighbours are bound to the old rows (the
-        publisher binds it again)."""
+        """This view as a base: superseded rows dropped, base and tail in one matrix. The
+        ranker is left out: its neighbours are bound to the old rows (the publisher binds
+        it again)."""
+        if self.tail == 0:
+            return self
         alive = self.items.alive
         keep = np.flatnonzero(alive) if alive is not None else np.arange(len(self.items))
-        ids = [self.items.ids[i] for i in keep]
-        tags = [self.items.tags(int(i)) for i in keep]
-
-        def whole(index: ItemIndex) -> ItemIndex:
-            return ItemIndex(ids, index.vectors(keep), tags, model_id=index.model_id,
-                             text_dim=index.text_dim, space_version=index.space_version)
-
+        items = ItemIndex([self.items.ids[i] for i in keep], self.items.vectors(keep),
+                          [self.items.tags(int(i)) for i in keep], model_id=self.items.model_id)
         popularity = self.popularity[keep] if self.popularity is not None else None
-        return CatalogView(self.version, whole(self.items), popularity, self.vocabulary,
+        view = CatalogView(self.version, items, popularity, self.vocabulary,
                            [self.titles[i] for i in keep], self.space_version,
-                           {a: whole(ix) for a, ix in self.spaces.items()},
+                           {a: ix.on(items) for a, ix in self.spaces.items()},
                            self.popularity_through, None, self.encoder)
+        view.base_key = self.base_key
+        return view
 
     def extras(self) -> ExtraParts:
         vocab = self.vocabulary
@@ -147,13 +147,18 @@ class CatalogView:
                 vocab.matrix if vocab else np.zeros((0, self.items.dim), np.float32))
 
     def to_parts(self) -> tuple[IndexParts, ExtraParts, SpaceParts]:
-        """The view whole, as a base (a view grown by deltas is assembled into one)."""
+        """The view whole, as a base (a view grown by deltas is compacted first)."""
+        view = self.compacted()
+        items = view.items
+        blend = next(iter(view.spaces.values()), None)
+        slots, collab = blend.parts() if blend is not None else (
+            np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+        covered = sorted(blend._covers, key=blend._covers.__getitem__) if blend else []
         return (
-            (list(self.items.ids), self.items.matrix,
-             [list(t) for t in self.items.all_tags()], self.items.model_id, self.encoder,
-             self.titles),
-            self.extras(),
-            (self.space_version, [(a, ix.matrix) for a, ix in self.spaces.items()], self.ranker),
+            (list(items.ids), items.matrix, [list(t) for t in items.all_tags()],
+             items.model_id, view.encoder, view.titles),
+            view.extras(),
+            (view.space_version, list(view.spaces), slots, collab, covered, view.ranker),
         )
 
     @classmethod
@@ -162,14 +167,12 @@ class CatalogView:
     ) -> CatalogView:
         ids, matrix, tags, model_id, encoder, titles = index
         popularity, names, vocab_matrix = extras
-        space_version, blended, ranker = space
+        space_version, alphas, slots, collab, covered, ranker = space
         vocabulary = TagVocabulary(tuple(names), vocab_matrix) if names else None
         items = ItemIndex(ids, matrix, tags, model_id=model_id)
-        spaces = {
-            alpha: ItemIndex(ids, m, tags, model_id=model_id, text_dim=items.dim,
-                             space_version=space_version)
-            for alpha, m in blended
-        }
+        covers = {item_id: row for row, item_id in enumerate(covered)}
+        spaces = {a: BlendedIndex(items, slots, collab, a, space_version, covers)
+                  for a in alphas}
         return cls(key[0], items, popularity, vocabulary, titles, space_version, spaces, key[2],
                    ranker, encoder)
 
@@ -178,9 +181,9 @@ class CatalogView:
 class CatalogDelta:
     """Items written since the view keyed ``after``, as the view keyed ``key`` holds them.
 
-    ``matrix`` holds their text vectors (unit rows, the text-only index's), ``blended`` their
-    rows in each collaborative share's index (an item the item space does not cover keeps
-    its text vector there, blended with a zero collaborative part), ``popularity`` their prior.
+    ``matrix`` holds their text vectors (unit rows, the text-only index's; the blended
+    indexes compose theirs from these, see :mod:`portrait.blended`), ``popularity`` their
+    prior.
     ``vocabulary`` is the whole tag vocabulary when the delta's tags changed it, else None.
     """
 
@@ -191,7 +194,6 @@ class CatalogDelta:
     tags: tuple[tuple[str, ...], ...]
     titles: tuple[str, ...]
     popularity: np.ndarray
-    blended: tuple[tuple[float, np.ndarray], ...] = ()
     vocabulary: tuple[list[str], np.ndarray] | None = None
 
     def __len__(self) -> int:

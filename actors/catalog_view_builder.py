@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from actors.catalog_view import CatalogDelta, CatalogSink, CatalogView, ViewKey
-from portrait.collaborative import blended_index, combine
+from portrait.blended import blended_index, covers_of
 from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary, tag_prompt
 from portrait.item_space import ItemSpace
@@ -82,7 +82,7 @@ class CatalogViewBuilder:
         # the item space blended in (and its rows by id), the tag names of the vocabulary,
         # the popularity scale, when the last delta went out.
         self._read_at = 0
-        self._space: ItemSpace | None = None
+        self._space: ItemSpace | None = None  # the last whole view's (its ranker's)
         self._space_rows: dict[str, int] = {}
         self._tag_names: set[str] = set()
         self._popularity_top = 0.0
@@ -174,14 +174,14 @@ class CatalogViewBuilder:
         encoder, index = await self._index()
         space = await self._spaces.latest()
         self._space = space
-        self._space_rows = ({i: r for r, i in enumerate(space.item_ids)}
-                            if space is not None else {})
+        self._space_rows = covers_of(space) if space is not None else {}
         self._read_at = read_at
         view = CatalogView(
             read_at, index, self._popularity(index.ids),
             await self._vocabulary(index.all_tags(), encoder),
             await self._titles(index.ids), space.version if space is not None else 0,
-            {a: blended_index(index, space, a) for a in self._alphas} if space else {},
+            {a: blended_index(index, space, a, self._space_rows)
+             for a in self._alphas} if space else {},
             popularity_through=through,
             ranker=self._ranker(space, index),
             encoder=encoder,
@@ -231,22 +231,12 @@ class CatalogViewBuilder:
     def _delta(self, view: CatalogView, ids: list[str], matrix: np.ndarray,
                tags: list[tuple[str, ...]], titles: list[str],
                vocabulary: TagVocabulary | None) -> CatalogDelta:
-        blended = []
-        if view.spaces and self._space is not None:
-            space = self._space
-            collab = np.zeros((len(ids), space.vectors.shape[1]), dtype=np.float32)
-            for j, item_id in enumerate(ids):
-                r = self._space_rows.get(item_id)
-                if r is not None:
-                    collab[j] = space.vectors[r]
-            blended = [(a, combine(matrix, collab, a)) for a in view.spaces]
         top = self._popularity_top
         counts = np.array([self._counts.get(i, 0) for i in ids], dtype=np.float64)
         popularity = (np.minimum(np.log1p(counts) / top, 1.0) if top > 0
                       else np.zeros(len(ids))).astype(np.float32)
         return CatalogDelta(
             view.key, view.key, tuple(ids), matrix, tuple(tags), tuple(titles), popularity,
-            tuple(blended),
             (list(vocabulary.names), vocabulary.matrix) if vocabulary is not None else None)
 
     async def _index(self) -> tuple[EncoderVersion, ItemIndex]:

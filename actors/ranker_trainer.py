@@ -23,7 +23,7 @@ from typing import Protocol
 
 from actors.dependencies import EncoderConnector
 from actors.text_features import TextFeatureSource
-from portrait.collaborative import blended_index
+from portrait.blended import blended_index
 from portrait.config import ProfileConfig
 from portrait.errors import PortraitError
 from portrait.events import Event, event_text
