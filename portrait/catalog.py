@@ -10,11 +10,15 @@ Pure domain: no I/O, no infrastructure imports.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+import numpy as np
 
 from portrait.errors import InvalidField, MissingField
 from portrait.validation import check_id, check_text
@@ -28,8 +32,12 @@ MAX_ATTRIBUTE_KEY_LENGTH = 64
 MAX_ATTRIBUTE_STRING_LENGTH = 1_000
 TAG_SEPARATOR = "|"
 
+MAX_VECTOR_DIM = 8_192
+MAX_VECTOR_MODEL_LENGTH = 200
+
 AttributeValue = str | int | float | bool
 _FROM_DICT_KEYS = frozenset({"id", "item_id", "title", "description", "tags", "attributes"})
+VECTOR_KEYS = frozenset({"vector", "vector_b64", "vector_model"})
 
 
 def _check_attribute(key: object, value: object) -> None:
@@ -184,3 +192,124 @@ def from_dict(data: Mapping[str, Any]) -> ItemRecord:
         if exc.field == "item_id" and id_key != "item_id":
             raise InvalidField(id_key, exc.reason) from exc
         raise
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ItemVector:
+    """A vector the shop computed for an item (bring your own vectors), used in place of
+    encoding the item's text.
+
+    Checked on construction: one dimension of 1 to :data:`MAX_VECTOR_DIM` finite numbers, not
+    all zero. It is stored L2-normalised as float32, as the encoder's own vectors are, so a
+    re-import of the same numbers compares equal byte for byte and writes nothing. Whether its
+    width and model fit the item space is the catalog's check (it knows the active encoder).
+
+    Attributes:
+        values: float32, unit length, read-only.
+        model_id: the model that produced it (``vector_model``).
+        field: the key it arrived under (``vector`` or ``vector_b64``), for error names.
+    """
+
+    values: np.ndarray
+    model_id: str
+    field: str = "vector"
+
+    def __post_init__(self) -> None:
+        check_text("vector_model", self.model_id, MAX_VECTOR_MODEL_LENGTH, required=True)
+        raw = np.asarray(self.values)
+        if raw.ndim != 1 or not 0 < raw.shape[0] <= MAX_VECTOR_DIM:
+            raise InvalidField(self.field, f"must be a list of 1 to {MAX_VECTOR_DIM} numbers")
+        if raw.dtype.kind not in "fiu":
+            raise InvalidField(self.field, "must hold numbers only")
+        wide = raw.astype(np.float64)
+        if not np.all(np.isfinite(wide)):
+            raise InvalidField(self.field, "must hold finite numbers (no NaN or infinity)")
+        peak = float(np.max(np.abs(wide)))
+        if peak == 0.0:
+            raise InvalidField(self.field, "must not be all zeros")
+        scaled = wide / peak  # scaled first, so 1e300s do not overflow the norm
+        unit = (scaled / np.linalg.norm(scaled)).astype("<f4")
+        unit.setflags(write=False)
+        object.__setattr__(self, "values", unit)
+
+    @property
+    def dim(self) -> int:
+        return int(self.values.shape[0])
+
+    def stored_bytes(self) -> bytes:
+        """The little-endian float32 bytes the catalog stores (and compares)."""
+        return bytes(self.values.tobytes())
+
+
+def vector_to_b64(values: np.ndarray) -> str:
+    """``vector_b64`` of ``values``: base64 of little-endian float32 (what bulk loads send)."""
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _vector_from_list(value: object) -> np.ndarray:
+    if not isinstance(value, (list, tuple)):
+        raise InvalidField("vector", "must be a list of numbers")
+    if not 0 < len(value) <= MAX_VECTOR_DIM:
+        raise InvalidField("vector", f"must be a list of 1 to {MAX_VECTOR_DIM} numbers")
+    for i, x in enumerate(value):
+        # bool is an int subclass, and JSON true is no coordinate.
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise InvalidField(f"vector[{i}]", "must be a number")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except OverflowError:  # an int beyond float64
+        raise InvalidField("vector", "must hold finite numbers (no NaN or infinity)") from None
+
+
+def _vector_from_b64(value: object) -> np.ndarray:
+    if not isinstance(value, str):
+        raise InvalidField("vector_b64", "must be a base64 string")
+    if len(value) > (MAX_VECTOR_DIM * 4 + 2) // 3 * 4:
+        raise InvalidField("vector_b64", f"more than {MAX_VECTOR_DIM} numbers")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidField("vector_b64", "is not valid base64") from None
+    if not raw or len(raw) % 4:
+        raise InvalidField("vector_b64", "must be whole little-endian float32 numbers "
+                                         f"({len(raw)} bytes is no multiple of 4)")
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def vector_from_dict(data: Mapping[str, Any]) -> ItemVector | None:
+    """The precomputed vector of an item mapping: ``vector`` (a list of numbers) or
+    ``vector_b64`` (base64 of little-endian float32), with ``vector_model``; None when the
+    item has neither (``None`` counts as absent).
+
+    Raises:
+        MissingField, InvalidField: naming the key at fault (``vector[2]``, ``vector_model``).
+    """
+    given = [k for k in ("vector", "vector_b64") if data.get(k) is not None]
+    model = data.get("vector_model")
+    if not given:
+        if model is not None:
+            raise InvalidField("vector_model", "given without 'vector' or 'vector_b64'")
+        return None
+    if len(given) > 1:
+        raise InvalidField("vector_b64", "give either 'vector' or 'vector_b64', not both")
+    key = given[0]
+    if model is None:
+        raise MissingField("vector_model")
+    if not isinstance(model, str):
+        raise InvalidField("vector_model", "must be a string")
+    values = _vector_from_list(data[key]) if key == "vector" else _vector_from_b64(data[key])
+    try:
+        return ItemVector(values, model, key)
+    except InvalidField as exc:
+        if exc.field == "vector":  # the checks name the generic key; name the one sent
+            raise InvalidField(key, exc.reason) from exc
+        raise
+
+
+def item_from_dict(data: Mapping[str, Any]) -> tuple[ItemRecord, ItemVector | None]:
+    """:func:`from_dict` for an item that may carry a precomputed vector
+    (:func:`vector_from_dict`): what ``POST /v1/items`` accepts."""
+    if not isinstance(data, Mapping):
+        raise InvalidField("item", f"must be an object, got {type(data).__name__}")
+    record = from_dict({k: v for k, v in data.items() if k not in VECTOR_KEYS})
+    return record, vector_from_dict(data)

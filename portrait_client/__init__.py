@@ -8,6 +8,7 @@ from portrait_client.client import (
     Recommendations,
     SendSummary,
     event,
+    vector_b64,
 )
 from portrait_client.errors import (
     Conflict,
@@ -23,5 +24,5 @@ from portrait_client.errors import (
 __all__ = [
     "AsyncClient", "Client", "Conflict", "EventResult", "Forbidden", "InvalidRequest",
     "NotFound", "PortraitError", "RateLimited", "Recommendation", "Recommendations",
-    "SendSummary", "Unauthorized", "Unavailable", "event",
+    "SendSummary", "Unauthorized", "Unavailable", "event", "vector_b64",
 ]

@@ -18,9 +18,12 @@ twice is recorded once.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import os
 import random
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -76,6 +79,17 @@ def event(
     ``text``, ``query`` or ``attributes``, as the event type needs (see the README)."""
     return {"type": type, "event_id": event_id or uuid.uuid4().hex, "user_id": user_id,
             "occurred_at": time.time() if occurred_at is None else occurred_at, **fields}
+
+
+def vector_b64(values: Iterable[float]) -> str:
+    """An item's own vector as ``vector_b64`` (base64 of little-endian float32): about a third
+    of the JSON list's size, for bulk loads. Send it with ``vector_model``, the service's
+    encoder model id: ``{"id": ..., "title": ..., "vector_b64": vector_b64(v),
+    "vector_model": "sentence-transformers/all-MiniLM-L6-v2"}``."""
+    packed = array.array("f", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
 @dataclass

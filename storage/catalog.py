@@ -15,12 +15,13 @@ The stores are :class:`storage.postgres_catalog.PostgresCatalogStore` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from portrait.catalog import ItemRecord, item_text
+from portrait.catalog import ItemRecord, ItemVector, item_text
 from portrait.encoder_versions import BASE_VERSION, EncoderVersion, EncoderVersionStore
 from portrait.errors import EncoderUnavailable, InvalidField
 from portrait.items import ItemIndex, l2_normalise
@@ -31,12 +32,26 @@ from portrait.prompts import prompts_of
 
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
-    """How many items were new, changed, or already up to date; how many were encoded."""
+    """How many items were new, changed, or already up to date; how many were encoded, and
+    how many were stored with the vector the caller brought (not encoded)."""
 
     inserted: int
     updated: int
     unchanged: int
     encoded: int
+    given: int = 0
+
+
+@runtime_checkable
+class VectorReads(Protocol):
+    """A catalog store that can show its stored vectors, so that re-importing items with the
+    same brought vectors writes nothing (both shipped stores can)."""
+
+    async def existing_vectors(
+        self, ids: Sequence[str]
+    ) -> dict[str, tuple[str, str | None, bytes]]:
+        """item id -> (encoder text, model id, little-endian float32 vector bytes)."""
+        ...
 
 
 class ItemCatalog:
@@ -89,46 +104,103 @@ class ItemCatalog:
         return vectors
 
     async def upsert(
-        self, records: Sequence[ItemRecord], progress: Progress | None = None
+        self, records: Sequence[ItemRecord], progress: Progress | None = None, *,
+        vectors: Sequence[ItemVector | None] | None = None, names: str = "items[{i}].",
+        tally: Callable[[UpsertResult], None] | None = None,
     ) -> UpsertResult:
         """Insert or update ``records``; encode those whose text or model changed.
 
-        Duplicate ids within one call are an error (which one should win is ambiguous).
+        ``vectors``, aligned with ``records``, holds the vectors a shop brought for some items
+        (None for the others): those items are stored with them and not encoded. The whole
+        call is checked before anything is written (duplicate ids; each given vector's width
+        and model against the active encoder), so a refused call changes nothing; errors
+        name the field as ``names`` spells item ``i`` (``items[3].vector``).
+
         Each chunk is written in its own transaction after encoding, so an interrupted import
-        keeps what it finished and a re-run picks up where it stopped.
+        keeps what it finished and a re-run picks up where it stopped. ``progress`` gets the
+        items done so far; ``tally`` the counts so far, after each chunk (what an import
+        shows: skipped as unchanged, encoded, given).
         """
+        if vectors is None:
+            vectors = [None] * len(records)
+        if len(vectors) != len(records):
+            raise ValueError(f"{len(vectors)} vectors for {len(records)} records")
+        version = await self.encoder()
+        self.check(records, vectors, version, names)
+        counts = {"inserted": 0, "updated": 0, "unchanged": 0, "encoded": 0, "given": 0}
+        for start in range(0, len(records), self._chunk):
+            end = start + self._chunk
+            await self._upsert_chunk(version, records[start:end], vectors[start:end], counts)
+            if progress is not None:
+                progress(min(end, len(records)), len(records))
+            if tally is not None:
+                tally(UpsertResult(**counts))
+        return UpsertResult(**counts)
+
+    @staticmethod
+    def check(records: Sequence[ItemRecord], vectors: Sequence[ItemVector | None],
+              version: EncoderVersion, names: str = "items[{i}].") -> None:
+        """Refuse the whole batch, naming the first field at fault, if an id repeats or a
+        given vector does not fit ``version``'s item space (its width, its model)."""
         seen: set[str] = set()
         for i, rec in enumerate(records):
             if rec.item_id in seen:
-                raise InvalidField(f"items[{i}].id", f"duplicate item id {rec.item_id!r}")
+                raise InvalidField(names.format(i=i) + "id",
+                                   f"duplicate item id {rec.item_id!r}")
             seen.add(rec.item_id)
-        inserted = updated = unchanged = encoded = 0
-        version = await self.encoder()
+        for i, vec in enumerate(vectors):
+            if vec is None:
+                continue
+            if vec.model_id != version.model_id:
+                raise InvalidField(
+                    names.format(i=i) + "vector_model",
+                    f"is {vec.model_id!r}, but the item space is {version.model_id!r} (the "
+                    "active encoder, which also encodes users' texts): vectors of another "
+                    "model would not be comparable")
+            if vec.dim != version.dim:
+                raise InvalidField(
+                    names.format(i=i) + vec.field,
+                    f"has {vec.dim} numbers, the item space ({version.model_id}) has "
+                    f"{version.dim}")
+
+    async def _upsert_chunk(
+        self, version: EncoderVersion, chunk: Sequence[ItemRecord],
+        vectors: Sequence[ItemVector | None], counts: dict[str, int],
+    ) -> None:
         model = version.model_id
-        for start in range(0, len(records), self._chunk):
-            chunk = records[start : start + self._chunk]
-            existing = await self.store.existing([r.item_id for r in chunk])
-            todo = []
-            for rec in chunk:
-                old = existing.get(rec.item_id)
-                if old is not None and old == (item_text(rec), model):
-                    unchanged += 1
-                else:
-                    todo.append(rec)
-                    if old is None:
-                        inserted += 1
-                    else:
-                        updated += 1
-            if todo:
-                vectors = await self._encode(
-                    version, version.prompts.passages([item_text(r) for r in todo]))
-                encoded += len(todo)
-                await self.store.write(
-                    [StoredItem(r, v, model) for r, v in zip(todo, vectors, strict=True)]
-                )
-            if progress is not None:
-                progress(start + len(chunk), len(records))
-        return UpsertResult(inserted, updated, unchanged, encoded)
+        ids = [r.item_id for r in chunk]
+        existing: Mapping[str, tuple[str, str | None] | tuple[str, str | None, bytes]]
+        with_vectors = any(v is not None for v in vectors)
+        if with_vectors and isinstance(self.store, VectorReads):
+            existing = await self.store.existing_vectors(ids)
+        else:
+            existing = await self.store.existing(ids)
+        to_encode: list[ItemRecord] = []
+        given: list[StoredItem] = []
+        for rec, vec in zip(chunk, vectors, strict=True):
+            old = existing.get(rec.item_id)
+            same = old is not None and old[:2] == (item_text(rec), model)
+            if vec is not None and same:
+                # A store that cannot show its vectors gets the given one written again.
+                same = old is not None and len(old) == 3 and old[2] == vec.stored_bytes()
+            if same:
+                counts["unchanged"] += 1
+                continue
+            counts["inserted" if old is None else "updated"] += 1
+            if vec is None:
+                to_encode.append(rec)
+            else:
+                given.append(StoredItem(rec, vec.values, model))
+        written = given
+        if to_encode:
+            encoded = await self._encode(
+                version, version.prompts.passages([item_text(r) for r in to_encode]))
+            written = given + [StoredItem(r, v, model)
+                               for r, v in zip(to_encode, encoded, strict=True)]
+        counts["encoded"] += len(to_encode)
+        counts["given"] += len(given)
+        if written:
+            await self.store.write(written)
 
     async def stale_count(self) -> int:
         """Items whose embedding the current model did not produce."""

@@ -40,16 +40,34 @@ class IngestResponse(BaseModel):
     results: list[EventResult]
 
 
+_VECTOR = ("A vector you computed for the item, used instead of encoding its text: as many "
+           "numbers as the item space is wide, made by `vector_model`. Stored L2-normalised.")
+_VECTOR_B64 = "`vector` as base64 of little-endian float32 (compact, for bulk loads)."
+_VECTOR_MODEL = ("The model that made the vector: must be the active encoder's model id (the "
+                 "one that encodes users' texts), else 422.")
+
+
 class ItemBody(BaseModel):
     title: str
     description: str = ""
     tags: list[str] = []
     attributes: dict[str, Any] = {}
+    # Any: the domain checks these, so errors name the field as everywhere else.
+    vector: Any = Field(None, description=_VECTOR)
+    vector_b64: Any = Field(None, description=_VECTOR_B64)
+    vector_model: Any = Field(None, description=_VECTOR_MODEL)
 
 
 class ItemsRequest(BaseModel):
     items: list[dict[str, Any]] = Field(
-        ..., description="Items: `id`, `title`, optional `description`, `tags`, `attributes`."
+        ..., description=(
+            "Items: `id`, `title`, optional `description`, `tags`, `attributes`; optionally "
+            "a precomputed vector: `vector` (numbers) or `vector_b64` (base64 of "
+            "little-endian float32), with `vector_model`, the active encoder's model id. "
+            "One malformed item refuses the whole batch (422 naming `items[i].<field>`)."),
+        examples=[[{"id": "sku-1", "title": "Trail shoe", "tags": ["running"],
+                    "vector_b64": "AACAPwAAAAA=",
+                    "vector_model": "sentence-transformers/all-MiniLM-L6-v2"}]],
     )
 
 
@@ -57,7 +75,8 @@ class UpsertResponse(BaseModel):
     inserted: int
     updated: int
     unchanged: int
-    encoded: int
+    encoded: int = Field(..., description="Items whose text the service encoded.")
+    given: int = Field(0, description="Items stored with the vector they brought.")
     catalog_version: int
 
 

@@ -193,10 +193,34 @@ def item_schema() -> Schema:
                 text_schema(catalog.MAX_DESCRIPTION_LENGTH, required=False), null]},
             "tags": {"anyOf": [tags_schema(), tag_string_schema(), null]},
             "attributes": {"anyOf": [attributes_schema(), null]},
+            **{key: {"anyOf": [schema, null]} for key, schema in vector_schemas().items()},
         },
         "required": ["title"],
         "oneOf": [{"required": ["id"]}, {"required": ["item_id"]}],
         "additionalProperties": False,
+    }
+
+
+_BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def vector_schemas() -> dict[str, Schema]:
+    """An item's own vector: its shape here; its width, model, finiteness and non-zero norm
+    depend on the active encoder and are said in words (a 422 names the field)."""
+    rules = (" Its width must be the active encoder's, `vector_model` its model id, the "
+             "numbers finite and not all zero (422 naming the field otherwise).")
+    return {
+        "vector": {"type": "array", "items": {"type": "number"}, "minItems": 1,
+                   "maxItems": catalog.MAX_VECTOR_DIM,
+                   "description": "A vector you computed, used instead of encoding the "
+                                  "item's text." + rules},
+        "vector_b64": {"type": "string", "minLength": 4, "pattern": _BASE64,
+                       "maxLength": (catalog.MAX_VECTOR_DIM * 4 + 2) // 3 * 4,
+                       "contentEncoding": "base64",
+                       "description": "`vector` as base64 of little-endian float32 (give one "
+                                      "of the two)." + rules},
+        "vector_model": text_schema(catalog.MAX_VECTOR_MODEL_LENGTH, required=True) | {
+            "description": "The model that made the vector: the active encoder's model id."},
     }
 
 
@@ -311,5 +335,7 @@ def _bodies(schemas: Schema, max_batch: int, latest: float) -> None:
     body["description"].update(text_schema(catalog.MAX_DESCRIPTION_LENGTH, required=False))
     body["tags"].update(tags_schema())
     body["attributes"].update(attributes_schema())
+    for key, schema in vector_schemas().items():
+        body[key] = {"anyOf": [schema, {"type": "null"}]}
     shown = schemas["ShownRequest"]["properties"]
     shown["user_id"].update(id_schema(events.MAX_ID_LENGTH))

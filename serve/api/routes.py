@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from portrait.catalog import from_dict as item_from_dict
+from portrait.catalog import item_from_dict
 from portrait.errors import (
     BatchTooLarge,
     InvalidField,
@@ -186,25 +186,31 @@ def _users(app: FastAPI) -> None:
 
 def _items(app: FastAPI) -> None:
     async def upsert(ctx: ApiContext, raw_items: list[dict[str, Any]], prefix: str) -> JSONResponse:
+        """Every item is checked (fields, vectors, duplicate ids, widths and models against
+        the active encoder) before anything is written: a refused batch changes nothing."""
         limit = ctx.limits.max_batch_events
         if len(raw_items) > limit:
             raise BatchTooLarge("items", len(raw_items), limit)
-        records = []
+        records, vectors = [], []
         for i, raw in enumerate(raw_items):
             try:
-                records.append(item_from_dict(raw))
+                record, vector = item_from_dict(raw)
             except PortraitError as exc:
                 raise errors.InRequest(exc, prefix.format(i=i)) from None
+            records.append(record)
+            vectors.append(vector)
         await ctx.ready()
-        result = await ctx.catalog.upsert(records)
+        result = await ctx.catalog.upsert(records, vectors=vectors, names=prefix)
         version = await ctx.control.publish()
-        return JSONResponse(responses.upserted(result, version))
+        return JSONResponse({**responses.upserted(result, version), "given": result.given})
 
     @app.post("/v1/items", response_model=m.UpsertResponse, tags=["items"],
              dependencies=[requires("items:write")])
     async def upsert_items(body: m.ItemsRequest, request: Request) -> JSONResponse:
-        """Insert or update items; only items whose text changed are re-encoded. New items
-        are recommendable as soon as this returns."""
+        """Insert or update items; only items whose text changed are re-encoded. An item may
+        bring its own vector (`vector` or `vector_b64`, with `vector_model`): it is stored
+        as given, not encoded. The batch is refused whole (413, 422 naming the field) when
+        one item is at fault. New items are recommendable as soon as this returns."""
         return await upsert(_ctx(request), body.items, "items[{i}].")
 
     @app.put("/v1/items/{item_id}", response_model=m.UpsertResponse, tags=["items"],
