@@ -17,15 +17,21 @@ from serve.settings import Settings
 
 
 def cmd_import_catalog(args: argparse.Namespace, settings: Settings) -> int:
-    """Encode and store a data set's catalog, with progress bars."""
+    """Encode and store a data set's catalog, with a progress bar; a re-run resumes (what is
+    stored already is skipped). ``--vectors`` brings items' own vectors."""
     from actors.text_features import ThreadedEncoder
     from encoding.vllm_encoder import VllmEncoder
-    from serve.catalog_import import import_items
+    from serve.catalog_import import import_items, load_vectors, summary
     from storage.datasets.registry import load_dataset
     from storage.migrate import upgrade
     from storage.stores import open_stores
 
     dataset = load_dataset(args.dataset, args.data_dir, settings.storage.datasets_dir)
+    vectors = None
+    if args.vectors is not None:  # checked whole before the encoder or the database start
+        vectors = load_vectors(args.vectors, dataset.items, args.vector_model)
+        print(f"{sum(v is not None for v in vectors)} items bring their own vectors "
+              f"({args.vectors})", flush=True)
     with database(settings) as url:
         upgrade(url)
         t0 = time.perf_counter()
@@ -36,14 +42,13 @@ def cmd_import_catalog(args: argparse.Namespace, settings: Settings) -> int:
         async def run() -> Any:
             stores = open_stores(url, pool_size=2)
             try:
-                return await import_items(stores.catalog(ThreadedEncoder(engine)), dataset.items)
+                return await import_items(stores.catalog(ThreadedEncoder(engine)),
+                                          dataset.items, vectors)
             finally:
                 await stores.close()
 
         result = asyncio.run(run())
-        took = time.perf_counter() - t1
-        print(f"{len(dataset.items)} items in {took:.1f}s: {result.inserted} new, "
-              f"{result.updated} changed, {result.unchanged} unchanged, {result.encoded} encoded")
+        print(summary(result, len(dataset.items), time.perf_counter() - t1))
     return 0
 
 
@@ -130,6 +135,11 @@ def register(sub: Subcommands) -> None:
     imp = sub.add_parser("import-catalog", help="encode and store a dataset's items")
     imp.add_argument("--dataset", default="movielens")
     imp.add_argument("--data-dir", type=Path, default=None)
+    imp.add_argument("--vectors", type=Path, default=None, metavar="FILE.npz",
+                     help="items' own vectors: an .npz with 'ids' and 'vectors' (one row "
+                          "each) and optionally 'model'; those items are not encoded")
+    imp.add_argument("--vector-model", default=None, metavar="MODEL_ID",
+                     help="the model that made --vectors (the encoder's model id)")
     imp.set_defaults(handler=cmd_import_catalog)
     sub.add_parser("train-items", help="train the collaborative item space from the event log"
                    ).set_defaults(handler=cmd_train_items)
