@@ -16,6 +16,7 @@ only the deltas it lacks, so an item upsert costs every process what changed.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,13 +27,14 @@ from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary
 from portrait.items import ItemIndex
 from portrait.learned_ranker import BoundRanker
+from portrait.packed import Appended, PackedStrings, PackedTags
 from portrait.ranking import TagTable
 from portrait.two_stage import BLEND, LEARNED
 
 # How a view crosses processes: plain lists and arrays that pickle (and map zero-copy from
 # Ray's object store); see to_parts/from_parts. Titles travel with the index (they change
 # with it), popularity and the tag vocabulary as the extras (popularity moves on its own).
-IndexParts = tuple[list[str], np.ndarray, list[list[str]], str, EncoderVersion | None, list[str]]
+IndexParts = tuple[list[str], np.ndarray, PackedTags, str, EncoderVersion | None, PackedStrings]
 ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray]
 # (space version, the collaborative shares, each text row's collaborative row (-1: none), the
 # covered items' collaborative vectors and ids, the bound ranker: its Booster pickles as its
@@ -61,7 +63,7 @@ class CatalogView:
     items: ItemIndex
     popularity: np.ndarray | None
     vocabulary: TagVocabulary | None
-    titles: list[str]  # by item row: served with recommendations without a database trip
+    titles: Sequence[str]  # by item row: served with recommendations without a database trip
     space_version: int = 0
     spaces: dict[float, BlendedIndex] = field(default_factory=dict)
     popularity_through: int = 0
@@ -86,7 +88,7 @@ class CatalogView:
         view.items = self.items.extended(delta.ids, delta.matrix, delta.tags)
         view.spaces = {a: ix.over(view.items) for a, ix in self.spaces.items()}
         view.tags = self.tags.extended(delta.tags)
-        view.titles = [*self.titles, *delta.titles]
+        view.titles = Appended(self.titles, delta.titles)
         old = self.popularity if self.popularity is not None else np.zeros(len(self.items),
                                                                            np.float32)
         view.popularity = np.concatenate([old, delta.popularity]).astype(np.float32)
@@ -132,10 +134,11 @@ class CatalogView:
         alive = self.items.alive
         keep = np.flatnonzero(alive) if alive is not None else np.arange(len(self.items))
         items = ItemIndex([self.items.ids[i] for i in keep], self.items.vectors(keep),
-                          [self.items.tags(int(i)) for i in keep], model_id=self.items.model_id)
+                          PackedTags.of([self.items.tags(int(i)) for i in keep]),
+                          model_id=self.items.model_id)
         popularity = self.popularity[keep] if self.popularity is not None else None
         view = CatalogView(self.version, items, popularity, self.vocabulary,
-                           [self.titles[i] for i in keep], self.space_version,
+                           PackedStrings.of([self.titles[int(i)] for i in keep]), self.space_version,
                            {a: ix.on(items) for a, ix in self.spaces.items()},
                            self.popularity_through, None, self.encoder)
         view.base_key = self.base_key
@@ -154,9 +157,12 @@ class CatalogView:
         slots, collab = blend.parts() if blend is not None else (
             np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
         covered = sorted(blend._covers, key=blend._covers.__getitem__) if blend else []
+        tags, titles = items.all_tags(), view.titles
         return (
-            (list(items.ids), items.matrix, [list(t) for t in items.all_tags()],
-             items.model_id, view.encoder, view.titles),
+            (list(items.ids), items.matrix,
+             tags if isinstance(tags, PackedTags) else PackedTags.of(tags), items.model_id,
+             view.encoder,
+             titles if isinstance(titles, PackedStrings) else PackedStrings.of(titles)),
             view.extras(),
             (view.space_version, list(view.spaces), slots, collab, covered, view.ranker),
         )
@@ -206,6 +212,12 @@ class CatalogSink(Protocol):
         whether it did."""
         ...
 
+    async def shared(self, view: CatalogView) -> CatalogView | None:
+        """Publish ``view`` whole and return it as readers map it (from shared memory where
+        there is some), for the publisher to keep instead of a copy of its own; None when
+        it did not supersede the current view."""
+        ...
+
     async def publish_delta(self, view: CatalogView, delta: CatalogDelta) -> bool:
         """Make ``view`` (the current view grown by ``delta``) current; readers that hold the
         current view fetch the delta alone. Returns False when the sink cannot take it (it
@@ -239,6 +251,9 @@ class LocalCatalogChannel:
             return False
         self._view = view
         return True
+
+    async def shared(self, view: CatalogView) -> CatalogView | None:
+        return view if await self.publish(view) else None
 
     async def publish_delta(self, view: CatalogView, delta: CatalogDelta) -> bool:
         if self._view is None or self._view.key != delta.after:

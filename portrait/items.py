@@ -25,6 +25,7 @@ from itertools import repeat
 import numpy as np
 
 from portrait.errors import InvalidField
+from portrait.packed import Appended, PackedTags
 
 
 def l2_normalise(matrix: np.ndarray) -> np.ndarray:
@@ -83,7 +84,9 @@ class ItemIndex:
             raise InvalidField("ids", "item ids must be unique")
         self._matrix = matrix
         self._matrix.setflags(write=False)
-        self._tags = tuple(tuple(t) for t in tags) if tags is not None else ((),) * len(ids)
+        self._tags: Sequence[Sequence[str]] = (
+            tags if isinstance(tags, PackedTags)  # shared arrays: read in place, not copied
+            else tuple(tuple(t) for t in tags) if tags is not None else ((),) * len(ids))
         self.model_id = model_id
         self._column_major: np.ndarray | None = None
         # Rows appended by deltas after the base: their vectors, id -> newest row, which rows
@@ -155,7 +158,7 @@ class ItemIndex:
         grown._ids = self._ids + tuple(ids)
         grown._rows = self._rows
         grown._matrix = self._matrix
-        grown._tags = self._tags + tuple(tuple(t) for t in tags)
+        grown._tags = Appended(self._tags, [tuple(t) for t in tags])
         grown.model_id, grown.text_dim = self.model_id, self.text_dim
         grown.space_version = self.space_version
         grown._column_major = grown._joined = None

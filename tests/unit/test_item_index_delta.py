@@ -91,3 +91,27 @@ def test_the_learned_ranker_ranks_over_a_catalog_grown_by_a_delta() -> None:
     assert ids.count("i12") <= 1 and len(ids) == len(set(ids))
     assert grown_ranker.cooc.n_items == len(grown)
     assert ranker.cooc.n_items == len(ITEMS)  # the base's ranker is unchanged
+
+
+def test_packed_strings_and_tags_read_like_lists_and_pickle_as_arrays() -> None:
+    import pickle
+
+    from portrait.packed import Appended, PackedStrings, PackedTags
+
+    titles = ["Alien", "", "Amélie ✓", "Heat"]
+    packed = PackedStrings.of(titles)
+    assert list(packed) == titles and packed[-1] == "Heat" and packed[1:3] == titles[1:3]
+    assert list(pickle.loads(pickle.dumps(packed))) == titles
+    tags = [("Horror", "Sci-Fi"), (), ("Comedy", "Sci-Fi"), ("Crime",)]
+    ptags = PackedTags.of(tags)
+    assert list(ptags) == tags and len(ptags) == 4
+    index = ItemIndex(["a", "b", "c", "d"], np.eye(4, dtype=np.float32), ptags)
+    assert index.tags(2) == ("Comedy", "Sci-Fi")
+    whole = TagTable(ItemIndex(["a", "b", "c", "d"], np.eye(4, dtype=np.float32), tags))
+    table = TagTable(index)
+    assert np.allclose(table.affinity({"Sci-Fi": 1.0, "Crime": 0.5}),
+                       whole.affinity({"Sci-Fi": 1.0, "Crime": 0.5}))
+    grown = index.extended(["e"], np.ones((1, 4), np.float32), [("Drama",)])
+    assert grown.tags(4) == ("Drama",) and grown.tags(0) == ("Horror", "Sci-Fi")
+    again = Appended(Appended(titles, ["x"]), ["y"])
+    assert list(again) == [*titles, "x", "y"] and again.base is titles
