@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also fine-tune the encoder on the test phase's training events, once "
                          "per seed (e.g. 0,1), and add the text-only, blend and two-stage "
                          "systems over its vectors, paired with the base encoder's")
+    ev.add_argument("--ann", action="store_true",
+                    help="rank the test phase through the approximate nearest-neighbour index "
+                         "at any catalog size (the service's path for large catalogs), "
+                         "instead of scoring every item")
     ev.add_argument("--no-plots", action="store_true")
     tu = sub.add_parser("tune", help="tune Portrait on the validation split, write a config file")
     _common(tu)

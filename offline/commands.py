@@ -25,6 +25,7 @@ from offline.plots import write_plots
 from offline.prepare import Prepared, prepare
 from offline.progress import run_with_progress, tune_with_progress
 from offline.report import CAVEATS, ab_markdown, write_report
+from portrait.ann import AnnSettings
 from portrait.evaluation import ab
 from portrait.evaluation.baseline_tuning import baseline_systems, tune_baselines
 from portrait.evaluation.roster import REFERENCE, best_validation_baseline, portrait_systems
@@ -67,6 +68,9 @@ def cmd_evaluate(
         validation_metrics = config.metadata.get("validation_metrics", {}) if config else {}
 
     test_phase = prep.phase("test", collab)
+    if getattr(args, "ann", False):
+        test_phase.factory.ann = AnnSettings(force=True)
+        _log("ranking Portrait's systems through the approximate index (--ann)")
     t0 = time.perf_counter()
     systems = baseline_systems(choice, test_phase.incidence, prep.item_ids)
     timings["baselines fit (test)"] = time.perf_counter() - t0

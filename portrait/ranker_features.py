@@ -67,14 +67,15 @@ def features(query: UserQuery, cands: Candidates, extras: Sequence[str] = EXTRAS
     if not extras:
         return _finite(np.stack(cols, axis=1) if cols else np.zeros((n, 0)))
     items = query.ctx.items
-    m = items.matrix[rows]
+    m = items.vectors(rows)
     values: dict[str, np.ndarray] = {
         "cos_long": m @ query.long,
         "cos_short": m @ query.short,
     }
     recent = query.recent_rows
     if recent.size:
-        sims = m @ items.matrix[recent].T  # (n, r)
+        recent_m = items.vectors(recent)
+        sims = m @ recent_m.T  # (n, r)
         best = np.argmax(sims, axis=1)
         values["sim_last"] = sims[:, 0]
         values["sim_recent_max"] = sims[np.arange(n), best]
@@ -90,9 +91,9 @@ def features(query: UserQuery, cands: Candidates, extras: Sequence[str] = EXTRAS
         )
         if "text_sim_last" in extras or "text_sim_recent_max" in extras:
             td = items.text_dim
-            norms = query.ctx.text_norms()
-            text = (m[:, :td] / norms[rows, None]) @ (
-                items.matrix[recent, :td] / norms[recent, None]
+            ctx = query.ctx
+            text = (m[:, :td] / ctx.text_norms_of(rows)[:, None]) @ (
+                recent_m[:, :td] / ctx.text_norms_of(recent)[:, None]
             ).T
             values["text_sim_last"] = text[:, 0]
             values["text_sim_recent_max"] = text.max(axis=1)
@@ -103,7 +104,7 @@ def features(query: UserQuery, cands: Candidates, extras: Sequence[str] = EXTRAS
         values["sim_recent_age"] = np.full(n, float(query.config.recent_items))
     if "keyword_tags" in extras:
         values["keyword_tags"] = (
-            query.ctx.tag_table.affinity(query.keyword_weights)[rows]
+            query.ctx.tag_table.affinity_of(query.keyword_weights, rows)
             if query.keyword_weights else np.zeros(n)
         )
     per_item = query.ctx.tag_table.per_item_counts()

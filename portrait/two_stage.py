@@ -30,7 +30,7 @@ from portrait.ranking import (
     allowed_rows,
     check_request,
 )
-from portrait.retrieval import RetrievalContext, UserQuery, retrieve
+from portrait.retrieval import RetrievalContext, UserQuery, retrieve, retrievers_for
 
 LEARNED = "learned"
 BLEND = "blend"
@@ -68,8 +68,10 @@ def can_rank(query: UserQuery) -> bool:
 
 
 def rank_candidates(query: UserQuery, ranker: BoundRanker, allowed: np.ndarray) -> Ranked:
-    """The union of the retrievers' allowed candidates, best first by the ranker."""
-    cands = retrieve(query, ranker.retrievers, ranker.settings.candidates, allowed)
+    """The union of the retrievers' allowed candidates, best first by the ranker (row-wise
+    retrievers when the context's approximate index serves its catalog)."""
+    retrievers = retrievers_for(query.ctx, ranker.settings.retrievers)
+    cands = retrieve(query, retrievers, ranker.settings.candidates, allowed)
     x = features(query, cands, ranker.settings.extras)
     scores = ranker.predict(x)
     order = np.lexsort((cands.rows, -scores))
@@ -95,7 +97,7 @@ def _reasons(
     items = query.ctx.items
     kinds = [evidence_of(n) for n in names]
     recent = query.recent_rows
-    sims = items.matrix[rows] @ items.matrix[recent].T if recent.size else None
+    sims = items.vectors(rows) @ items.vectors(recent).T if recent.size else None
     tag_w = query.tag_weights
     top_words = sorted(
         ((w, k) for k, w in query.keyword_weights.items() if w > 0), reverse=True
@@ -159,9 +161,8 @@ def recommend_learned(
         return []
     if diversity > 0:
         pool = min(ranked.rows.size, max(k, ranking.mmr_pool))
-        scores = np.full(len(items), -np.inf)
-        scores[ranked.rows[:pool]] = ranked.scores[:pool]
-        chosen = _mmr(ranked.rows[:pool], scores, items.matrix, k, diversity)
+        head = ranked.rows[:pool]
+        chosen = _mmr(head, ranked.scores[:pool], items.vectors(head), k, diversity)
         pos = {int(r): i for i, r in enumerate(ranked.rows)}
         picked = np.asarray([pos[r] for r in chosen], dtype=np.int64)
     else:

@@ -48,7 +48,14 @@ from portrait.items import ItemIndex
 from portrait.ports import TextFeatures
 from portrait.profile import ProfileState
 from portrait.progress import Progress
-from portrait.ranking import RankingConfig, TagTable, popularity_scores, score_items
+from portrait.ranking import (
+    AnnCatalog,
+    RankingConfig,
+    TagTable,
+    ann_scores,
+    popularity_scores,
+    score_items,
+)
 
 
 class LeakageError(PortraitError):
@@ -178,6 +185,11 @@ class PortraitSession:
     def scores(self, ctx: CaseContext) -> np.ndarray:
         s = self.system
         pop = ctx.popularity() if s.ranking.popularity_weight else None
+        if s.ann is not None:  # the approximate path: candidates first, as the service ranks
+            allowed = np.ones(len(s.items), dtype=bool)
+            allowed[[r for r in map(s.items.row, ctx.history) if r is not None]] = False
+            return ann_scores(self.state, s.profile, s.ranking, s.items, s.tag_table,
+                              s.ann.with_popularity(pop), allowed, pop)
         return score_items(self.state, s.profile, s.ranking, s.items, s.tag_table, pop)
 
 
@@ -198,6 +210,9 @@ class PortraitSystem:
     # Folded states by (user, events before, events after), for tuning runs that change only
     # the ranking blend: valid for ONE (profile config, item matrix, split) combination.
     state_cache: dict[tuple[str, int, int], ProfileState] | None = None
+    # Rank through this approximate index (:func:`portrait.ranking.ann_scores`) instead of
+    # scoring the catalog: the evaluation's ``--ann``.
+    ann: AnnCatalog | None = None
 
     def session(self, user_id: str) -> PortraitSession:
         return PortraitSession(self, user_id)

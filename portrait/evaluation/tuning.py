@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from portrait.ann import AnnSettings, VectorIndex
 from portrait.collaborative import combine
 from portrait.config import ProfileConfig
 from portrait.errors import InvalidField
@@ -45,7 +46,7 @@ from portrait.items import ItemIndex
 from portrait.ports import TextFeatures
 from portrait.profile import ProfileState
 from portrait.progress import Progress
-from portrait.ranking import RankingConfig, TagTable
+from portrait.ranking import AnnCatalog, RankingConfig, TagTable
 
 DEFAULT_ALPHA = 0.5
 OBJECTIVE = "NDCG@10"
@@ -90,6 +91,10 @@ class PortraitFactory:
         self.model_id = model_id
         self._items: dict[float, ItemIndex] = {}
         self._tag_table: TagTable | None = None
+        # Rank through the approximate index (the service's path at scale) when set: one
+        # index per item space, built on first use.
+        self.ann: AnnSettings | None = None
+        self._anns: dict[float, tuple[ItemIndex, AnnCatalog]] = {}
 
     def items(self, alpha: float) -> ItemIndex:
         alpha = float(alpha)
@@ -119,8 +124,22 @@ class PortraitFactory:
         alpha = params.alpha if self.collab_matrix is not None else 0.0
         items = self.items(alpha)
         return PortraitSystem(
-            name, params.profile, params.ranking, items, self.tag_table, self.texts, state_cache
+            name, params.profile, params.ranking, items, self.tag_table, self.texts, state_cache,
+            ann=self.ann_for(alpha),
         )
+
+    def ann_for(self, alpha: float) -> AnnCatalog | None:
+        """The approximate index over :meth:`items` of ``alpha`` when :attr:`ann` says it
+        serves, else None (the popularity is the session's, set per test point)."""
+        items = self.items(alpha)
+        if self.ann is None or not self.ann.serves(len(items)):
+            return None
+        cached = self._anns.get(float(alpha))
+        if cached is None or cached[0] is not items:
+            cached = (items, AnnCatalog(VectorIndex.build(items.matrix), self.tag_table, None,
+                                        self.ann))
+            self._anns[float(alpha)] = cached
+        return cached[1]
 
 
 # -- the search space ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from portrait.evaluation.splits import Split, stream_key, user_streams
 from portrait.events import Event
 from portrait.learned_ranker import BoundRanker, RankerBundle, RankerSettings
 from portrait.ranker_training import train_bundle
-from portrait.retrieval import RetrievalContext, UserQuery
+from portrait.retrieval import RetrievalContext, UserQuery, text_index
 from portrait.two_stage import can_rank, catalog_scores
 
 
@@ -60,6 +60,9 @@ class TwoStageSystem:
         self.context = RetrievalContext(
             portrait.items, portrait.tag_table, np.zeros(len(portrait.items), np.float32),
             self.ranker.cooc, self.ranker.trans, bundle.settings.sequence_half_life,
+            # the evaluation's --ann: retrieval through the approximate indexes
+            ann=portrait.ann,
+            text_ann=text_index(portrait.items) if portrait.ann is not None else None,
         )
 
     @classmethod
