@@ -106,7 +106,7 @@ class ItemCatalog:
     async def upsert(
         self, records: Sequence[ItemRecord], progress: Progress | None = None, *,
         vectors: Sequence[ItemVector | None] | None = None, names: str = "items[{i}].",
-        tally: Callable[[UpsertResult], None] | None = None,
+        tally: Callable[[UpsertResult], None] | None = None, atomic: bool = False,
     ) -> UpsertResult:
         """Insert or update ``records``; encode those whose text or model changed.
 
@@ -119,7 +119,9 @@ class ItemCatalog:
         Each chunk is written in its own transaction after encoding, so an interrupted import
         keeps what it finished and a re-run picks up where it stopped. ``progress`` gets the
         items done so far; ``tally`` the counts so far, after each chunk (what an import
-        shows: skipped as unchanged, encoded, given).
+        shows: skipped as unchanged, encoded, given). ``atomic`` writes the whole call in one
+        transaction after every chunk is encoded (an API batch: an encoder failure midway
+        writes nothing).
         """
         if vectors is None:
             vectors = [None] * len(records)
@@ -128,13 +130,21 @@ class ItemCatalog:
         version = await self.encoder()
         self.check(records, vectors, version, names)
         counts = {"inserted": 0, "updated": 0, "unchanged": 0, "encoded": 0, "given": 0}
+        held: list[StoredItem] = []
         for start in range(0, len(records), self._chunk):
             end = start + self._chunk
-            await self._upsert_chunk(version, records[start:end], vectors[start:end], counts)
+            rows = await self._upsert_chunk(version, records[start:end], vectors[start:end],
+                                            counts)
+            if atomic:
+                held.extend(rows)
+            elif rows:
+                await self.store.write(rows)
             if progress is not None:
                 progress(min(end, len(records)), len(records))
             if tally is not None:
                 tally(UpsertResult(**counts))
+        if held:
+            await self.store.write(held)
         return UpsertResult(**counts)
 
     @staticmethod
@@ -166,7 +176,8 @@ class ItemCatalog:
     async def _upsert_chunk(
         self, version: EncoderVersion, chunk: Sequence[ItemRecord],
         vectors: Sequence[ItemVector | None], counts: dict[str, int],
-    ) -> None:
+    ) -> list[StoredItem]:
+        """The rows of ``chunk`` to write (encoded or given), counted in ``counts``."""
         model = version.model_id
         ids = [r.item_id for r in chunk]
         existing: Mapping[str, tuple[str, str | None] | tuple[str, str | None, bytes]]
@@ -199,8 +210,7 @@ class ItemCatalog:
                                for r, v in zip(to_encode, encoded, strict=True)]
         counts["encoded"] += len(to_encode)
         counts["given"] += len(given)
-        if written:
-            await self.store.write(written)
+        return written
 
     async def stale_count(self) -> int:
         """Items whose embedding the current model did not produce."""

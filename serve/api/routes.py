@@ -200,7 +200,7 @@ def _items(app: FastAPI) -> None:
             records.append(record)
             vectors.append(vector)
         await ctx.ready()
-        result = await ctx.catalog.upsert(records, vectors=vectors, names=prefix)
+        result = await ctx.catalog.upsert(records, vectors=vectors, names=prefix, atomic=True)
         version = await ctx.control.publish()
         return JSONResponse({**responses.upserted(result, version), "given": result.given})
 

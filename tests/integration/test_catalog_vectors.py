@@ -103,3 +103,24 @@ async def test_a_duplicate_late_in_the_batch_writes_nothing(store: CatalogStore)
         await catalog.upsert([*ITEMS, ITEMS[0]], names="rows[{i}].")
     assert err.value.field == "rows[5].id"
     assert await snapshot(store) == before
+
+
+class FailsOnSecondCall(CountingEncoder):
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self.texts:
+            raise ConnectionError("the encoder went away")
+        out: np.ndarray = await super().encode(texts)  # type: ignore[no-untyped-call]
+        return out
+
+
+async def test_an_atomic_call_whose_encoder_fails_midway_writes_nothing(
+    store: CatalogStore,
+) -> None:
+    before = await snapshot(store)
+    catalog = ItemCatalog(store, FailsOnSecondCall(), chunk_size=2)
+    with pytest.raises(ConnectionError):  # an API batch: the first chunk is not kept either
+        await catalog.upsert(ITEMS, vectors=[vec(0), None, None, None, None], atomic=True)
+    assert await snapshot(store) == before
+    with pytest.raises(ConnectionError):  # an import: the chunk it finished is kept
+        await ItemCatalog(store, FailsOnSecondCall(), chunk_size=2).upsert(ITEMS)
+    assert sorted(await store.titles()) == ["i0", "i1"]
