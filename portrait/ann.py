@@ -145,7 +145,9 @@ class VectorIndex:
     def _candidates(self, query: np.ndarray, k: int) -> np.ndarray:
         n = len(self)
         params = faiss.SearchParametersIVF()
-        params.nprobe = self.n_lists if k >= n else min(self.nprobe, self.n_lists)
+        # enough lists to hold about twice the rows asked for (a deep over-fetch probes more)
+        wanted = math.ceil(2 * k * self.n_lists / n)
+        params.nprobe = self.n_lists if k >= n else min(max(self.nprobe, wanted), self.n_lists)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         _, ids = self._index.search(q, min(k, n), params=params)
         rows: np.ndarray = ids[0]

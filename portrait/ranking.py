@@ -264,12 +264,14 @@ def score_rows(
     tag_table: TagTable,
     rows: np.ndarray,
     popularity: np.ndarray | None = None,
-    query: np.ndarray | None = None,
+    similarity: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`score_items` of ``rows`` only (``query``: the profile vector, when known)."""
+    """:func:`score_items` of ``rows`` only (``similarity``: their dot products with the
+    profile vector, when already known)."""
     rows = np.asarray(rows, dtype=np.int64)
-    q = profile_vector(state, config, ranking, items) if query is None else query
-    scores: np.ndarray = items.vectors(rows) @ q
+    if similarity is None:
+        similarity = items.vectors(rows) @ profile_vector(state, config, ranking, items)
+    scores: np.ndarray = np.array(similarity, dtype=np.float32)
     if ranking.tag_weight:
         scores += ranking.tag_weight * tag_table.affinity_of(state.tag_weights(config), rows)
     if popularity is not None and ranking.popularity_weight:
@@ -404,20 +406,25 @@ def _ann_candidates(
     allowed: np.ndarray,
     pool: int,
     tags: Sequence[str],
-) -> np.ndarray:
-    """The rows the blend scores exactly instead of the catalog (allowed ones only)."""
+    query: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows the blend scores exactly instead of the catalog (allowed ones only, ascending)
+    and their similarity to the profile vector ``query`` (each row's vector read once)."""
     if tags and tag_table.count_with(tags) <= ann.settings.exact_tags_below:
         tagged = tag_table.rows_with(tags)  # few: all of them, exactly
-        out: np.ndarray = tagged[allowed[tagged]]
-        return out
-    query = profile_vector(state, config, ranking, items)
-    near, _ = nearest(ann.index, query, pool, allowed, items.vectors)
+        rows: np.ndarray = tagged[allowed[tagged]]
+        return rows, items.vectors(rows) @ query
+    near, near_scores = nearest(ann.index, query, pool, allowed, items.vectors)
     extra = [ann.popular_rows(allowed, pool)]
     if ranking.tag_weight:
         by_tag = ann.tag_rows(state.tag_weights(config))
         by_tag = by_tag[by_tag < allowed.size]
         extra.append(by_tag[allowed[by_tag]])
-    return np.unique(np.concatenate([near, *extra]))
+    others = np.setdiff1d(np.concatenate(extra), near)
+    rows = np.concatenate([near, others])
+    sims = np.concatenate([near_scores, items.vectors(others) @ query])
+    order = np.argsort(rows)
+    return rows[order], sims[order]
 
 
 def ann_scores(
@@ -429,20 +436,24 @@ def ann_scores(
     ann: AnnCatalog,
     allowed: np.ndarray,
     popularity: np.ndarray | None = None,
+    k: int = 20,
 ) -> np.ndarray:
     """One score per row as the approximate path ranks them, for the evaluation's full
-    ranking: the candidates :func:`recommend` would score (an MMR pool deep), by their exact
-    blend score, above every other row; the rest keep the exact blend's order below them
-    (a whole-catalog pass: the evaluation's, never the service's)."""
-    pool = max(ranking.mmr_pool, 1)
-    rows = _ann_candidates(state, config, ranking, items, tag_table, ann, allowed, pool, ())
+    ranking: the candidates :func:`recommend` scores for ``k`` results (no diversity), by
+    their exact blend score, above every other row; the rest keep the exact blend's order
+    below them (a whole-catalog pass: the evaluation's, never the service's)."""
+    pool = max(k, 1)
+    query = profile_vector(state, config, ranking, items)
+    rows, sims = _ann_candidates(
+        state, config, ranking, items, tag_table, ann, allowed, pool, (), query
+    )
     base = score_items(state, config, ranking, items, tag_table, popularity).astype(np.float64)
     if rows.size == 0:
         return base
-    top = score_rows(state, config, ranking, items, tag_table, rows, popularity)
-    head = rows[np.lexsort((rows, -top))][:pool]
+    top = score_rows(state, config, ranking, items, tag_table, rows, popularity, sims)
+    order = np.lexsort((rows, -top))[:pool]
     out: np.ndarray = base - (base.max() - base.min() + 1.0) + (float(top.min()) - 1.0)
-    out[head] = score_rows(state, config, ranking, items, tag_table, head, popularity)
+    out[rows[order]] = top[order]
     return out
 
 
@@ -582,10 +593,12 @@ def recommend(
     if pool == 0:
         return []
     if ann is not None and ann.serves(items):
-        cand = _ann_candidates(
-            state, config, ranking, items, tag_table, ann, allowed, pool, tags
+        query = profile_vector(state, config, ranking, items)
+        cand, sims = _ann_candidates(
+            state, config, ranking, items, tag_table, ann, allowed, pool, tags, query
         )
-        cand_scores = score_rows(state, config, ranking, items, tag_table, cand, popularity)
+        cand_scores = score_rows(state, config, ranking, items, tag_table, cand, popularity,
+                                 sims)
     else:
         cand = np.flatnonzero(allowed)
         cand_scores = score_items(state, config, ranking, items, tag_table, popularity)[cand]
