@@ -112,6 +112,17 @@ class RegistryChannel:
             self._sent = view.key[:2]
         return bool(status == "published")
 
+    async def shared(self, view: CatalogView) -> CatalogView | None:
+        """The publisher then holds the object store's pages (shared with the shards on its
+        node) instead of its own copy of the catalog."""
+        if not await self.publish(view):
+            return None
+        mapped = await self.latest()
+        if mapped is None or (mapped.key, mapped.base_key) != (view.key, view.base_key):
+            return view  # another view went out meanwhile: keep ours
+        mapped.ranker = view.ranker
+        return mapped
+
     async def publish_delta(self, view: CatalogView, delta: CatalogDelta) -> bool:
         status = await get_or_create_registry().publish_delta.remote(delta.after, delta.key,
                                                                      delta)

@@ -109,7 +109,7 @@ class CatalogViewBuilder:
             if (force or last is None or space_version != last.space_version
                     or encoder.model_id != last.items.model_id):
                 view = await self._build(read_at)
-                await self._sink.publish(view)
+                view = await self._sink.shared(view) or view
             elif read_at != last.version:
                 view = await self._grow(last, read_at)
             else:
@@ -157,10 +157,11 @@ class CatalogViewBuilder:
                 view.ranker = self._ranker(self._space, view.items)
             view.version = last.version
             view.base_key = view.key
-            if not await self._sink.publish(view):
+            mapped = await self._sink.shared(view)
+            if mapped is None:
                 return False
-            self._view, self.key = view, view.key
-        _log.info("catalog compacted: %d items in the new base", len(view.items))
+            self._view, self.key = mapped, mapped.key
+        _log.info("catalog compacted: %d items in the new base", len(mapped.items))
         return True
 
     async def _build(self, read_at: int, *, counts: bool = True) -> CatalogView:

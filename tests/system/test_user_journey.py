@@ -162,3 +162,26 @@ async def test_a_request_without_a_token_is_refused(http: httpx.AsyncClient) -> 
                                headers={"authorization": ""})
     assert anonymous.status_code == 401, anonymous.text
     assert (await http.get("/healthz", headers={"authorization": ""})).status_code == 200
+
+
+async def test_items_written_later_are_served_at_once_and_a_changed_one_once(
+        http: httpx.AsyncClient) -> None:
+    """A catalog write reaches the shards as a delta on the view they hold: the new item is
+    recommendable when the write returns, a changed item is shown once, as changed."""
+    events = [ev("view", "c1", "cat", T0, item_id="r1"), ev("view", "c2", "cat", T0 + 60,
+                                                            item_id="r2")]
+    assert (await http.post("/v1/events", json={"events": events})).status_code == 200
+    written = [
+        {"id": "r7", "title": "Paris love 7", "description": "Two people fall in love.",
+         "tags": ["Romance"]},
+        {"id": "r3", "title": "Paris love 3 (restored)", "description": "Two people fall in love.",
+         "tags": ["Romance"]},
+    ]
+    resp = await http.post("/v1/items", json={"items": written})
+    assert resp.status_code == 200, resp.text
+    recs = await recommend(http, "cat", k=6)
+    shown = ids(recs)
+    assert "r7" in shown and len(shown) == len(set(shown)), shown
+    titles = {i["item_id"]: i["title"] for i in recs["items"]}
+    assert titles.get("r3", "Paris love 3 (restored)") == "Paris love 3 (restored)"
+    assert (await http.get("/v1/items/r3")).json()["title"] == "Paris love 3 (restored)"
