@@ -10,6 +10,10 @@ too little data is a skip, not a failure, and the service ranks with text vector
 With a :class:`~actors.ranker_trainer.RankerTrainer`, the same read of the log also trains the
 learned ranker in the new space, saved in the same row (one transaction): a ranker that is
 refused or fails leaves the space without one (the blend serves), never loses the space.
+
+The read streams: a page of the log at a time, each kept as distinct (user, item) pairs
+(:class:`PairReader`), so memory grows with the distinct pairs (8 bytes each) and the ids, not
+with the events read; only a ranker needs the events themselves.
 """
 
 from __future__ import annotations
@@ -18,19 +22,76 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
 
 from actors.ranker_trainer import RankerOutcome, RankerTrainer
-from portrait.collaborative import pairs_interactions, train_item_space
+from portrait.collaborative import (
+    Interactions,
+    StageProgress,
+    stage_progress,
+    train_item_space,
+)
 from portrait.errors import NotEnoughInteractions
-from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
+from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent, RecordedEvent
 from portrait.item_space import CollabSettings, ItemSpace
-from portrait.ports import EventLog, ItemSpaceStore
+from portrait.ports import ItemSpaceStore
 from portrait.progress import Progress
 
 _log = logging.getLogger(__name__)
 READ_PAGE = 20_000
+COMPACT_PAIRS = 4_000_000  # pending pairs merged into the distinct ones (~100 MB of scratch)
+
+
+class LogReader(Protocol):
+    """What a retrain needs of the :class:`~portrait.ports.EventLog`: its paged read."""
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        ...
+
+
+class PairReader:
+    """Distinct (user, item) pairs of the positive item events fed to it, page by page.
+
+    Ids are numbered in order of first appearance; pairs wait in a page-sized buffer and are
+    merged into one sorted array of distinct ``user << 32 | item`` codes every
+    ``COMPACT_PAIRS``, so memory is that array, the pending buffer and the id tables.
+    """
+
+    def __init__(self) -> None:
+        self.users: dict[str, int] = {}
+        self.items: dict[str, int] = {}
+        self.events = 0
+        self._codes = np.zeros(0, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._pending_size = 0
+
+    def add(self, page: Sequence[RecordedEvent]) -> None:
+        users, items = self.users, self.items
+        codes: list[int] = []
+        for rec in page:
+            e = rec.event
+            if isinstance(e, ItemEvent) and e.TYPE in POSITIVE_ITEM_TYPES:
+                u = users.setdefault(e.user_id, len(users))
+                codes.append(u << 32 | items.setdefault(e.item_id, len(items)))
+        self.events += len(codes)
+        self._pending.append(np.asarray(codes, dtype=np.int64))
+        self._pending_size += len(codes)
+        if self._pending_size >= COMPACT_PAIRS:
+            self._compact()
+
+    def _compact(self) -> None:
+        self._codes = np.unique(np.concatenate([self._codes, *self._pending]))
+        self._pending, self._pending_size = [], 0
+
+    def interactions(self) -> Interactions:
+        """What was read, as the trainer's :class:`Interactions` (rows: :attr:`items`)."""
+        self._compact()
+        return Interactions(tuple(self.users), self._codes >> 32,
+                            self._codes & 0xFFFF_FFFF, len(self.items))
 
 
 @dataclass
@@ -69,7 +130,7 @@ class ItemSpaceTrainer:
 
     def __init__(
         self,
-        events: EventLog,
+        events: LogReader,
         spaces: ItemSpaceStore,
         settings: CollabSettings,
         *,
@@ -108,9 +169,14 @@ class ItemSpaceTrainer:
         return space
 
     async def retrain(
-        self, progress: Progress | None = None, *, fresh: bool = True
+        self, progress: Progress | None = None, *, fresh: bool = True,
+        stages: StageProgress | None = None,
     ) -> ItemSpace | None:
         """Train and save a new space; None if skipped or failed (the previous one stays).
+
+        ``progress`` follows the co-occurrence blocks; ``stages``, when given, every stage by
+        name (``read log``, ``co-occurrence``, ``eigenvectors``, then ``ranker`` when one
+        trains): :func:`portrait.progress.stage_bars` draws a bar for each.
 
         While a retrain runs, a ``fresh`` call (an operator's, a served evaluation's: it
         wants every event recorded so far) waits for it and then for one follow-up run that
@@ -119,27 +185,31 @@ class ItemSpaceTrainer:
         """
         running = self._current is not None and not self._current.done()
         if not running:
-            self._current = asyncio.ensure_future(self._run(progress))
+            self._current = asyncio.ensure_future(self._run(progress, stages))
             return await asyncio.shield(self._current)
         if not fresh:
             assert self._current is not None
             return await asyncio.shield(self._current)
         if self._follow_up is None or self._follow_up.done():
-            self._follow_up = asyncio.ensure_future(self._after_current(progress))
+            self._follow_up = asyncio.ensure_future(self._after_current(progress, stages))
         return await asyncio.shield(self._follow_up)
 
-    async def _after_current(self, progress: Progress | None) -> ItemSpace | None:
+    async def _after_current(
+        self, progress: Progress | None, stages: StageProgress | None
+    ) -> ItemSpace | None:
         assert self._current is not None
         await asyncio.gather(self._current, return_exceptions=True)
-        self._current = asyncio.ensure_future(self._run(progress))
+        self._current = asyncio.ensure_future(self._run(progress, stages))
         return await self._current
 
-    async def _run(self, progress: Progress | None) -> ItemSpace | None:
+    async def _run(
+        self, progress: Progress | None, stages: StageProgress | None = None
+    ) -> ItemSpace | None:
         started = time.perf_counter()
         self.stats.running = True
         counted = self.stats.new_events
         try:
-            space, ranker = await self._train(progress)
+            space, ranker = await self._train(progress, stages)
             space = await self._spaces.save(space)
         except NotEnoughInteractions as exc:
             self.stats.skipped += 1
@@ -173,31 +243,31 @@ class ItemSpaceTrainer:
         return space
 
     async def _train(
-        self, progress: Progress | None
+        self, progress: Progress | None, stages: StageProgress | None
     ) -> tuple[ItemSpace, RankerOutcome | None]:
-        users: dict[str, int] = {}
-        items: dict[str, int] = {}
-        us: list[int] = []
-        rows: list[int] = []
+        reader = PairReader()
         streams: dict[str, list[Event]] = {}  # every event, by user: the ranker's training
         keep = self._ranker is not None
-        after = events = 0
+        reading = stage_progress(stages, "read log")
+        # Positions count the log's events, so the last retrain's position and the events
+        # noted since estimate where the read ends (the bar's total grows if it is passed).
+        expected = self.stats.trained_through + self.stats.new_events
+        after = 0
         while page := await self._events.read_all(after_position=after, limit=READ_PAGE):
-            for rec in page:
-                e = rec.event
-                if keep:
-                    streams.setdefault(e.user_id, []).append(e)
-                if isinstance(e, ItemEvent) and e.TYPE in POSITIVE_ITEM_TYPES:
-                    us.append(users.setdefault(e.user_id, len(users)))
-                    rows.append(items.setdefault(e.item_id, len(items)))
-                    events += 1
+            if keep:
+                for rec in page:
+                    streams.setdefault(rec.event.user_id, []).append(rec.event)
+            reader.add(page)
             after = page[-1].position
-        pairs = pairs_interactions(tuple(users), us, rows, len(items))
+            if reading is not None:
+                reading(after, max(after, expected))
+        if reading is not None:
+            reading(after, after)
         space = await asyncio.to_thread(
-            train_item_space, pairs, list(items), self.settings,
-            trained_through=after, events=events, progress=progress,
+            train_item_space, reader.interactions(), list(reader.items), self.settings,
+            trained_through=after, events=reader.events, progress=progress, stages=stages,
         )
         if self._ranker is None:
             return space, None
-        outcome = await self._ranker.train(streams, space)
+        outcome = await self._ranker.train(streams, space, stage_progress(stages, "ranker"))
         return dataclasses.replace(space, ranker=outcome.ranker), outcome

@@ -1,6 +1,6 @@
 """Collaborative item vectors learnt from the event log, and their blend with text vectors.
 
-Pure: numpy and the standard library only, no I/O. Everything here is built from the
+Pure: numpy and scipy's sparse matrices, no I/O. Everything here is built from the
 *training* events a split hands over (``Split.train_events``), never from held-out ones.
 
 Item embedding: truncated eigendecomposition of the shifted positive PMI (SPPMI) matrix of
@@ -11,33 +11,48 @@ removed), ``r_i = sum_j C[i, j]`` and ``D = sum_i r_i``::
     SPPMI[i, j] = max(0, log(C[i, j] * D / (r_i * r_j)) - log(shift))
     E = U_d * sqrt(lambda_d)           (top-d positive eigenpairs; rows L2-normalised)
 
-Size choices (numpy only, no scipy.sparse): interactions are kept as (user, item) pairs and the
-item x item co-occurrence is accumulated over chunks of users (a dense users x items block of
-at most ``CHUNK_CELLS`` cells at a time), so memory grows with the kept items, not the users;
-the item x item matrix is dense float32. A dense SPPMI of all 9,742 MovieLens items would be
-380 MB, so only items with at least ``min_count`` training users take part (ml-latest-small:
-6,278 items at ``min_count=2``, a 160 MB matrix); the others get a zero collaborative vector and
-fall back to their text vector in :func:`combine`. ``max_items`` caps the matrix for larger
-catalogs (the most-interacted items are kept). The eigenvectors come from a seeded randomized
-range finder with power iterations (Halko et al., 2011), a few matrix products instead of a
-full ``eigh``.
+Size choices: interactions are kept as (user, item) pairs and the SPPMI matrix is sparse,
+built a block of item rows at a time with each item's strongest ``per_item`` entries kept
+(:mod:`portrait.sppmi`), so memory grows with the kept entries and ``items x dim``, never with
+``items^2``: ``max_nonzeros`` bounds the matrix (``per_item = max_nonzeros // items``) and
+``max_user_items`` the co-occurrences one user adds. On the evaluation's data sets nothing is
+dropped (ml-latest-small: 6,278 items at ``min_count=2``; its heaviest user has 2,698 items),
+so the matrix is the dense formula's (:func:`sppmi_matrix`). Only items with at least
+``min_count`` training users take part; the others get a zero collaborative vector and fall
+back to their text vector in :func:`combine`. ``max_items`` caps the items with a vector (the
+most interacted kept), and so the ``items x dim`` vectors. The eigenvectors come from a
+seeded randomized range finder with power iterations (Halko et al., 2011): a few sparse
+matrix products instead of a full ``eigh``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from portrait.errors import NotEnoughInteractions
 from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
 from portrait.item_space import CollabSettings, ItemSpace
 from portrait.items import ItemIndex, l2_normalise
 from portrait.progress import Progress
+from portrait.sppmi import sparse_sppmi, user_item_matrix
 
-CHUNK_CELLS = 16_000_000  # users x kept items per co-occurrence block: 64 MB of float32
 DEFAULT_COLLAB = CollabSettings()
+ROW_CHUNK = 32_768  # rows per block of the range finder's float64 work: 140 MB at width 528
+QR_CELLS = 4_000_000  # n x width up to which LAPACK's QR orthonormalises (see _orthonormal)
+# A sparse product costs ~20x a dense one per stored cell here (scipy's is single-threaded:
+# ml-latest-small's 33%-full SPPMI took 31 s sparse, 3 s dense), so a matrix that is small and
+# full enough is multiplied dense: at most DENSE_CELLS cells (600 MB, the old dense cap of
+# 12,000 items) and at most DENSE_RATIO cells per stored entry.
+DENSE_CELLS = 150_000_000
+DENSE_RATIO = 16
+
+StageProgress = Callable[[str, int, int], None]
+"""``(stage, done, total)``: a computation in named stages (:func:`portrait.progress.stage_bars`
+draws one bar per stage)."""
 
 
 @dataclass(frozen=True)
@@ -103,38 +118,9 @@ def pairs_interactions(
     return Interactions(users, code // max(n_items, 1), code % max(n_items, 1), n_items)
 
 
-def cooccurrence(
-    pairs: Interactions, keep: np.ndarray, progress: Progress | None = None
-) -> np.ndarray:
-    """``X^T X`` over the items ``keep`` (rows of ``pairs``' items), float32 counts (exact
-    below 2**24 users), accumulated over blocks of users so no users x items matrix exists."""
-    n_keep = keep.size
-    col = np.full(pairs.n_items, -1, dtype=np.int64)
-    col[keep] = np.arange(n_keep)
-    cols = col[pairs.item_rows]
-    mask = cols >= 0
-    users, cols = pairs.user_index[mask], cols[mask]
-    order = np.argsort(users, kind="stable")
-    users, cols = users[order], cols[order]
-    n_users = len(pairs.users)
-    block = max(1, CHUNK_CELLS // max(n_keep, 1))
-    steps = max(1, -(-n_users // block))
-    bounds = np.searchsorted(users, np.arange(steps + 1) * block)
-    c = np.zeros((n_keep, n_keep), dtype=np.float32)
-    for step in range(steps):
-        lo, hi = int(bounds[step]), int(bounds[step + 1])
-        if hi > lo:
-            first = step * block
-            x = np.zeros((min(block, n_users - first), n_keep), dtype=np.float32)
-            x[users[lo:hi] - first, cols[lo:hi]] = 1.0
-            c += x.T @ x
-        if progress is not None:
-            progress(step + 1, steps)
-    return c
-
-
 def sppmi_from_cooccurrence(c: np.ndarray, shift: float = 1.0) -> np.ndarray:
-    """SPPMI of an item co-occurrence matrix, float32, computed in place over ``c``."""
+    """Dense SPPMI of an item co-occurrence matrix, float32, computed in place over ``c``
+    (the reference :func:`portrait.sppmi.sparse_sppmi` equals; for small data and tests)."""
     np.fill_diagonal(c, 0.0)
     r = c.sum(axis=1, dtype=np.float64)
     total = float(r.sum())
@@ -160,55 +146,157 @@ def sppmi_matrix(incidence: np.ndarray, shift: float = 1.0) -> np.ndarray:
 
 
 def randomized_eigh(
-    matrix: np.ndarray, dim: int, oversample: int = 16, power_iterations: int = 3, seed: int = 0
+    matrix: np.ndarray | sparse.spmatrix,
+    dim: int,
+    oversample: int = 16,
+    power_iterations: int = 3,
+    seed: int = 0,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate top eigenpairs (largest eigenvalue first) of a symmetric matrix."""
+    """Approximate top eigenpairs (largest eigenvalue first) of a symmetric matrix, dense or
+    sparse: its eigenvalues (float64) and ``(n, <= dim)`` eigenvectors (float32).
+
+    Memory is a few ``n x (dim + oversample)`` float32 blocks besides the matrix: the random
+    start is drawn and the eigenvectors formed a block of rows at a time. ``progress`` is told
+    about the products with the matrix (``power_iterations + 2`` of them).
+    """
     n = matrix.shape[0]
     width = min(n, dim + oversample)
+    steps = power_iterations + 2
     rng = np.random.default_rng(seed)
-    q = matrix @ rng.standard_normal((n, width)).astype(np.float32)
-    q, _ = np.linalg.qr(q)
-    for _ in range(power_iterations):
-        q, _ = np.linalg.qr(matrix @ q.astype(np.float32))
-    q = q.astype(np.float32)
-    small = q.T @ (matrix @ q)
+    start = np.empty((n, width), dtype=np.float32)
+    for lo in range(0, n, ROW_CHUNK):  # the same draws as one (n, width) call
+        start[lo : lo + ROW_CHUNK] = rng.standard_normal((min(ROW_CHUNK, n - lo), width))
+    q = _orthonormal(np.asarray(matrix @ start, dtype=np.float32))
+    del start
+    for step in range(power_iterations):
+        if progress is not None:
+            progress(step + 1, steps)
+        q = _orthonormal(np.asarray(matrix @ q, dtype=np.float32))
+    if progress is not None:
+        progress(steps - 1, steps)
+    small = q.T @ np.asarray(matrix @ q, dtype=np.float32)
     small = (small + small.T) / 2.0
     vals, vecs = np.linalg.eigh(small.astype(np.float64))
     order = np.argsort(vals)[::-1][:dim]
-    return vals[order], (q.astype(np.float64) @ vecs[:, order])
+    vecs = vecs[:, order]
+    out = np.empty((n, vecs.shape[1]), dtype=np.float32)
+    for lo in range(0, n, ROW_CHUNK):
+        out[lo : lo + ROW_CHUNK] = q[lo : lo + ROW_CHUNK].astype(np.float64) @ vecs
+    if progress is not None:
+        progress(steps, steps)
+    return vals[order], out
+
+
+def _orthonormal(y: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (float32) of the columns of ``y``.
+
+    LAPACK's QR up to ``QR_CELLS`` cells (the evaluation's data sets). Above, its cost and
+    copies grow with ``n x width^2`` and it took a minute at 100k rows on this machine, so the
+    basis comes from the float64 Gram matrix instead, accumulated a block of rows at a time:
+    ``Y V diag(lambda)^-1/2`` over the eigenpairs of ``Y^T Y``, twice (the second pass restores
+    the orthogonality the first loses to rounding); directions with no weight are dropped,
+    so a rank-deficient ``y`` gives fewer columns rather than noise.
+    """
+    if y.size <= QR_CELLS:
+        q, _ = np.linalg.qr(y)
+        return np.asarray(q, dtype=np.float32)
+    for _ in range(2):
+        gram = np.zeros((y.shape[1], y.shape[1]), dtype=np.float64)
+        for lo in range(0, y.shape[0], ROW_CHUNK):
+            block = y[lo : lo + ROW_CHUNK].astype(np.float64)
+            gram += block.T @ block
+        lam, v = np.linalg.eigh(gram)
+        good = lam > lam.max() * 1e-12
+        t = v[:, good] / np.sqrt(lam[good])[None, :]
+        out = np.empty((y.shape[0], t.shape[1]), dtype=np.float32)
+        for lo in range(0, y.shape[0], ROW_CHUNK):
+            out[lo : lo + ROW_CHUNK] = y[lo : lo + ROW_CHUNK].astype(np.float64) @ t
+        y = out
+    return y
 
 
 def sppmi_embedding(
     pairs: Interactions | np.ndarray,
     settings: CollabSettings = DEFAULT_COLLAB,
     progress: Progress | None = None,
+    stages: StageProgress | None = None,
 ) -> np.ndarray:
     """``(n_items, dim)`` L2-normalised collaborative vectors; zero rows for items left out.
 
     ``pairs`` are the training interactions (a dense 0/1 users x items matrix is accepted
-    too). ``progress`` is told about the co-occurrence blocks.
+    too). ``progress`` is told about the co-occurrence blocks; ``stages`` (when given, instead)
+    about each stage by name: ``co-occurrence``, then ``eigenvectors``.
     """
     if not isinstance(pairs, Interactions):
         users, rows = np.nonzero(np.asarray(pairs))
         pairs = Interactions(tuple(map(str, range(pairs.shape[0]))), users, rows, pairs.shape[1])
-    n_items = pairs.n_items
+    keep, emb = item_vectors(pairs, settings, progress, stages)
+    out = np.zeros((pairs.n_items, settings.dim), dtype=np.float32)
+    out[keep, : emb.shape[1]] = emb
+    return out
+
+
+def kept_items(pairs: Interactions, settings: CollabSettings) -> np.ndarray:
+    """The item rows that get a collaborative vector, ascending: those with at least
+    ``min_count`` users, at most ``max_items`` of them (the most interacted kept)."""
     counts = pairs.item_counts
     keep = np.flatnonzero(counts >= settings.min_count)
     if keep.size > settings.max_items:
         top = np.argsort(-counts[keep], kind="stable")[: settings.max_items]
         keep = np.sort(keep[top])
-    out = np.zeros((n_items, settings.dim), dtype=np.float32)
+    return keep
+
+
+def item_vectors(
+    pairs: Interactions,
+    settings: CollabSettings = DEFAULT_COLLAB,
+    progress: Progress | None = None,
+    stages: StageProgress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kept item rows (:func:`kept_items`) and their L2-normalised vectors, float32
+    ``(len(rows), <= dim)`` (an item with no positive SPPMI gets a zero row): what
+    :func:`sppmi_embedding` scatters into the catalog's rows, without its zero rows."""
+    keep = kept_items(pairs, settings)
     if keep.size < 2:
-        return out
-    m = sppmi_from_cooccurrence(cooccurrence(pairs, keep, progress), settings.shift)
-    vals, vecs = randomized_eigh(
-        m, settings.dim, settings.oversample, settings.power_iterations, settings.seed
-    )
+        return keep, np.zeros((keep.size, settings.dim), dtype=np.float32)
+    col = np.full(pairs.n_items, -1, dtype=np.int64)
+    col[keep] = np.arange(keep.size)
+    cols = col[pairs.item_rows]
+    mask = cols >= 0
+    x = user_item_matrix(pairs.user_index[mask], cols[mask], (len(pairs.users), keep.size),
+                  settings.max_user_items, settings.seed)
+    per_item = settings.max_nonzeros // keep.size if settings.max_nonzeros > 0 else 0
+    cooc = stage_progress(stages, "co-occurrence") if stages is not None else progress
+    m = sparse_sppmi(x, settings.shift, max(per_item, 1) if per_item else 0, cooc)
+    del x
+    cells = m.shape[0] * m.shape[1]
+    factor: np.ndarray | sparse.csr_matrix = m
+    if cells <= min(DENSE_CELLS, DENSE_RATIO * m.nnz):
+        factor = m.toarray()
     del m
-    positive = vals > 0
-    emb = vecs[:, positive] * np.sqrt(vals[positive])[None, :]
-    out[keep, : emb.shape[1]] = emb.astype(np.float32)
-    return l2_normalise(out)
+    vals, vecs = randomized_eigh(
+        factor, settings.dim, settings.oversample, settings.power_iterations, settings.seed,
+        stage_progress(stages, "eigenvectors"),
+    )
+    del factor
+    positive = int(np.count_nonzero(vals > 0))  # vals descend: the positive ones lead
+    emb = vecs[:, :positive]
+    emb *= np.sqrt(vals[:positive]).astype(np.float32)[None, :]
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    emb /= np.where(norms == 0.0, 1.0, norms)
+    return keep, emb
+
+
+def stage_progress(stages: StageProgress | None, name: str) -> Progress | None:
+    """The :class:`Progress` of one named stage of ``stages`` (None: none)."""
+    if stages is None:
+        return None
+
+    def progress(done: int, total: int, /, **figures: float) -> None:
+        stages(name, done, total)
+
+    return progress
 
 
 def combine(text_matrix: np.ndarray, collab_matrix: np.ndarray | None, alpha: float) -> np.ndarray:
@@ -245,9 +333,11 @@ def train_item_space(
     trained_through: int,
     events: int,
     progress: Progress | None = None,
+    stages: StageProgress | None = None,
 ) -> ItemSpace:
     """Collaborative vectors of the items in ``pairs`` (rows of ``item_ids``), by the same
-    :func:`sppmi_embedding` the evaluation uses.
+    :func:`item_vectors` the evaluation's :func:`sppmi_embedding` uses (``progress`` and
+    ``stages`` as there).
 
     Raises:
         NotEnoughInteractions: fewer than two items with ``settings.min_count`` users; the
@@ -261,12 +351,14 @@ def train_item_space(
             f"items; collaborative vectors need at least 2 items with >= {settings.min_count} "
             f"users each ({eligible} so far): keeping text vectors"
         )
-    emb = sppmi_embedding(pairs, settings, progress)
+    keep, emb = item_vectors(pairs, settings, progress, stages)
     covered = np.flatnonzero(np.linalg.norm(emb, axis=1) > 0)
+    vectors = np.zeros((covered.size, settings.dim), dtype=np.float32)
+    vectors[:, : emb.shape[1]] = emb[covered]
     return ItemSpace(
         0,
-        tuple(item_ids[i] for i in covered),
-        np.ascontiguousarray(emb[covered]),
+        tuple(item_ids[i] for i in keep[covered]),
+        vectors,
         trained_through,
         events,
         settings,

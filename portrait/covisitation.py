@@ -14,6 +14,11 @@ one gather and one ``bincount`` over the user's recent items, whatever the catal
 A user is scored by :meth:`Neighbours.score` with their recent items weighted by recency
 (``2^(-age / half_life)``, age counted in distinct items since, 0 for the newest): what
 followed what, time-decayed on the user's side.
+
+Size: lists are stored as int32 rows and float32 weights, ``k`` trimmed to the longest list
+(8 bytes a slot: 800 MB for 1M items at ``k = 100``, not 1.2 GB), and :func:`cooccurrence`
+is computed a block of item rows at a time (as :mod:`portrait.sppmi` does), so no
+items x items product is ever whole in memory.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import sparse
 
+from portrait.sppmi import BLOCK_PRODUCTS, row_blocks
+
 
 @dataclass(frozen=True)
 class Neighbours:
     """``k`` neighbours per item: ``nbr[i]`` rows, ``sim[i]`` their weights (0 = none)."""
 
-    nbr: np.ndarray  # (n_items, k) int64
+    nbr: np.ndarray  # (n_items, k) int32 (int64 in bundles stored before)
     sim: np.ndarray  # (n_items, k) float32
     # Catalog rows in all: items appended after the lists were bound (a catalog delta) have
     # none, and are scored 0 until the next retrain (see :meth:`grown`).
@@ -70,7 +77,7 @@ class Neighbours:
         Neighbours absent from the new catalog get weight 0; items new to it get no list.
         """
         k = self.nbr.shape[1]
-        nbr = np.zeros((n_items, k), dtype=np.int64)
+        nbr = np.zeros((n_items, k), dtype=np.int32)
         sim = np.zeros((n_items, k), dtype=np.float32)
         present = rows >= 0
         mapped = np.where(self.nbr >= 0, rows[np.maximum(self.nbr, 0)], -1)
@@ -85,17 +92,32 @@ def _top_k(matrix: sparse.csr_matrix, k: int) -> Neighbours:
     n = matrix.shape[0]
     m = matrix.tocoo()
     off = m.row != m.col
-    rows, cols, vals = m.row[off], m.col[off], m.data[off].astype(np.float32)
+    nbr = np.zeros((n, k), dtype=np.int32)
+    sim = np.zeros((n, k), dtype=np.float32)
+    _fill(nbr, sim, m.row[off], m.col[off], m.data[off].astype(np.float32))
+    return _trimmed(nbr, sim)
+
+
+def _fill(
+    nbr: np.ndarray, sim: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray
+) -> None:
+    """Each row's strongest entries into ``nbr``/``sim`` rows, strongest first (ties in the
+    order given: ascending columns for a canonical matrix)."""
+    k = nbr.shape[1]
     order = np.lexsort((-vals, rows))
     rows, cols, vals = rows[order], cols[order], vals[order]
-    starts = np.searchsorted(rows, np.arange(n))
-    pos = np.arange(rows.size) - starts[rows]
+    starts = np.searchsorted(rows, rows, side="left")
+    pos = np.arange(rows.size) - starts
     keep = pos < k
-    nbr = np.zeros((n, k), dtype=np.int64)
-    sim = np.zeros((n, k), dtype=np.float32)
     nbr[rows[keep], pos[keep]] = cols[keep]
     sim[rows[keep], pos[keep]] = vals[keep]
-    return Neighbours(nbr, sim)
+
+
+def _trimmed(nbr: np.ndarray, sim: np.ndarray) -> Neighbours:
+    """Without the columns no row fills (at least one, so the shape stays (n, k))."""
+    used = int(np.count_nonzero(sim, axis=1).max()) if sim.size else 0
+    width = max(used, 1) if sim.shape[1] else 0
+    return Neighbours(np.ascontiguousarray(nbr[:, :width]), np.ascontiguousarray(sim[:, :width]))
 
 
 def cooccurrence(sequences: Sequence[np.ndarray], n_items: int, k: int = 100) -> Neighbours:
@@ -111,8 +133,18 @@ def cooccurrence(sequences: Sequence[np.ndarray], n_items: int, k: int = 100) ->
     x.data[:] = 1.0  # binary, whatever the repeats
     counts = np.asarray(x.sum(axis=0)).ravel()
     inv = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0).astype(np.float32)
-    xn = x @ sparse.diags(inv)
-    return _top_k((xn.T @ xn).tocsr(), k)
+    xn = (x @ sparse.diags(inv)).tocsr()
+    xnt = xn.T.tocsr()  # items x users
+    nbr = np.zeros((n_items, k), dtype=np.int32)
+    sim = np.zeros((n_items, k), dtype=np.float32)
+    products = xnt.astype(bool).astype(np.float64) @ np.diff(x.indptr).astype(np.float64)
+    for lo, hi in row_blocks(np.asarray(products), BLOCK_PRODUCTS):
+        block = (xnt[lo:hi] @ xn).tocsr()
+        block.sort_indices()
+        rows = np.repeat(np.arange(lo, hi), np.diff(block.indptr))
+        off = rows != block.indices
+        _fill(nbr, sim, rows[off], block.indices[off], block.data[off].astype(np.float32))
+    return _trimmed(nbr, sim)
 
 
 def transitions(
@@ -130,7 +162,7 @@ def transitions(
             dst.append(seq[gap:])
             wts.append(np.full(len(seq) - gap, 2.0 ** -(gap - 1), dtype=np.float32))
     if not src:
-        return Neighbours(np.zeros((n_items, k), np.int64), np.zeros((n_items, k), np.float32))
+        return _trimmed(np.zeros((n_items, k), np.int32), np.zeros((n_items, k), np.float32))
     s, d, w = np.concatenate(src), np.concatenate(dst), np.concatenate(wts)
     t = sparse.csr_matrix((w, (s, d)), shape=(n_items, n_items))
     t.sum_duplicates()

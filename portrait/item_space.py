@@ -31,10 +31,19 @@ class CollabSettings:
         dim: vector size.
         shift: SPPMI shift ``k`` (``log(k)`` is subtracted from the PMI).
         min_count: training users an item needs to get a collaborative vector.
-        max_items: cap on the items in the co-occurrence matrix (the most interacted kept).
+        max_items: cap on the items with a collaborative vector (the most interacted kept),
+            so on the ``items x dim`` vectors.
         power_iterations: power iterations of the randomized range finder.
         oversample: extra columns of the range finder.
-        seed: seed of the range finder.
+        seed: seed of the range finder and of the history sample.
+        max_user_items: a user with more items adds a seeded random sample of this many to
+            the co-occurrence (its cost grows with the square); 0: no cap.
+        max_nonzeros: bound on the sparse SPPMI matrix: each item keeps its
+            ``max_nonzeros // items`` strongest entries, so the symmetric matrix holds at most
+            ``2 * max_nonzeros``; 0: no bound.
+
+    ``max_user_items`` and ``max_nonzeros`` drop nothing on the evaluation's data sets; they
+    bound a million-item catalog's retrain (see :mod:`portrait.sppmi`).
     """
 
     dim: int = 512
@@ -44,10 +53,17 @@ class CollabSettings:
     power_iterations: int = 3
     oversample: int = 16
     seed: int = 0
+    max_user_items: int = 5_000
+    max_nonzeros: int = 32_000_000
 
     def to_dict(self) -> dict[str, float | int]:
-        """A JSON-ready mapping; :meth:`from_dict` of it gives an equal value."""
-        return {
+        """A JSON-ready mapping; :meth:`from_dict` of it gives an equal value.
+
+        The scale bounds (``max_user_items``, ``max_nonzeros``) are written only when they
+        differ from their defaults, so documents written before they existed round-trip
+        unchanged.
+        """
+        doc: dict[str, float | int] = {
             "dim": self.dim,
             "shift": self.shift,
             "min_count": self.min_count,
@@ -56,6 +72,10 @@ class CollabSettings:
             "oversample": self.oversample,
             "seed": self.seed,
         }
+        for name in _SCALE_BOUNDS:
+            if getattr(self, name) != getattr(_DEFAULTS, name):
+                doc[name] = getattr(self, name)
+        return doc
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], prefix: str = "") -> CollabSettings:
@@ -82,6 +102,10 @@ class CollabSettings:
                     raise InvalidField(f"{prefix}{key}", "must be a non-negative integer")
                 kwargs[key] = value
         return cls(**kwargs)
+
+
+_DEFAULTS = CollabSettings()
+_SCALE_BOUNDS = ("max_user_items", "max_nonzeros")
 
 
 @dataclass(frozen=True)
