@@ -133,12 +133,13 @@ class CatalogView:
             return self
         alive = self.items.alive
         keep = np.flatnonzero(alive) if alive is not None else np.arange(len(self.items))
-        items = ItemIndex([self.items.ids[i] for i in keep], self.items.vectors(keep),
-                          PackedTags.of([self.items.tags(int(i)) for i in keep]),
+        rows = keep.tolist()
+        items = ItemIndex([self.items.ids[i] for i in rows], self.items.vectors(keep),
+                          PackedTags.of([self.items.tags(i) for i in rows]),
                           model_id=self.items.model_id)
         popularity = self.popularity[keep] if self.popularity is not None else None
         view = CatalogView(self.version, items, popularity, self.vocabulary,
-                           PackedStrings.of([self.titles[int(i)] for i in keep]), self.space_version,
+                           PackedStrings.of([self.titles[i] for i in rows]), self.space_version,
                            {a: ix.on(items) for a, ix in self.spaces.items()},
                            self.popularity_through, None, self.encoder)
         view.base_key = self.base_key

@@ -19,6 +19,7 @@ when something asks for it; row gathers (:meth:`ItemIndex.vectors`) never assemb
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from itertools import repeat
 
@@ -34,6 +35,31 @@ def l2_normalise(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(m, axis=-1, keepdims=True)
     result: np.ndarray = m / np.where(norms == 0.0, 1.0, norms)
     return result
+
+
+# Rows written into each tail buffer, by the buffer's id (removed when it is freed). Rows are
+# appended by deltas into a buffer with room to grow (doubling), so appending costs the new
+# rows: an index's tail is a read-only view of the buffer's first rows, and rows written after
+# them never change what an older index reads. Appending anywhere but at the buffer's end (two
+# deltas applied to the same index) copies instead.
+_FILLED: dict[int, int] = {}
+
+
+def _append_rows(tail: np.ndarray | None, matrix: np.ndarray) -> np.ndarray:
+    """``tail`` with ``matrix``'s rows after it, as a read-only view of a tail buffer."""
+    n, m = (0 if tail is None else tail.shape[0]), matrix.shape[0]
+    data = tail.base if tail is not None else None
+    if (not isinstance(data, np.ndarray) or _FILLED.get(id(data)) != n
+            or n + m > data.shape[0]):
+        data = np.empty((max(1024, 2 * (n + m)), matrix.shape[1]), dtype=np.float32)
+        if tail is not None:
+            data[:n] = tail
+        weakref.finalize(data, _FILLED.pop, id(data), None)
+    data[n : n + m] = matrix
+    _FILLED[id(data)] = n + m
+    view: np.ndarray = data[: n + m]
+    view.setflags(write=False)
+    return view
 
 
 class ItemIndex:
@@ -78,7 +104,7 @@ class ItemIndex:
         self.space_version: str | int = space_version
         if tags is not None and len(tags) != len(ids):
             raise InvalidField("tags", "must have one entry per item")
-        self._ids = tuple(ids)
+        self._ids: Sequence[str] = tuple(ids)
         self._rows: Mapping[str, int] = {item_id: i for i, item_id in enumerate(self._ids)}
         if len(self._rows) != len(self._ids):
             raise InvalidField("ids", "item ids must be unique")
@@ -155,16 +181,14 @@ class ItemIndex:
             raise InvalidField("ids", "item ids must be unique")
         grown: ItemIndex = object.__new__(ItemIndex)
         start = len(self._ids)
-        grown._ids = self._ids + tuple(ids)
+        grown._ids = Appended(self._ids, ids)
         grown._rows = self._rows
         grown._matrix = self._matrix
         grown._tags = Appended(self._tags, [tuple(t) for t in tags])
         grown.model_id, grown.text_dim = self.model_id, self.text_dim
         grown.space_version = self.space_version
         grown._column_major = grown._joined = None
-        tail = matrix if self._tail is None else np.concatenate([self._tail, matrix])
-        tail.setflags(write=False)
-        grown._tail = tail
+        grown._tail = _append_rows(self._tail, matrix)
         alive = np.ones(start, dtype=bool) if self._alive is None else self._alive.copy()
         superseded = self.rows_of(ids)
         alive[superseded[superseded >= 0]] = False
@@ -187,7 +211,7 @@ class ItemIndex:
         return self._column_major
 
     @property
-    def ids(self) -> tuple[str, ...]:
+    def ids(self) -> Sequence[str]:
         return self._ids
 
     def __len__(self) -> int:

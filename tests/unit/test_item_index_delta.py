@@ -20,7 +20,7 @@ def test_extended_appends_rows_and_shares_the_base() -> None:
     base = _index()
     tail = l2_normalise(np.eye(4, dtype=np.float32)[:2])
     grown = base.extended(["d", "e"], tail, [("x", "z"), ()])
-    assert grown.ids == ("a", "b", "c", "d", "e")
+    assert tuple(grown.ids) == ("a", "b", "c", "d", "e")
     assert grown.base_matrix is base.base_matrix  # not copied
     assert grown.row("d") == 3 and grown.row("a") == 0
     assert np.array_equal(grown.vectors([4, 0]), np.stack([tail[1], base.matrix[0]]))
@@ -115,3 +115,21 @@ def test_packed_strings_and_tags_read_like_lists_and_pickle_as_arrays() -> None:
     assert grown.tags(4) == ("Drama",) and grown.tags(0) == ("Horror", "Sci-Fi")
     again = Appended(Appended(titles, ["x"]), ["y"])
     assert list(again) == [*titles, "x", "y"] and again.base is titles
+
+
+def test_two_deltas_on_the_same_index_do_not_overwrite_each_other() -> None:
+    """Tails share a growing buffer; a second delta applied to the same (older) index must
+    not write over the rows the first one appended there."""
+    base = _index()
+    one = np.full((1, 4), 1.0, np.float32)
+    two = np.full((1, 4), 2.0, np.float32)
+    first = base.extended(["d"], one, [()])
+    branch = base.extended(["e"], two, [()])  # the same base again: a copy, not the buffer
+    assert np.array_equal(first.vectors([3]), one) and np.array_equal(branch.vectors([3]), two)
+    longer = first.extended(["f"], two, [()])  # appends in place after "d"
+    assert np.array_equal(first.vectors([3]), one) and len(first) == 4
+    assert np.array_equal(longer.vectors([3, 4]), np.concatenate([one, two]))
+    for k in range(3000):  # past the buffer's capacity: it grows, older tails stay readable
+        longer = longer.extended([f"x{k}"], one * k, [()])
+    assert np.array_equal(longer.vectors([len(longer) - 1]), one * 2999)
+    assert np.array_equal(first.vectors([3]), one)
