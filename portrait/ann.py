@@ -78,7 +78,10 @@ def _default_nprobe(n_lists: int) -> int:
 class VectorIndex:
     """An approximate inner-product index over the rows of a float32 matrix (rows 0..len-1)."""
 
-    def __init__(self, index: faiss.IndexIVFScalarQuantizer, nprobe: int, refine: float) -> None:
+    def __init__(self, index: faiss.Index, nprobe: int, refine: float) -> None:
+        """Wrap a faiss IVF scalar-quantiser index (built here, loaded or mapped)."""
+        if not isinstance(index, faiss.IndexIVFScalarQuantizer):
+            raise ValueError(f"not an IVF scalar-quantiser index: {type(index).__name__}")
         self._index = index
         self.nprobe = int(nprobe)
         self.refine = float(refine)
@@ -196,16 +199,26 @@ class VectorIndex:
         body = faiss.serialize_index(self._index)
         return _HEADER.pack(_MAGIC, self.nprobe, self.refine) + body.tobytes()
 
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview | np.ndarray) -> VectorIndex:
+    @staticmethod
+    def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[int, float, np.ndarray]:
+        """``(nprobe, refine, faiss's own bytes)`` of :meth:`to_bytes`' output.
+
+        :meth:`from_bytes` copies the codes into each process that loads it. To hold one copy
+        per node instead, write the faiss bytes to a file once (``/dev/shm``) and have every
+        process map it: ``VectorIndex(faiss.read_index(path, faiss.IO_FLAG_MMAP), nprobe,
+        refine)`` (the pages are the OS's, shared by every process mapping the file).
+        """
         raw = np.frombuffer(data, dtype=np.uint8)
         magic, nprobe, refine = _HEADER.unpack(raw[: _HEADER.size].tobytes())
         if magic != _MAGIC:
             raise ValueError("not a serialised VectorIndex")
-        index = faiss.deserialize_index(np.array(raw[_HEADER.size:]))  # faiss copies it
-        if not isinstance(index, faiss.IndexIVFScalarQuantizer):
-            raise ValueError(f"not an IVF scalar-quantiser index: {type(index).__name__}")
-        return cls(index, nprobe, refine)
+        return int(nprobe), float(refine), raw[_HEADER.size:]
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview | np.ndarray) -> VectorIndex:
+        """The index :meth:`to_bytes` wrote (a copy of its codes in this process)."""
+        nprobe, refine, body = cls.unpack(data)
+        return cls(faiss.deserialize_index(np.array(body)), nprobe, refine)  # faiss copies it
 
     def nbytes(self) -> int:
         """Bytes of one loaded copy: codes, row ids, centroids (what each process holds)."""

@@ -4,7 +4,9 @@ what the exact path returns where the index is exhaustive, and keep every filter
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -114,6 +116,18 @@ def test_bytes_round_trip_and_what_one_copy_costs() -> None:
     assert again.nbytes() / len(m) < 64 + 8 + 64 * 4 * again.n_lists / len(m) + 8
     with pytest.raises(ValueError):
         VectorIndex.from_bytes(b"garbage-garbage-garbage-garbage")
+
+
+def test_a_mapped_file_of_the_index_serves_the_same_rows(tmp_path: Path) -> None:
+    # one copy per node: every process maps the file a publisher wrote once
+    m = clustered(3_000, 32, 10)
+    index = VectorIndex.build(m)
+    nprobe, refine, body = VectorIndex.unpack(index.to_bytes())
+    path = tmp_path / "items.faiss"
+    path.write_bytes(body.tobytes())
+    mapped = VectorIndex(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), nprobe, refine)
+    for q in blends(m, 3):
+        np.testing.assert_array_equal(mapped.search(q, 30, m), index.search(q, 30, m))
 
 
 def test_the_index_serves_from_the_threshold_or_when_forced() -> None:
