@@ -9,6 +9,7 @@ they start (including after Ray restarts them) and whenever the ingress tells th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -41,16 +42,15 @@ class CatalogRegistry:
         self._extras: Any = None  # the newest popularity and vocabulary (over every row)
 
     def publish(self, key: ViewKey, parts: list[Any]) -> str:
-        """Make ``key`` current if it supersedes ours, or if it is our view compacted into a
-        base (same key, all parts). A part given as None is the current view's (only
-        popularity moved: the extras alone are sent, and the view keeps its base and deltas).
+        """Make ``key`` current if it supersedes ours. A part given as None is the current
+        view's (only popularity moved: the extras alone are sent, and the view keeps its base
+        and deltas).
 
         Returns ``"published"``, ``"stale"`` (ours is as new or newer) or ``"need-parts"``
         (a part was left out that we do not hold: send them all).
         """
         key = (int(key[0]), int(key[1]), int(key[2]))
-        compaction = key == self._key != self._base_key and parts[0] is not None
-        if self._refs and not newer(key, self._key) and not compaction:
+        if self._refs and not newer(key, self._key):
             return "stale"
         if any(p is None for p in parts):
             if not self._refs or self._key[:2] != key[:2]:
@@ -72,6 +72,22 @@ class CatalogRegistry:
             return "need-parts"
         self._deltas.append((key, ray.put(delta)))
         self._key = key
+        return "published"
+
+    def compact(self, base_key: ViewKey, parts: list[Any]) -> str:
+        """Make ``parts`` (our chain flattened up to ``base_key``, rows in the same order)
+        the base, keeping the deltas after it; the current key stays. ``"stale"`` when
+        ``base_key`` is not a point of our chain (another view went out meanwhile)."""
+        base_key = (int(base_key[0]), int(base_key[1]), int(base_key[2]))
+        chain = [self._base_key, *(tuple(k) for k, _ in self._deltas)]
+        if not self._refs or base_key not in chain:
+            return "stale"
+        old_extras = self._refs[1]
+        self._refs = [ray.put(p) for p in parts]
+        if self._extras is old_extras:  # no popularity since the old base: the new one's
+            self._extras = self._refs[1]
+        self._base_key = base_key
+        self._deltas = [(k, ref) for k, ref in self._deltas if tuple(k)[0] > base_key[0]]
         return "published"
 
     def current(self) -> tuple[ViewKey, ViewKey, list[Any], list[tuple[ViewKey, Any]], Any]:
@@ -112,13 +128,19 @@ class RegistryChannel:
             self._sent = view.key[:2]
         return bool(status == "published")
 
+    async def compact(
+        self, flat: CatalogView, later: Sequence[CatalogDelta]
+    ) -> CatalogView | None:
+        status = await get_or_create_registry().compact.remote(flat.key, list(flat.to_parts()))
+        return await self.latest() if status == "published" else None
+
     async def shared(self, view: CatalogView) -> CatalogView | None:
         """The publisher then holds the object store's pages (shared with the shards on its
         node) instead of its own copy of the catalog."""
         if not await self.publish(view):
             return None
         mapped = await self.latest()
-        if mapped is None or (mapped.key, mapped.base_key) != (view.key, view.base_key):
+        if mapped is None or mapped.key != view.key:
             return view  # another view went out meanwhile: keep ours
         mapped.ranker = view.ranker
         return mapped
@@ -135,7 +157,7 @@ class RegistryChannel:
         return (int(key[0]), int(key[1]), int(key[2]))
 
     async def latest(self, mine: CatalogView | None = None) -> CatalogView | None:
-        key, base_key, refs, deltas, extras = await get_or_create_registry().current.remote()
+        key, base_key, refs, deltas, newest = await get_or_create_registry().current.remote()
         key, base_key = tuple(key), tuple(base_key)
         if not refs or (mine is not None and (mine.key, mine.base_key) == (key, base_key)):
             return None
@@ -147,6 +169,6 @@ class RegistryChannel:
         for delta in await asyncio.gather(*(ref for _, ref in missing)):
             view = view.with_delta(delta)
         if view.key != key and view.key[:2] == key[:2]:  # popularity moved since
-            popularity, _, _ = await extras
+            popularity, _, _ = await newest
             view = view.with_popularity(popularity, key[2])
         return view

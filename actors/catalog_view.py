@@ -34,7 +34,8 @@ from portrait.two_stage import BLEND, LEARNED
 # How a view crosses processes: plain lists and arrays that pickle (and map zero-copy from
 # Ray's object store); see to_parts/from_parts. Titles travel with the index (they change
 # with it), popularity and the tag vocabulary as the extras (popularity moves on its own).
-IndexParts = tuple[list[str], np.ndarray, PackedTags, str, EncoderVersion | None, PackedStrings]
+IndexParts = tuple[list[str], np.ndarray, PackedTags, str, EncoderVersion | None, PackedStrings,
+                   np.ndarray | None]
 ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray]
 # (space version, the collaborative shares, each text row's collaborative row (-1: none), the
 # covered items' collaborative vectors and ids, the bound ranker: its Booster pickles as its
@@ -125,24 +126,24 @@ class CatalogView:
         row = self.items.row(item_id)
         return (self.titles[row] or None) if row is not None else None
 
-    def compacted(self) -> CatalogView:
-        """This view as a base: superseded rows dropped, base and tail in one matrix. The
-        ranker is left out: its neighbours are bound to the old rows (the publisher binds
-        it again)."""
+    def flattened(self) -> CatalogView:
+        """This view as a base of its own: the deltas' rows moved into one matrix after the
+        base's, in the same order (superseded rows stay, marked, where they were), so every
+        row keeps its number: popularity, the ranker's neighbours and the deltas published
+        after this view apply to it unchanged. A whole rebuild from the store drops the
+        superseded rows."""
         if self.tail == 0:
             return self
-        alive = self.items.alive
-        keep = np.flatnonzero(alive) if alive is not None else np.arange(len(self.items))
-        rows = keep.tolist()
-        items = ItemIndex([self.items.ids[i] for i in rows], self.items.vectors(keep),
+        rows = list(range(len(self.items)))
+        items = ItemIndex(list(self.items.ids), self.items.matrix,
                           PackedTags.of([self.items.tags(i) for i in rows]),
-                          model_id=self.items.model_id)
-        popularity = self.popularity[keep] if self.popularity is not None else None
-        view = CatalogView(self.version, items, popularity, self.vocabulary,
-                           PackedStrings.of([self.titles[i] for i in rows]), self.space_version,
-                           {a: ix.on(items) for a, ix in self.spaces.items()},
-                           self.popularity_through, None, self.encoder)
-        view.base_key = self.base_key
+                          model_id=self.items.model_id, alive=self.items.alive)
+        view = copy.copy(self)
+        view.items = items
+        view.titles = PackedStrings.of(list(self.titles))
+        view.spaces = {a: ix.on(items) for a, ix in self.spaces.items()}
+        view.tags = TagTable(items)
+        view.base_key = self.key
         return view
 
     def extras(self) -> ExtraParts:
@@ -151,8 +152,8 @@ class CatalogView:
                 vocab.matrix if vocab else np.zeros((0, self.items.dim), np.float32))
 
     def to_parts(self) -> tuple[IndexParts, ExtraParts, SpaceParts]:
-        """The view whole, as a base (a view grown by deltas is compacted first)."""
-        view = self.compacted()
+        """The view whole, as a base (a view grown by deltas is flattened first)."""
+        view = self.flattened()
         items = view.items
         blend = next(iter(view.spaces.values()), None)
         slots, collab = blend.parts() if blend is not None else (
@@ -163,7 +164,8 @@ class CatalogView:
             (list(items.ids), items.matrix,
              tags if isinstance(tags, PackedTags) else PackedTags.of(tags), items.model_id,
              view.encoder,
-             titles if isinstance(titles, PackedStrings) else PackedStrings.of(titles)),
+             titles if isinstance(titles, PackedStrings) else PackedStrings.of(titles),
+             items.alive),
             view.extras(),
             (view.space_version, list(view.spaces), slots, collab, covered, view.ranker),
         )
@@ -172,11 +174,11 @@ class CatalogView:
     def from_parts(
         cls, key: ViewKey, index: IndexParts, extras: ExtraParts, space: SpaceParts
     ) -> CatalogView:
-        ids, matrix, tags, model_id, encoder, titles = index
+        ids, matrix, tags, model_id, encoder, titles, alive = index
         popularity, names, vocab_matrix = extras
         space_version, alphas, slots, collab, covered, ranker = space
         vocabulary = TagVocabulary(tuple(names), vocab_matrix) if names else None
-        items = ItemIndex(ids, matrix, tags, model_id=model_id)
+        items = ItemIndex(ids, matrix, tags, model_id=model_id, alive=alive)
         covers = {item_id: row for row, item_id in enumerate(covered)}
         spaces = {a: BlendedIndex(items, slots, collab, a, space_version, covers)
                   for a in alphas}
@@ -213,6 +215,15 @@ class CatalogSink(Protocol):
         whether it did."""
         ...
 
+    async def compact(
+        self, flat: CatalogView, later: Sequence[CatalogDelta]
+    ) -> CatalogView | None:
+        """Replace the base readers start from with ``flat`` (the current chain flattened
+        up to ``flat.key``, rows in the same order), keeping the deltas ``later`` published
+        after it; the current view's key does not change. Returns the current view on the
+        new base (as readers map it), None when ``flat`` is not of the current chain."""
+        ...
+
     async def shared(self, view: CatalogView) -> CatalogView | None:
         """Publish ``view`` whole and return it as readers map it (from shared memory where
         there is some), for the publisher to keep instead of a copy of its own; None when
@@ -247,11 +258,23 @@ class LocalCatalogChannel:
         self._view: CatalogView | None = None
 
     async def publish(self, view: CatalogView) -> bool:
-        if self._view is not None and not supersedes(view, self._view.key,
-                                                     self._view.base_key):
+        if self._view is not None and not newer(view.key, self._view.key):
             return False
         self._view = view
         return True
+
+    async def compact(
+        self, flat: CatalogView, later: Sequence[CatalogDelta]
+    ) -> CatalogView | None:
+        if self._view is None:
+            return None
+        view = flat
+        for delta in later:
+            view = view.with_delta(delta)
+        if view.key != self._view.key:
+            return None
+        self._view = view
+        return view
 
     async def shared(self, view: CatalogView) -> CatalogView | None:
         return view if await self.publish(view) else None
@@ -270,12 +293,6 @@ class LocalCatalogChannel:
                             == (mine.key, mine.base_key)):
             return None
         return view
-
-
-def supersedes(view: CatalogView, key: ViewKey, base_key: ViewKey) -> bool:
-    """Whether ``view`` replaces the current view (``key``, grown from ``base_key``): it is
-    :func:`newer`, or it is the same view compacted into a base of its own."""
-    return newer(view.key, key) or (view.key == key and view.base_key == key != base_key)
 
 
 def newer(candidate: ViewKey, current: ViewKey) -> bool:

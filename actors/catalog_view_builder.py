@@ -29,10 +29,11 @@ from portrait.ranking import popularity_scores
 from storage.catalog import ItemCatalog
 
 _log = logging.getLogger(__name__)
-# A tail of deltas longer than this, and than this share of the base, is compacted into a
-# new base (ranking scans the tail exactly, and each process holds its own copy of it).
+# A tail of deltas longer than this, and than this share of the base, is folded into a new
+# base (each process holds its own copy of the tail; the base is shared). Doubling keeps the
+# copying of a catalog loaded from empty to about twice its size in all.
 COMPACT_MIN_ROWS = 20_000
-COMPACT_SHARE = 0.25
+COMPACT_SHARE = 1.0
 
 
 class LatestItemSpace(Protocol):
@@ -87,6 +88,7 @@ class CatalogViewBuilder:
         self._tag_names: set[str] = set()
         self._popularity_top = 0.0
         self._last_delta_at = time.monotonic()
+        self._deltas: list[CatalogDelta] = []  # published since the current base
 
     @property
     def version(self) -> int:
@@ -110,6 +112,7 @@ class CatalogViewBuilder:
                     or encoder.model_id != last.items.model_id):
                 view = await self._build(read_at)
                 view = await self._sink.shared(view) or view
+                self._deltas = []
             elif read_at != last.version:
                 view = await self._grow(last, read_at)
             else:
@@ -136,33 +139,31 @@ class CatalogViewBuilder:
         return time.monotonic() - self._last_delta_at >= quiet_s
 
     async def compact(self) -> bool:
-        """Build the view whole from the store (outside the lock: deltas keep going out
-        meanwhile), catch it up with what was written since, and publish it as the new base.
-        Returns whether it did; a failed build leaves the current view serving."""
-        read_at = await self._catalog.store.version()
-        before = self._view
-        if before is None:
+        """Fold the deltas into a new base: the current view flattened (rows in the same
+        order, so nothing bound to them changes) outside the lock, in a thread, while deltas
+        keep going out; then the base is swapped, the deltas published meanwhile kept after
+        it. No store read and no re-encoding. Returns whether it did; a failed flattening
+        leaves the current view serving."""
+        snapshot = self._view
+        if snapshot is None or snapshot.tail == 0:
             return False
-        view = await self._build(read_at, counts=False)
+        flat = await asyncio.to_thread(self._flatten, snapshot)
         async with self._lock:
             last = self._view
-            if (last is None or last.space_version != view.space_version
-                    or last.items.model_id != view.items.model_id):
-                return False  # a retrain or a switch published a whole view meanwhile
-            view = view.with_popularity(self._popularity(view.items.ids),
-                                        last.popularity_through)
-            changes = await self._changes(view, read_at)
-            if changes is not None:  # written during the build: in the base too
-                view = view.with_delta(changes).compacted()
-                view.ranker = self._ranker(self._space, view.items)
-            view.version = last.version
-            view.base_key = view.key
-            mapped = await self._sink.shared(view)
-            if mapped is None:
+            if last is None or last.base_key != snapshot.base_key:
+                return False  # a whole view went out meanwhile (retrain, switch, start)
+            later = [d for d in self._deltas if d.key[0] > snapshot.version]
+            current = await self._sink.compact(flat, later)
+            if current is None:
                 return False
-            self._view, self.key = mapped, mapped.key
-        _log.info("catalog compacted: %d items in the new base", len(mapped.items))
+            self._view, self.key, self._deltas = current, current.key, later
+        _log.info("catalog compacted: %d rows in the new base, %d after it",
+                  len(flat.items), current.tail)
         return True
+
+    @staticmethod
+    def _flatten(view: CatalogView) -> CatalogView:
+        return view.flattened()
 
     async def _build(self, read_at: int, *, counts: bool = True) -> CatalogView:
         """The whole view: every item the active encoder embedded, in the newest item space.
@@ -198,10 +199,12 @@ class CatalogViewBuilder:
                                 [], None)
         delta = replace(delta, key=(read_at, *last.key[1:]))
         view = last.with_delta(delta)
+        self._deltas.append(delta)
         self._read_at = read_at
         self._last_delta_at = time.monotonic()
-        if not await self._sink.publish_delta(view, delta):
-            await self._sink.publish(view)
+        if not await self._sink.publish_delta(view, delta):  # the sink lost the chain
+            view = await self._sink.shared(view) or view
+            self._deltas = []
         return view
 
     async def _changes(self, view: CatalogView, since: int) -> CatalogDelta | None:

@@ -89,6 +89,7 @@ class ItemIndex:
         *,
         text_dim: int | None = None,
         space_version: str | int | None = None,
+        alive: np.ndarray | None = None,
     ) -> None:
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         if matrix.ndim != 2 or matrix.shape[0] != len(ids):
@@ -105,8 +106,16 @@ class ItemIndex:
         if tags is not None and len(tags) != len(ids):
             raise InvalidField("tags", "must have one entry per item")
         self._ids: Sequence[str] = tuple(ids)
-        self._rows: Mapping[str, int] = {item_id: i for i, item_id in enumerate(self._ids)}
-        if len(self._rows) != len(self._ids):
+        if alive is not None:  # a flattened index keeps superseded rows where they were
+            if alive.shape != (len(ids),):
+                raise InvalidField("alive", "must have one entry per item")
+            current = np.flatnonzero(alive).tolist()
+            self._rows: Mapping[str, int] = {self._ids[i]: i for i in current}
+            unique = len(self._rows) == len(current)
+        else:
+            self._rows = {item_id: i for i, item_id in enumerate(self._ids)}
+            unique = len(self._rows) == len(self._ids)
+        if not unique:
             raise InvalidField("ids", "item ids must be unique")
         self._matrix = matrix
         self._matrix.setflags(write=False)
@@ -119,7 +128,7 @@ class ItemIndex:
         # are superseded, and the base and tail assembled (only if asked for).
         self._tail: np.ndarray | None = None
         self._tail_rows: dict[str, int] = {}
-        self._alive: np.ndarray | None = None
+        self._alive: np.ndarray | None = None if alive is None or alive.all() else alive
         self._joined: np.ndarray | None = None
 
     @property

@@ -4,6 +4,7 @@ base they hold; compaction folds them into a new base; a failed build keeps what
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -91,11 +92,14 @@ async def test_an_upsert_goes_out_as_a_delta_and_ranks_as_a_whole_view() -> None
         assert ranked.count("i1") <= 1  # the superseded row is never shown
         assert ranked == await _whole(setup)
 
-        # Compacted into a base of its own: the same ranking from one matrix.
+        # Folded into a base of its own: the same rows in the same order (the superseded one
+        # kept, marked), the same key, the same ranking from one matrix.
         assert await setup.builder.compact()
         compacted = setup.channel._view
-        assert compacted is not None and compacted.tail == 0 and len(compacted.items) == 8
+        assert compacted is not None and compacted.tail == 0 and len(compacted.items) == 9
         assert compacted.key == view.key and compacted.base_key == compacted.key
+        assert compacted.items.row("i1") == view.items.row("i1")
+        assert list(compacted.items.alive) == list(view.items.alive)
         assert await setup.ranked() == ranked
         assert (await setup.shard.catalog_key()) == compacted.key
     finally:
@@ -111,27 +115,27 @@ async def test_an_item_upserted_during_a_compaction_is_served_meanwhile_and_kept
         await setup.builder.publish()
         await _with_user(setup)
 
-        building = asyncio.Event()
-        release = asyncio.Event()
-        load = setup.catalog.load_index
+        building = threading.Event()
+        release = threading.Event()
+        flatten = setup.builder._flatten
 
-        async def slow_load(*args, **kwargs):  # type: ignore[no-untyped-def]
-            index = await load(*args, **kwargs)
+        def slow_flatten(view):  # type: ignore[no-untyped-def]
             building.set()
-            await release.wait()
-            return index
+            assert release.wait(30)
+            return flatten(view)
 
-        setup.catalog.load_index = slow_load  # type: ignore[method-assign]
+        setup.builder._flatten = slow_flatten  # type: ignore[method-assign]
         compaction = asyncio.ensure_future(setup.builder.compact())
-        await building.wait()
+        await asyncio.to_thread(building.wait, 30)
         await setup.catalog.upsert(ITEMS[6:])  # written while the base is being built
         await setup.builder.publish()  # a delta, not blocked by the build
         assert "i7" in await setup.ranked()
         release.set()
         assert await compaction
         view = setup.channel._view
-        assert view is not None and view.tail == 0 and view.items.row("i7") is not None
-        assert len(view.items) == 8
+        assert view is not None and view.items.n_base == 6  # the base as it was flattened
+        assert view.tail == 2 and view.items.row("i7") is not None  # kept after it
+        assert view.key == setup.builder.key
         assert "i7" in await setup.ranked()
     finally:
         await setup.close()
@@ -148,11 +152,11 @@ async def test_a_failed_compaction_leaves_the_grown_view_serving() -> None:
         before = setup.channel._view
         ranked = await setup.ranked()
 
-        async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
-            raise OSError("the store went away mid-build")
+        def broken(view):  # type: ignore[no-untyped-def]
+            raise MemoryError("killed mid-build")
 
-        setup.catalog.load_index = broken  # type: ignore[method-assign]
-        with pytest.raises(OSError):
+        setup.builder._flatten = broken  # type: ignore[method-assign]
+        with pytest.raises(MemoryError):
             await setup.builder.compact()
         assert setup.channel._view is before and before is not None and before.tail == 4
         assert await setup.ranked() == ranked
