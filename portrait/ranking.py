@@ -415,7 +415,7 @@ def _ann_candidates(
         rows: np.ndarray = tagged[allowed[tagged]]
         return rows, items.vectors(rows) @ query
     near, near_scores = nearest(ann.index, query, pool, allowed, items.vectors)
-    extra = [ann.popular_rows(allowed, pool)]
+    extra = [ann.popular_rows(allowed, ann.settings.popular)]
     if ranking.tag_weight:
         by_tag = ann.tag_rows(state.tag_weights(config))
         by_tag = by_tag[by_tag < allowed.size]

@@ -299,3 +299,18 @@ def test_the_learned_ranker_over_the_index_returns_the_exact_top_k() -> None:
         assert a is not None and b is not None
         assert _ids(b) == _ids(a), kw
         np.testing.assert_allclose([r.score for r in b], [r.score for r in a], rtol=1e-5)
+
+
+def test_a_strong_popularity_prior_finds_its_popular_items_beyond_the_nearest() -> None:
+    # the tuned Magazine blend weighs popularity 0.77: the blend's top 10 mixes the nearest
+    # rows with popular ones that are not near, which the popular list must bring in
+    items = catalog(4_000, seed=6)
+    table = TagTable(items)
+    pop = popularity_scores(np.random.default_rng(8).zipf(1.3, len(items)).astype(float))
+    strong = RankingConfig(popularity_weight=0.8, tag_weight=0.0, cold_start_events=4.0)
+    ann = AnnCatalog(VectorIndex.build(items.matrix), table, pop, FORCE)
+    for viewed in (["i1"], ["i5", "i77", "i300"], ["i9", "i10"]):
+        state = user(items, viewed)
+        exact = recommend(state, CONFIG, strong, items, table, 10, popularity=pop)
+        approx = recommend(state, CONFIG, strong, items, table, 10, popularity=pop, ann=ann)
+        assert _ids(approx) == _ids(exact), viewed
