@@ -65,6 +65,9 @@ class Neighbours:
         """:meth:`score` without the catalog-wide array: the rows with a neighbour weight
         (ascending, zero weights included) and their sums, the same values :meth:`score`
         gives there. What a ranker over a large catalog reads (cost: ``len(rows) x k``)."""
+        listed = rows < self.nbr.shape[0]  # rows appended after the lists have none
+        if not listed.all():
+            rows, weights = rows[listed], weights[listed]
         if rows.size == 0 or self.nbr.shape[1] == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         sims = self.sim[rows].astype(np.float64) * weights[:, None]

@@ -163,6 +163,11 @@ def test_sparse_neighbour_scores_equal_the_catalog_wide_ones() -> None:
     full = nb.score(rows, weights)
     np.testing.assert_array_equal(full[found], scores)
     assert not full[np.setdiff1d(np.arange(300), found)].any()
+    # a catalog grown by a delta: its new rows have no lists and weigh nothing
+    grown = nb.grown(310)
+    rows = np.array([305, 3, 7])
+    found, scores = grown.scores_of(rows, np.array([1.0, 1.0, 0.5]))
+    np.testing.assert_array_equal(grown.score(rows, np.array([1.0, 1.0, 0.5]))[found], scores)
 
 
 # -- the blend over the index ------------------------------------------------------------
