@@ -76,8 +76,9 @@ class RetrievalContext:
     def text_norms_of(self, rows: np.ndarray) -> np.ndarray:
         """:meth:`text_norms` of ``rows`` (computed for those rows alone unless the whole
         catalog's are already known)."""
-        if self._text_norms is not None:
-            out: np.ndarray = self._text_norms[rows]
+        known = self._text_norms
+        if known is not None and (rows.size == 0 or int(rows.max()) < known.size):
+            out: np.ndarray = known[rows]
             return out
         norms = np.linalg.norm(self.items.vectors(rows)[:, : self.items.text_dim], axis=1)
         return np.where(norms > 0, norms, 1.0).astype(np.float32)

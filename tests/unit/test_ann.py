@@ -17,6 +17,7 @@ from portrait.events import Event, ItemPurchased, ItemViewed
 from portrait.fold import fold, replay
 from portrait.items import ItemIndex, l2_normalise
 from portrait.profile import ProfileState
+from portrait.ranker_features import features
 from portrait.ranking import (
     AnnCatalog,
     RankingConfig,
@@ -32,6 +33,7 @@ from portrait.retrieval import (
     RowRetriever,
     UserQuery,
     exact_retrievers,
+    retrieve,
     retrievers_for,
     text_index,
 )
@@ -319,3 +321,33 @@ def test_a_strong_popularity_prior_finds_its_popular_items_beyond_the_nearest() 
         exact = recommend(state, CONFIG, strong, items, table, 10, popularity=pop)
         approx = recommend(state, CONFIG, strong, items, table, 10, popularity=pop, ann=ann)
         assert _ids(approx) == _ids(exact), viewed
+
+
+def test_row_retrievers_over_a_catalog_grown_by_a_delta_match_the_exact_ones() -> None:
+    items, table, exact, approx, _ = _world()
+    assert approx.ann is not None and approx.text_ann is not None
+    new = l2_normalise(items.matrix[[3]] + items.matrix[[5]])
+    grown = items.extended(["new-1"], new, [("t1",)])
+    approx.ann.index.add(new)  # the view's index takes the delta's rows
+    approx.text_ann.add(new[:, : items.text_dim] / np.linalg.norm(new[:, : items.text_dim]))
+    gtable = table.extended([("t1",)])
+    pop = np.append(exact.popularity, np.float32(0.5))
+    cooc = exact.cooc.grown(len(grown)) if exact.cooc is not None else None
+    g_exact = RetrievalContext(grown, gtable, pop, cooc, cooc)
+    g_approx = RetrievalContext(grown, gtable, pop, cooc, cooc,
+                                ann=AnnCatalog(approx.ann.index, gtable, pop, FORCE),
+                                text_ann=approx.text_ann,
+                                _text_norms=approx.text_norms())  # the old rows' only
+    state = ProfileState("u", grown.text_dim)
+    fold(state, recorded([ItemViewed("e1", "u", T0, "i3"), ItemViewed("e2", "u", T0 + 1,
+                                                                      "new-1")]), CONFIG, grown)
+    allowed = np.ones(len(grown), bool)
+    q_exact, q_approx = (UserQuery(state, CONFIG, RANK, c) for c in (g_exact, g_approx))
+    for ex, ap in zip(exact_retrievers(), retrievers_for(g_approx), strict=True):
+        np.testing.assert_array_equal(ap.propose(q_approx, 15, allowed),
+                                      ex.propose(q_exact, 15, allowed), err_msg=ex.name)
+    assert 60 in retrievers_for(g_approx)[0].propose(q_approx, 5, allowed)  # found by the index
+    cands = retrieve(q_approx, retrievers_for(g_approx), 15, allowed)
+    np.testing.assert_allclose(
+        features(q_approx, cands), features(q_exact, retrieve(q_exact, exact_retrievers(), 15,
+                                                              allowed)), rtol=1e-5, atol=1e-6)
