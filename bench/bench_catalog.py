@@ -127,32 +127,38 @@ class SizeResult:
     vector_bytes: int = 0
 
 
-async def probe_encoder(n: int, encode_up_to: int) -> tuple[int, str, float | None, int]:
+def probe_encoder(n: int, encode_up_to: int) -> tuple[int, str, float | None, int]:
     """The encoder deployment's width and model id, and, for a catalog it will encode, its
     own texts/s on texts of the same generator that are never imported (chunks of 256 from 2
-    callers, as the import's catalog chunks reach it; one warm-up call first). The handle
-    lives in this one event loop (Serve binds it to the loop)."""
-    from ray import serve
+    callers, as the import's catalog chunks reach it; one warm-up call first).
+
+    The handle is this bench's own, its router on a loop of its own (the service runs
+    Serve's throughput mode, whose handles are bound to the caller's event loop), and shut
+    down here, so stopping Serve later does not trip over it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray.serve.handle import DeploymentHandle
 
     from serve.composition import APP_NAME, ENCODER_DEPLOYMENT
 
-    handle = serve.get_deployment_handle(ENCODER_DEPLOYMENT, app_name=APP_NAME)
-    info = await handle.info.remote()
-    dim, model = int(info["dim"]), str(info["model_id"])
-    if n > encode_up_to:
-        return dim, model, None, 0
-    prefix = str(info.get("passage_prefix", ""))
-    texts = [prefix + item_text_of(synthetic_item(n + k)) for k in range(min(ENCODER_SAMPLE, n))]
-    await handle.encode.remote(texts[:16])
-    chunks = [texts[i:i + ENCODER_CHUNK] for i in range(0, len(texts), ENCODER_CHUNK)]
-
-    async def caller() -> None:
-        while chunks:
-            await handle.encode.remote(chunks.pop())
-
-    began = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(CLIENTS)))
-    return dim, model, len(texts) / (time.perf_counter() - began), len(texts)
+    handle: Any = DeploymentHandle(ENCODER_DEPLOYMENT, APP_NAME)
+    handle._init(_run_router_in_separate_loop=True)
+    try:
+        info = handle.info.remote().result()
+        dim, model = int(info["dim"]), str(info["model_id"])
+        if n > encode_up_to:
+            return dim, model, None, 0
+        prefix = str(info.get("passage_prefix", ""))
+        texts = [prefix + item_text_of(synthetic_item(n + k))
+                 for k in range(min(ENCODER_SAMPLE, n))]
+        handle.encode.remote(texts[:16]).result()
+        chunks = [texts[i:i + ENCODER_CHUNK] for i in range(0, len(texts), ENCODER_CHUNK)]
+        began = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(lambda chunk: handle.encode.remote(chunk).result(), chunks))
+        return dim, model, len(texts) / (time.perf_counter() - began), len(texts)
+    finally:
+        handle.shutdown()
 
 
 async def load_catalog(url: str, headers: dict[str, str], n: int, vectors: np.ndarray | None,
@@ -273,8 +279,8 @@ def run_size(n: int, args: argparse.Namespace, base: Path) -> SizeResult:
         with database(settings) as db_url:
             svc = start_service(settings, db_url, load_demo_catalog=False)
             try:
-                dim, model, result.encoder_rate, sampled = asyncio.run(
-                    probe_encoder(n, args.encode_up_to))
+                dim, model, result.encoder_rate, sampled = probe_encoder(
+                    n, args.encode_up_to)
                 vectors = None
                 if result.encoder_rate is None:
                     result.mode = "vector_b64"
@@ -312,7 +318,10 @@ def run_size(n: int, args: argparse.Namespace, base: Path) -> SizeResult:
                           flush=True)
                 result.memory = ray_memory()
             finally:
-                svc.stop()
+                try:
+                    svc.stop()
+                except Exception as exc:  # the figures above still count
+                    print(f"  stopping the service failed: {exc!r}", flush=True)
     finally:
         if not args.keep and data_dir.exists():
             shutil.rmtree(data_dir, ignore_errors=True)
