@@ -167,12 +167,17 @@ def randomized_eigh(
     start = np.empty((n, width), dtype=np.float32)
     for lo in range(0, n, ROW_CHUNK):  # the same draws as one (n, width) call
         start[lo : lo + ROW_CHUNK] = rng.standard_normal((min(ROW_CHUNK, n - lo), width))
-    q = _orthonormal(np.asarray(matrix @ start, dtype=np.float32))
+    y = np.asarray(matrix @ start, dtype=np.float32)
     del start
+    q = _orthonormal(y)
+    del y
     for step in range(power_iterations):
         if progress is not None:
             progress(step + 1, steps)
-        q = _orthonormal(np.asarray(matrix @ q, dtype=np.float32))
+        y = np.asarray(matrix @ q, dtype=np.float32)
+        del q
+        q = _orthonormal(y)
+        del y
     if progress is not None:
         progress(steps - 1, steps)
     small = q.T @ np.asarray(matrix @ q, dtype=np.float32)
@@ -189,7 +194,7 @@ def randomized_eigh(
 
 
 def _orthonormal(y: np.ndarray) -> np.ndarray:
-    """An orthonormal basis (float32) of the columns of ``y``.
+    """An orthonormal basis (float32) of the columns of ``y``, overwriting ``y`` when it can.
 
     LAPACK's QR up to ``QR_CELLS`` cells (the evaluation's data sets). Above, its cost and
     copies grow with ``n x width^2`` and it took a minute at 100k rows on this machine, so the
@@ -209,7 +214,8 @@ def _orthonormal(y: np.ndarray) -> np.ndarray:
         lam, v = np.linalg.eigh(gram)
         good = lam > lam.max() * 1e-12
         t = v[:, good] / np.sqrt(lam[good])[None, :]
-        out = np.empty((y.shape[0], t.shape[1]), dtype=np.float32)
+        # Rows are independent: with every column kept, each block is rewritten in place.
+        out = y if t.shape[1] == y.shape[1] else np.empty((y.shape[0], t.shape[1]), np.float32)
         for lo in range(0, y.shape[0], ROW_CHUNK):
             out[lo : lo + ROW_CHUNK] = y[lo : lo + ROW_CHUNK].astype(np.float64) @ t
         y = out

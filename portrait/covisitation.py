@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import sparse
 
-from portrait.sppmi import BLOCK_PRODUCTS, row_blocks
+from portrait.sppmi import BLOCK_PRODUCTS, by_row_then_strength, row_blocks
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _fill(
     """Each row's strongest entries into ``nbr``/``sim`` rows, strongest first (ties in the
     order given: ascending columns for a canonical matrix)."""
     k = nbr.shape[1]
-    order = np.lexsort((-vals, rows))
+    order = by_row_then_strength(rows, vals)  # cosines and transition weights are positive
     rows, cols, vals = rows[order], cols[order], vals[order]
     starts = np.searchsorted(rows, rows, side="left")
     pos = np.arange(rows.size) - starts

@@ -19,7 +19,13 @@ from portrait.collaborative import (
     train_item_space,
 )
 from portrait.item_space import CollabSettings
-from portrait.sppmi import row_blocks, sparse_sppmi, strongest_per_row, user_item_matrix
+from portrait.sppmi import (
+    by_row_then_strength,
+    row_blocks,
+    sparse_sppmi,
+    strongest_per_row,
+    user_item_matrix,
+)
 
 
 def clustered_pairs(
@@ -95,13 +101,20 @@ def test_each_item_keeps_its_strongest_entries_and_the_matrix_at_most_2k_per_ite
         assert np.all(np.isin(top, dense_cut[i][kept[i]]))  # its own top-k all kept
 
 
-def test_strongest_per_row_breaks_ties_by_column() -> None:
-    rows = np.array([0, 0, 0, 1], dtype=np.int32)
-    cols = np.array([5, 2, 7, 1], dtype=np.int32)
-    vals = np.array([1.0, 1.0, 3.0, 2.0], dtype=np.float32)
+def test_strongest_per_row_keeps_ties_in_the_order_given() -> None:
+    rows = np.array([0, 0, 0, 0, 1], dtype=np.int32)
+    cols = np.array([2, 5, 7, 9, 1], dtype=np.int32)
+    vals = np.array([1.0, 1.0, 3.0, 0.5, 2.0], dtype=np.float32)
     r, c, v, dropped = strongest_per_row(rows, cols, vals, 2, 2)
     assert dropped and r.tolist() == [0, 0, 1]
     assert sorted(zip(c.tolist(), v.tolist(), strict=True)) == [(1, 2.0), (2, 1.0), (7, 3.0)]
+
+
+def test_one_key_sorts_as_the_lexsort_does() -> None:
+    rng = np.random.default_rng(2)
+    rows = np.sort(rng.integers(0, 50, 5_000))
+    vals = rng.choice(np.array([0.25, 1.0, 1e-8, 3.5, 7e5], dtype=np.float32), rows.size)
+    assert np.array_equal(by_row_then_strength(rows, vals), np.lexsort((-vals, rows)))
 
 
 def test_long_histories_are_sampled_to_the_cap_the_same_way_every_time() -> None:
