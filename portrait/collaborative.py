@@ -169,14 +169,14 @@ def randomized_eigh(
         start[lo : lo + ROW_CHUNK] = rng.standard_normal((min(ROW_CHUNK, n - lo), width))
     y = np.asarray(matrix @ start, dtype=np.float32)
     del start
-    q = _orthonormal(y)
+    q = _orthonormal(y, passes=1 if power_iterations else 2)
     del y
     for step in range(power_iterations):
         if progress is not None:
             progress(step + 1, steps)
         y = np.asarray(matrix @ q, dtype=np.float32)
         del q
-        q = _orthonormal(y)
+        q = _orthonormal(y, passes=1 if step < power_iterations - 1 else 2)
         del y
     if progress is not None:
         progress(steps - 1, steps)
@@ -193,31 +193,32 @@ def randomized_eigh(
     return vals[order], out
 
 
-def _orthonormal(y: np.ndarray) -> np.ndarray:
+def _orthonormal(y: np.ndarray, passes: int = 2) -> np.ndarray:
     """An orthonormal basis (float32) of the columns of ``y``, overwriting ``y`` when it can.
 
     LAPACK's QR up to ``QR_CELLS`` cells (the evaluation's data sets). Above, its cost and
     copies grow with ``n x width^2`` and it took a minute at 100k rows on this machine, so the
-    basis comes from the float64 Gram matrix instead, accumulated a block of rows at a time:
-    ``Y V diag(lambda)^-1/2`` over the eigenpairs of ``Y^T Y``, twice (the second pass restores
-    the orthogonality the first loses to rounding); directions with no weight are dropped,
-    so a rank-deficient ``y`` gives fewer columns rather than noise.
+    basis comes from the Gram matrix instead: ``Y V diag(lambda)^-1/2`` over the eigenpairs of
+    ``Y^T Y`` (accumulated in float64 a block of rows at a time; applied in float32). One
+    pass spans the same columns, which is all a power iteration needs; a second restores the
+    orthogonality the first loses to rounding, for the final basis. Directions with no weight
+    are dropped, so a rank-deficient ``y`` gives fewer columns rather than noise.
     """
     if y.size <= QR_CELLS:
         q, _ = np.linalg.qr(y)
         return np.asarray(q, dtype=np.float32)
-    for _ in range(2):
+    for _ in range(passes):
         gram = np.zeros((y.shape[1], y.shape[1]), dtype=np.float64)
         for lo in range(0, y.shape[0], ROW_CHUNK):
             block = y[lo : lo + ROW_CHUNK].astype(np.float64)
             gram += block.T @ block
         lam, v = np.linalg.eigh(gram)
         good = lam > lam.max() * 1e-12
-        t = v[:, good] / np.sqrt(lam[good])[None, :]
+        t = (v[:, good] / np.sqrt(lam[good])[None, :]).astype(np.float32)
         # Rows are independent: with every column kept, each block is rewritten in place.
         out = y if t.shape[1] == y.shape[1] else np.empty((y.shape[0], t.shape[1]), np.float32)
         for lo in range(0, y.shape[0], ROW_CHUNK):
-            out[lo : lo + ROW_CHUNK] = y[lo : lo + ROW_CHUNK].astype(np.float64) @ t
+            out[lo : lo + ROW_CHUNK] = y[lo : lo + ROW_CHUNK] @ t
         y = out
     return y
 
