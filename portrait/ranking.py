@@ -319,6 +319,19 @@ class AnnCatalog:
             top = top[popularity[top] > 0]
             self.top_popular = top[np.lexsort((top, -popularity[top]))].astype(np.int64)
         self._tag_top: tuple[np.ndarray, np.ndarray] | None = None
+        self._popular_vectors: np.ndarray | None = None
+
+    def popular_similarity(
+        self, items: ItemIndex, query: np.ndarray, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The allowed popular rows and their dot products with ``query``, from a contiguous
+        copy of their vectors taken once (a few hundred rows), not a gather per request."""
+        rows = self.top_popular[self.top_popular < allowed.size]
+        if self._popular_vectors is None or len(self._popular_vectors) != rows.size:
+            self._popular_vectors = np.ascontiguousarray(items.vectors(rows))
+        sims: np.ndarray = self._popular_vectors @ query
+        keep = allowed[rows]
+        return rows[keep], sims[keep]
 
     @classmethod
     def build(
@@ -414,17 +427,17 @@ def _ann_candidates(
         tagged = tag_table.rows_with(tags)  # few: all of them, exactly
         rows: np.ndarray = tagged[allowed[tagged]]
         return rows, items.vectors(rows) @ query
-    near, near_scores = nearest(ann.index, query, pool, allowed, items.vectors)
-    extra = [ann.popular_rows(allowed, ann.settings.popular)]
+    near, near_sims = nearest(ann.index, query, pool, allowed, items.vectors)
+    popular, popular_sims = ann.popular_similarity(items, query, allowed)
+    parts, sims = [near, popular], [near_sims, popular_sims]
     if ranking.tag_weight:
         by_tag = ann.tag_rows(state.tag_weights(config))
-        by_tag = by_tag[by_tag < allowed.size]
-        extra.append(by_tag[allowed[by_tag]])
-    others = np.setdiff1d(np.concatenate(extra), near)
-    rows = np.concatenate([near, others])
-    sims = np.concatenate([near_scores, items.vectors(others) @ query])
-    order = np.argsort(rows)
-    return rows[order], sims[order]
+        by_tag = np.setdiff1d(by_tag[by_tag < allowed.size], np.concatenate([near, popular]))
+        by_tag = by_tag[allowed[by_tag]]
+        parts.append(by_tag)
+        sims.append(items.vectors(by_tag) @ query)
+    rows, first = np.unique(np.concatenate(parts), return_index=True)
+    return rows, np.concatenate(sims)[first]
 
 
 def ann_scores(
