@@ -16,8 +16,10 @@ recommendation p50 at 1M items <= 1.5x the p50 at 10k, p99 <= 30 ms).
 
     ./dev bench ann [--sizes 10000,100000,1000000] [--queries 200] [--survey 100000]
 
-``--survey N`` instead compares the candidate libraries on N rows (faiss IVF-SQ8, hnswlib,
-usearch, voyager), the measurement behind the choice in ``portrait/ann.py``.
+``--survey N`` instead compares the candidate libraries (faiss HNSW-SQ8 and IVF-SQ8,
+hnswlib, usearch, voyager) on our own vectors when the evaluation's cache holds them
+(Magazine's items and review texts) and on N synthetic rows: the measurement behind the
+choice in ``portrait/ann.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import resource
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -130,14 +133,27 @@ def one_size(n: int, queries: int) -> dict[str, float]:
     return row
 
 
-def survey(n: int, queries: int) -> None:
-    """The candidate libraries on ``n`` clustered rows: build, search p50/p99, recall@200."""
+def real_vectors() -> np.ndarray | None:
+    """Our own vectors when the evaluation's cache holds them: Magazine's items and review
+    texts from the text encoder (12.7k rows), unit length."""
+    cache = Path(".portrait/cache")
+    parts = [np.load(p) for p in sorted(cache.glob("amazon-magazine-test-*.npy"))[:1]]
+    parts += [np.load(p) for p in sorted(cache.glob("amazon-magazine-text-events-*.npy"))[:1]]
+    if len(parts) < 2:
+        return None
+    m = np.vstack(parts).astype(np.float32)
+    out: np.ndarray = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+    return out
+
+
+def survey(m: np.ndarray, queries: int) -> None:
+    """The candidate libraries on the rows of ``m``: build, search p50/p99, recall@200."""
     import faiss
     import hnswlib
     import voyager
     from usearch.index import Index
 
-    m = clustered(n)
+    n, dim = m.shape
     qs = blends(m, queries)
     exact = [np.argpartition(-(m @ q), K - 1)[:K] for q in qs]
 
@@ -156,22 +172,23 @@ def survey(n: int, queries: int) -> None:
 
     t = time.perf_counter()
     index = VectorIndex.build(m)
-    report("faiss IVF-SQ8 + exact re-score (chosen)", time.perf_counter() - t,
+    report("VectorIndex: faiss HNSW32-SQ8 (chosen)", time.perf_counter() - t,
            lambda q: index.search(q, K, m), index.nbytes())
     faiss.omp_set_num_threads(1)
     with threadpool_limits(1):
         t = time.perf_counter()
-        h: Any = faiss.index_factory(DIM, "HNSW32,SQ8", faiss.METRIC_INNER_PRODUCT)
-        h.hnsw.efConstruction = 80
-        h.train(m[:50_000])
-        h.add(m)
+        lists = int(2 * np.sqrt(n))
+        ivf: Any = faiss.index_factory(dim, f"IVF{lists},SQ8", faiss.METRIC_INNER_PRODUCT)
+        ivf.train(m[np.random.default_rng(0).choice(n, min(n, 64 * lists), replace=False)])
+        ivf.add(m)
         b = time.perf_counter() - t
-        h.hnsw.efSearch = 256
-        report("faiss HNSW32-SQ8 ef256 + re-score", b,
-               lambda q: rescored(h.search(q[None], 2 * K)[1][0], q),
-               faiss.serialize_index(h).nbytes)
+        for share in (0.025, 0.1):
+            ivf.nprobe = max(1, int(share * lists))
+            report(f"faiss IVF{lists}-SQ8 probing {share:.1%} + re-score", b,
+                   lambda q: rescored(ivf.search(q[None], 2 * K)[1][0], q),
+                   faiss.serialize_index(ivf).nbytes)
         t = time.perf_counter()
-        hn = hnswlib.Index(space="ip", dim=DIM)
+        hn = hnswlib.Index(space="ip", dim=dim)
         hn.init_index(max_elements=n, M=16, ef_construction=100, random_seed=0)
         hn.set_num_threads(1)
         hn.add_items(m, np.arange(n))
@@ -183,7 +200,7 @@ def survey(n: int, queries: int) -> None:
         report("hnswlib M16 ef400", b, lambda q: hn.knn_query(q[None], k=K)[0][0].astype(np.int64),
                size)
         t = time.perf_counter()
-        u = Index(ndim=DIM, metric="ip", dtype="i8", connectivity=16, expansion_add=100,
+        u = Index(ndim=dim, metric="ip", dtype="i8", connectivity=16, expansion_add=100,
                   expansion_search=400)
         u.add(np.arange(n), m, threads=1)
         b = time.perf_counter() - t
@@ -191,7 +208,7 @@ def survey(n: int, queries: int) -> None:
                lambda q: rescored(np.asarray(u.search(q, 2 * K, threads=1).keys, np.int64), q),
                len(u.save() or b""))
         t = time.perf_counter()
-        vi = voyager.Index(voyager.Space.InnerProduct, num_dimensions=DIM, M=16,
+        vi = voyager.Index(voyager.Space.InnerProduct, num_dimensions=dim, M=16,
                            ef_construction=100, storage_data_type=voyager.StorageDataType.E4M3)
         vi.add_items(m, np.arange(n), num_threads=1)
         b = time.perf_counter() - t
@@ -209,7 +226,12 @@ def main() -> None:
                         help="compare the candidate libraries on N rows instead")
     args = parser.parse_args()
     if args.survey:
-        survey(args.survey, args.queries)
+        real = real_vectors()
+        if real is not None:
+            print(f"our vectors (Magazine items and review texts): {len(real)} rows")
+            survey(real, args.queries)
+        print(f"synthetic clustered rows: {args.survey}")
+        survey(clustered(args.survey), args.queries)
         return
     rows = []
     print(f"{'items':>9} {'build s':>8} {'B/item':>7} {'recall':>7} | search p50/p99 ms: "
