@@ -91,14 +91,21 @@ def synthetic_item(k: int) -> dict[str, Any]:
     }
 
 
-def clustered_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    """Unit vectors around one random centre per topic (item ``k`` in :func:`topic_of`)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(TOPICS, dim)).astype(np.float32)
-    topics = np.array([topic_of(k) for k in range(n)])
-    out: np.ndarray = centres[topics] + 0.5 * rng.normal(size=(n, dim)).astype(np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
+class ClusteredVectors:
+    """Unit vectors around one random centre per topic (item ``k``'s in :func:`topic_of`),
+    made batch by batch (a million rows at once would be gigabytes in this process)."""
+
+    def __init__(self, dim: int, seed: int = 0) -> None:
+        self.centres = np.random.default_rng(seed).normal(size=(TOPICS, dim)).astype(np.float32)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        rng = np.random.default_rng(start)
+        topics = np.array([topic_of(k) for k in range(start, stop)])
+        noise = rng.standard_normal(size=(stop - start, self.centres.shape[1]),
+                                    dtype=np.float32)
+        out: np.ndarray = self.centres[topics] + 0.5 * noise
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out.astype("<f4")
 
 
 def item_text_of(item: dict[str, Any]) -> str:
@@ -161,7 +168,8 @@ def probe_encoder(n: int, encode_up_to: int) -> tuple[int, str, float | None, in
         handle.shutdown()
 
 
-async def load_catalog(url: str, headers: dict[str, str], n: int, vectors: np.ndarray | None,
+async def load_catalog(url: str, headers: dict[str, str], n: int,
+                       vectors: ClusteredVectors | None,
                        model: str, deadline: float) -> tuple[int, list[float], str | None]:
     """POST the catalog in batches from 2 clients; (items loaded, each batch's finish time,
     why it stopped early or None)."""
@@ -172,12 +180,13 @@ async def load_catalog(url: str, headers: dict[str, str], n: int, vectors: np.nd
     stopped: str | None = None
 
     def body(start: int) -> dict[str, Any]:
+        stop = min(n, start + BATCH)
+        rows = vectors.rows(start, stop) if vectors is not None else None
         items = []
-        for k in range(start, min(n, start + BATCH)):
+        for k in range(start, stop):
             item = synthetic_item(k)
-            if vectors is not None:
-                item["vector_b64"] = base64.b64encode(vectors[k].astype("<f4").tobytes()
-                                                      ).decode("ascii")
+            if rows is not None:
+                item["vector_b64"] = base64.b64encode(rows[k - start].tobytes()).decode("ascii")
                 item["vector_model"] = model
             items.append(item)
         return {"items": items}
@@ -284,7 +293,7 @@ def run_size(n: int, args: argparse.Namespace, base: Path) -> SizeResult:
                 vectors = None
                 if result.encoder_rate is None:
                     result.mode = "vector_b64"
-                    vectors = clustered_vectors(n, dim)
+                    vectors = ClusteredVectors(dim)
                 else:
                     print(f"  encoder alone: {result.encoder_rate:.0f} texts/s on "
                           f"{sampled:,} texts", flush=True)
