@@ -123,6 +123,8 @@ def cmd_evaluate(
         },
         "baselines": {"chosen": choice.to_dict(), "validation": choice.validation},
         "ranker": roster.to_dict(),
+        # --ann: Portrait's systems ranked through these approximate indexes
+        "approximate_index": test_phase.factory.ann_indexes(),
         "fine_tuned_encoders": [
             {"seed": ft.seed, "folder": str(ft.folder), "record": ft.record,
              "seconds": ft.seconds, "refused": ft.refused} for ft in fine_tuned],

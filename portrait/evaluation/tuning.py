@@ -128,6 +128,16 @@ class PortraitFactory:
             ann=self.ann_for(alpha),
         )
 
+    def ann_indexes(self) -> list[dict[str, float]] | None:
+        """The approximate indexes the systems ranked through (None: exact ranking)."""
+        if self.ann is None:
+            return None
+        return [
+            {"alpha": alpha, "rows": len(ann.index),
+             "bytes_per_item": ann.index.nbytes() / max(len(ann.index), 1)}
+            for alpha, (_, ann) in self._anns.items()
+        ]
+
     def ann_for(self, alpha: float) -> AnnCatalog | None:
         """The approximate index over :meth:`items` of ``alpha`` when :attr:`ann` says it
         serves, else None (the popularity is the session's, set per test point)."""
