@@ -152,9 +152,13 @@ def randomized_eigh(
     power_iterations: int = 3,
     seed: int = 0,
     progress: Progress | None = None,
+    *,
+    scaled: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate top eigenpairs (largest eigenvalue first) of a symmetric matrix, dense or
-    sparse: its eigenvalues (float64) and ``(n, <= dim)`` eigenvectors (float32).
+    sparse: its eigenvalues (float64) and ``(n, <= dim)`` eigenvectors (float32); ``scaled``:
+    only the positive ones, each times the root of its eigenvalue (in float64, before the
+    float32 cast, as the dense pipeline did).
 
     Memory is a few ``n x (dim + oversample)`` float32 blocks besides the matrix: the random
     start is drawn and the eigenvectors formed a block of rows at a time. ``progress`` is told
@@ -185,12 +189,17 @@ def randomized_eigh(
     vals, vecs = np.linalg.eigh(small.astype(np.float64))
     order = np.argsort(vals)[::-1][:dim]
     vecs = vecs[:, order]
-    out = np.empty((n, vecs.shape[1]), dtype=np.float32)
+    # Scaled: the positive ones lead (vals descend); multiplied after the product, in the
+    # dense pipeline's order of operations, so the small data sets get its exact vectors.
+    keep = int(np.count_nonzero(vals[order] > 0)) if scaled else order.size
+    roots = np.sqrt(vals[order[:keep]])[None, :] if scaled else None
+    out = np.empty((n, keep), dtype=np.float32)
     for lo in range(0, n, ROW_CHUNK):
-        out[lo : lo + ROW_CHUNK] = q[lo : lo + ROW_CHUNK].astype(np.float64) @ vecs
+        block = q[lo : lo + ROW_CHUNK].astype(np.float64) @ vecs
+        out[lo : lo + ROW_CHUNK] = block if roots is None else block[:, :keep] * roots
     if progress is not None:
         progress(steps, steps)
-    return vals[order], out
+    return vals[order[:keep]], out
 
 
 def _orthonormal(y: np.ndarray, passes: int = 2) -> np.ndarray:
@@ -262,7 +271,8 @@ def item_vectors(
     stages: StageProgress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kept item rows (:func:`kept_items`) and their L2-normalised vectors, float32
-    ``(len(rows), <= dim)`` (an item with no positive SPPMI gets a zero row): what
+    ``(len(rows), dim)`` (an item with no positive SPPMI gets a zero row; fewer positive
+    eigenvalues than ``dim``: zero columns): what
     :func:`sppmi_embedding` scatters into the catalog's rows, without its zero rows."""
     keep = kept_items(pairs, settings)
     if keep.size < 2:
@@ -282,14 +292,13 @@ def item_vectors(
     if cells <= min(DENSE_CELLS, DENSE_RATIO * m.nnz):
         factor = m.toarray()
     del m
-    vals, vecs = randomized_eigh(
+    _, emb = randomized_eigh(
         factor, settings.dim, settings.oversample, settings.power_iterations, settings.seed,
-        stage_progress(stages, "eigenvectors"),
+        stage_progress(stages, "eigenvectors"), scaled=True,
     )
     del factor
-    positive = int(np.count_nonzero(vals > 0))  # vals descend: the positive ones lead
-    emb = vecs[:, :positive]
-    emb *= np.sqrt(vals[:positive]).astype(np.float32)[None, :]
+    if emb.shape[1] < settings.dim:  # norms over the full width, as the dense pipeline's
+        emb = np.hstack([emb, np.zeros((emb.shape[0], settings.dim - emb.shape[1]), np.float32)])
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     emb /= np.where(norms == 0.0, 1.0, norms)
     return keep, emb
