@@ -21,8 +21,8 @@ so the matrix is the dense formula's (:func:`sppmi_matrix`). Only items with at 
 ``min_count`` training users take part; the others get a zero collaborative vector and fall
 back to their text vector in :func:`combine`. ``max_items`` caps the items with a vector (the
 most interacted kept), and so the ``items x dim`` vectors. The eigenvectors come from a
-seeded randomized range finder with power iterations (Halko et al., 2011): a few sparse
-matrix products instead of a full ``eigh``.
+seeded randomized range finder with power iterations (Halko et al., 2011,
+:mod:`portrait.range_finder`): a few sparse matrix products instead of a full ``eigh``.
 """
 
 from __future__ import annotations
@@ -38,15 +38,14 @@ from portrait.events import POSITIVE_ITEM_TYPES, Event, ItemEvent
 from portrait.item_space import CollabSettings, ItemSpace
 from portrait.items import ItemIndex, l2_normalise
 from portrait.progress import Progress
+from portrait.range_finder import randomized_eigh
 from portrait.sppmi import sparse_sppmi, user_item_matrix
 
 DEFAULT_COLLAB = CollabSettings()
-ROW_CHUNK = 32_768  # rows per block of the range finder's float64 work: 140 MB at width 528
-QR_CELLS = 4_000_000  # n x width up to which LAPACK's QR orthonormalises (see _orthonormal)
-# A sparse product costs ~20x a dense one per stored cell here (scipy's is single-threaded:
-# ml-latest-small's 33%-full SPPMI took 31 s sparse, 3 s dense), so a matrix that is small and
-# full enough is multiplied dense: at most DENSE_CELLS cells (600 MB, the old dense cap of
-# 12,000 items) and at most DENSE_RATIO cells per stored entry.
+# A sparse product costs far more than a dense one per stored cell here (scipy's is
+# single-threaded: ml-latest-small's 33%-full SPPMI embedded in 31 s with sparse products, 15 s
+# dense), so a matrix that is small and full enough is multiplied dense: at most DENSE_CELLS
+# cells (600 MB, the old dense cap of 12,000 items) and at most DENSE_RATIO cells per entry.
 DENSE_CELLS = 150_000_000
 DENSE_RATIO = 16
 
@@ -143,93 +142,6 @@ def sppmi_matrix(incidence: np.ndarray, shift: float = 1.0) -> np.ndarray:
     """Dense SPPMI of the item co-occurrence of a (users x items) 0/1 matrix, float32."""
     x = np.asarray(incidence, dtype=np.float32)
     return sppmi_from_cooccurrence(x.T @ x, shift)
-
-
-def randomized_eigh(
-    matrix: np.ndarray | sparse.spmatrix,
-    dim: int,
-    oversample: int = 16,
-    power_iterations: int = 3,
-    seed: int = 0,
-    progress: Progress | None = None,
-    *,
-    scaled: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate top eigenpairs (largest eigenvalue first) of a symmetric matrix, dense or
-    sparse: its eigenvalues (float64) and ``(n, <= dim)`` eigenvectors (float32); ``scaled``:
-    only the positive ones, each times the root of its eigenvalue (in float64, before the
-    float32 cast, as the dense pipeline did).
-
-    Memory is a few ``n x (dim + oversample)`` float32 blocks besides the matrix: the random
-    start is drawn and the eigenvectors formed a block of rows at a time. ``progress`` is told
-    about the products with the matrix (``power_iterations + 2`` of them).
-    """
-    n = matrix.shape[0]
-    width = min(n, dim + oversample)
-    steps = power_iterations + 2
-    rng = np.random.default_rng(seed)
-    start = np.empty((n, width), dtype=np.float32)
-    for lo in range(0, n, ROW_CHUNK):  # the same draws as one (n, width) call
-        start[lo : lo + ROW_CHUNK] = rng.standard_normal((min(ROW_CHUNK, n - lo), width))
-    y = np.asarray(matrix @ start, dtype=np.float32)
-    del start
-    q = _orthonormal(y, passes=1 if power_iterations else 2)
-    del y
-    for step in range(power_iterations):
-        if progress is not None:
-            progress(step + 1, steps)
-        y = np.asarray(matrix @ q, dtype=np.float32)
-        del q
-        q = _orthonormal(y, passes=1 if step < power_iterations - 1 else 2)
-        del y
-    if progress is not None:
-        progress(steps - 1, steps)
-    small = q.T @ np.asarray(matrix @ q, dtype=np.float32)
-    small = (small + small.T) / 2.0
-    vals, vecs = np.linalg.eigh(small.astype(np.float64))
-    order = np.argsort(vals)[::-1][:dim]
-    vecs = vecs[:, order]
-    # Scaled: the positive ones lead (vals descend); multiplied after the product, in the
-    # dense pipeline's order of operations, so the small data sets get its exact vectors.
-    keep = int(np.count_nonzero(vals[order] > 0)) if scaled else order.size
-    roots = np.sqrt(vals[order[:keep]])[None, :] if scaled else None
-    out = np.empty((n, keep), dtype=np.float32)
-    for lo in range(0, n, ROW_CHUNK):
-        block = q[lo : lo + ROW_CHUNK].astype(np.float64) @ vecs
-        out[lo : lo + ROW_CHUNK] = block if roots is None else block[:, :keep] * roots
-    if progress is not None:
-        progress(steps, steps)
-    return vals[order[:keep]], out
-
-
-def _orthonormal(y: np.ndarray, passes: int = 2) -> np.ndarray:
-    """An orthonormal basis (float32) of the columns of ``y``, overwriting ``y`` when it can.
-
-    LAPACK's QR up to ``QR_CELLS`` cells (the evaluation's data sets). Above, its cost and
-    copies grow with ``n x width^2`` and it took a minute at 100k rows on this machine, so the
-    basis comes from the Gram matrix instead: ``Y V diag(lambda)^-1/2`` over the eigenpairs of
-    ``Y^T Y`` (accumulated in float64 a block of rows at a time; applied in float32). One
-    pass spans the same columns, which is all a power iteration needs; a second restores the
-    orthogonality the first loses to rounding, for the final basis. Directions with no weight
-    are dropped, so a rank-deficient ``y`` gives fewer columns rather than noise.
-    """
-    if y.size <= QR_CELLS:
-        q, _ = np.linalg.qr(y)
-        return np.asarray(q, dtype=np.float32)
-    for _ in range(passes):
-        gram = np.zeros((y.shape[1], y.shape[1]), dtype=np.float64)
-        for lo in range(0, y.shape[0], ROW_CHUNK):
-            block = y[lo : lo + ROW_CHUNK].astype(np.float64)
-            gram += block.T @ block
-        lam, v = np.linalg.eigh(gram)
-        good = lam > lam.max() * 1e-12
-        t = (v[:, good] / np.sqrt(lam[good])[None, :]).astype(np.float32)
-        # Rows are independent: with every column kept, each block is rewritten in place.
-        out = y if t.shape[1] == y.shape[1] else np.empty((y.shape[0], t.shape[1]), np.float32)
-        for lo in range(0, y.shape[0], ROW_CHUNK):
-            out[lo : lo + ROW_CHUNK] = y[lo : lo + ROW_CHUNK] @ t
-        y = out
-    return y
 
 
 def sppmi_embedding(

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from portrait import collaborative
+from portrait import collaborative, range_finder
 from portrait.collaborative import (
     Interactions,
     item_vectors,
-    randomized_eigh,
     sppmi_embedding,
     sppmi_matrix,
     train_item_space,
 )
 from portrait.item_space import CollabSettings
+from portrait.range_finder import randomized_eigh
 from portrait.sppmi import (
     by_row_then_strength,
     row_blocks,
@@ -173,7 +173,7 @@ def test_the_gram_basis_spans_what_the_qr_basis_spans(monkeypatch: pytest.Monkey
     pairs = clustered_pairs()
     settings = CollabSettings(dim=8, oversample=8, min_count=2)
     qr = sppmi_embedding(pairs, settings)
-    monkeypatch.setattr(collaborative, "QR_CELLS", 0)
+    monkeypatch.setattr(range_finder, "QR_CELLS", 0)
     gram = sppmi_embedding(pairs, settings)
     assert np.allclose(gram @ gram.T, qr @ qr.T, atol=1e-4)
 
@@ -181,7 +181,7 @@ def test_the_gram_basis_spans_what_the_qr_basis_spans(monkeypatch: pytest.Monkey
 def test_a_rank_deficient_matrix_gives_fewer_columns_not_noise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(collaborative, "QR_CELLS", 0)
+    monkeypatch.setattr(range_finder, "QR_CELLS", 0)
     rng = np.random.default_rng(1)
     basis = np.linalg.qr(rng.normal(size=(40, 3)))[0]
     m = (basis * np.array([5.0, 3.0, 1.0])) @ basis.T  # rank 3
