@@ -119,7 +119,7 @@ class RegistryChannel:
     async def publish(self, view: CatalogView) -> bool:
         registry = get_or_create_registry()
         if self._sent == view.key[:2]:
-            status = await registry.publish.remote(view.key, [None, view.extras(), None])
+            status = await registry.publish.remote(view.key, [None, view.extras(), None, None])
         else:
             status = "need-parts"
         if status == "need-parts":
@@ -163,8 +163,8 @@ class RegistryChannel:
             return None
         view = mine
         if view is None or view.base_key != base_key or view.version > key[0]:
-            index, extras, space = await asyncio.gather(*refs)
-            view = CatalogView.from_parts(base_key, index, extras, space)
+            index, extras, space, indexes = await asyncio.gather(*refs)
+            view = CatalogView.from_parts(base_key, index, extras, space, indexes)
         missing = [(k, ref) for k, ref in deltas if tuple(k)[0] > view.version]
         for delta in await asyncio.gather(*(ref for _, ref in missing)):
             view = view.with_delta(delta)

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from portrait.ann import VectorIndex
 from portrait.blended import BlendedIndex
 from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary
@@ -41,9 +42,46 @@ ExtraParts = tuple[np.ndarray | None, list[str], np.ndarray]
 # covered items' collaborative vectors and ids, the bound ranker: its Booster pickles as its
 # model text). The blended indexes are composed from these and the text index when read.
 SpaceParts = tuple[int, list[float], np.ndarray, np.ndarray, list[str], BoundRanker | None]
+# Each space's approximate index as bytes (faiss's own serialisation; see portrait.ann).
+IndexesPart = dict[str | float, bytes | np.ndarray]
 # (catalog version, item-space version, event-log position popularity is counted through);
 # each part only grows.
 ViewKey = tuple[int, int, int]
+
+
+TEXT_SPACE = "text"  # the key of the text-only index's approximate index
+
+
+class LazyIndex:
+    """An approximate index as the object store holds it (bytes), loaded into this process
+    on first use, and grown there with the rows deltas appended after its build (they are
+    searchable at once). A publisher that never ranks never loads it."""
+
+    __slots__ = ("_bytes", "_index")
+
+    def __init__(self, data: bytes | np.ndarray) -> None:
+        self._bytes: bytes | np.ndarray | None = data
+        self._index: VectorIndex | None = None
+
+    @property
+    def data(self) -> bytes | np.ndarray:
+        if self._bytes is None:
+            self._bytes = self._loaded().to_bytes()
+        return self._bytes
+
+    def _loaded(self) -> VectorIndex:
+        if self._index is None:
+            assert self._bytes is not None
+            self._index = VectorIndex.from_bytes(self._bytes)
+            self._bytes = None  # the loaded index is this process's copy; the bytes are not
+        return self._index
+
+    def over(self, items: ItemIndex) -> VectorIndex:
+        """The index with every row of ``items`` (rows appended since its build added)."""
+        index = self._loaded()
+        if len(index) < len(items):
+            index.add(items.vectors(np.arange(len(index), len(items), dtype=np.int64)))
+        return index
 
 
 @dataclass
@@ -70,6 +108,9 @@ class CatalogView:
     popularity_through: int = 0
     ranker: BoundRanker | None = None
     encoder: EncoderVersion | None = None
+    # Approximate indexes over the base's rows, by space (TEXT_SPACE, or the blended index's
+    # collaborative share); empty below the size where ranking scans (see portrait.ann).
+    indexes: dict[str | float, LazyIndex] = field(default_factory=dict)
     tags: TagTable = field(init=False)
     base_key: ViewKey = field(init=False)  # the key of the base this view's deltas follow
 
@@ -118,6 +159,14 @@ class CatalogView:
         when there is no ranker."""
         return f"{LEARNED}:{self.space_version}" if self.ranker is not None else BLEND
 
+    def vector_index(self, space: str | float) -> VectorIndex | None:
+        """The approximate index of ``space`` over every row of this view (None: none was
+        built, the catalog is ranked by scanning it)."""
+        lazy = self.indexes.get(space)
+        if lazy is None:
+            return None
+        return lazy.over(self.items if space == TEXT_SPACE else self.items_for(float(space)))
+
     def items_for(self, alpha: float) -> ItemIndex:
         """The index a variant with collaborative share ``alpha`` ranks in."""
         return self.spaces.get(alpha, self.items)
@@ -151,7 +200,7 @@ class CatalogView:
         return (self.popularity, list(vocab.names) if vocab else [],
                 vocab.matrix if vocab else np.zeros((0, self.items.dim), np.float32))
 
-    def to_parts(self) -> tuple[IndexParts, ExtraParts, SpaceParts]:
+    def to_parts(self) -> tuple[IndexParts, ExtraParts, SpaceParts, IndexesPart]:
         """The view whole, as a base (a view grown by deltas is flattened first)."""
         view = self.flattened()
         items = view.items
@@ -168,11 +217,13 @@ class CatalogView:
              items.alive),
             view.extras(),
             (view.space_version, list(view.spaces), slots, collab, covered, view.ranker),
+            {space: lazy.data for space, lazy in view.indexes.items()},
         )
 
     @classmethod
     def from_parts(
-        cls, key: ViewKey, index: IndexParts, extras: ExtraParts, space: SpaceParts
+        cls, key: ViewKey, index: IndexParts, extras: ExtraParts, space: SpaceParts,
+        indexes: IndexesPart,
     ) -> CatalogView:
         ids, matrix, tags, model_id, encoder, titles, alive = index
         popularity, names, vocab_matrix = extras
@@ -183,7 +234,7 @@ class CatalogView:
         spaces = {a: BlendedIndex(items, slots, collab, a, space_version, covers)
                   for a in alphas}
         return cls(key[0], items, popularity, vocabulary, titles, space_version, spaces, key[2],
-                   ranker, encoder)
+                   ranker, encoder, {s: LazyIndex(data) for s, data in indexes.items()})
 
 
 @dataclass(frozen=True)

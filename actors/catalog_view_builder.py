@@ -9,6 +9,7 @@ do not decode) is never loaded, a warning says why once, and the blend keeps ser
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -17,7 +18,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from actors.catalog_view import CatalogDelta, CatalogSink, CatalogView, ViewKey
+from actors.catalog_view import (
+    TEXT_SPACE,
+    CatalogDelta,
+    CatalogSink,
+    CatalogView,
+    LazyIndex,
+    ViewKey,
+)
+from portrait.ann import AnnSettings, VectorIndex
 from portrait.blended import blended_index, covers_of
 from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary, tag_prompt
@@ -62,12 +71,14 @@ class CatalogViewBuilder:
         encoder: AsyncEncoder,
         sink: CatalogSink,
         alphas: Sequence[float] = (),
+        ann: AnnSettings | None = None,
     ) -> None:
         self._catalog = catalog
         self._spaces = item_spaces
         self._encoder = encoder
         self._sink = sink
         self._alphas = tuple(a for a in alphas if a > 0.0)
+        self._ann = ann or AnnSettings()
         # Per model id, tag name -> vector: tags rarely change, each is encoded once.
         self._tag_vectors: dict[str, dict[str, np.ndarray]] = {}
         self._lock = asyncio.Lock()
@@ -129,10 +140,16 @@ class CatalogViewBuilder:
 
     def compaction_due(self, quiet_s: float) -> bool:
         """Whether the deltas since the base should be folded into a new base: they are a
-        large share of it (ranking scans the tail exactly, and every process holds it), or
-        the catalog has been quiet for ``quiet_s`` with a tail left over."""
+        large share of it (each process holds the tail, and adds it to its approximate
+        indexes), or the catalog has been quiet for ``quiet_s`` with a tail left over; or the
+        view is large enough to be ranked through approximate indexes and lacks them (a
+        whole view goes out without them, so that building them never holds it back)."""
         view = self._view
-        if view is None or view.tail == 0:
+        if view is None:
+            return False
+        if self._missing_indexes(view):
+            return True
+        if view.tail == 0:
             return False
         if view.tail > max(COMPACT_MIN_ROWS, COMPACT_SHARE * view.items.n_base):
             return True
@@ -145,7 +162,7 @@ class CatalogViewBuilder:
         it. No store read and no re-encoding. Returns whether it did; a failed flattening
         leaves the current view serving."""
         snapshot = self._view
-        if snapshot is None or snapshot.tail == 0:
+        if snapshot is None or (snapshot.tail == 0 and not self._missing_indexes(snapshot)):
             return False
         flat = await asyncio.to_thread(self._flatten, snapshot)
         async with self._lock:
@@ -161,9 +178,22 @@ class CatalogViewBuilder:
                   len(flat.items), current.tail)
         return True
 
-    @staticmethod
-    def _flatten(view: CatalogView) -> CatalogView:
-        return view.flattened()
+    def _flatten(self, view: CatalogView) -> CatalogView:
+        """``view`` flattened, with approximate indexes over all its rows when it is large
+        enough to be ranked through them (built here, once, not in every shard)."""
+        flat = copy.copy(view.flattened())
+        if self._ann.serves(len(flat.items)):
+            spaces: list[tuple[str | float, ItemIndex]] = [(TEXT_SPACE, flat.items)]
+            spaces += list(flat.spaces.items())
+            flat.indexes = {space: LazyIndex(VectorIndex.build(index.matrix).to_bytes())
+                            for space, index in spaces}
+        else:
+            flat.indexes = {}
+        return flat
+
+    def _missing_indexes(self, view: CatalogView) -> bool:
+        wanted = {TEXT_SPACE, *view.spaces} if self._ann.serves(len(view.items)) else set()
+        return set(view.indexes) != wanted
 
     async def _build(self, read_at: int, *, counts: bool = True) -> CatalogView:
         """The whole view: every item the active encoder embedded, in the newest item space.

@@ -32,6 +32,7 @@ from actors.catalog_view import CatalogFeed, CatalogView, ViewKey
 from actors.dependencies import EncoderConnector, HostStores, StoreOpener
 from actors.host import HostSettings, Outcome, UserHost
 from actors.text_features import TextFeatureSource
+from actors.view_indexes import ViewIndexes
 from portrait import codec
 from portrait.config import ProfileConfig
 from portrait.erasure import ErasureRecord
@@ -146,6 +147,7 @@ class ShardService:
         self._learned_variant = learned.name if learned is not None else None
         # The learned ranker's retrieval context per collaborative share, of one view.
         self._contexts: dict[float, tuple[ViewKey, RetrievalContext]] = {}
+        self._indexes = ViewIndexes()  # the view's approximate indexes, when it has them
         self._calls_in_flight = 0
         self._topology = Topology(0, ())  # epoch 0: not told yet, owns everyone
 
@@ -316,6 +318,7 @@ class ShardService:
                 exclude=exclude,
                 tags=tags,
                 diversity=diversity,
+                ann=self._indexes.catalog(view, variant.items.alpha),
             ), BLEND
 
         def space_of(variant: Variant) -> int:
@@ -373,8 +376,10 @@ class ShardService:
         if cached is not None and cached[0][:2] == view.key[:2]:
             ctx = cached[1].with_popularity(popularity)
         else:
+            ann = self._indexes.catalog(view, alpha)
             ctx = RetrievalContext(items, view.tags, popularity, ranker.cooc, ranker.trans,
-                                   ranker.settings.sequence_half_life)
+                                   ranker.settings.sequence_half_life, ann,
+                                   self._indexes.text(view) if ann is not None else None)
         self._contexts[alpha] = (view.key, ctx)
         return ctx
 

@@ -179,3 +179,37 @@ async def test_an_unchanged_reupsert_publishes_no_rows() -> None:
         assert np.all(view.popularity == 0)
     finally:
         await setup.close()
+
+
+async def test_a_catalog_large_enough_is_ranked_through_indexes_built_once() -> None:
+    """The publisher builds the approximate indexes (in the background, after the view went
+    out without them); the shard ranks through them, and rows a delta appends after the
+    build are added to its copy and found."""
+    from portrait.ann import AnnSettings
+
+    setup = Setup("memory://catalog-deltas-ann")
+    setup.builder = CatalogViewBuilder(setup.catalog, setup.stores.item_spaces, setup.encoder,
+                                       setup.channel, ann=AnnSettings(exact_below=4))
+    try:
+        await setup.catalog.upsert(ITEMS[:6])
+        await setup.builder.publish()
+        await _with_user(setup)
+        assert setup.channel._view is not None and not setup.channel._view.indexes
+        assert setup.builder.compaction_due(quiet_s=3600.0)  # the indexes are missing
+        assert await setup.builder.compact()
+        view = setup.channel._view
+        assert view is not None and set(view.indexes) == {"text"}
+        assert not setup.builder.compaction_due(quiet_s=3600.0)
+        through_index = await setup.ranked()
+        assert through_index == await _whole(setup)  # 6 rows: the search covers them all
+
+        await setup.catalog.upsert(ITEMS[6:])
+        await setup.builder.publish()
+        ranked = await setup.ranked()
+        grown = setup.channel._view
+        assert grown is not None and grown.tail == 2
+        index = grown.vector_index("text")
+        assert index is not None and len(index) == 8
+        assert {"i6", "i7"} & set(ranked) and ranked == await _whole(setup)
+    finally:
+        await setup.close()
