@@ -18,10 +18,12 @@ only, the demo catalog not loaded), then over HTTP:
   (items x width x 4).
 
 Then one table with each size's figures and its ratio to the smallest size. A size that runs
-past ``--max-minutes`` stops its import there, says so, and is measured on what it loaded.
+past ``--max-minutes``, or leaves less than ``--min-free-gib`` of memory available, stops its
+import there, says so, and is measured on what it loaded.
 
     ./dev bench catalog --items 10000,100000,1000000 [--encode-up-to 100000]
-        [--max-minutes 60] [--requests 600] [--data-dir .portrait/bench-catalog] [--keep]
+        [--max-minutes 60] [--min-free-gib 3] [--requests 600]
+        [--data-dir .portrait/bench-catalog] [--keep]
 """
 
 from __future__ import annotations
@@ -168,28 +170,35 @@ def probe_encoder(n: int, encode_up_to: int) -> tuple[int, str, float | None, in
         handle.shutdown()
 
 
+def batch_body(start: int, n: int, vectors: ClusteredVectors | None, model: str
+               ) -> dict[str, Any]:
+    """The ``POST /v1/items`` body of the batch from item ``start``: with ``vector_b64`` and
+    ``vector_model`` when ``vectors`` is given."""
+    stop = min(n, start + BATCH)
+    rows = vectors.rows(start, stop) if vectors is not None else None
+    items = []
+    for k in range(start, stop):
+        item = synthetic_item(k)
+        if rows is not None:
+            item["vector_b64"] = base64.b64encode(rows[k - start].tobytes()).decode("ascii")
+            item["vector_model"] = model
+        items.append(item)
+    return {"items": items}
+
+
 async def load_catalog(url: str, headers: dict[str, str], n: int,
-                       vectors: ClusteredVectors | None,
-                       model: str, deadline: float) -> tuple[int, list[float], str | None]:
+                       vectors: ClusteredVectors | None, model: str, deadline: float,
+                       min_free: float) -> tuple[int, list[float], str | None]:
     """POST the catalog in batches from 2 clients; (items loaded, each batch's finish time,
-    why it stopped early or None)."""
+    why it stopped early or None: past the deadline, or under ``min_free`` bytes of
+    available memory, before this machine runs out)."""
+    import psutil
+
     starts = list(range(0, n, BATCH))
     starts.reverse()
     done_at: list[float] = []
     loaded = 0
     stopped: str | None = None
-
-    def body(start: int) -> dict[str, Any]:
-        stop = min(n, start + BATCH)
-        rows = vectors.rows(start, stop) if vectors is not None else None
-        items = []
-        for k in range(start, stop):
-            item = synthetic_item(k)
-            if rows is not None:
-                item["vector_b64"] = base64.b64encode(rows[k - start].tobytes()).decode("ascii")
-                item["vector_model"] = model
-            items.append(item)
-        return {"items": items}
 
     async with httpx.AsyncClient(base_url=url, timeout=1800, headers=headers,
                                  limits=httpx.Limits(max_connections=CLIENTS)) as client:
@@ -199,8 +208,13 @@ async def load_catalog(url: str, headers: dict[str, str], n: int,
                 if time.perf_counter() > deadline:
                     stopped = f"stopped after {loaded:,} items: past --max-minutes"
                     return
+                free = psutil.virtual_memory().available
+                if free < min_free:
+                    stopped = (f"stopped after {loaded:,} items: {free / 2**30:.1f} GiB of "
+                               "memory left (--min-free-gib)")
+                    return
                 start = starts.pop()
-                resp = await client.post("/v1/items", json=body(start))
+                resp = await client.post("/v1/items", json=batch_body(start, n, vectors, model))
                 if resp.status_code != 200:
                     stopped = f"batch at {start} refused: {resp.status_code} {resp.text[:200]}"
                     return
@@ -299,7 +313,8 @@ def run_size(n: int, args: argparse.Namespace, base: Path) -> SizeResult:
                           f"{sampled:,} texts", flush=True)
                 t0 = time.perf_counter()
                 loaded, done_at, stopped = asyncio.run(load_catalog(
-                    svc.url, svc.headers(), n, vectors, model, deadline))
+                    svc.url, svc.headers(), n, vectors, model, deadline,
+                    args.min_free_gib * 2**30))
                 result.loaded, result.stopped = loaded, stopped
                 result.import_s = time.perf_counter() - t0
                 result.import_rate = loaded / result.import_s if result.import_s else 0.0
@@ -386,6 +401,8 @@ def main() -> None:
                         help="larger catalogs are loaded with precomputed vector_b64 vectors")
     parser.add_argument("--max-minutes", type=float, default=60.0,
                         help="per size: past it, the import stops and the size says so")
+    parser.add_argument("--min-free-gib", type=float, default=3.0,
+                        help="the import stops when less memory than this is available")
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--port", type=int, default=8013)
     parser.add_argument("--data-dir", type=Path, default=Path(".portrait/bench-catalog"))
