@@ -27,7 +27,7 @@ from actors.catalog_view import (
     ViewKey,
 )
 from portrait.ann import AnnSettings, VectorIndex
-from portrait.blended import blended_index, covers_of
+from portrait.blended import BlendedIndex, blended_index, covers_of
 from portrait.encoder_versions import EncoderVersion
 from portrait.interests import TagVocabulary, tag_prompt
 from portrait.item_space import ItemSpace
@@ -43,6 +43,15 @@ _log = logging.getLogger(__name__)
 # copying of a catalog loaded from empty to about twice its size in all.
 COMPACT_MIN_ROWS = 20_000
 COMPACT_SHARE = 1.0
+
+
+def _rows_of(index: ItemIndex) -> np.ndarray:
+    """Every row's vector, without keeping a copy on the index: a flattened text index is its
+    base already; a blended one is composed for the build and let go after it (its cached
+    whole matrix would be a second copy of the catalog in the publisher)."""
+    if isinstance(index, BlendedIndex) or index.tail_rows:
+        return index.vectors(np.arange(len(index), dtype=np.int64))
+    return index.base_matrix
 
 
 class LatestItemSpace(Protocol):
@@ -185,7 +194,7 @@ class CatalogViewBuilder:
         if self._ann.serves(len(flat.items)):
             spaces: list[tuple[str | float, ItemIndex]] = [(TEXT_SPACE, flat.items)]
             spaces += list(flat.spaces.items())
-            flat.indexes = {space: LazyIndex(VectorIndex.build(index.matrix).to_bytes())
+            flat.indexes = {space: LazyIndex(VectorIndex.build(_rows_of(index)).to_bytes())
                             for space, index in spaces}
         else:
             flat.indexes = {}

@@ -141,6 +141,11 @@ class ItemIndex:
         return int(self._matrix.shape[0])
 
     @property
+    def tail_rows(self) -> int:
+        """Rows appended by deltas after the base."""
+        return 0 if self._tail is None else int(self._tail.shape[0])
+
+    @property
     def base_matrix(self) -> np.ndarray:
         """The base's rows (what is shared between processes, never copied)."""
         return self._matrix
