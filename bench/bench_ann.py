@@ -172,7 +172,7 @@ def survey(m: np.ndarray, queries: int) -> None:
 
     t = time.perf_counter()
     index = VectorIndex.build(m)
-    report("VectorIndex: faiss HNSW32-SQ8 (chosen)", time.perf_counter() - t,
+    report("VectorIndex: HNSW-SQ8 + IVF-SQ8 (chosen)", time.perf_counter() - t,
            lambda q: index.search(q, K, m), index.nbytes())
     faiss.omp_set_num_threads(1)
     with threadpool_limits(1):

@@ -2,26 +2,26 @@
 
 Pure: numpy and faiss, no I/O.
 
-A :class:`VectorIndex` is a navigable small-world graph (HNSW, 32 links per row) over 8-bit
-scalar-quantised codes of the rows (faiss ``IndexHNSWSQ``, inner product). A search walks the
-graph with a candidate list of ``ef`` rows (at least twice the ``refine x n`` it takes: a
-profile mixing several interests has neighbours in several regions), takes the best
-``refine x n`` rows by their codes and, given the caller's vectors, re-scores those
-exactly, so the order (and the score a ranker reads) is exact among what was found.
+A :class:`VectorIndex` holds the rows as 8-bit scalar-quantised codes in two faiss indexes
+(inner product) and unites their candidates: a navigable small-world graph (HNSW, 32 links
+per row; the search's list holds ``ef`` rows, at least twice what it takes) and inverted
+lists (k-means, about ``2 sqrt(rows)`` lists, ``nprobe`` of them probed: 2.5%, at least 16).
+The best ``refine x n`` rows of each by their codes are re-scored exactly against the
+caller's vectors, so the order (and the score a ranker reads) is exact among what was found.
 
-Why this one (``bench/bench_ann.py --survey``, one thread, 384-d rows). On our own vectors
-(Magazine's items and review texts, 12.7k rows of the text encoder) recall@200 was 0.99 at
-0.45 ms for this graph, where the inverted-file index of the same codes (faiss IVF-SQ8) needed
-28% of its lists probed to reach 0.945 (its cost grows with the catalog at a fixed share);
-hnswlib and voyager reached 0.97-0.99 too but keep float vectors in the index (1.7 KB per row)
-or build slower; usearch's 8-bit graph reached 0.87. On synthetic, well separated clusters
-the inverted file did better (0.998 against 0.85): real item spaces are not that.
-The codes and the graph are about ``dim + 270`` bytes per row and never the vectors
-themselves, which each process already shares (the item index's matrix).
+Why both (``bench/bench_ann.py --survey``, one thread, 384-d rows): each misses where the
+other does not. On our own vectors (Magazine's items and review texts, 12.7k rows of the
+text encoder) the graph reached recall@200 0.999 and the lists 0.73 at 2.5% of their probes
+(0.945 only at 28%); on synthetic well-separated clusters the lists reached 1.000 at 1M rows
+and the graph 0.74 (a profile mixing several clusters leaves the graph's walk in one of
+them). hnswlib and voyager behaved like the graph but keep float vectors in the index (1.7 KB
+per row) or build slower; usearch's 8-bit graph reached 0.87. The two indexes keep about
+``2 dim + 270`` bytes per row (codes twice, links, list ids), never the float vectors, which
+each process already shares (the item index's matrix).
 
-Rows added after the build (:meth:`VectorIndex.add`) are linked into the graph: searchable
-at once. A query for at least as many rows as the index holds (after ``refine``) scans every
-code, so a small catalog is searched exhaustively.
+Rows added after the build (:meth:`VectorIndex.add`) are linked into the graph and put in
+their nearest list: searchable at once. A query for at least as many rows as the index holds
+(after ``refine``) scans every code, so a small catalog is searched exhaustively.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-# A header before faiss's own bytes: format version, ef, refine.
-_HEADER = struct.Struct("<4sqd")
-_MAGIC = b"PVI2"
+# A header before faiss's own bytes: format version, ef, nprobe, refine, the graph's length.
+_HEADER = struct.Struct("<4sqqdq")
+_MAGIC = b"PVI3"
 
 Vectors = Callable[[np.ndarray], np.ndarray]
 
@@ -71,16 +71,25 @@ LINKS = 32  # graph links per row (64 on the bottom layer)
 BUILD_EF = 40  # candidate list while linking: measured as good as 80 on our vectors, faster
 
 
-class VectorIndex:
-    """An approximate inner-product index over the rows of a float32 matrix (rows 0..len-1)."""
+def _n_lists(n: int) -> int:
+    """About 2 sqrt(n) lists, at least ~40 rows each (fewer lists below ~80 rows)."""
+    return max(1, min(int(2 * math.sqrt(n)), n // 40))
 
-    def __init__(self, index: faiss.Index, ef: int, refine: float) -> None:
-        """Wrap a faiss HNSW index of scalar-quantised codes (built here, loaded or mapped)."""
-        if not isinstance(index, faiss.IndexHNSWSQ):
-            raise ValueError(f"not an HNSW scalar-quantiser index: {type(index).__name__}")
-        self._index = index
-        self.ef = int(ef)
-        self.refine = float(refine)
+
+class VectorIndex:
+    """An approximate inner-product index over the rows of a float32 matrix (rows 0..len-1):
+    a graph and inverted lists over the same 8-bit codes, whose candidates are united."""
+
+    def __init__(
+        self, graph: faiss.Index, lists: faiss.Index, ef: int, nprobe: int, refine: float
+    ) -> None:
+        """Wrap faiss's HNSW and IVF scalar-quantiser indexes (built here, loaded or mapped)."""
+        if not isinstance(graph, faiss.IndexHNSWSQ):
+            raise ValueError(f"not an HNSW scalar-quantiser index: {type(graph).__name__}")
+        if not isinstance(lists, faiss.IndexIVFScalarQuantizer):
+            raise ValueError(f"not an IVF scalar-quantiser index: {type(lists).__name__}")
+        self._graph, self._lists = graph, lists
+        self.ef, self.nprobe, self.refine = int(ef), int(nprobe), float(refine)
 
     @classmethod
     def build(
@@ -89,60 +98,80 @@ class VectorIndex:
         *,
         seed: int = 0,
         ef: int = 256,
+        nprobe: int | None = None,
         refine: float = 2.0,
     ) -> VectorIndex:
-        """Learn the codes' range on (a sample of) ``matrix`` and link every row.
+        """Learn the codes' range and the lists on (a sample of) ``matrix``, add every row.
 
         Args:
-            seed: the rows the code range is learnt from, when there are many (the graph
-                itself is deterministic for a given matrix).
-            ef: the search's candidate list (at least twice the rows a search takes).
+            seed: the sample the codes and lists are learnt from, when there are many rows.
+            ef: the graph search's candidate list (at least twice the rows it takes).
+            nprobe: lists probed per query (default 2.5% of them, at least 16).
             refine: rows taken by their codes per row asked for, before exact re-scoring.
         """
         m = np.ascontiguousarray(matrix, dtype=np.float32)
         if m.ndim != 2 or m.shape[1] < 1:
             raise ValueError(f"expected a (rows, dim) matrix, got shape {m.shape}")
         n, dim = m.shape
-        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, LINKS,  # type: ignore[arg-type]
-                                  faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = BUILD_EF
+        qt = faiss.ScalarQuantizer.QT_8bit
+        graph = faiss.IndexHNSWSQ(dim, qt, LINKS, faiss.METRIC_INNER_PRODUCT)  # type: ignore[arg-type]
+        graph.hnsw.efConstruction = BUILD_EF
+        n_lists = _n_lists(n)
+        lists = faiss.IndexIVFScalarQuantizer(
+            faiss.IndexFlatIP(dim), dim, n_lists, qt, faiss.METRIC_INNER_PRODUCT
+        )
+        lists.cp.seed = int(seed)
+        lists.cp.max_points_per_centroid = 64  # the sample k-means sees: ~64 rows per list
+        lists.cp.min_points_per_centroid = 1  # a small catalog has few rows per list: fine
         if n == 0:  # nothing to learn from: a code range that holds unit vectors
             sample = np.stack([-np.ones(dim, np.float32), np.ones(dim, np.float32)])
         else:
-            take = min(n, 100_000)
+            take = min(n, max(64 * n_lists, 20_000))
             rng = np.random.default_rng(seed)
             sample = m if take == n else m[np.sort(rng.choice(n, take, replace=False))]
-        index.train(sample)
+        graph.train(sample)
+        lists.train(sample)
         if n:
-            index.add(m)
-        return cls(index, ef, refine)
+            graph.add(m)
+            lists.add(m)
+        default_probe = min(n_lists, max(16, math.ceil(0.025 * n_lists)))
+        return cls(graph, lists, ef, default_probe if nprobe is None else nprobe, refine)
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        return int(self._graph.ntotal)
 
     @property
     def dim(self) -> int:
-        return int(self._index.d)
+        return int(self._graph.d)
 
     def add(self, vectors: np.ndarray) -> None:
-        """Append rows ``len .. len + m - 1`` (items upserted between builds)."""
+        """Append rows ``len .. len + m - 1`` (items upserted between builds): linked into
+        the graph and put in their nearest list."""
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise ValueError(f"expected (m, {self.dim}) vectors, got shape {v.shape}")
         if v.shape[0]:
-            self._index.add(v)
+            self._graph.add(v)
+            self._lists.add(v)
 
     def _candidates(self, query: np.ndarray, k: int) -> np.ndarray:
         n = len(self)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         if k >= n:  # every row asked for: scan every code
-            _, ids = self._index.storage.search(q, n)
-        else:
-            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
-            params.efSearch = max(self.ef, 2 * k)  # measured: a list of k alone missed
-            _, ids = self._index.search(q, k, params=params)
-        rows: np.ndarray = ids[0]
-        return rows[rows >= 0].astype(np.int64)
+            _, ids = self._graph.storage.search(q, n)
+            every: np.ndarray = ids[0]
+            return every[every >= 0].astype(np.int64)
+        walk = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        walk.efSearch = max(self.ef, 2 * k)  # measured: a list of k alone missed
+        _, near = self._graph.search(q, k, params=walk)
+        probe = faiss.SearchParametersIVF()
+        n_lists = int(self._lists.nlist)
+        # enough lists to hold about twice the rows asked for (a deep over-fetch probes more)
+        probe.nprobe = min(max(self.nprobe, math.ceil(2 * k * n_lists / n)), n_lists)
+        _, listed = self._lists.search(q, k, params=probe)
+        rows = np.unique(np.concatenate([near[0], listed[0]]))
+        out: np.ndarray = rows[rows >= 0].astype(np.int64)
+        return out
 
     def search(
         self, query: np.ndarray, n: int, vectors: Vectors | np.ndarray | None = None
@@ -159,57 +188,65 @@ class VectorIndex:
         approximation (float32 either way). Ties are broken by row."""
         if n <= 0 or len(self) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        q = np.ascontiguousarray(query, dtype=np.float32)
         if vectors is None:
-            rows = self._candidates(query, n)
-            q = np.ascontiguousarray(query, dtype=np.float32)
-            approx: np.ndarray = self._reconstruct(rows) @ q
-            order = np.lexsort((rows, -approx))
-            return rows[order], approx[order]
-        rows = self._candidates(query, max(n, math.ceil(self.refine * n)))
-        vecs = vectors[rows] if isinstance(vectors, np.ndarray) else vectors(rows)
-        scores: np.ndarray = (vecs @ np.asarray(query, dtype=np.float32)).astype(np.float32)
+            rows = self._candidates(q, n)
+            scores: np.ndarray = self._reconstruct(rows) @ q
+        else:
+            rows = self._candidates(q, max(n, math.ceil(self.refine * n)))
+            vecs = vectors[rows] if isinstance(vectors, np.ndarray) else vectors(rows)
+            scores = (vecs @ q).astype(np.float32)
         order = np.lexsort((rows, -scores))[:n]
         return rows[order], scores[order]
 
     def _reconstruct(self, rows: np.ndarray) -> np.ndarray:
         """The codes' vectors of ``rows`` (only for a search without the caller's vectors)."""
-        out: np.ndarray = np.stack([self._index.reconstruct(int(r)) for r in rows]) if rows.size \
-            else np.zeros((0, self.dim), np.float32)
+        out: np.ndarray = np.stack([self._graph.reconstruct(int(r)) for r in rows]) \
+            if rows.size else np.zeros((0, self.dim), np.float32)
         return out
 
     # -- shipping one copy to many processes ------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The whole index (lists, codes, settings): what a publisher puts in the object store
-        once and every shard loads with :meth:`from_bytes`."""
-        body = faiss.serialize_index(self._index)
-        return _HEADER.pack(_MAGIC, self.ef, self.refine) + body.tobytes()
+        """The whole index (graph, lists, codes, settings): what a publisher puts in the
+        object store once and every shard loads with :meth:`from_bytes`."""
+        graph = faiss.serialize_index(self._graph).tobytes()
+        lists = faiss.serialize_index(self._lists).tobytes()
+        head = _HEADER.pack(_MAGIC, self.ef, self.nprobe, self.refine, len(graph))
+        return head + graph + lists
 
     @staticmethod
-    def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[int, float, np.ndarray]:
-        """``(ef, refine, faiss's own bytes)`` of :meth:`to_bytes`' output.
+    def unpack(
+        data: bytes | bytearray | memoryview | np.ndarray,
+    ) -> tuple[tuple[int, int, float], np.ndarray, np.ndarray]:
+        """``((ef, nprobe, refine), graph bytes, lists bytes)`` of :meth:`to_bytes`' output.
 
         :meth:`from_bytes` copies the codes into each process that loads it. To hold one copy
-        per node instead, write the faiss bytes to a file once (``/dev/shm``) and have every
-        process map it: ``VectorIndex(faiss.read_index(path, faiss.IO_FLAG_MMAP), ef,
-        refine)`` (the codes' pages are the OS's, shared by every process mapping the file;
-        the graph's links are read into each process).
+        per node instead, write the two faiss parts to files once (``/dev/shm``) and have
+        every process map them: ``VectorIndex(faiss.read_index(graph_path,
+        faiss.IO_FLAG_MMAP), faiss.read_index(lists_path, faiss.IO_FLAG_MMAP), *settings)``
+        (the codes' pages are the OS's, shared by every process mapping the files).
         """
         raw = np.frombuffer(data, dtype=np.uint8)
-        magic, ef, refine = _HEADER.unpack(raw[: _HEADER.size].tobytes())
+        if raw.size < _HEADER.size:
+            raise ValueError("not a serialised VectorIndex")
+        magic, ef, nprobe, refine, graph_len = _HEADER.unpack(raw[: _HEADER.size].tobytes())
         if magic != _MAGIC:
             raise ValueError("not a serialised VectorIndex")
-        return int(ef), float(refine), raw[_HEADER.size:]
+        body = raw[_HEADER.size:]
+        return (int(ef), int(nprobe), float(refine)), body[:graph_len], body[graph_len:]
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview | np.ndarray) -> VectorIndex:
         """The index :meth:`to_bytes` wrote (a copy of its codes in this process)."""
-        ef, refine, body = cls.unpack(data)
-        return cls(faiss.deserialize_index(np.array(body)), ef, refine)  # faiss copies it
+        settings, graph, lists = cls.unpack(data)
+        return cls(faiss.deserialize_index(np.array(graph)),
+                   faiss.deserialize_index(np.array(lists)), *settings)
 
     def nbytes(self) -> int:
-        """Bytes of one loaded copy: codes and graph links (what each process holds)."""
-        return int(faiss.serialize_index(self._index).nbytes)
+        """Bytes of one loaded copy: codes, links, lists (what each process holds)."""
+        return int(faiss.serialize_index(self._graph).nbytes
+                   + faiss.serialize_index(self._lists).nbytes)
 
 
 def recall_at(

@@ -111,11 +111,12 @@ def test_bytes_round_trip_and_what_one_copy_costs() -> None:
     m = clustered(4_000, 64, 10)
     index = VectorIndex.build(m)
     again = VectorIndex.from_bytes(index.to_bytes())
-    assert (again.ef, again.refine, len(again)) == (index.ef, index.refine, 4_000)
+    assert (again.ef, again.nprobe, again.refine, len(again)) == (
+        index.ef, index.nprobe, index.refine, 4_000)
     for q in blends(m, 5):
         np.testing.assert_array_equal(again.search(q, 50, m), index.search(q, 50, m))
-    # codes (a byte per dimension) and links: not the float vectors' 4 bytes per dimension
-    assert again.nbytes() / len(m) < 64 + 64 * 4 + 40
+    # codes (a byte per dimension, twice), links, list ids: not the float vectors themselves
+    assert again.nbytes() / len(m) < 2 * 64 + 64 * 4 + 60
     with pytest.raises(ValueError):
         VectorIndex.from_bytes(b"garbage-garbage-garbage-garbage")
 
@@ -124,10 +125,12 @@ def test_a_mapped_file_of_the_index_serves_the_same_rows(tmp_path: Path) -> None
     # one copy per node: every process maps the file a publisher wrote once
     m = clustered(3_000, 32, 10)
     index = VectorIndex.build(m)
-    ef, refine, body = VectorIndex.unpack(index.to_bytes())
-    path = tmp_path / "items.faiss"
-    path.write_bytes(body.tobytes())
-    mapped = VectorIndex(faiss.read_index(str(path), faiss.IO_FLAG_MMAP), ef, refine)
+    settings, graph, lists = VectorIndex.unpack(index.to_bytes())
+    (tmp_path / "graph.faiss").write_bytes(graph.tobytes())
+    (tmp_path / "lists.faiss").write_bytes(lists.tobytes())
+    mapped = VectorIndex(faiss.read_index(str(tmp_path / "graph.faiss"), faiss.IO_FLAG_MMAP),
+                         faiss.read_index(str(tmp_path / "lists.faiss"), faiss.IO_FLAG_MMAP),
+                         *settings)
     for q in blends(m, 3):
         np.testing.assert_array_equal(mapped.search(q, 30, m), index.search(q, 30, m))
 
