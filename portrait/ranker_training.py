@@ -202,4 +202,5 @@ def train_bundle(
     data = training_set(streams, items, tag_table, texts, profile, ranking, settings, progress)
     model, metrics = train_model(data, settings)
     cooc, trans = fit_neighbours(streams, items, settings)
-    return RankerBundle(model, settings, settings.feature_names, items.ids, cooc, trans, metrics)
+    return RankerBundle(model, settings, settings.feature_names, tuple(items.ids), cooc, trans,
+                        metrics)
