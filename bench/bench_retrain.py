@@ -184,6 +184,14 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def rss_mib() -> float:
+    """This process's resident memory now (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def peak_rss_mib() -> float:
     """VmHWM (since the last reset), else the process's max RSS."""
     try:
@@ -206,7 +214,7 @@ async def measure(
     read_s = time.perf_counter() - t0
     trainer = ItemSpaceTrainer(log, InMemoryItemSpaceStore(), collab, ranker=ranker)
     trainer.note_events(n)  # what the service would have counted: the read bar's total
-    before_mib = peak_rss_mib()
+    before_mib = rss_mib()
     reset = reset_peak_rss()
     clock = StageClock(name)
     space = await trainer.retrain(stages=clock)

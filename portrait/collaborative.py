@@ -209,8 +209,7 @@ def item_vectors(
         stage_progress(stages, "eigenvectors"), scaled=True,
     )
     del factor
-    if emb.shape[1] < settings.dim:  # norms over the full width, as the dense pipeline's
-        emb = np.hstack([emb, np.zeros((emb.shape[0], settings.dim - emb.shape[1]), np.float32)])
+    # (n, dim) with zero columns: norms over the full width, as the dense pipeline's were
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     emb /= np.where(norms == 0.0, 1.0, norms)
     return keep, emb
@@ -281,8 +280,9 @@ def train_item_space(
         )
     keep, emb = item_vectors(pairs, settings, progress, stages)
     covered = np.flatnonzero(np.linalg.norm(emb, axis=1) > 0)
-    vectors = np.zeros((covered.size, settings.dim), dtype=np.float32)
-    vectors[:, : emb.shape[1]] = emb[covered]
+    # One copy at most: at a million items each is 2 GB.
+    vectors = emb if covered.size == emb.shape[0] else emb[covered]
+    del emb
     return ItemSpace(
         0,
         tuple(item_ids[i] for i in keep[covered]),

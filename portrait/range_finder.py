@@ -33,7 +33,8 @@ def randomized_eigh(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate top eigenpairs (largest eigenvalue first) of a symmetric matrix, dense or
     sparse: its eigenvalues (float64) and ``(n, <= dim)`` eigenvectors (float32); ``scaled``:
-    only the positive ones, each times the root of its eigenvalue (in float64, before the
+    only the positive ones, each times the root of its eigenvalue, in an ``(n, dim)`` array
+    whose other columns are zero (the multiplication in float64, before the
     float32 cast, as the dense pipeline did).
 
     Memory is a few ``n x (dim + oversample)`` float32 blocks besides the matrix: the random
@@ -69,10 +70,10 @@ def randomized_eigh(
     # dense pipeline's order of operations, so the small data sets get its exact vectors.
     keep = int(np.count_nonzero(vals[order] > 0)) if scaled else order.size
     roots = np.sqrt(vals[order[:keep]])[None, :] if scaled else None
-    out = np.empty((n, keep), dtype=np.float32)
+    out = np.zeros((n, dim if scaled else keep), dtype=np.float32)
     for lo in range(0, n, ROW_CHUNK):
         block = q[lo : lo + ROW_CHUNK].astype(np.float64) @ vecs
-        out[lo : lo + ROW_CHUNK] = block if roots is None else block[:, :keep] * roots
+        out[lo : lo + ROW_CHUNK, :keep] = block if roots is None else block[:, :keep] * roots
     if progress is not None:
         progress(steps, steps)
     return vals[order[:keep]], out
