@@ -181,12 +181,14 @@ class CatalogPublication:
         Deltas keep going out while it builds; a failed build leaves the current view."""
         if self._compacting is not None and not self._compacting.done():
             return
-        if publisher.compaction_due(quiet_s=3 * self._refresh_s):
+        if publisher.rebuild_wanted or publisher.compaction_due(quiet_s=3 * self._refresh_s):
             self._compacting = asyncio.ensure_future(self._compact(publisher))
 
     async def _compact(self, publisher: CatalogViewBuilder) -> None:
         try:
-            if await publisher.compact():
+            done = await (publisher.rebuild() if publisher.rebuild_wanted
+                          else publisher.compact())
+            if done:
                 await self._notify()
         except Exception as exc:  # the grown view keeps serving; the next check tries again
             _log.warning("catalog compaction failed (the current view stays): %s",
@@ -233,8 +235,11 @@ class CatalogPublication:
         return await (await self._retraining()).retrain()
 
     async def stats(self) -> dict[str, Any]:
-        """The retrain's stats (``GET /v1/item-space``)."""
-        return await (await self._retraining()).stats()
+        """The retrain's stats and the published catalog view (``GET /v1/item-space``)."""
+        stats = await (await self._retraining()).stats()
+        if self._publisher is not None:
+            stats["catalog"] = self._publisher.status()
+        return stats
 
     async def generation(self) -> str:
         return self._generation

@@ -109,6 +109,7 @@ class CatalogViewBuilder:
         self._popularity_top = 0.0
         self._last_delta_at = time.monotonic()
         self._deltas: list[CatalogDelta] = []  # published since the current base
+        self._rebuild_wanted = False  # a whole view is due, built in the background
 
     @property
     def version(self) -> int:
@@ -128,8 +129,17 @@ class CatalogViewBuilder:
             read_at = await self._catalog.store.version()
             encoder = await self._catalog.encoder()
             space_version = await self._spaces.latest_version()
-            if (force or last is None or space_version != last.space_version
-                    or encoder.model_id != last.items.model_id):
+            whole = (force or last is None or space_version != last.space_version
+                     or encoder.model_id != last.items.model_id)
+            if whole and last is not None and not force and self._ann.serves(len(last.items)):
+                # A catalog ranked through indexes: the new view and its indexes are built in
+                # the background (rebuild); the current one serves, and takes deltas, until
+                # then, rather than a view without indexes (a scan of the catalog per request).
+                self._rebuild_wanted = True
+                if read_at == last.version:
+                    return last.version
+                view = await self._grow(last, read_at)
+            elif whole or last is None:
                 view = await self._build(read_at)
                 view = await self._sink.shared(view) or view
                 self._deltas = []
@@ -146,6 +156,44 @@ class CatalogViewBuilder:
         _log.info("catalog %d, item space %d, popularity through %d published: %d items "
                   "(%d after the base)", *view.key, len(view.items), view.tail)
         return view.version
+
+    def status(self) -> dict[str, Any]:
+        """The published view, for operators (``GET /v1/item-space``'s ``catalog``)."""
+        view = self._view
+        if view is None:
+            return {"published": False}
+        return {"published": True, "version": view.version, "rows": len(view.items),
+                "rows_after_base": view.tail, "item_space": view.space_version,
+                "indexes": sorted(str(s) for s in view.indexes),
+                "rebuild_pending": self._rebuild_wanted}
+
+    async def rebuild(self) -> bool:
+        """Build the whole view (the new item space or encoder) and its indexes outside the
+        lock while the current view serves and takes deltas; catch it up with the items
+        written meanwhile and publish it. A failed build leaves the current view serving
+        (and is tried again at the next check)."""
+        read_at = await self._catalog.store.version()
+        view = await self._build(read_at, counts=False)
+        view = await asyncio.to_thread(self._flatten, view)
+        async with self._lock:
+            now = await self._catalog.store.version()
+            changes = await self._changes(view, read_at)
+            if changes is not None:
+                view = view.with_delta(changes)
+            view = view.with_popularity(self._popularity(view.items.ids), self.key[2])
+            view.version = max(now, self.key[0])
+            mapped = await self._sink.shared(view)
+            if mapped is None:
+                return False
+            self._view, self.key = mapped, mapped.key
+            self._deltas, self._read_at, self._rebuild_wanted = [], now, False
+        _log.info("catalog rebuilt in item space %d: %d rows", mapped.space_version,
+                  len(mapped.items))
+        return True
+
+    @property
+    def rebuild_wanted(self) -> bool:
+        return self._rebuild_wanted
 
     def compaction_due(self, quiet_s: float) -> bool:
         """Whether the deltas since the base should be folded into a new base: they are a

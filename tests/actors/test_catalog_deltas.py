@@ -213,3 +213,41 @@ async def test_a_catalog_large_enough_is_ranked_through_indexes_built_once() -> 
         assert {"i6", "i7"} & set(ranked) and ranked == await _whole(setup)
     finally:
         await setup.close()
+
+
+async def test_a_new_item_space_over_an_indexed_catalog_is_built_while_the_old_serves() -> None:
+    """A retrain over a catalog ranked through indexes: the new view and its indexes are
+    built in the background; meanwhile the old view serves and takes deltas, and the new one
+    goes out with them."""
+    from portrait.ann import AnnSettings
+    from portrait.item_space import CollabSettings, ItemSpace
+
+    setup = Setup("memory://catalog-deltas-rebuild")
+    setup.builder = CatalogViewBuilder(setup.catalog, setup.stores.item_spaces, setup.encoder,
+                                       setup.channel, alphas=(0.5,),
+                                       ann=AnnSettings(exact_below=4))
+    try:
+        await setup.catalog.upsert(ITEMS[:6])
+        await setup.builder.publish()
+        assert await setup.builder.compact()  # the indexes
+        old = setup.channel._view
+        assert old is not None and old.space_version == 0 and old.indexes
+
+        vectors = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
+        await setup.stores.item_spaces.save(ItemSpace(0, ("i0", "i1", "i2"), vectors, 1, 10,
+                                                      CollabSettings()))
+        await setup.builder.publish()
+        assert setup.channel._view is old  # not replaced by a view without indexes
+        assert setup.builder.rebuild_wanted and setup.builder.status()["rebuild_pending"]
+        await setup.catalog.upsert(ITEMS[6:7])  # a write while the rebuild is due
+        await setup.builder.publish()
+        assert setup.channel._view is not None and setup.channel._view.tail == 1
+
+        assert await setup.builder.rebuild()
+        new = setup.channel._view
+        assert new is not None and new.space_version >= 1 and set(new.indexes) == {"text", 0.5}
+        assert new.items.row("i6") is not None and not setup.builder.rebuild_wanted
+        await _with_user(setup)
+        assert await setup.ranked()
+    finally:
+        await setup.close()
