@@ -130,6 +130,8 @@ class SizeResult:
     stopped: str | None = None
     retrain_s: float | None = None
     retrain_inside_s: float | None = None
+    settle_s: float | None = None  # retrain published, compacted, indexes built
+    indexes: str = ""
     p50: float | None = None
     p99: float | None = None
     memory: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # rss, pss, count
@@ -247,6 +249,28 @@ def send_views(c: httpx.Client, n: int, run: str) -> list[str]:
     return users
 
 
+def settle(c: httpx.Client, loaded: int, deadline: float) -> tuple[float, str]:
+    """Wait until the published view is the one recommendations are measured on: every item
+    in its base (compaction done), the retrained item space in it (no rebuild pending) and,
+    at a size ranked through approximate indexes, its indexes built. Returns the seconds
+    waited and the indexes; gives up at ``deadline`` (and says so)."""
+    began = time.perf_counter()
+    view: dict[str, Any] = {}
+    while time.perf_counter() < max(deadline, began + 60):
+        view = c.get("/v1/item-space").json().get("catalog", {})
+        ready = (view.get("rows", 0) >= loaded and view.get("rows_after_base", 1) == 0
+                 and not view.get("rebuild_pending", True)
+                 and (loaded < 50_000 or view.get("indexes")))
+        if ready:
+            break
+        time.sleep(2.0)
+    waited = time.perf_counter() - began
+    indexes = ",".join(view.get("indexes", [])) or "none (exact)"
+    print(f"  view settled in {waited:.0f}s: {view.get('rows', 0):,} rows, indexes {indexes}",
+          flush=True)
+    return waited, indexes
+
+
 def timed_recs(c: httpx.Client, users: list[str], n: int) -> list[float]:
     for user in users:  # activation is not what is timed
         assert c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).status_code == 200
@@ -336,6 +360,7 @@ def run_size(n: int, args: argparse.Namespace, base: Path) -> SizeResult:
                     assert resp.status_code == 200, resp.text
                     result.retrain_inside_s = float(resp.json().get("last_seconds") or 0.0)
                     print(f"  retrain: {result.retrain_s:.1f}s", flush=True)
+                    result.settle_s, result.indexes = settle(c, loaded, deadline)
                     latencies = timed_recs(c, users, args.requests)
                     result.p50, result.p99 = statistics.median(latencies), pct(latencies, 99)
                     print(f"  recommendations: p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms",
@@ -375,6 +400,8 @@ def report(results: list[SizeResult]) -> None:
                                   for r in results])
     row("import / encoder", ["" if r.encoder_rate is None
                              else f"{r.import_rate / r.encoder_rate:.2f}" for r in results])
+    row("view settled after s (indexes)", [
+        "" if r.settle_s is None else f"{r.settle_s:.0f} ({r.indexes})" for r in results])
     row("explicit retrain s (trainer)", [
         "" if r.retrain_s is None
         else f"{r.retrain_s:.1f}{ratio(r.retrain_s, first.retrain_s)} ({r.retrain_inside_s:.1f})"
