@@ -9,6 +9,8 @@ a view that differs only in popularity keeps the wrapped index.
 
 from __future__ import annotations
 
+import faiss
+
 from actors.catalog_view import TEXT_SPACE, CatalogView, ViewKey
 from portrait.ann import AnnSettings, VectorIndex
 from portrait.ranking import AnnCatalog
@@ -27,6 +29,9 @@ class ViewIndexes:
 
     def __init__(self) -> None:
         self._cached: dict[float, tuple[ViewKey, AnnCatalog | None]] = {}
+        # A shard is one core's worth of work: faiss's own threads would only contend with
+        # the other shards and the ingress on the node.
+        faiss.omp_set_num_threads(1)
 
     def catalog(self, view: CatalogView, alpha: float) -> AnnCatalog | None:
         """The index of the space ``alpha`` ranks in, with ``view``'s popular and per-tag
