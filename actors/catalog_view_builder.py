@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+import faiss
 import numpy as np
 
 from actors.catalog_view import (
@@ -240,6 +241,10 @@ class CatalogViewBuilder:
         enough to be ranked through them (built here, once, not in every shard)."""
         flat = copy.copy(view.flattened())
         if self._ann.serves(len(flat.items)):
+            # One thread: faiss's OpenMP workers spin between regions, and on a node shared
+            # with the shards and the ingress they starved Ray's own processes (a million-item
+            # import lost its raylet to missed heartbeats while an index was built).
+            faiss.omp_set_num_threads(1)
             spaces: list[tuple[str | float, ItemIndex]] = [(TEXT_SPACE, flat.items)]
             spaces += list(flat.spaces.items())
             flat.indexes = {space: LazyIndex(VectorIndex.build(_rows_of(index)).to_bytes())
