@@ -109,17 +109,22 @@ class TagTable:
         """How many tags each item carries."""
         return self._counts
 
-    def affinity(self, tag_weights: dict[str, float]) -> np.ndarray:
-        """Per item: the user's tag weights (scaled to [-1, 1]) summed over the item's tags,
-        divided by sqrt(number of tags)."""
-        if not tag_weights or self.rows.size == 0:
-            return np.zeros(self.n_items, dtype=np.float32)
+    def _user_weights(self, tag_weights: dict[str, float]) -> np.ndarray:
+        """The user's tag weights by column, scaled to [-1, 1]."""
         scale = max(abs(w) for w in tag_weights.values()) or 1.0
         user = np.zeros(len(self.names), dtype=np.float32)
         for tag, w in tag_weights.items():
             col = self.names.get(tag)
             if col is not None:
                 user[col] = w / scale
+        return user
+
+    def affinity(self, tag_weights: dict[str, float]) -> np.ndarray:
+        """Per item: the user's tag weights (scaled to [-1, 1]) summed over the item's tags,
+        divided by sqrt(number of tags)."""
+        if not tag_weights or self.rows.size == 0:
+            return np.zeros(self.n_items, dtype=np.float32)
+        user = self._user_weights(tag_weights)
         summed = np.bincount(self.rows, weights=user[self.cols], minlength=self.n_items)
         result: np.ndarray = (summed / self._per_item).astype(np.float32)
         return result
@@ -130,12 +135,7 @@ class TagTable:
         rows = np.asarray(rows, dtype=np.int64)
         if not tag_weights or self.rows.size == 0 or rows.size == 0:
             return np.zeros(rows.size, dtype=np.float32)
-        scale = max(abs(w) for w in tag_weights.values()) or 1.0
-        user = np.zeros(len(self.names), dtype=np.float32)
-        for tag, w in tag_weights.items():
-            col = self.names.get(tag)
-            if col is not None:
-                user[col] = w / scale
+        user = self._user_weights(tag_weights)
         lay = self._layout()
         starts, ends = lay.row_ptr[rows], lay.row_ptr[rows + 1]
         owner = np.repeat(np.arange(rows.size), ends - starts)
